@@ -1,0 +1,208 @@
+// Package dockertest runs containers on the real Docker daemon for tests.
+// No registry is reachable, so the one test image is built FROM scratch
+// around testctr, a static Go binary. Every container carries the label
+// selfheal.test=true and is force-removed when its test ends. With CI=true
+// a missing daemon fails the test; otherwise the test is skipped.
+package dockertest
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+)
+
+// TestLabel marks every container a test creates.
+const TestLabel = "selfheal.test"
+
+var (
+	once     sync.Once
+	api      *client.Client
+	image    string
+	setupErr error
+)
+
+// Client returns a Docker client and the test image's tag, building the
+// image on first use.
+func Client(t testing.TB) (*client.Client, string) {
+	t.Helper()
+	once.Do(func() { api, image, setupErr = setup() })
+	if setupErr != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("Docker is required (CI=true): %v", setupErr)
+		}
+		t.Skipf("no Docker: %v", setupErr)
+	}
+	return api, image
+}
+
+func setup() (*client.Client, string, error) {
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Ping(ctx); err != nil {
+		return nil, "", err
+	}
+	bin, err := buildTestctr()
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(bin)
+	tag := "selfheal-testctr:" + hex.EncodeToString(sum[:6])
+	if _, err := c.ImageInspect(context.Background(), tag); err == nil {
+		return c, tag, nil
+	}
+	var ctxTar bytes.Buffer
+	tw := tar.NewWriter(&ctxTar)
+	dockerfile := []byte("FROM scratch\nCOPY testctr /testctr\nENTRYPOINT [\"/testctr\"]\n")
+	for _, f := range []struct {
+		name string
+		body []byte
+		mode int64
+	}{{"Dockerfile", dockerfile, 0o644}, {"testctr", bin, 0o755}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.body))}); err != nil {
+			return nil, "", err
+		}
+		if _, err := tw.Write(f.body); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, "", err
+	}
+	bctx, bcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer bcancel()
+	resp, err := c.ImageBuild(bctx, &ctxTar, build.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true})
+	if err != nil {
+		return nil, "", fmt.Errorf("build test image: %w", err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if _, err := c.ImageInspect(context.Background(), tag); err != nil {
+		return nil, "", fmt.Errorf("build test image: %v: %s", err, out)
+	}
+	return c, tag, nil
+}
+
+// buildTestctr compiles testctr statically and returns the binary.
+func buildTestctr() ([]byte, error) {
+	_, file, _, _ := runtime.Caller(0)
+	dir, err := os.MkdirTemp("", "testctr-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "testctr")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, ".")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "testctr")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build testctr: %v: %s", err, b)
+	}
+	return os.ReadFile(out)
+}
+
+// Spec describes a test container.
+type Spec struct {
+	// Name is the container name; empty picks a unique one.
+	Name   string
+	Labels map[string]string
+	Args   []string
+	// Health adds a health check (testctr's marker file) polled this often.
+	Health time.Duration
+	// Stopped leaves the container created but not started.
+	Stopped bool
+}
+
+// Run creates (and unless s.Stopped, starts) a container and returns its
+// name. It is force-removed when t ends.
+func Run(t testing.TB, s Spec) string {
+	t.Helper()
+	c, img := Client(t)
+	ctx := context.Background()
+	if s.Name == "" {
+		s.Name = UniqueName("selfheal-test")
+	}
+	labels := map[string]string{TestLabel: "true"}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	cfg := &container.Config{Image: img, Cmd: s.Args, Labels: labels}
+	if s.Health > 0 {
+		cfg.Healthcheck = &container.HealthConfig{
+			Test: []string{"CMD", "/testctr", "health"}, Interval: s.Health, Timeout: s.Health, Retries: 1,
+		}
+	}
+	_ = c.ContainerRemove(ctx, s.Name, container.RemoveOptions{Force: true})
+	created, err := c.ContainerCreate(ctx, cfg, &container.HostConfig{}, nil, nil, s.Name)
+	if err != nil {
+		t.Fatalf("create container %s: %v", s.Name, err)
+	}
+	t.Cleanup(func() {
+		_ = c.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
+	})
+	if !s.Stopped {
+		if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+			t.Fatalf("start container %s: %v", s.Name, err)
+		}
+	}
+	return s.Name
+}
+
+// State returns the container's current state.
+func State(t testing.TB, name string) *container.State {
+	t.Helper()
+	c, _ := Client(t)
+	info, err := c.ContainerInspect(context.Background(), name)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", name, err)
+	}
+	return info.State
+}
+
+// Kill stops a container the hard way, as a crash would.
+func Kill(t testing.TB, name string) {
+	t.Helper()
+	c, _ := Client(t)
+	if err := c.ContainerKill(context.Background(), name, "KILL"); err != nil {
+		t.Fatalf("kill %s: %v", name, err)
+	}
+	WaitFor(t, 10*time.Second, name+" stopped", func() bool { return !State(t, name).Running })
+}
+
+// WaitFor polls cond until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// UniqueName returns prefix with a random suffix.
+func UniqueName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}

@@ -1,0 +1,62 @@
+// Command testctr is the process inside selfheal's test containers: a
+// static binary that can run in a FROM scratch image and misbehave on
+// demand (exit soon, ignore SIGTERM, turn healthy late or never).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+const healthFile = "/healthy"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		// The health check: healthy when the marker file exists.
+		if _, err := os.Stat(healthFile); err != nil {
+			os.Exit(1)
+		}
+		return
+	}
+	exitAfter := flag.Duration("exit-after", 0, "exit this long after starting (0: never)")
+	exitCode := flag.Int("exit-code", 1, "exit code for -exit-after")
+	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM (so a stop waits for its timeout)")
+	healthyAfter := flag.Duration("healthy-after", 0, "become healthy this long after starting (negative: never)")
+	listen := flag.String("http", "", "serve HTTP 200 on this address")
+	flag.Parse()
+
+	_ = os.Remove(healthFile)
+	if *healthyAfter >= 0 {
+		time.AfterFunc(*healthyAfter, func() { _ = os.WriteFile(healthFile, nil, 0o644) })
+	}
+	if *listen != "" {
+		go func() {
+			err := http.ListenAndServe(*listen, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprintf(w, "ok %s %s\n", r.Method, r.URL.Path)
+			}))
+			fmt.Fprintln(os.Stderr, err)
+		}()
+	}
+	sig := make(chan os.Signal, 1)
+	if *ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	}
+	var exit <-chan time.Time
+	if *exitAfter > 0 {
+		exit = time.After(*exitAfter)
+	}
+	fmt.Println("testctr started")
+	select {
+	case <-sig:
+		os.Exit(0)
+	case <-exit:
+		os.Exit(*exitCode)
+	}
+}

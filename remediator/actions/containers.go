@@ -1,0 +1,74 @@
+// Package actions implements the remediation steps the engine runs, each
+// behind the engine's Executor interface and each depending only on the
+// small interface it needs.
+package actions
+
+import (
+	"context"
+	"time"
+
+	"github.com/selfheal/selfheal/remediator/containers"
+	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/policy"
+)
+
+// Containers is what the container actions need from Docker.
+type Containers interface {
+	Permit(ctx context.Context, name string) error
+	Restart(ctx context.Context, name string) (time.Time, error)
+	StopStart(ctx context.Context, name string, wait time.Duration) (time.Time, error)
+	Verify(ctx context.Context, name string, since time.Time, v containers.Verification) error
+}
+
+var _ Containers = (*containers.Client)(nil)
+
+// Restart restarts a container and verifies it comes back.
+type Restart struct{ Containers Containers }
+
+// StopStart stops a container, waits, starts it and verifies it comes back.
+type StopStart struct{ Containers Containers }
+
+var (
+	_ engine.Executor = Restart{}
+	_ engine.Executor = StopStart{}
+)
+
+// Permit implements engine.Executor.
+func (a Restart) Permit(ctx context.Context, target string) error {
+	return a.Containers.Permit(ctx, target)
+}
+
+// Execute implements engine.Executor.
+func (a Restart) Execute(ctx context.Context, target string, _ policy.Action, v policy.Verify) (map[string]any, error) {
+	since, err := a.Containers.Restart(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return nil, a.Containers.Verify(ctx, target, since, verification(v))
+}
+
+// Permit implements engine.Executor.
+func (a StopStart) Permit(ctx context.Context, target string) error {
+	return a.Containers.Permit(ctx, target)
+}
+
+// Execute implements engine.Executor.
+func (a StopStart) Execute(ctx context.Context, target string, step policy.Action, v policy.Verify) (map[string]any, error) {
+	since, err := a.Containers.StopStart(ctx, target, step.Wait.D())
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"wait_seconds": step.Wait.D().Seconds()}, a.Containers.Verify(ctx, target, since, verification(v))
+}
+
+func verification(v policy.Verify) containers.Verification {
+	return containers.Verification{Timeout: v.Timeout.D(), StableFor: v.StableFor.D()}
+}
+
+// Registry returns the executors for every action type this build knows.
+func Registry(c Containers) map[string]engine.Executor {
+	return map[string]engine.Executor{
+		"restart":    Restart{Containers: c},
+		"stop_start": StopStart{Containers: c},
+	}
+}

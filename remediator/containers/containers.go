@@ -1,0 +1,231 @@
+// Package containers is selfheal's only way to change Docker containers.
+// Every mutating call first checks that the container is opted in (by label
+// or by name in the configuration) and acts on the container's ID, so a
+// container replaced under the same name in between is not touched by
+// mistake.
+package containers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+)
+
+// ErrNotPermitted marks a container selfheal may not touch.
+var ErrNotPermitted = errors.New("not permitted")
+
+// Options configures a Client.
+type Options struct {
+	Host string
+	// RequireLabel opts containers in: "key=value", or "key" for any value.
+	RequireLabel string
+	// Allow opts containers in by name.
+	Allow []string
+	// StopTimeout is the grace period before a stopping container is killed.
+	StopTimeout time.Duration
+}
+
+// Client changes opted-in containers.
+type Client struct {
+	api         client.APIClient
+	labelKey    string
+	labelValue  string
+	anyValue    bool
+	allow       map[string]bool
+	stopTimeout time.Duration
+}
+
+// New connects to the Docker Engine at o.Host (negotiating the API version,
+// so older daemons work) without calling it yet.
+func New(o Options) (*Client, error) {
+	api, err := client.NewClientWithOpts(client.WithHost(o.Host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", o.Host, err)
+	}
+	c := &Client{api: api, allow: map[string]bool{}, stopTimeout: o.StopTimeout}
+	c.labelKey, c.labelValue, _ = strings.Cut(o.RequireLabel, "=")
+	c.anyValue = !strings.Contains(o.RequireLabel, "=")
+	for _, n := range o.Allow {
+		c.allow[strings.TrimPrefix(n, "/")] = true
+	}
+	return c, nil
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() error { return c.api.Close() }
+
+// Ping checks that the Docker Engine answers.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.api.Ping(ctx)
+	return err
+}
+
+// Permit reports whether the container called name exists and is opted in.
+// It changes nothing.
+func (c *Client) Permit(ctx context.Context, name string) error {
+	_, err := c.permitted(ctx, name)
+	return err
+}
+
+func (c *Client) permitted(ctx context.Context, name string) (container.InspectResponse, error) {
+	info, err := c.api.ContainerInspect(ctx, name)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return info, fmt.Errorf("%w: no container named %q", ErrNotPermitted, name)
+		}
+		return info, fmt.Errorf("inspect container %q: %w", name, err)
+	}
+	if c.allow[strings.TrimPrefix(info.Name, "/")] {
+		return info, nil
+	}
+	var labels map[string]string
+	if info.Config != nil {
+		labels = info.Config.Labels
+	}
+	if v, ok := labels[c.labelKey]; ok && (c.anyValue || v == c.labelValue) && c.labelKey != "" {
+		return info, nil
+	}
+	return info, fmt.Errorf("%w: container %q lacks the opt-in label %s and is not listed in targets.docker.containers",
+		ErrNotPermitted, name, c.requirement())
+}
+
+func (c *Client) requirement() string {
+	if c.anyValue {
+		return c.labelKey
+	}
+	return c.labelKey + "=" + c.labelValue
+}
+
+func (c *Client) stopOptions() container.StopOptions {
+	secs := int(c.stopTimeout.Round(time.Second).Seconds())
+	return container.StopOptions{Timeout: &secs}
+}
+
+// Restart restarts an opted-in container and returns when the Docker
+// Engine has done so. It returns the time just before the restart, for
+// Verify.
+func (c *Client) Restart(ctx context.Context, name string) (time.Time, error) {
+	info, err := c.permitted(ctx, name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	began := time.Now()
+	if err := c.api.ContainerRestart(ctx, info.ID, c.stopOptions()); err != nil {
+		return began, fmt.Errorf("restart %s: %w", name, err)
+	}
+	return began, nil
+}
+
+// StopStart stops an opted-in container, waits, and starts it again.
+func (c *Client) StopStart(ctx context.Context, name string, wait time.Duration) (time.Time, error) {
+	info, err := c.permitted(ctx, name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	began := time.Now()
+	if err := c.api.ContainerStop(ctx, info.ID, c.stopOptions()); err != nil {
+		return began, fmt.Errorf("stop %s: %w", name, err)
+	}
+	select {
+	case <-ctx.Done():
+		return began, fmt.Errorf("stop %s: waiting to start it again: %w", name, ctx.Err())
+	case <-time.After(wait):
+	}
+	if err := c.api.ContainerStart(ctx, info.ID, container.StartOptions{}); err != nil {
+		return began, fmt.Errorf("start %s: %w", name, err)
+	}
+	return began, nil
+}
+
+// Verification is how Verify judges a container after an action.
+type Verification struct {
+	// Timeout bounds the wait for running (and healthy, with a health check).
+	Timeout time.Duration
+	// StableFor is how long it must then stay up without restarting.
+	StableFor time.Duration
+	// Poll is the interval between checks; zero means 100ms.
+	Poll time.Duration
+}
+
+// Verify waits until the container is running — and healthy, if it has a
+// health check — then checks it stays so for StableFor. A container that
+// starts and exits again after `since` fails at once rather than at the
+// timeout.
+func (c *Client) Verify(ctx context.Context, name string, since time.Time, v Verification) error {
+	poll := v.Poll
+	if poll == 0 {
+		poll = 100 * time.Millisecond
+	}
+	deadline := time.Now().Add(v.Timeout)
+	var last string
+	for {
+		info, err := c.api.ContainerInspect(ctx, name)
+		if err != nil {
+			return fmt.Errorf("verify %s: %w", name, err)
+		}
+		st := info.State
+		up, why := judge(st, since)
+		if up {
+			return c.stable(ctx, name, info, v.StableFor)
+		}
+		if why != "" && strings.HasPrefix(why, "exited") {
+			return fmt.Errorf("verify %s: %s", name, why)
+		}
+		last = why
+		if time.Now().After(deadline) {
+			return fmt.Errorf("verify %s: not up after %s: %s", name, v.Timeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("verify %s: %s: %w", name, last, ctx.Err())
+		case <-time.After(poll):
+		}
+	}
+}
+
+// judge says whether a container state counts as up, and if not, why.
+func judge(st *container.State, since time.Time) (bool, string) {
+	if st == nil {
+		return false, "no state reported"
+	}
+	if !st.Running || st.Restarting {
+		started, _ := time.Parse(time.RFC3339Nano, st.StartedAt)
+		if !st.Restarting && started.After(since) {
+			return false, fmt.Sprintf("exited with code %d right after starting", st.ExitCode)
+		}
+		return false, "status " + st.Status
+	}
+	if st.Health != nil && st.Health.Status != container.NoHealthcheck && st.Health.Status != container.Healthy {
+		return false, "health " + st.Health.Status
+	}
+	return true, ""
+}
+
+// stable checks that the same run of the container is still up after d.
+func (c *Client) stable(ctx context.Context, name string, first container.InspectResponse, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("verify %s: %w", name, ctx.Err())
+	case <-time.After(d):
+	}
+	info, err := c.api.ContainerInspect(ctx, name)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", name, err)
+	}
+	if info.State == nil || info.State.StartedAt != first.State.StartedAt {
+		return fmt.Errorf("verify %s: restarted within %s of coming up", name, d)
+	}
+	if up, why := judge(info.State, time.Time{}); !up {
+		return fmt.Errorf("verify %s: did not stay up for %s: %s (exit code %d)", name, d, why, info.State.ExitCode)
+	}
+	return nil
+}

@@ -1,0 +1,153 @@
+package containers_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/remediator/containers"
+)
+
+var optIn = map[string]string{"selfheal.enable": "true"}
+
+func newClient(t *testing.T, allow ...string) *containers.Client {
+	t.Helper()
+	dockertest.Client(t) // skip or fail early without Docker
+	c, err := containers.New(containers.Options{
+		Host: "unix:///var/run/docker.sock", RequireLabel: "selfheal.enable=true",
+		Allow: allow, StopTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+var quick = containers.Verification{Timeout: 10 * time.Second, StableFor: 500 * time.Millisecond}
+
+func TestPermit(t *testing.T) {
+	labelled := dockertest.Run(t, dockertest.Spec{Labels: optIn})
+	wrongValue := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "false"}})
+	plain := dockertest.Run(t, dockertest.Spec{})
+	listed := dockertest.Run(t, dockertest.Spec{})
+	c := newClient(t, listed)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		want string
+	}{
+		{labelled, ""},
+		{listed, ""},
+		{plain, "lacks the opt-in label selfheal.enable=true"},
+		{wrongValue, "lacks the opt-in label selfheal.enable=true"},
+		{"no-such-container-xyz", `no container named "no-such-container-xyz"`},
+	} {
+		err := c.Permit(ctx, tc.name)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("Permit(%s) = %v", tc.name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, containers.ErrNotPermitted) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Permit(%s) = %v, want ErrNotPermitted mentioning %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestRestartRefusesUnlabelled(t *testing.T) {
+	plain := dockertest.Run(t, dockertest.Spec{Stopped: true})
+	c := newClient(t)
+	if _, err := c.Restart(context.Background(), plain); !errors.Is(err, containers.ErrNotPermitted) {
+		t.Fatalf("Restart = %v", err)
+	}
+	if _, err := c.StopStart(context.Background(), plain, 0); !errors.Is(err, containers.ErrNotPermitted) {
+		t.Fatalf("StopStart = %v", err)
+	}
+	if st := dockertest.State(t, plain); st.Running || st.StartedAt != "0001-01-01T00:00:00Z" {
+		t.Fatalf("unlabelled container was touched: %+v", st)
+	}
+}
+
+func TestRestartAndVerify(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	c := newClient(t)
+	ctx := context.Background()
+	since, err := c.Restart(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Verify(ctx, name, since, quick); err != nil {
+		t.Fatal(err)
+	}
+	if !dockertest.State(t, name).Running {
+		t.Fatal("not running")
+	}
+}
+
+func TestStopStart(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn})
+	before := dockertest.State(t, name).StartedAt
+	c := newClient(t)
+	ctx := context.Background()
+	since, err := c.StopStart(ctx, name, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Verify(ctx, name, since, quick); err != nil {
+		t.Fatal(err)
+	}
+	if after := dockertest.State(t, name).StartedAt; after == before {
+		t.Fatal("container was not restarted")
+	}
+}
+
+func TestVerifyFailsFastWhenContainerDiesAfterStart(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=100ms", "-exit-code=3"}})
+	c := newClient(t)
+	ctx := context.Background()
+	since, err := c.Restart(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = c.Verify(ctx, name, since, containers.Verification{Timeout: 20 * time.Second, StableFor: time.Second})
+	if err == nil {
+		t.Fatal("a container that exits after 100ms verified as up")
+	}
+	if !strings.Contains(err.Error(), "code 3") {
+		t.Errorf("error does not give the exit code: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %s: should fail well before the timeout", took)
+	}
+}
+
+func TestVerifyWaitsForHealth(t *testing.T) {
+	healthy := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-healthy-after=1s"}, Health: 200 * time.Millisecond})
+	never := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-healthy-after=-1s"}, Health: 200 * time.Millisecond})
+	c := newClient(t)
+	ctx := context.Background()
+	since, err := c.Restart(ctx, healthy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Verify(ctx, healthy, since, quick); err != nil {
+		t.Fatalf("healthy after 1s: %v", err)
+	}
+	if h := dockertest.State(t, healthy).Health; h == nil || h.Status != "healthy" {
+		t.Fatalf("health %+v", h)
+	}
+	since, err = c.Restart(ctx, never)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Verify(ctx, never, since, containers.Verification{Timeout: 2 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "not up after 2s: health") {
+		t.Fatalf("never healthy: %v", err)
+	}
+}

@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// Verdict is what the engine decided to do with one job.
+type Verdict string
+
+// Verdicts. Every one but Defer ends the job and is recorded.
+const (
+	Run      Verdict = "run"
+	DryRun   Verdict = "dry_run"
+	Skip     Verdict = "skipped"
+	Refuse   Verdict = "refused"
+	Escalate Verdict = "escalated"
+	Defer    Verdict = "defer"
+)
+
+// Limits are the global brakes.
+type Limits struct {
+	MaxConcurrentActions int
+	StormMaxActions      int
+	StormWindow          time.Duration
+}
+
+// Input is everything a decision depends on.
+type Input struct {
+	Remediation *policy.Remediation
+	// DryRun is the effective dry-run setting (global or per remediation).
+	DryRun bool
+	Limits Limits
+	State  store.State
+	// AlertResolved is true when the alert resolved before the job started.
+	AlertResolved bool
+	// PermitErr is why the target may not be touched; nil when it may.
+	PermitErr error
+}
+
+// Decision is the outcome of Decide.
+type Decision struct {
+	Verdict Verdict
+	// Action and Attempt are set for Run and DryRun.
+	Action  policy.Action
+	Attempt int
+	Reason  string
+	// RetryAfter is set for Defer.
+	RetryAfter time.Duration
+}
+
+// LadderStep returns the step for the next attempt: attempt n runs step n,
+// and the last step repeats once the ladder is exhausted.
+func LadderStep(r *policy.Remediation, failures int) (policy.Action, int) {
+	i := min(failures, len(r.Steps)-1)
+	return r.Steps[i], failures + 1
+}
+
+// Decide is the engine's whole policy, with no I/O: the same input gives the
+// same decision, so a table test can walk a full escalation ladder.
+func Decide(in Input, now time.Time) Decision {
+	r, st := in.Remediation, in.State
+	switch {
+	case in.AlertResolved:
+		return Decision{Verdict: Skip, Reason: "the alert resolved before this step started"}
+	case st.Paused:
+		return Decision{Verdict: Skip, Reason: fmt.Sprintf("remediation is paused (%s)", orNone(st.PauseReason))}
+	case in.PermitErr != nil:
+		return Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}
+	case !st.EscalatedAt.IsZero():
+		return Decision{Verdict: Skip, Reason: fmt.Sprintf(
+			"escalated to %s at %s: nothing more runs on this target until its alert resolves or %s pass",
+			escalationTarget(st.EscalatedTo), st.EscalatedAt.UTC().Format(time.RFC3339), r.FailureWindow)}
+	case r.MaxFailures > 0 && st.FailuresInWindow >= r.MaxFailures:
+		return Decision{Verdict: Escalate, Reason: fmt.Sprintf("%d failures within %s (limit %d): escalating to %s",
+			st.FailuresInWindow, r.FailureWindow, r.MaxFailures, escalationTarget(r.EscalateTo))}
+	}
+	if cd := r.Cooldown.D(); cd > 0 && !st.LastActionAt.IsZero() {
+		if until := st.LastActionAt.Add(cd); now.Before(until) {
+			return Decision{Verdict: Skip, Reason: fmt.Sprintf("in cooldown until %s (last action %s, cooldown %s)",
+				until.UTC().Format(time.RFC3339), st.LastActionAt.UTC().Format(time.RFC3339), r.Cooldown)}
+		}
+	}
+	if in.Limits.StormMaxActions > 0 && st.ActionsInStormWindow >= in.Limits.StormMaxActions {
+		return Decision{Verdict: Skip, Reason: fmt.Sprintf("storm brake: %d actions in the last %s (limit %d)",
+			st.ActionsInStormWindow, policy.Duration(in.Limits.StormWindow), in.Limits.StormMaxActions)}
+	}
+	action, attempt := LadderStep(r, st.FailuresInWindow)
+	if in.DryRun {
+		return Decision{Verdict: DryRun, Action: action, Attempt: attempt,
+			Reason: fmt.Sprintf("dry-run: would run %s (attempt %d)", action.Type, attempt)}
+	}
+	if in.Limits.MaxConcurrentActions > 0 && st.RunningActions >= in.Limits.MaxConcurrentActions {
+		return Decision{Verdict: Defer, RetryAfter: time.Second, Reason: fmt.Sprintf(
+			"%d actions running (limit %d)", st.RunningActions, in.Limits.MaxConcurrentActions)}
+	}
+	return Decision{Verdict: Run, Action: action, Attempt: attempt,
+		Reason: fmt.Sprintf("running %s (attempt %d, %d failures in the last %s)", action.Type, attempt, st.FailuresInWindow, r.FailureWindow)}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no reason given"
+	}
+	return s
+}
+
+func escalationTarget(name string) string {
+	if name == "" {
+		return "nobody (no escalate_to configured)"
+	}
+	return name
+}

@@ -1,0 +1,300 @@
+// Package engine turns stored alerts into remediations. Workers claim jobs
+// from the database, serialise on the target, decide with Decide from the
+// policy and the stored state, write the intent, run the action with a
+// timeout, and write the outcome — so several replicas, restarts and crashes
+// behave like one careful process.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// Executor runs one type of action.
+type Executor interface {
+	// Permit reports, changing nothing, whether target may be touched; the
+	// error says why not.
+	Permit(ctx context.Context, target string) error
+	// Execute runs the action on target and verifies its effect. The
+	// details it returns are stored with the action.
+	Execute(ctx context.Context, target string, a policy.Action, v policy.Verify) (map[string]any, error)
+}
+
+// Store is the database the engine works from.
+type Store interface {
+	ClaimJob(ctx context.Context) (*store.Claim, error)
+	ApplyRetention(ctx context.Context) (map[string]int64, error)
+	ListenForJobs(ctx context.Context, wake func(), retry time.Duration)
+	JobCounts(ctx context.Context) (map[string]int64, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Engine runs the workers.
+type Engine struct {
+	store     Store
+	cfg       *policy.Config
+	executors map[string]Executor
+	logger    *slog.Logger
+	wake      chan struct{}
+	m         *metrics
+}
+
+// New checks that every action the configuration names has an executor and
+// returns an Engine. It registers the engine's metrics with reg.
+func New(st Store, cfg *policy.Config, executors map[string]Executor, logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+	for _, r := range cfg.Remediations {
+		for _, s := range r.Steps {
+			if executors[s.Type] == nil {
+				return nil, fmt.Errorf("remediation %q: no executor for action %q", r.Name, s.Type)
+			}
+		}
+	}
+	e := &Engine{
+		store:     st,
+		cfg:       cfg,
+		executors: executors,
+		logger:    logger,
+		wake:      make(chan struct{}, 1),
+		m:         newMetrics(st),
+	}
+	if reg != nil {
+		e.m.register(reg)
+	}
+	return e, nil
+}
+
+// Wake tells an idle worker to look for jobs now.
+func (e *Engine) Wake() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run works until ctx ends, then waits for the actions in flight to finish
+// and record their outcome (each is bounded by its own timeout).
+func (e *Engine) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i := range e.cfg.Engine.Workers {
+		wg.Go(func() { e.worker(ctx, i) })
+	}
+	wg.Go(func() { e.store.ListenForJobs(ctx, e.Wake, time.Second) })
+	wg.Go(func() { e.retention(ctx) })
+	wg.Wait()
+}
+
+func (e *Engine) worker(ctx context.Context, id int) {
+	poll := time.NewTimer(0)
+	defer poll.Stop()
+	for {
+		worked, err := e.ProcessOne(ctx)
+		if err != nil && ctx.Err() == nil {
+			e.logger.Error("job processing failed; will retry", "worker", id, "err", err)
+		}
+		if worked {
+			// Another job may be waiting: let the next idle worker look.
+			e.Wake()
+			continue
+		}
+		poll.Reset(e.cfg.Engine.PollInterval.D())
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+func (e *Engine) retention(ctx context.Context) {
+	t := time.NewTicker(e.cfg.Engine.RetentionInterval.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		deleted, err := e.store.ApplyRetention(ctx)
+		if err != nil {
+			e.logger.Warn("retention failed", "err", err)
+			continue
+		}
+		e.logger.Debug("retention applied", "deleted", deleted)
+	}
+}
+
+// ProcessOne claims one due job and handles it. It reports whether there
+// was a job.
+func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
+	c, err := e.store.ClaimJob(ctx)
+	if err != nil || c == nil {
+		return false, err
+	}
+	defer c.Release()
+	return true, e.handle(ctx, c)
+}
+
+// permitTimeout bounds the read-only target check before a decision.
+const permitTimeout = 5 * time.Second
+
+func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
+	j := c.Job
+	log := e.logger.With("job", j.ID, "remediation", j.Remediation, "alertname", j.Alertname, "step", j.Step)
+
+	// A worker died between intent and outcome: the action ran, or partly
+	// ran, with an unknown effect. Record that; never run it again.
+	if actionID, orphaned, err := c.OrphanedAction(ctx); err != nil {
+		return err
+	} else if orphaned {
+		log.Warn("marking an interrupted action", "action_id", actionID)
+		e.m.jobs.WithLabelValues("interrupted").Inc()
+		return c.Finish(ctx, store.Outcome{
+			State: "interrupted", Reason: "selfheal stopped between intent and outcome",
+			ActionID: actionID, ActionStatus: "interrupted",
+			ActionError: "selfheal stopped between intent and outcome; the effect is unknown",
+			Events: []store.Event{{Severity: "ERROR", Type: "action_interrupted",
+				Message: "the action was interrupted (selfheal stopped while it ran); it is not repeated"}},
+		})
+	}
+
+	r := e.cfg.Remediation(j.Remediation)
+	if r == nil {
+		return e.finish(ctx, c, "", Decision{Verdict: Skip,
+			Reason: fmt.Sprintf("remediation %q is no longer configured", j.Remediation)}, nil)
+	}
+	target, err := r.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
+		Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})
+	if err != nil {
+		return e.finish(ctx, c, "", Decision{Verdict: Refuse, Reason: err.Error()}, r)
+	}
+	locked, err := c.LockTarget(ctx, target)
+	if err != nil {
+		return err
+	}
+	if !locked {
+		e.m.deferred.Inc()
+		return c.Defer(ctx, 500*time.Millisecond, "another action on "+target+" is in progress")
+	}
+	st, err := c.LoadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,
+		FailureWindow: r.FailureWindow.D(), StormWindow: e.cfg.Engine.StormBrake.Window.D()})
+	if err != nil {
+		return err
+	}
+	step, _ := LadderStep(r, st.FailuresInWindow)
+	exec := e.executors[step.Type]
+	pctx, cancel := context.WithTimeout(ctx, permitTimeout)
+	permitErr := exec.Permit(pctx, target)
+	cancel()
+	d := Decide(Input{
+		Remediation:   r,
+		DryRun:        e.cfg.IsDryRun(r),
+		Limits:        e.limits(),
+		State:         st,
+		AlertResolved: j.AlertStatus == "resolved",
+		PermitErr:     permitErr,
+	}, st.Now)
+	log.Debug("decided", "target", target, "verdict", d.Verdict, "reason", d.Reason)
+	switch d.Verdict {
+	case Defer:
+		e.m.deferred.Inc()
+		return c.Defer(ctx, d.RetryAfter, d.Reason)
+	case Run:
+		return e.run(ctx, c, r, target, d, log)
+	default:
+		return e.finish(ctx, c, target, d, r)
+	}
+}
+
+func (e *Engine) limits() Limits {
+	return Limits{
+		MaxConcurrentActions: e.cfg.Engine.MaxConcurrentActions,
+		StormMaxActions:      e.cfg.Engine.StormBrake.MaxActions,
+		StormWindow:          e.cfg.Engine.StormBrake.Window.D(),
+	}
+}
+
+// finish records a decision that runs nothing.
+func (e *Engine) finish(ctx context.Context, c *store.Claim, target string, d Decision, r *policy.Remediation) error {
+	e.m.decisions.WithLabelValues(string(d.Verdict)).Inc()
+	e.m.jobs.WithLabelValues(string(d.Verdict)).Inc()
+	o := store.Outcome{State: "done", Result: string(d.Verdict), Target: target, Reason: d.Reason}
+	ev := store.Event{Severity: "WARNING", Type: "decision", Target: target, Message: d.Reason,
+		Details: map[string]any{"verdict": string(d.Verdict)}}
+	switch d.Verdict {
+	case DryRun:
+		ev.Severity = "INFO"
+		ev.Details["action"], ev.Details["attempt"] = d.Action.Type, d.Attempt
+		o.DryRun = &store.Intent{Target: target, Action: d.Action.Type, Category: r.Category, Attempt: d.Attempt}
+	case Escalate:
+		ev.Severity, ev.Type = "CRITICAL", "escalation"
+		ev.Details["escalate_to"] = r.EscalateTo
+		o.Escalation = &store.Escalation{To: r.EscalateTo, Reason: d.Reason}
+	case Skip:
+		if c.Job.AlertStatus == "resolved" {
+			ev.Severity = "INFO"
+		}
+	}
+	o.Events = []store.Event{ev}
+	return c.Finish(ctx, o)
+}
+
+// run writes the intent, runs the action under its timeout, and records
+// the outcome. A failure is counted against the target and queues the next
+// step of the ladder (or, at the limit, its escalation).
+func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation, target string, d Decision, log *slog.Logger) error {
+	e.m.decisions.WithLabelValues(string(Run)).Inc()
+	actionID, err := c.RecordIntent(ctx, store.Intent{Target: target, Action: d.Action.Type, Category: r.Category,
+		Attempt: d.Attempt, Reason: d.Reason})
+	if err != nil {
+		return err // nothing ran; the job goes back to the queue
+	}
+	log = log.With("target", target, "action", d.Action.Type, "attempt", d.Attempt, "action_id", actionID)
+	log.Info("running action")
+
+	// The action runs to its own timeout even when selfheal is asked to
+	// stop, so its outcome is recorded rather than left interrupted.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout.D())
+	start := time.Now()
+	details, err := e.executors[d.Action.Type].Execute(actx, target, d.Action, r.Verify)
+	elapsed := time.Since(start)
+	cancel()
+	if err == nil && actx.Err() != nil {
+		err = fmt.Errorf("timed out after %s", r.Timeout)
+	}
+	e.m.actionDuration.WithLabelValues(d.Action.Type).Observe(elapsed.Seconds())
+
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer rcancel()
+	if err == nil {
+		log.Info("action succeeded", "duration", elapsed)
+		e.m.actions.WithLabelValues(d.Action.Type, "succeeded").Inc()
+		e.m.jobs.WithLabelValues("succeeded").Inc()
+		return c.Finish(rctx, store.Outcome{State: "done", Result: "succeeded", Target: target, Reason: d.Reason,
+			ActionID: actionID, ActionStatus: "succeeded", ActionDetail: details,
+			Events: []store.Event{{Severity: "INFO", Type: "action_succeeded", Target: target,
+				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
+				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
+		})
+	}
+	log.Warn("action failed", "duration", elapsed, "err", err)
+	e.m.actions.WithLabelValues(d.Action.Type, "failed").Inc()
+	e.m.jobs.WithLabelValues("failed").Inc()
+	return c.Finish(rctx, store.Outcome{State: "done", Result: "failed", Target: target, Reason: d.Reason,
+		ActionID: actionID, ActionStatus: "failed", ActionError: err.Error(), ActionDetail: details,
+		Failure:  &store.Failure{Type: d.Action.Type, Status: "failed"},
+		FollowUp: &store.FollowUp{},
+		Events: []store.Event{{Severity: "ERROR", Type: "action_failed", Target: target,
+			Message: fmt.Sprintf("%s of %s failed (attempt %d): %v", d.Action.Type, target, d.Attempt, err),
+			Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
+	})
+}

@@ -1,0 +1,85 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+)
+
+type metrics struct {
+	decisions      *prometheus.CounterVec
+	jobs           *prometheus.CounterVec
+	deferred       prometheus.Counter
+	actions        *prometheus.CounterVec
+	actionDuration *prometheus.HistogramVec
+	queue          *queueCollector
+}
+
+func newMetrics(st Store) *metrics {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "selfheal_engine_decisions_total",
+			Help: "Decisions made on jobs, by verdict.",
+		}, []string{"verdict"}),
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "selfheal_engine_jobs_finished_total",
+			Help: "Jobs finished by this replica, by outcome.",
+		}, []string{"outcome"}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "selfheal_engine_jobs_deferred_total",
+			Help: "Jobs put back in the queue because their target was busy or too many actions were running.",
+		}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "selfheal_actions_total",
+			Help: "Actions run, by action and result.",
+		}, []string{"action", "result"}),
+		actionDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "selfheal_action_duration_seconds",
+			Help:    "Time an action took, verification included.",
+			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"action"}),
+		queue: &queueCollector{store: st, desc: prometheus.NewDesc("selfheal_jobs",
+			"Jobs in the database by state (all replicas); 'running' counts actions in flight.", []string{"state"}, nil)},
+	}
+	for _, v := range []Verdict{Run, DryRun, Skip, Refuse, Escalate, Defer} {
+		m.decisions.WithLabelValues(string(v))
+	}
+	for _, o := range []string{"succeeded", "failed", "refused", "skipped", "dry_run", "escalated", "interrupted"} {
+		m.jobs.WithLabelValues(o)
+	}
+	for _, a := range policy.ActionTypes {
+		m.actions.WithLabelValues(a, "succeeded")
+		m.actions.WithLabelValues(a, "failed")
+		m.actionDuration.WithLabelValues(a)
+	}
+	return m
+}
+
+func (m *metrics) register(reg prometheus.Registerer) {
+	reg.MustRegister(m.decisions, m.jobs, m.deferred, m.actions, m.actionDuration, m.queue)
+}
+
+// queueCollector reads job counts from the database at scrape time, with a
+// short timeout: a slow database leaves the series out rather than hanging
+// the scrape.
+type queueCollector struct {
+	store Store
+	desc  *prometheus.Desc
+}
+
+func (q *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- q.desc }
+
+func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	counts, err := q.store.JobCounts(ctx)
+	if err != nil {
+		return
+	}
+	for _, s := range []string{"queued", "running", "done", "cancelled", "interrupted"} {
+		ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(counts[s]), s)
+	}
+}

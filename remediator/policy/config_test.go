@@ -1,0 +1,193 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadGood(t *testing.T) {
+	cfg, err := Load("testdata/good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Names(), ","); got != "service-down,memory-pressure,critical-recovery" {
+		t.Fatalf("names = %s", got)
+	}
+	sd := cfg.Remediation("service-down")
+	if len(sd.Steps) != 2 || sd.Steps[0].Type != "restart" || sd.Steps[1].Type != "stop_start" || sd.Steps[1].Wait.D() != 5*time.Second {
+		t.Errorf("ladder = %+v", sd.Steps)
+	}
+	if sd.Cooldown.D() != 0 {
+		t.Errorf("category A has no default cooldown, got %s", sd.Cooldown)
+	}
+	mp := cfg.Remediation("memory-pressure")
+	if mp.Cooldown.D() != DefaultCooldownB {
+		t.Errorf("category B default cooldown = %s", mp.Cooldown)
+	}
+	if len(mp.Steps) != 1 || mp.Steps[0].Type != "restart" {
+		t.Errorf("action becomes the single step: %+v", mp.Steps)
+	}
+	cr := cfg.Remediation("critical-recovery")
+	if cr.Steps[0].Wait.D() != DefaultStopStartWait {
+		t.Errorf("stop_start default wait = %s", cr.Steps[0].Wait)
+	}
+	if !cfg.IsDryRun(cr) || cfg.IsDryRun(sd) {
+		t.Error("per-remediation dry_run")
+	}
+	cfg.DryRun = true
+	if !cfg.IsDryRun(sd) {
+		t.Error("global dry_run wins")
+	}
+	if cfg.Webhook.MaxBodyBytes != 65536 || cfg.Webhook.PersistTimeout.D() != DefaultPersistTimeout {
+		t.Errorf("webhook = %+v", cfg.Webhook)
+	}
+	if cfg.Targets.Docker.Host != DefaultDockerHost {
+		t.Errorf("docker host default = %q", cfg.Targets.Docker.Host)
+	}
+}
+
+func TestMatchAndTarget(t *testing.T) {
+	cfg, err := Load("testdata/good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		labels map[string]string
+		want   string
+		target string
+	}{
+		{map[string]string{"alertname": "ServiceDown", "service": "llm-service"}, "service-down", "llm-service"},
+		{map[string]string{"alertname": "HostMemoryHigh", "severity": "critical"}, "memory-pressure", "n8n"},
+		{map[string]string{"alertname": "HostMemoryHigh", "severity": "info"}, "", ""},
+		{map[string]string{"alertname": "Other"}, "", ""},
+	} {
+		r := cfg.Match(tc.labels)
+		if tc.want == "" {
+			if r != nil {
+				t.Errorf("%v matched %s, want none", tc.labels, r.Name)
+			}
+			continue
+		}
+		if r == nil || r.Name != tc.want {
+			t.Errorf("%v matched %v, want %s", tc.labels, r, tc.want)
+			continue
+		}
+		got, err := r.RenderTarget(TemplateData{Labels: tc.labels})
+		if err != nil || got != tc.target {
+			t.Errorf("target = %q, %v; want %q", got, err, tc.target)
+		}
+	}
+	_, err = cfg.Remediation("service-down").RenderTarget(TemplateData{Labels: map[string]string{"alertname": "ServiceDown"}})
+	if err == nil || err.Error() != `target template "{{ .Labels.service }}" rendered empty for this alert` {
+		t.Errorf("missing label: %v", err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for name, tc := range map[string]struct {
+		yaml string
+		want string
+	}{
+		"unknown top-level key": {
+			"databse_url: x\n",
+			`line 1: unknown field "databse_url" in the top level`,
+		},
+		"unknown key in a remediation names it": {
+			"remediations:\n  - name: a\n    match: ['x=\"y\"']\n    category: A\n    target: t\n    steps: [restart]\n  - name: b\n    match: ['x=\"y\"']\n    colldown: 5m\n",
+			`line 9: remediation "b": unknown field "colldown" in remediation`,
+		},
+		"bad duration": {
+			"remediations:\n  - name: a\n    cooldown: 5x\n",
+			`line 3: remediation "a": cannot use str "5x" as a duration (like 30s, 5m, 1h)`,
+		},
+		"unknown key in an action": {
+			"remediations:\n  - name: a\n    action: {type: restart, timout: 3s}\n",
+			`line 3: remediation "a": unknown field "timout" in action`,
+		},
+		"validation problems, all of them": {
+			`remediations:
+  - name: a
+    match: ['alertname=~"(']
+    category: E
+    target: '{{ .Labelz.x }}'
+    steps: [reboot_now]
+    failure_window: 2h
+    escalate_to: nowhere
+  - name: a
+    match: []
+    category: B
+    target: x
+    action: {type: restart, wait: 1s}
+`,
+			`remediation "a": match: "alertname=~\"(": matcher value contains unescaped double quote: "(
+remediation "a": category: "E" is not one of A, B, C, D
+remediation "a": target: template: a:1:10: executing "a" at <.Labelz.x>: can't evaluate field Labelz in type policy.TemplateData
+remediation "a": steps[0]: unknown action type "reboot_now" (known: restart, stop_start)
+remediation "a": failure_window: 2h is longer than the 1h failures are kept
+remediation "a": name: used by another remediation
+remediation "a": match: needs at least one matcher
+remediation "a": action: wait applies to stop_start only
+remediation "a": escalate_to: no remediation is named "nowhere"`,
+		},
+		"missing fields": {
+			"remediations:\n  - match: ['a=\"b\"']\n",
+			`remediation #1: name: must be set
+remediation #1: category: must be set (A, B, C or D)
+remediation #1: target: must be set (a template such as '{{ .Labels.service }}')
+remediation #1: steps: needs at least one step (or set action)`,
+		},
+		"webhook credentials": {
+			"webhook:\n  bearer_token_file: /t\n  basic_auth: {username: u}\n",
+			`webhook: basic_auth.password_file: must be set
+webhook: bearer_token_file and basic_auth: set one, not both`,
+		},
+		"self escalation": {
+			"remediations:\n  - {name: a, match: ['a=\"b\"'], category: A, target: t, steps: [restart], escalate_to: a}\n",
+			`remediation "a": escalate_to: a remediation cannot escalate to itself`,
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if err.Error() != tc.want {
+				t.Fatalf("error:\n%s\nwant:\n%s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadPrefixesFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "selfheal.yml")
+	if err := os.WriteFile(p, []byte("remediations:\n  - name: a\n    bogus: 1\n  - {name: b, match: ['a=\"b\"'], category: Z, target: t, steps: [restart]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	want := p + `:3: remediation "a": unknown field "bogus" in remediation`
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	if err := os.WriteFile(p, []byte("remediations:\n  - {name: b, match: ['a=\"b\"'], category: Z, target: t, steps: [restart]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(p)
+	want = p + `: remediation "b": category: "Z" is not one of A, B, C, D`
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+}
+
+func TestEmptyConfigIsValid(t *testing.T) {
+	cfg, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Engine.Workers != DefaultWorkers || len(cfg.Remediations) != 0 {
+		t.Fatalf("defaults not applied: %+v", cfg.Engine)
+	}
+}

@@ -1,0 +1,55 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// TemplateData is what a target template sees: the alert.
+type TemplateData struct {
+	Status      string
+	Labels      map[string]string
+	Annotations map[string]string
+	StartsAt    time.Time
+	Fingerprint string
+}
+
+// Match returns the first remediation, in file order, whose matchers all
+// match the alert's labels; nil when none does.
+func (c *Config) Match(lset map[string]string) *Remediation {
+	for _, r := range c.Remediations {
+		if r.Matches(lset) {
+			return r
+		}
+	}
+	return nil
+}
+
+// Matches reports whether every matcher of r matches lset.
+func (r *Remediation) Matches(lset map[string]string) bool {
+	for _, m := range r.matchers {
+		if !m.Matches(lset[m.Name]) {
+			return false
+		}
+	}
+	return len(r.matchers) > 0
+}
+
+// RenderTarget executes the target template over the alert. Surrounding
+// white space is trimmed; an empty result is an error, so an alert without
+// the expected label can never select "everything".
+func (r *Remediation) RenderTarget(d TemplateData) (string, error) {
+	var b strings.Builder
+	if err := r.target.Execute(&b, d); err != nil {
+		return "", fmt.Errorf("render target: %w", err)
+	}
+	t := strings.TrimSpace(b.String())
+	if t == "" {
+		return "", fmt.Errorf("target template %q rendered empty for this alert", r.Target)
+	}
+	return t, nil
+}
+
+// IsDryRun reports whether r only records what it would do.
+func (c *Config) IsDryRun(r *Remediation) bool { return c.DryRun || r.DryRun }

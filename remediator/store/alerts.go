@@ -1,0 +1,153 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Alert is one alert from a webhook delivery, ready to persist.
+type Alert struct {
+	Fingerprint  string
+	StartsAt     time.Time // already truncated to milliseconds
+	EndsAt       time.Time
+	Status       string // "firing" or "resolved"
+	Alertname    string
+	Labels       map[string]string
+	Annotations  map[string]string
+	GeneratorURL string
+	// Remediation is the policy's match for the alert, empty when none.
+	Remediation string
+}
+
+// IngestResult counts what one delivery changed.
+type IngestResult struct {
+	JobsQueued    int
+	JobsCancelled int
+}
+
+// ingestAlertSQL upserts one alert occurrence and, in the same statement,
+// queues its next job or cancels the jobs a resolution makes pointless.
+//
+//   - A resolved occurrence stays resolved, whatever order deliveries come in.
+//   - A firing occurrence with a remediation gets step 1 on first receipt; it
+//     gets a further step only when its newest job finished more than
+//     $10 ago (the fix did not hold, or a cooldown has passed) — redeliveries
+//     in between change nothing.
+//   - Resolution cancels queued jobs that have not started (SKIP LOCKED: a
+//     job a worker holds is never waited for, so a hung action cannot hang
+//     the webhook), clears the target's escalation and records recovery time.
+const ingestAlertSQL = `
+WITH occ AS (
+    INSERT INTO alert_occurrences AS o
+        (fingerprint, starts_at, alertname, status, labels, annotations, generator_url,
+         remediation, ends_at, resolved_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''),
+            CASE WHEN $4 = 'resolved' THEN $9::timestamptz END,
+            CASE WHEN $4 = 'resolved' THEN now() END)
+    ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+        last_received_at = now(),
+        deliveries       = o.deliveries + 1,
+        status           = CASE WHEN o.status = 'resolved' THEN 'resolved' ELSE EXCLUDED.status END,
+        ends_at          = COALESCE(o.ends_at, EXCLUDED.ends_at),
+        resolved_at      = COALESCE(o.resolved_at, EXCLUDED.resolved_at)
+    RETURNING o.id, o.status, o.remediation, o.starts_at, o.ends_at,
+              (o.resolved_at = now()) AS just_resolved
+), job AS (
+    INSERT INTO remediation_jobs (occurrence_id, remediation, step)
+    SELECT occ.id, occ.remediation, COALESCE(last.step, 0) + 1
+    FROM occ
+    LEFT JOIN LATERAL (
+        SELECT j.step, j.state, j.finished_at
+        FROM remediation_jobs j
+        WHERE j.occurrence_id = occ.id AND j.remediation = occ.remediation
+        ORDER BY j.step DESC
+        LIMIT 1
+    ) last ON true
+    WHERE occ.status = 'firing'
+      AND occ.remediation IS NOT NULL
+      AND (last.step IS NULL
+           OR (last.state <> 'queued' AND last.finished_at < now() - $10::interval))
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), cancelled AS (
+    UPDATE remediation_jobs j
+    SET state = 'cancelled', finished_at = now(), reason = 'alert resolved before the step started'
+    WHERE j.id IN (
+        SELECT q.id
+        FROM remediation_jobs q JOIN occ ON q.occurrence_id = occ.id
+        WHERE occ.just_resolved AND q.state = 'queued'
+          -- a job whose action started is not cancelled: if its worker died,
+          -- the queue marks it interrupted instead.
+          AND NOT EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = q.id)
+        FOR UPDATE OF q SKIP LOCKED)
+    RETURNING j.id
+), cleared AS (
+    UPDATE escalations e
+    SET cleared_at = now()
+    FROM occ
+    WHERE occ.just_resolved AND e.cleared_at IS NULL
+      AND e.service_name IN (SELECT target FROM remediation_jobs WHERE occurrence_id = occ.id AND target IS NOT NULL)
+    RETURNING e.id
+), resolved_event AS (
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details)
+    SELECT 'INFO', 'alert_resolved',
+           (SELECT target FROM remediation_jobs WHERE occurrence_id = occ.id AND target IS NOT NULL ORDER BY step DESC LIMIT 1),
+           occ.remediation, occ.id,
+           format('%s resolved after %s', $3::text,
+                  date_trunc('second', COALESCE(occ.ends_at, now()) - occ.starts_at)),
+           jsonb_build_object('recovery_seconds',
+                  EXTRACT(EPOCH FROM COALESCE(occ.ends_at, now()) - occ.starts_at))
+    FROM occ
+    WHERE occ.just_resolved AND occ.remediation IS NOT NULL
+    RETURNING id
+), notify AS (
+    SELECT pg_notify('selfheal_jobs', '') FROM job LIMIT 1
+)
+SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
+       (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event),
+       (SELECT count(*) FROM notify)`
+
+// IngestAlerts persists every alert of one delivery in one transaction. It
+// is idempotent: delivering the same alerts again changes only delivery
+// counters. reopenAfter is how long after a finished job a still-firing
+// occurrence may get its next step.
+func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter time.Duration) (IngestResult, error) {
+	var res IngestResult
+	if len(alerts) == 0 {
+		return res, nil
+	}
+	b := &pgx.Batch{}
+	for _, a := range alerts {
+		labels, annotations := a.Labels, a.Annotations
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		b.Queue(ingestAlertSQL, a.Fingerprint, a.StartsAt, a.Alertname, a.Status, labels, annotations,
+			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter).QueryRow(func(row pgx.Row) error {
+			var queued, cancelled, cleared, resolved, notified int
+			if err := row.Scan(&queued, &cancelled, &cleared, &resolved, &notified); err != nil {
+				return err
+			}
+			res.JobsQueued += queued
+			res.JobsCancelled += cancelled
+			return nil
+		})
+	}
+	// A single statement is its own transaction; several share one.
+	var err error
+	if len(alerts) == 1 {
+		err = s.pool.SendBatch(ctx, b).Close()
+	} else {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
+	}
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("persist alerts: %w", err)
+	}
+	return res, nil
+}

@@ -1,0 +1,152 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Activity is one line of the timeline `selfheal events` prints: an alert
+// received, a decision or an action.
+type Activity struct {
+	Time        time.Time
+	Kind        string // alert, event or action
+	Severity    string
+	Target      string
+	Remediation string
+	What        string
+	Detail      string
+}
+
+const activitySQL = `
+SELECT t, kind, severity, target, remediation, what, detail FROM (
+    SELECT first_received_at AS t, 'alert' AS kind,
+           CASE status WHEN 'firing' THEN 'FIRING' ELSE 'RESOLVED' END AS severity,
+           COALESCE(labels->>'service', labels->>'container', labels->>'instance', '') AS target,
+           COALESCE(remediation, '') AS remediation,
+           alertname AS what,
+           CASE WHEN remediation IS NULL THEN 'no remediation matches'
+                ELSE format('%s delivery(ies)', deliveries) END AS detail
+    FROM alert_occurrences
+    WHERE first_received_at >= $2
+    UNION ALL
+    SELECT event_time, 'event', severity, COALESCE(service_name, ''), COALESCE(remediation, ''),
+           event_type, message
+    FROM self_healing_events
+    WHERE event_time >= $2
+    UNION ALL
+    SELECT started_at, 'action', upper(status), service_name, COALESCE(remediation, ''),
+           action_type,
+           concat_ws(' ', CASE WHEN attempt IS NOT NULL THEN format('attempt %s', attempt) END,
+                     CASE WHEN completed_at IS NOT NULL
+                          THEN format('took %ss', round(EXTRACT(EPOCH FROM completed_at - started_at)::numeric, 2)) END,
+                     error_message)
+    FROM recovery_actions
+    WHERE started_at >= $2
+) a
+ORDER BY t DESC
+LIMIT $1`
+
+// RecentActivity returns up to limit lines since the given time, newest first.
+func (s *Store) RecentActivity(ctx context.Context, limit int, since time.Time) ([]Activity, error) {
+	rows, err := s.pool.Query(ctx, activitySQL, limit, since)
+	if err != nil {
+		return nil, fmt.Errorf("read activity: %w", err)
+	}
+	acts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Activity, error) {
+		var a Activity
+		err := r.Scan(&a.Time, &a.Kind, &a.Severity, &a.Target, &a.Remediation, &a.What, &a.Detail)
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read activity: %w", err)
+	}
+	return acts, nil
+}
+
+// SetPaused switches the global pause that every replica obeys.
+func (s *Store) SetPaused(ctx context.Context, paused bool, reason string) error {
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE engine_settings SET paused = $1, reason = $2, updated_at = now()`, paused, reason)
+	msg := "remediation resumed"
+	if paused {
+		msg = "remediation paused: " + reason
+	}
+	b.Queue(`INSERT INTO self_healing_events (severity, event_type, message) VALUES ('WARNING', $1, $2)`,
+		map[bool]string{true: "paused", false: "resumed"}[paused], msg)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
+	if err != nil {
+		return fmt.Errorf("set pause: %w", err)
+	}
+	return nil
+}
+
+// Paused reports the global pause switch.
+func (s *Store) Paused(ctx context.Context) (bool, string, error) {
+	var paused bool
+	var reason string
+	if err := s.pool.QueryRow(ctx, `SELECT paused, reason FROM engine_settings`).Scan(&paused, &reason); err != nil {
+		return false, "", fmt.Errorf("read pause: %w", err)
+	}
+	return paused, reason, nil
+}
+
+// JobCounts returns how many jobs are in each state, and how many actions
+// are running now.
+func (s *Store) JobCounts(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT state, count(*) FROM remediation_jobs GROUP BY state
+		UNION ALL
+		SELECT 'running', count(*) FROM recovery_actions WHERE status = 'running'`)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	counts := map[string]int64{}
+	var state string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error { counts[state] += n; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return counts, nil
+}
+
+// retentionSQL deletes rows past their retention. Unfinished work is never
+// deleted: running actions, queued jobs and the alerts they serve stay.
+var retentionSQL = []struct{ table, sql string }{
+	{"service_failures", `SELECT cleanup_service_failures()`},
+	{"recovery_actions", `WITH d AS (DELETE FROM recovery_actions WHERE started_at < now() - interval '7 days' AND status <> 'running' RETURNING 1) SELECT count(*) FROM d`},
+	{"reboot_events", `WITH d AS (DELETE FROM reboot_events WHERE requested_at < now() - interval '30 days' AND status NOT IN ('pending', 'rebooting') RETURNING 1) SELECT count(*) FROM d`},
+	{"self_healing_events", `WITH d AS (DELETE FROM self_healing_events WHERE event_time < now() - interval '30 days' RETURNING 1) SELECT count(*) FROM d`},
+	{"escalations", `WITH d AS (DELETE FROM escalations WHERE created_at < now() - interval '30 days' RETURNING 1) SELECT count(*) FROM d`},
+	{"remediation_jobs", `WITH d AS (DELETE FROM remediation_jobs j WHERE j.state <> 'queued' AND j.finished_at < now() - interval '7 days'
+		AND NOT EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = j.id AND a.status = 'running') RETURNING 1) SELECT count(*) FROM d`},
+	{"alert_occurrences", `WITH d AS (DELETE FROM alert_occurrences o WHERE o.last_received_at < now() - interval '30 days'
+		AND NOT EXISTS (SELECT 1 FROM remediation_jobs j WHERE j.occurrence_id = o.id AND j.state = 'queued') RETURNING 1) SELECT count(*) FROM d`},
+}
+
+// ApplyRetention deletes old rows and returns how many it deleted per
+// table. Only one replica does the work at a time; the others return at once.
+func (s *Store) ApplyRetention(ctx context.Context) (map[string]int64, error) {
+	deleted := map[string]int64{}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var got bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, migrationLockKey+1).Scan(&got); err != nil || !got {
+			return err
+		}
+		for _, r := range retentionSQL {
+			var n int64
+			if err := tx.QueryRow(ctx, r.sql).Scan(&n); err != nil {
+				return fmt.Errorf("%s: %w", r.table, err)
+			}
+			deleted[r.table] = n
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("apply retention: %w", err)
+	}
+	return deleted, nil
+}

@@ -1,0 +1,371 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Job is one queued remediation step together with the alert it serves.
+type Job struct {
+	ID           int64
+	OccurrenceID int64
+	Remediation  string
+	Step         int
+	Fingerprint  string
+	StartsAt     time.Time
+	AlertStatus  string
+	Alertname    string
+	Labels       map[string]string
+	Annotations  map[string]string
+}
+
+// Claim is a job held by one worker. The worker's transaction keeps the
+// job's row locked for as long as it works on it, so no other worker or
+// replica can take the job, and a crash releases it with the connection.
+// Every write a Claim makes commits with Finish or Defer, atomically.
+type Claim struct {
+	Job  Job
+	pool *pgxpool.Pool
+	conn *pgxpool.Conn
+	tx   pgx.Tx
+}
+
+const claimSQL = `
+SELECT j.id, j.occurrence_id, j.remediation, j.step,
+       o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations
+FROM remediation_jobs j
+JOIN alert_occurrences o ON o.id = j.occurrence_id
+WHERE j.state = 'queued' AND j.not_before <= now()
+ORDER BY j.not_before, j.id
+LIMIT 1
+FOR UPDATE OF j SKIP LOCKED`
+
+// ClaimJob takes the oldest due job no one else holds. It returns nil, nil
+// when there is none.
+func (s *Store) ClaimJob(ctx context.Context) (*Claim, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("claim job: %w", err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("claim job: %w", err)
+	}
+	c := &Claim{pool: s.pool, conn: conn, tx: tx}
+	err = tx.QueryRow(ctx, claimSQL).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step,
+		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations)
+	if err != nil {
+		c.Release()
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("claim job: %w", err)
+	}
+	return c, nil
+}
+
+// Release ends the claim without recording anything: the job goes back to
+// the queue. Safe to call after Finish or Defer.
+func (c *Claim) Release() {
+	if c.tx != nil {
+		_ = c.tx.Rollback(context.Background())
+		c.tx = nil
+	}
+	if c.conn != nil {
+		c.conn.Release()
+		c.conn = nil
+	}
+}
+
+func (c *Claim) commit(ctx context.Context) error {
+	err := c.tx.Commit(ctx)
+	c.tx = nil
+	c.Release()
+	return err
+}
+
+// OrphanedAction returns the id of an action this job started that never
+// recorded its outcome: its worker died between intent and outcome. Holding
+// the job's row lock proves that worker is gone.
+func (c *Claim) OrphanedAction(ctx context.Context) (int64, bool, error) {
+	var id int64
+	err := c.tx.QueryRow(ctx, `SELECT id FROM recovery_actions WHERE job_id = $1 AND status = 'running'`, c.Job.ID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("look up orphaned action: %w", err)
+	}
+	return id, true, nil
+}
+
+// LockTarget takes the per-target advisory lock for the rest of the claim.
+// It does not wait: false means another worker is acting on the target.
+func (c *Claim) LockTarget(ctx context.Context, target string) (bool, error) {
+	var ok bool
+	err := c.tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('selfheal/target/' || $1, 0))`, target).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("lock target %q: %w", target, err)
+	}
+	return ok, nil
+}
+
+// State is what the database knows that a decision depends on.
+type State struct {
+	Now                  time.Time
+	Paused               bool
+	PauseReason          string
+	FailuresInWindow     int
+	EscalatedAt          time.Time // zero when not escalated
+	EscalatedTo          string
+	LastActionAt         time.Time // last action of this remediation on this target; zero when none
+	ActionsInStormWindow int
+	RunningActions       int
+}
+
+// StateQuery says which target and windows a decision looks at.
+type StateQuery struct {
+	Target        string
+	Remediation   string
+	FailureWindow time.Duration
+	StormWindow   time.Duration
+}
+
+const stateSQL = `
+SELECT clock_timestamp(),
+       s.paused, s.reason,
+       get_service_failure_count($1, $3::numeric / 60),
+       esc.created_at, COALESCE(esc.escalate_to, ''),
+       (SELECT max(started_at) FROM recovery_actions WHERE service_name = $1 AND remediation = $2),
+       (SELECT count(*) FROM recovery_actions
+         WHERE started_at >= clock_timestamp() - $4 * interval '1 second' AND status <> 'dry_run'),
+       (SELECT count(*) FROM recovery_actions WHERE status = 'running')
+FROM engine_settings s
+LEFT JOIN LATERAL (
+    SELECT created_at, escalate_to FROM escalations
+    WHERE service_name = $1 AND cleared_at IS NULL
+      AND created_at >= clock_timestamp() - $3 * interval '1 second'
+    ORDER BY created_at DESC LIMIT 1
+) esc ON true`
+
+// LoadState reads the decision state for q, with the database's clock.
+func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
+	var st State
+	var escalatedAt, lastAction *time.Time
+	err := c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds()).Scan(
+		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &escalatedAt, &st.EscalatedTo,
+		&lastAction, &st.ActionsInStormWindow, &st.RunningActions)
+	if err != nil {
+		return State{}, fmt.Errorf("load decision state for %q: %w", q.Target, err)
+	}
+	if escalatedAt != nil {
+		st.EscalatedAt = *escalatedAt
+	}
+	if lastAction != nil {
+		st.LastActionAt = *lastAction
+	}
+	return st, nil
+}
+
+// Defer puts the job back in the queue until d from now, with a reason.
+func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string) error {
+	_, err := c.tx.Exec(ctx, `UPDATE remediation_jobs SET not_before = clock_timestamp() + $2 * interval '1 second', reason = $3 WHERE id = $1`,
+		c.Job.ID, d.Seconds(), reason)
+	if err != nil {
+		c.Release()
+		return fmt.Errorf("defer job %d: %w", c.Job.ID, err)
+	}
+	if err := c.commit(ctx); err != nil {
+		return fmt.Errorf("defer job %d: %w", c.Job.ID, err)
+	}
+	return nil
+}
+
+// Intent describes an action about to run.
+type Intent struct {
+	Target   string
+	Action   string
+	Category string
+	Attempt  int
+	// Reason explains the decision; it becomes the decision event.
+	Reason  string
+	Details map[string]any
+}
+
+const intentSQL = `
+WITH action AS (
+    INSERT INTO recovery_actions (service_name, action_type, status, job_id, remediation, category, attempt, details)
+    VALUES ($1, $2, 'running', $3, $4, NULLIF($5, ''), $6, $7)
+    RETURNING id
+), decision AS (
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)
+    SELECT 'INFO', 'decision', $1, $4, $3, $8, $9, jsonb_build_object('verdict', 'run', 'action', $2::text, 'attempt', $6::int)
+    FROM action
+)
+SELECT id FROM action`
+
+// RecordIntent writes, and commits at once, the row saying an action is
+// about to run, with the decision that led to it. It uses a connection of
+// its own so the row is durable before the action starts, while the claim's
+// transaction stays open.
+func (c *Claim) RecordIntent(ctx context.Context, in Intent) (int64, error) {
+	var id int64
+	j := c.Job
+	err := c.pool.QueryRow(ctx, intentSQL, in.Target, in.Action, j.ID, j.Remediation, in.Category, in.Attempt,
+		jsonObject(in.Details), j.OccurrenceID, in.Reason).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("record intent for %s on %q: %w", in.Action, in.Target, err)
+	}
+	return id, nil
+}
+
+// Event is one row of the audit trail.
+type Event struct {
+	Severity string // INFO, WARNING, ERROR, CRITICAL or EMERGENCY
+	Type     string
+	Target   string
+	Message  string
+	Details  map[string]any
+}
+
+// Outcome is everything a finished job records, written in one commit.
+type Outcome struct {
+	// State is "done" or "interrupted".
+	State string
+	// Result is the job's outcome: succeeded, failed, refused, skipped,
+	// dry_run or escalated; empty for an interrupted job.
+	Result string
+	Target string
+	Reason string
+
+	// ActionID, when set, completes that recovery_actions row.
+	ActionID     int64
+	ActionStatus string // succeeded, failed or interrupted
+	ActionError  string
+	ActionDetail map[string]any
+
+	// DryRun, when set, records the action that would have run.
+	DryRun *Intent
+
+	// Failure, when set, records a failure of Target.
+	Failure *Failure
+
+	// Escalation, when set, opens an escalation on Target.
+	Escalation *Escalation
+
+	// FollowUp, when set, queues the next step of the same occurrence.
+	FollowUp *FollowUp
+
+	Events []Event
+}
+
+// Failure is one failed attempt on a service.
+type Failure struct {
+	Type   string
+	Status string
+}
+
+// Escalation hands a target on to a bigger remediation.
+type Escalation struct {
+	To     string
+	Reason string
+}
+
+// FollowUp queues the next step after a delay.
+type FollowUp struct {
+	After time.Duration
+}
+
+// Finish records the outcome and ends the claim.
+func (c *Claim) Finish(ctx context.Context, o Outcome) error {
+	defer c.Release()
+	j := c.Job
+	b := &pgx.Batch{}
+	var result any
+	if o.Result != "" {
+		result = o.Result
+	}
+	b.Queue(`UPDATE remediation_jobs SET state = $2, outcome = $3, target = NULLIF($4, ''), reason = $5, finished_at = clock_timestamp()
+		WHERE id = $1`, j.ID, o.State, result, o.Target, o.Reason)
+	if o.ActionID != 0 {
+		b.Queue(`UPDATE recovery_actions SET status = $2, error_message = NULLIF($3, ''), completed_at = clock_timestamp(),
+			details = details || $4 WHERE id = $1`, o.ActionID, o.ActionStatus, o.ActionError, jsonObject(o.ActionDetail))
+	}
+	if d := o.DryRun; d != nil {
+		b.Queue(`INSERT INTO recovery_actions (service_name, action_type, status, job_id, remediation, category, attempt, details, completed_at)
+			VALUES ($1, $2, 'dry_run', $3, $4, NULLIF($5, ''), $6, $7, clock_timestamp())`,
+			d.Target, d.Action, j.ID, j.Remediation, d.Category, d.Attempt, jsonObject(d.Details))
+	}
+	if f := o.Failure; f != nil {
+		b.Queue(`INSERT INTO service_failures (service_name, failure_type, status, failure_time, remediation, job_id)
+			VALUES ($1, $2, $3, clock_timestamp(), $4, $5)`, o.Target, f.Type, f.Status, j.Remediation, j.ID)
+	}
+	if e := o.Escalation; e != nil {
+		b.Queue(`INSERT INTO escalations (service_name, remediation, escalate_to, reason, job_id, created_at)
+			VALUES ($1, $2, NULLIF($3, ''), $4, $5, clock_timestamp())`, o.Target, j.Remediation, e.To, e.Reason, j.ID)
+	}
+	if f := o.FollowUp; f != nil {
+		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before)
+			SELECT $1, $2, $3, clock_timestamp() + $4 * interval '1 second'
+			FROM alert_occurrences WHERE id = $1 AND status = 'firing'
+			ON CONFLICT DO NOTHING`, j.OccurrenceID, j.Remediation, j.Step+1, f.After.Seconds())
+		b.Queue(`SELECT pg_notify('selfheal_jobs', '')`)
+	}
+	for _, e := range o.Events {
+		b.Queue(`INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)
+			VALUES (clock_timestamp(), $1, $2, NULLIF($3, ''), $4, $5, $6, $7, $8)`,
+			e.Severity, e.Type, e.Target, j.Remediation, j.ID, j.OccurrenceID, e.Message, jsonObject(e.Details))
+	}
+	if err := c.tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("record outcome of job %d: %w", j.ID, err)
+	}
+	if err := c.commit(ctx); err != nil {
+		return fmt.Errorf("record outcome of job %d: %w", j.ID, err)
+	}
+	return nil
+}
+
+func jsonObject(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}
+
+// ListenForJobs calls wake whenever any replica queues a job, until ctx
+// ends. It reconnects after errors, so a database restart only delays
+// wake-ups; workers poll as well, so nothing is lost meanwhile.
+func (s *Store) ListenForJobs(ctx context.Context, wake func(), retry time.Duration) {
+	for ctx.Err() == nil {
+		_ = s.listen(ctx, wake) // on error, workers keep polling; only wake-ups are slower
+		select {
+		case <-ctx.Done():
+		case <-time.After(retry):
+		}
+	}
+}
+
+func (s *Store) listen(ctx context.Context, wake func()) error {
+	pooled, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection carries LISTEN state: it never goes back to the pool.
+	conn := pooled.Hijack()
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `LISTEN selfheal_jobs`); err != nil {
+		return err
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		wake()
+	}
+}

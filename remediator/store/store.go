@@ -1,0 +1,161 @@
+// Package store holds every SQL statement selfheal runs against PostgreSQL:
+// migrations, alert ingestion, the job queue, decision state and the audit
+// trail. Callers see Go types; no SQL leaves this package.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/selfheal/selfheal/migrations"
+)
+
+// Store is a pool of connections to selfheal's database.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Options tunes the connection pool.
+type Options struct {
+	// MaxConns bounds the pool; zero means pgxpool's default.
+	MaxConns int32
+	// ApplicationName is shown in pg_stat_activity.
+	ApplicationName string
+}
+
+// Open connects to the database at url. It does not wait for the server:
+// connections are made on first use, so selfheal can start (and report
+// not-ready) while the database is down.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", redactURL(err))
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > 2*time.Second {
+		cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	}
+	name := opts.ApplicationName
+	if name == "" {
+		name = "selfheal"
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = name
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// redactURL keeps a password in a malformed URL out of error messages:
+// pgx masks passwords only on a best-effort basis.
+func redactURL(err error) error {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		// The inner error may quote the whole string, password included.
+		return errors.New("not a valid postgres:// URL or key=value connection string")
+	}
+	return err
+}
+
+// Close closes every connection.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+const migrationLockKey = 0x73656c6668 // "selfh": serialises migrators across replicas
+
+// Migrate applies the migrations the database has not seen yet, each in its
+// own transaction, and returns how many it applied. Concurrent callers (say,
+// two replicas starting at once) are serialised by an advisory lock.
+func (s *Store) Migrate(ctx context.Context) (int, error) {
+	all, err := migrations.All()
+	if err != nil {
+		return 0, err
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
+		return 0, fmt.Errorf("migrate: lock: %w", err)
+	}
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, migrationLockKey) //nolint:errcheck
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    integer     PRIMARY KEY,
+		name       text        NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	current, err := schemaVersion(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	if current > len(all) {
+		return 0, fmt.Errorf("migrate: database is at version %d, newer than this binary's %d", current, len(all))
+	}
+	applied := 0
+	for _, m := range all[current:] {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("migrate %04d_%s: %w", m.Version, m.Name, err)
+		}
+		applied++
+	}
+	return applied, nil
+}
+
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func schemaVersion(ctx context.Context, q querier) (int, error) {
+	var v int
+	err := q.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
+}
+
+// ErrNotMigrated means the database answers but lacks migrations this
+// binary needs.
+var ErrNotMigrated = errors.New("database schema is not migrated")
+
+// Ready reports whether the database answers and carries every migration
+// this binary knows.
+func (s *Store) Ready(ctx context.Context) error {
+	all, err := migrations.All()
+	if err != nil {
+		return err
+	}
+	var v int
+	err = s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT max(version) FROM schema_migrations), 0)`).Scan(&v)
+	if err != nil {
+		var pgErr interface{ SQLState() string }
+		if errors.As(err, &pgErr) && pgErr.SQLState() == "42P01" { // undefined_table
+			return ErrNotMigrated
+		}
+		return err
+	}
+	if v < len(all) {
+		return fmt.Errorf("%w: at version %d of %d", ErrNotMigrated, v, len(all))
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/alertmanager/template"
+	"github.com/prometheus/common/model"
+)
+
+// Message is Alertmanager's webhook payload, version 4.
+type Message struct {
+	*template.Data
+	Version         string `json:"version"`
+	GroupKey        string `json:"groupKey"`
+	TruncatedAlerts uint64 `json:"truncatedAlerts"`
+}
+
+// ErrBadPayload marks a body that is not a usable version 4 payload.
+var ErrBadPayload = errors.New("bad payload")
+
+func badPayload(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadPayload, fmt.Sprintf(format, args...))
+}
+
+// Decode reads one payload and checks what selfheal relies on: version 4,
+// a known status on the payload and on every alert, an alertname and a
+// start time on every alert. A missing fingerprint is computed from the
+// labels the way Alertmanager does, so hand-made payloads work too. Unknown
+// fields are allowed: newer Alertmanagers add some.
+func Decode(r io.Reader) (*Message, error) {
+	var m Message
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&m); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, err
+		}
+		return nil, badPayload("invalid JSON: %v", err)
+	}
+	if dec.More() {
+		return nil, badPayload("trailing data after the JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, err
+		}
+		return nil, badPayload("trailing data after the JSON object")
+	}
+	if m.Version != "4" {
+		return nil, badPayload("version %q is not supported (want \"4\")", m.Version)
+	}
+	if m.Data == nil || m.Alerts == nil {
+		return nil, badPayload("no alerts")
+	}
+	if !validStatus(m.Status) {
+		return nil, badPayload("status %q is neither firing nor resolved", m.Status)
+	}
+	for i := range m.Alerts {
+		a := &m.Alerts[i]
+		if !validStatus(a.Status) {
+			return nil, badPayload("alerts[%d]: status %q is neither firing nor resolved", i, a.Status)
+		}
+		if a.Labels[model.AlertNameLabel] == "" {
+			return nil, badPayload("alerts[%d]: no alertname label", i)
+		}
+		if a.StartsAt.IsZero() {
+			return nil, badPayload("alerts[%d]: no startsAt", i)
+		}
+		if a.Fingerprint == "" {
+			a.Fingerprint = fingerprint(a.Labels)
+		}
+	}
+	return &m, nil
+}
+
+func validStatus(s string) bool {
+	return s == string(model.AlertFiring) || s == string(model.AlertResolved)
+}
+
+func fingerprint(kv template.KV) string {
+	ls := make(model.LabelSet, len(kv))
+	for k, v := range kv {
+		ls[model.LabelName(k)] = model.LabelValue(v)
+	}
+	return ls.Fingerprint().String()
+}
+
+// occurrenceStart is the start time that identifies an occurrence.
+// Alertmanager sends startsAt with nanoseconds while an alert fires and
+// with milliseconds once it resolves; truncating makes both the same key.
+func occurrenceStart(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
