@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,11 +35,10 @@ import (
 const EnvURL = "SELFHEAL_TEST_DATABASE_URL"
 
 var (
-	once       sync.Once
-	adminURL   string
-	startErr   error
-	clusterDir string
-	clusterCmd *exec.Cmd
+	once     sync.Once
+	adminURL string
+	startErr error
+	shared   *Cluster // the throw-away cluster, when this process started one
 )
 
 // Main runs the tests and stops the throw-away cluster, if one was started.
@@ -99,84 +99,153 @@ func server() (string, error) {
 	return startCluster()
 }
 
-// startCluster runs initdb and postgres in a temporary directory, as the
-// postgres user when running as root (initdb refuses root).
+// Cluster is a PostgreSQL server in a temporary directory.
+type Cluster struct {
+	dir  string
+	bin  string
+	port int
+	cmd  *exec.Cmd
+	cred *syscall.Credential // the postgres user's, when running as root
+}
+
+// NewCluster starts a private server for one test, which may stop and start
+// it (to test an outage). It is removed when t ends.
+func NewCluster(t testing.TB) *Cluster {
+	t.Helper()
+	c, err := initCluster()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required (CI=true): %v", err)
+		}
+		t.Skipf("no PostgreSQL: %v", err)
+	}
+	t.Cleanup(c.remove)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// URL is the connection URL of the cluster's postgres database.
+func (c *Cluster) URL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+}
+
 func startCluster() (string, error) {
-	bin, err := binDir()
+	c, err := initCluster()
 	if err != nil {
 		return "", err
+	}
+	shared = c
+	if err := c.Start(); err != nil {
+		return "", err
+	}
+	return c.URL(), nil
+}
+
+// initCluster runs initdb in a temporary directory, as the postgres user
+// when running as root (initdb refuses root).
+func initCluster() (*Cluster, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "selfheal-pgtest-")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	clusterDir = dir
-	data := filepath.Join(dir, "data")
-	asUser := func(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
+	c := &Cluster{dir: dir, bin: bin}
 	if os.Geteuid() == 0 {
 		pg, err := user.Lookup("postgres")
 		if err != nil {
-			return "", fmt.Errorf("running as root needs a postgres user for initdb: %w", err)
+			return nil, fmt.Errorf("running as root needs a postgres user for initdb: %w", err)
 		}
 		uid, _ := strconv.Atoi(pg.Uid)
 		gid, _ := strconv.Atoi(pg.Gid)
 		if err := os.Chown(dir, uid, gid); err != nil {
-			return "", err
+			return nil, err
 		}
-		asUser = func(name string, args ...string) *exec.Cmd {
-			return exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
-		}
+		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
-	out, err := asUser(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync").CombinedOutput()
+	out, err := c.command("initdb", "-D", c.data(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("initdb: %v: %s", err, out)
+		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	port, err := freePort()
-	if err != nil {
-		return "", err
+	if c.port, err = freePort(); err != nil {
+		return nil, err
 	}
-	cmd := asUser(filepath.Join(bin, "postgres"), "-D", data, "-k", dir, "-p", strconv.Itoa(port),
+	return c, nil
+}
+
+func (c *Cluster) data() string { return filepath.Join(c.dir, "data") }
+
+// command runs a server binary directly (no su or runuser in between, so
+// signals reach it), switching to the postgres user when running as root.
+func (c *Cluster) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(c.bin, name), args...)
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+		cmd.Dir = c.dir
+	}
+	return cmd
+}
+
+// Start starts the server and waits until it answers.
+func (c *Cluster) Start() error {
+	cmd := c.command("postgres", "-D", c.data(), "-k", c.dir, "-p", strconv.Itoa(c.port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300")
-	logFile, err := os.Create(filepath.Join(dir, "postgres.log"))
+	logFile, err := os.OpenFile(filepath.Join(c.dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o666)
 	if err != nil {
-		return "", err
+		return err
 	}
+	defer logFile.Close()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start postgres: %w", err)
+		return fmt.Errorf("start postgres: %w", err)
 	}
-	clusterCmd = cmd
-	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	c.cmd = cmd
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := exec1(ctx, dsn, "SELECT 1")
+		err := exec1(ctx, c.URL(), "SELECT 1")
 		cancel()
 		if err == nil {
-			return dsn, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			return "", fmt.Errorf("postgres did not start: %v: %s", err, log)
+			log, _ := os.ReadFile(filepath.Join(c.dir, "postgres.log"))
+			return fmt.Errorf("postgres did not start: %v: %s", err, log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func stopCluster() {
-	if clusterCmd != nil && clusterCmd.Process != nil {
-		_ = clusterCmd.Process.Signal(os.Interrupt) // fast shutdown
-		done := make(chan struct{})
-		go func() { _ = clusterCmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = clusterCmd.Process.Kill()
-		}
+// Stop shuts the server down (fast mode: clients are disconnected).
+func (c *Cluster) Stop() {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return
 	}
-	if clusterDir != "" {
-		_ = os.RemoveAll(clusterDir)
+	_ = c.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-done
+	}
+	c.cmd = nil
+}
+
+func (c *Cluster) remove() {
+	c.Stop()
+	_ = os.RemoveAll(c.dir)
+}
+
+func stopCluster() {
+	if shared != nil {
+		shared.remove()
 	}
 }
 

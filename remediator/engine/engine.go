@@ -7,6 +7,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -95,9 +96,10 @@ func (e *Engine) Run(ctx context.Context) {
 func (e *Engine) worker(ctx context.Context, id int) {
 	poll := time.NewTimer(0)
 	defer poll.Stop()
+	var quiet errorLog
 	for {
 		worked, err := e.ProcessOne(ctx)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil && quiet.due(err, time.Now()) {
 			e.logger.Error("job processing failed; will retry", "worker", id, "err", err)
 		}
 		if worked {
@@ -113,6 +115,22 @@ func (e *Engine) worker(ctx context.Context, id int) {
 		case <-poll.C:
 		}
 	}
+}
+
+// errorLog keeps a failing loop (say, while the database is down) from
+// logging the same error every poll: a new error logs at once, a repeated
+// one once a minute.
+type errorLog struct {
+	last string
+	at   time.Time
+}
+
+func (l *errorLog) due(err error, now time.Time) bool {
+	if msg := err.Error(); msg != l.last || now.Sub(l.at) >= time.Minute {
+		l.last, l.at = msg, now
+		return true
+	}
+	return false
 }
 
 func (e *Engine) retention(ctx context.Context) {
@@ -267,10 +285,10 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 	start := time.Now()
 	details, err := e.executors[d.Action.Type].Execute(actx, target, d.Action, r.Verify)
 	elapsed := time.Since(start)
-	cancel()
-	if err == nil && actx.Err() != nil {
-		err = fmt.Errorf("timed out after %s", r.Timeout)
+	if err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("timed out after %s: %w", r.Timeout, err)
 	}
+	cancel()
 	e.m.actionDuration.WithLabelValues(d.Action.Type).Observe(elapsed.Seconds())
 
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

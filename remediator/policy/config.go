@@ -50,6 +50,8 @@ type Webhook struct {
 	// PersistTimeout bounds how long a delivery may wait for the database
 	// before it is answered 503.
 	PersistTimeout Duration `yaml:"persist_timeout"`
+	// Token comes from SELFHEAL_WEBHOOK_TOKEN, never from the file.
+	Token string `yaml:"-"`
 }
 
 // BasicAuth holds HTTP basic credentials; the password lives in a file.
@@ -203,6 +205,23 @@ const (
 	DefaultStopStartWait     = 2 * time.Second
 	MaxFailureWindow         = time.Hour // service_failures keeps one hour
 )
+
+// Environment variables that override the file.
+const (
+	EnvDatabaseURL  = "SELFHEAL_DATABASE_URL"
+	EnvWebhookToken = "SELFHEAL_WEBHOOK_TOKEN"
+)
+
+// ApplyEnvironment lets the environment override the file: the database URL
+// and the webhook token, secrets that often come from the service manager.
+func (c *Config) ApplyEnvironment(getenv func(string) string) {
+	if v := getenv(EnvDatabaseURL); v != "" {
+		c.DatabaseURL = v
+	}
+	if v := getenv(EnvWebhookToken); v != "" {
+		c.Webhook.Token = v
+	}
+}
 
 // Load reads and validates the file at path.
 func Load(path string) (*Config, error) {

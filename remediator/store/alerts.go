@@ -82,7 +82,7 @@ WITH occ AS (
           -- a job whose action started is not cancelled: if its worker died,
           -- the queue marks it interrupted instead.
           AND NOT EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = q.id)
-        FOR UPDATE OF q SKIP LOCKED)
+        FOR NO KEY UPDATE OF q SKIP LOCKED)
     RETURNING j.id
 ), cleared AS (
     UPDATE escalations e

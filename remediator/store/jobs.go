@@ -27,6 +27,8 @@ type Job struct {
 // Claim is a job held by one worker. The worker's transaction keeps the
 // job's row locked for as long as it works on it, so no other worker or
 // replica can take the job, and a crash releases it with the connection.
+// The lock is FOR NO KEY UPDATE so that rows referencing the job (the
+// intent, written on another connection) can still be inserted.
 // Every write a Claim makes commits with Finish or Defer, atomically.
 type Claim struct {
 	Job  Job
@@ -43,7 +45,7 @@ JOIN alert_occurrences o ON o.id = j.occurrence_id
 WHERE j.state = 'queued' AND j.not_before <= now()
 ORDER BY j.not_before, j.id
 LIMIT 1
-FOR UPDATE OF j SKIP LOCKED`
+FOR NO KEY UPDATE OF j SKIP LOCKED`
 
 // ClaimJob takes the oldest due job no one else holds. It returns nil, nil
 // when there is none.

@@ -1,0 +1,203 @@
+// Command selfheal is a self-healing engine for hosts that run
+// containerised services: an Alertmanager webhook receiver that repairs what
+// alerts report, with its state in PostgreSQL. See `selfheal --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/report"
+	"github.com/selfheal/selfheal/remediator/server"
+	"github.com/selfheal/selfheal/remediator/simulate"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	app := kingpin.New("selfheal", "Repairs what Prometheus alerts report: the smallest fix first, never looping, every decision written down.")
+	app.Version(version.Print("selfheal"))
+	app.HelpFlag.Short('h')
+	logCfg := &promslog.Config{}
+	promslogflag.AddFlags(app, logCfg)
+
+	serve := app.Command("serve", "Run the webhook, the engine and /metrics.")
+	serveConfig := serve.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
+	webFlags := kingpinflag.AddFlags(serve, ":9595")
+
+	migrate := app.Command("migrate", "Apply database migrations (serve also applies them at start).")
+	migrateConfig := migrate.Flag("config.file", "Configuration file with database_url (SELFHEAL_DATABASE_URL overrides it).").String()
+
+	check := app.Command("check-config", "Validate a configuration file.")
+	checkConfig := check.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
+
+	sim := app.Command("simulate", "Post a test alert to selfheal's webhook, or to an Alertmanager.")
+	simName := sim.Arg("alertname", "Alert name, e.g. ServiceDown.").Required().String()
+	simLabels := sim.Arg("labels", "More labels as label=value.").Strings()
+	simWebhook := sim.Flag("webhook.url", "selfheal's webhook.").Default("http://localhost:9595/api/v1/webhook").String()
+	simAM := sim.Flag("alertmanager.url", "Post to this Alertmanager instead of the webhook.").String()
+	simAnnotations := sim.Flag("annotation", "An annotation as name=value (repeatable).").Strings()
+	simResolved := sim.Flag("resolved", "Send the alert as resolved.").Bool()
+	simStartsAt := sim.Flag("starts-at", "The alert's start (RFC 3339); reuse it to resolve the same occurrence. Default: now.").String()
+
+	events := app.Command("events", "Print recent alerts, decisions and actions.")
+	eventsConfig := events.Flag("config.file", "Configuration file with database_url (SELFHEAL_DATABASE_URL overrides it).").String()
+	eventsLimit := events.Flag("limit", "At most this many lines.").Default("50").Int()
+	eventsSince := events.Flag("since", "Only this far back.").Default("24h").Duration()
+
+	pause := app.Command("pause", "Stop all remediation on every replica until resume.")
+	pauseConfig := pause.Flag("config.file", "Configuration file with database_url.").String()
+	pauseReason := pause.Flag("reason", "Why; shown in every skipped decision.").Required().String()
+	resume := app.Command("resume", "Resume remediation after pause.")
+	resumeConfig := resume.Flag("config.file", "Configuration file with database_url.").String()
+
+	cmd, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	logger := promslog.New(logCfg)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	switch cmd {
+	case serve.FullCommand():
+		cfg, err := loadConfig(*serveConfig)
+		if err != nil {
+			logger.Error("invalid configuration", "err", err)
+			return 1
+		}
+		logger.Info("starting selfheal", "version", version.Info(), "config", *serveConfig)
+		err = server.Run(ctx, server.Options{Config: cfg, Web: webFlags, Logger: logger})
+		return exitCode(logger, err)
+	case migrate.FullCommand():
+		return withStore(ctx, logger, *migrateConfig, func(st *store.Store) error {
+			n, err := st.Migrate(ctx)
+			if err == nil {
+				fmt.Printf("applied %d migration(s); the schema is current\n", n)
+			}
+			return err
+		})
+	case check.FullCommand():
+		cfg, err := loadConfig(*checkConfig)
+		if err == nil {
+			_, err = server.Credentials(cfg)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Printf("%s: OK (%d remediations)\n", *checkConfig, len(cfg.Remediations))
+		return 0
+	case sim.FullCommand():
+		return exitCode(logger, runSimulate(ctx, *simName, *simLabels, *simAnnotations, *simResolved, *simStartsAt, *simWebhook, *simAM))
+	case events.FullCommand():
+		return withStore(ctx, logger, *eventsConfig, func(st *store.Store) error {
+			acts, err := st.RecentActivity(ctx, *eventsLimit, time.Now().Add(-*eventsSince))
+			if err != nil {
+				return err
+			}
+			return report.WriteActivity(os.Stdout, acts, time.Local)
+		})
+	case pause.FullCommand():
+		return withStore(ctx, logger, *pauseConfig, func(st *store.Store) error { return st.SetPaused(ctx, true, *pauseReason) })
+	case resume.FullCommand():
+		return withStore(ctx, logger, *resumeConfig, func(st *store.Store) error { return st.SetPaused(ctx, false, "") })
+	}
+	return 0
+}
+
+// loadConfig reads the file and lets the environment override it.
+func loadConfig(path string) (*policy.Config, error) {
+	cfg, err := policy.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ApplyEnvironment(os.Getenv)
+	return cfg, nil
+}
+
+// withStore opens the database named by SELFHEAL_DATABASE_URL or, failing
+// that, by the configuration file, and runs f.
+func withStore(ctx context.Context, logger *slog.Logger, configFile string, f func(*store.Store) error) int {
+	url := os.Getenv(policy.EnvDatabaseURL)
+	if url == "" && configFile != "" {
+		cfg, err := loadConfig(configFile)
+		if err != nil {
+			logger.Error("invalid configuration", "err", err)
+			return 1
+		}
+		url = cfg.DatabaseURL
+	}
+	if url == "" {
+		logger.Error("no database: set " + policy.EnvDatabaseURL + " or pass --config.file")
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	st, err := store.Open(ctx, url, store.Options{MaxConns: 2})
+	if err != nil {
+		logger.Error("cannot open the database", "err", err)
+		return 1
+	}
+	defer st.Close()
+	return exitCode(logger, f(st))
+}
+
+func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []string, resolved bool, startsAt, webhookURL, amURL string) error {
+	labels, err := simulate.ParseLabels(labelArgs)
+	if err != nil {
+		return err
+	}
+	labels["alertname"] = name
+	annotations, err := simulate.ParseLabels(annotationArgs)
+	if err != nil {
+		return fmt.Errorf("annotation: %w", err)
+	}
+	now := time.Now().UTC()
+	start := now
+	if startsAt != "" {
+		if start, err = time.Parse(time.RFC3339Nano, startsAt); err != nil {
+			return fmt.Errorf("--starts-at: %w", err)
+		}
+	}
+	a := simulate.Alert{Labels: labels, Annotations: annotations, StartsAt: start, Resolved: resolved}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if amURL != "" {
+		err = simulate.PostAlertmanager(ctx, amURL, a, now)
+	} else {
+		err = simulate.PostWebhook(ctx, webhookURL, os.Getenv(policy.EnvWebhookToken), simulate.Message(a, now))
+	}
+	if err != nil {
+		return err
+	}
+	status := "firing"
+	if resolved {
+		status = "resolved"
+	}
+	fmt.Printf("sent %s %s %v (starts-at %s)\n", status, name, labels, start.Format(time.RFC3339Nano))
+	return nil
+}
+
+func exitCode(logger *slog.Logger, err error) int {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return 0
+	}
+	logger.Error("selfheal failed", "err", err)
+	return 1
+}

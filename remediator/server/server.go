@@ -1,0 +1,206 @@
+// Package server assembles `selfheal serve`: the webhook, the engine, the
+// Docker adapter and the HTTP endpoints on one listener, with a lifecycle
+// tests can start and stop.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/selfheal/selfheal/remediator/actions"
+	"github.com/selfheal/selfheal/remediator/containers"
+	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+	"github.com/selfheal/selfheal/remediator/webhook"
+)
+
+// Options configures Run.
+type Options struct {
+	Config *policy.Config
+	// Web holds the listen addresses and the TLS/auth web config file.
+	Web *web.FlagConfig
+	// Listener, if set, is served instead of Web's addresses (tests).
+	Listener net.Listener
+	Logger   *slog.Logger
+	// Collectors are registered on /metrics beside selfheal's own (the
+	// exporter's, when it runs in the same process).
+	Collectors []prometheus.Collector
+	// MigrateRetry is how often a failed start-up migration is retried.
+	MigrateRetry time.Duration
+}
+
+// Run serves until ctx ends. The database may be down at start: selfheal
+// then answers the webhook with 503, reports not ready, runs nothing, and
+// keeps trying to migrate; the engine starts once the schema is current.
+func Run(ctx context.Context, o Options) error {
+	cfg, log := o.Config, o.Logger
+	creds, err := Credentials(cfg)
+	if err != nil {
+		return err
+	}
+	if creds == (webhook.Credentials{}) {
+		log.Warn("the webhook accepts requests without credentials (webhook.allow_unauthenticated)")
+	}
+	if cfg.DatabaseURL == "" {
+		return errors.New("no database: set database_url or SELFHEAL_DATABASE_URL")
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: int32(2*cfg.Engine.Workers + 8)})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	docker, err := containers.New(containers.Options{
+		Host: cfg.Targets.Docker.Host, RequireLabel: cfg.Targets.Docker.RequireLabel,
+		Allow: cfg.Targets.Docker.Containers, StopTimeout: cfg.Targets.Docker.StopTimeout.D(),
+	})
+	if err != nil {
+		return err
+	}
+	defer docker.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector("selfheal"),
+	)
+	for _, c := range o.Collectors {
+		reg.MustRegister(c)
+	}
+	eng, err := engine.New(st, cfg, actions.Registry(docker), log.With("component", "engine"), reg)
+	if err != nil {
+		return err
+	}
+	hook := webhook.New(webhook.Options{
+		Credentials:    creds,
+		MaxBodyBytes:   cfg.Webhook.MaxBodyBytes,
+		PersistTimeout: cfg.Webhook.PersistTimeout.D(),
+		ReopenAfter:    cfg.Engine.ReopenAfter.D(),
+		Match: func(l map[string]string) string {
+			if r := cfg.Match(l); r != nil {
+				return r.Name
+			}
+			return ""
+		},
+		Store:      st,
+		Wake:       eng.Wake,
+		Logger:     log.With("component", "webhook"),
+		Registerer: reg,
+	})
+
+	r := mux.NewRouter()
+	r.Handle("/api/v1/webhook", hook)
+	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	r.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "OK") })
+	r.HandleFunc("/-/ready", func(w http.ResponseWriter, req *http.Request) {
+		rctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if err := st.Ready(rctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "OK")
+	})
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+
+	var wg sync.WaitGroup
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() {
+		if err := migrateUntilDone(runCtx, st, o.MigrateRetry, log); err != nil {
+			return
+		}
+		log.Info("engine started", "workers", cfg.Engine.Workers, "dry_run", cfg.DryRun,
+			"remediations", len(cfg.Remediations))
+		eng.Run(runCtx)
+	})
+
+	webCfg := o.Web
+	if webCfg == nil {
+		noFile, noSocket := "", false
+		webCfg = &web.FlagConfig{WebListenAddresses: &[]string{":9595"}, WebConfigFile: &noFile, WebSystemdSocket: &noSocket}
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		if o.Listener != nil {
+			serveErr <- web.Serve(o.Listener, srv, webCfg, log)
+			return
+		}
+		serveErr <- web.ListenAndServe(srv, webCfg, log)
+	}()
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	log.Info("shutting down; waiting for actions in flight")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	stop()
+	wg.Wait()
+	return err
+}
+
+func migrateUntilDone(ctx context.Context, st *store.Store, retry time.Duration, log *slog.Logger) error {
+	if retry <= 0 {
+		retry = 5 * time.Second
+	}
+	for {
+		n, err := st.Migrate(ctx)
+		if err == nil {
+			log.Info("database schema is current", "migrations_applied", n)
+			return nil
+		}
+		log.Error("cannot migrate the database; nothing will run until it can", "err", err, "retry_in", retry)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retry):
+		}
+	}
+}
+
+// Credentials returns what the webhook requires: the token from
+// SELFHEAL_WEBHOOK_TOKEN (already in cfg.Webhook.Token) or the token file,
+// else basic auth. A webhook with none is an error unless
+// allow_unauthenticated is set.
+func Credentials(cfg *policy.Config) (webhook.Credentials, error) {
+	w := cfg.Webhook
+	switch {
+	case w.Token != "":
+		return webhook.Credentials{BearerToken: w.Token}, nil
+	case w.BearerTokenFile != "":
+		tok, err := webhook.ReadSecretFile(w.BearerTokenFile)
+		if err != nil {
+			return webhook.Credentials{}, fmt.Errorf("webhook.bearer_token_file: %w", err)
+		}
+		return webhook.Credentials{BearerToken: tok}, nil
+	case w.BasicAuth != nil:
+		pw, err := webhook.ReadSecretFile(w.BasicAuth.PasswordFile)
+		if err != nil {
+			return webhook.Credentials{}, fmt.Errorf("webhook.basic_auth.password_file: %w", err)
+		}
+		return webhook.Credentials{Username: w.BasicAuth.Username, Password: pw}, nil
+	case w.AllowUnauthenticated:
+		return webhook.Credentials{}, nil
+	}
+	return webhook.Credentials{}, errors.New("webhook: no credentials configured: set bearer_token_file, basic_auth or SELFHEAL_WEBHOOK_TOKEN (or allow_unauthenticated: true)")
+}

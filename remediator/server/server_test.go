@@ -1,0 +1,488 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/server"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+const token = "s3cret-token" // the token the fixtures were captured with
+
+const baseConfig = `
+engine:
+  poll_interval: 200ms
+targets:
+  docker:
+    stop_timeout: 1s
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart, {type: stop_start, wait: 200ms}]
+    escalate_to: critical-recovery
+    timeout: 30s
+    verify: {timeout: 10s, stable_for: 1s}
+  - name: critical-recovery
+    match: ['alertname="NeverFires"']
+    category: C
+    target: '{{ .Labels.service }}'
+    action: restart
+`
+
+var optIn = map[string]string{"selfheal.enable": "true"}
+
+// instance is one running `selfheal serve`.
+type instance struct {
+	url  string
+	stop func()
+}
+
+func config(t *testing.T, dsn, extra string) *policy.Config {
+	t.Helper()
+	cfg, err := policy.Parse([]byte(baseConfig + extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DatabaseURL = dsn
+	cfg.Webhook.Token = token
+	return cfg
+}
+
+// start runs selfheal in-process on a free port and waits until it is
+// healthy (not necessarily ready: the database may be down on purpose).
+func start(t *testing.T, cfg *policy.Config) *instance {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	go func() {
+		done <- server.Run(ctx, server.Options{Config: cfg, Listener: l, Logger: logger, MigrateRetry: 200 * time.Millisecond})
+	}()
+	in := &instance{url: "http://" + l.Addr().String()}
+	var once sync.Once
+	in.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("server.Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(in.stop)
+	waitFor(t, 10*time.Second, "selfheal healthy", func() bool {
+		resp, err := http.Get(in.url + "/-/healthy")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return in
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (in *instance) waitReady(t *testing.T) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "selfheal ready", func() bool {
+		resp, err := http.Get(in.url + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+func (in *instance) post(t *testing.T, body []byte) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, in.url+"/api/v1/webhook", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("post: %v", err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body) //nolint:errcheck
+	return resp.StatusCode
+}
+
+// payload returns a real Alertmanager fixture with its service label
+// pointed at the named container.
+func payload(t *testing.T, file, service string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.ReplaceAll(b, []byte("llm-service"), []byte(service))
+}
+
+// withStartsAt gives the fixture a new startsAt: a new occurrence of the
+// same alert.
+func withStartsAt(b []byte, ts time.Time) []byte {
+	return bytes.ReplaceAll(b, []byte("2026-11-26T22:31:53.652092631Z"), []byte(ts.UTC().Format(time.RFC3339Nano)))
+}
+
+func db(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	dockertest.WaitFor(t, timeout, what, cond)
+}
+
+// waitIdle waits until no job is queued and no action runs.
+func waitIdle(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "all jobs finished", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0 &&
+			count(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0
+	})
+}
+
+func TestServiceDownFixtureHealsStoppedContainer(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	dsn := pgtest.DSN(t)
+	in := start(t, config(t, dsn, ""))
+	in.waitReady(t)
+	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	waitFor(t, 20*time.Second, name+" running", func() bool { return dockertest.State(t, name).Running })
+	conn := db(t, dsn)
+	waitIdle(t, conn)
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions WHERE service_name = $1 AND action_type = 'restart' AND status = 'succeeded' AND attempt = 1`, name); n != 1 {
+		t.Fatalf("%d succeeded restart rows, want 1", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
+		t.Fatalf("%d action rows, want 1", n)
+	}
+	for _, ev := range []string{"decision", "action_succeeded"} {
+		if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = $1 AND service_name = $2`, ev, name); n != 1 {
+			t.Errorf("%d %s events, want 1", n, ev)
+		}
+	}
+
+	// The resolution records the recovery time.
+	if code := in.post(t, payload(t, "service-down-resolved.json", name)); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'alert_resolved' AND service_name = $1
+		AND (details->>'recovery_seconds')::numeric BETWEEN 9 AND 10`, name); n != 1 {
+		t.Errorf("no alert_resolved event with the fixture's 9.35s recovery time")
+	}
+}
+
+func TestDuplicateDeliveriesActOnce(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	dsn := pgtest.DSN(t)
+	cfg := config(t, dsn, "")
+	in := start(t, cfg)
+	in.waitReady(t)
+	body := payload(t, "service-down-firing.json", name)
+	var wg sync.WaitGroup
+	codes := make(chan int, 20)
+	for range 20 {
+		wg.Go(func() { codes <- in.post(t, body) })
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Errorf("a concurrent delivery got %d", c)
+		}
+	}
+	conn := db(t, dsn)
+	waitFor(t, 20*time.Second, name+" running", func() bool { return dockertest.State(t, name).Running })
+	waitIdle(t, conn)
+
+	// selfheal restarts; Alertmanager delivers the same alert again.
+	in.stop()
+	in = start(t, cfg)
+	in.waitReady(t)
+	if code := in.post(t, body); code != 200 {
+		t.Fatalf("after restart: %d", code)
+	}
+	time.Sleep(time.Second) // give a wrongly queued job time to run
+	waitIdle(t, conn)
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
+		t.Fatalf("%d actions, want exactly 1", n)
+	}
+	if n := count(t, conn, `SELECT deliveries FROM alert_occurrences`); n != 21 {
+		t.Errorf("deliveries = %d, want 21", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM remediation_jobs`); n != 1 {
+		t.Errorf("%d jobs, want 1", n)
+	}
+}
+
+func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
+	// Dies 300ms after every start.
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=300ms"}})
+	dsn := pgtest.DSN(t)
+	in := start(t, config(t, dsn, ""))
+	in.waitReady(t)
+	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	conn := db(t, dsn)
+	waitFor(t, 60*time.Second, "escalation", func() bool {
+		return count(t, conn, `SELECT count(*) FROM escalations WHERE service_name = $1`, name) == 1
+	})
+	waitIdle(t, conn)
+
+	rows, err := conn.Query(context.Background(), `SELECT action_type, status, attempt FROM recovery_actions ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var a, s string
+		var n int
+		if err := rows.Scan(&a, &s, &n); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d:%s:%s", n, a, s))
+	}
+	want := "1:restart:failed 2:stop_start:failed 3:stop_start:failed"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("actions %v, want %s", got, want)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM service_failures WHERE service_name = $1`, name); n != 3 {
+		t.Errorf("%d failures recorded, want 3", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE severity = 'CRITICAL' AND event_type = 'escalation'
+		AND message LIKE '3 failures within 10m (limit 3): escalating to critical-recovery'`); n != 1 {
+		t.Errorf("%d CRITICAL escalation events, want 1", n)
+	}
+
+	// The container dies again: a new occurrence of the alert. Nothing more
+	// runs on an escalated service.
+	if code := in.post(t, withStartsAt(payload(t, "service-down-firing.json", name), time.Now())); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	waitFor(t, 10*time.Second, "second occurrence decided", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'escalated to critical-recovery%'`) == 1
+	})
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 3 {
+		t.Fatalf("%d actions after escalation, want still 3", n)
+	}
+}
+
+func TestUnlabelledContainerIsNeverTouched(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Stopped: true})
+	dsn := pgtest.DSN(t)
+	in := start(t, config(t, dsn, ""))
+	in.waitReady(t)
+	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	conn := db(t, dsn)
+	waitFor(t, 10*time.Second, "refusal", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused'`) == 1
+	})
+	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'decision' AND service_name = $1
+		AND message LIKE '%lacks the opt-in label selfheal.enable=true%'`, name); n != 1 {
+		t.Error("no event says why the container was refused")
+	}
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 0 {
+		t.Errorf("%d actions recorded for a refused target", n)
+	}
+	if st := dockertest.State(t, name); st.Running || st.StartedAt != "0001-01-01T00:00:00Z" {
+		t.Fatalf("the unlabelled container was started: %+v", st)
+	}
+}
+
+func TestUnknownTargetIsRefused(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	in := start(t, config(t, dsn, ""))
+	in.waitReady(t)
+	// A ServiceDown alert without a service label renders an empty target.
+	body := bytes.ReplaceAll(payload(t, "service-down-firing.json", "x"), []byte(`"service":"x",`), nil)
+	if code := in.post(t, body); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	conn := db(t, dsn)
+	waitFor(t, 10*time.Second, "refusal", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused'
+			AND reason = 'target template "{{ .Labels.service }}" rendered empty for this alert'`) == 1
+	})
+}
+
+func TestDatabaseDownFailsClosed(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	cluster := pgtest.NewCluster(t)
+	in := start(t, config(t, cluster.URL(), ""))
+	in.waitReady(t)
+	cluster.Stop()
+
+	body := payload(t, "service-down-firing.json", name)
+	began := time.Now()
+	if code := in.post(t, body); code != 503 {
+		t.Fatalf("with the database down the webhook answered %d, want 503", code)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("503 took %s, want under 2s", took)
+	}
+	time.Sleep(time.Second)
+	if st := dockertest.State(t, name); st.Running || st.StartedAt != "0001-01-01T00:00:00Z" {
+		t.Fatal("an action ran while the database was down")
+	}
+	resp, err := http.Get(in.url + "/-/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("/-/ready = %d with the database down", resp.StatusCode)
+	}
+
+	if err := cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Alertmanager retries until it gets a 2xx; then it may still deliver
+	// again (at-least-once).
+	waitFor(t, 20*time.Second, "redelivery accepted", func() bool { return in.post(t, body) == 200 })
+	if code := in.post(t, body); code != 200 {
+		t.Fatalf("second redelivery: %d", code)
+	}
+	waitFor(t, 20*time.Second, name+" running", func() bool { return dockertest.State(t, name).Running })
+	conn := db(t, cluster.URL())
+	waitIdle(t, conn)
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
+		t.Fatalf("%d actions, want exactly 1", n)
+	}
+}
+
+func TestDryRunRecordsWithoutActing(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	dsn := pgtest.DSN(t)
+	cfg := config(t, dsn, "")
+	cfg.DryRun = true
+	in := start(t, cfg)
+	in.waitReady(t)
+	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	conn := db(t, dsn)
+	waitFor(t, 10*time.Second, "dry-run decision", func() bool {
+		return count(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'dry_run' AND action_type = 'restart'`) == 1
+	})
+	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE message = 'dry-run: would run restart (attempt 1)'`); n != 1 {
+		t.Error("no 'would run' event")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if st := dockertest.State(t, name); st.Running || st.StartedAt != "0001-01-01T00:00:00Z" {
+		t.Fatal("dry-run started the container")
+	}
+}
+
+func TestPauseAndStormBrake(t *testing.T) {
+	a := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	b := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	dsn := pgtest.DSN(t)
+	cfg := config(t, dsn, "")
+	cfg.Engine.StormBrake.MaxActions = 1
+	in := start(t, cfg)
+	in.waitReady(t)
+	conn := db(t, dsn)
+
+	if _, err := conn.Exec(context.Background(), `UPDATE engine_settings SET paused = true, reason = 'maintenance window'`); err != nil {
+		t.Fatal(err)
+	}
+	in.post(t, payload(t, "service-down-firing.json", a))
+	waitFor(t, 10*time.Second, "paused decision", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason = 'remediation is paused (maintenance window)'`) == 1
+	})
+	if dockertest.State(t, a).Running {
+		t.Fatal("acted while paused")
+	}
+	if _, err := conn.Exec(context.Background(), `UPDATE engine_settings SET paused = false`); err != nil {
+		t.Fatal(err)
+	}
+
+	in.post(t, withStartsAt(payload(t, "service-down-firing.json", a), time.Now()))
+	waitFor(t, 20*time.Second, a+" running", func() bool { return dockertest.State(t, a).Running })
+	waitIdle(t, conn)
+	in.post(t, bytes.ReplaceAll(payload(t, "service-down-firing.json", b), []byte("d03bb581f83ed40e"), []byte("0000000000000b0b")))
+	waitFor(t, 10*time.Second, "storm brake", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'storm brake: 1 actions in the last 10m (limit 1)'`) == 1
+	})
+	if dockertest.State(t, b).Running {
+		t.Fatal("the storm brake let a second action through")
+	}
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	in := start(t, config(t, dsn, ""))
+	in.waitReady(t)
+	in.post(t, []byte(`{}`))
+	resp, err := http.Get(in.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`selfheal_webhook_requests_total{code="400"} 1`,
+		`selfheal_alerts_received_total{status="firing"} 0`,
+		`selfheal_jobs{state="queued"} 0`,
+		`selfheal_actions_total{action="restart",result="succeeded"} 0`,
+		`selfheal_action_duration_seconds_bucket{action="restart",le="1"} 0`,
+		`selfheal_engine_decisions_total{verdict="run"} 0`,
+		`selfheal_build_info{`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -1,0 +1,124 @@
+// Package simulate builds test alerts and posts them to selfheal's webhook,
+// exactly as Alertmanager would, or to an Alertmanager's API so the whole
+// routing path is exercised.
+package simulate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/alertmanager/template"
+	"github.com/prometheus/common/model"
+
+	"github.com/selfheal/selfheal/remediator/webhook"
+)
+
+// Alert is the alert to simulate.
+type Alert struct {
+	Labels      map[string]string
+	Annotations map[string]string
+	StartsAt    time.Time
+	// Resolved sends the alert as resolved, ending now.
+	Resolved bool
+}
+
+// ParseLabels turns ["service=llm", "severity=critical"] into a map.
+func ParseLabels(pairs []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || !model.LabelName(k).IsValid() {
+			return nil, fmt.Errorf("%q is not label=value", p)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// Message returns the version 4 webhook payload Alertmanager would send for a.
+func Message(a Alert, now time.Time) *webhook.Message {
+	ta := template.Alert{
+		Status:      string(model.AlertFiring),
+		Labels:      a.Labels,
+		Annotations: a.Annotations,
+		StartsAt:    a.StartsAt,
+		Fingerprint: labelSet(a.Labels).Fingerprint().String(),
+	}
+	if ta.Annotations == nil {
+		ta.Annotations = template.KV{}
+	}
+	if a.Resolved {
+		ta.Status, ta.EndsAt = string(model.AlertResolved), now
+	}
+	return &webhook.Message{
+		Data: &template.Data{
+			Receiver:          "selfheal",
+			Status:            ta.Status,
+			Alerts:            template.Alerts{ta},
+			GroupLabels:       template.KV{"alertname": a.Labels["alertname"]},
+			CommonLabels:      a.Labels,
+			CommonAnnotations: ta.Annotations,
+			ExternalURL:       "selfheal-simulate",
+		},
+		Version:  "4",
+		GroupKey: fmt.Sprintf("{}:{alertname=%q}", a.Labels["alertname"]),
+	}
+}
+
+func labelSet(m map[string]string) model.LabelSet {
+	ls := model.LabelSet{}
+	for k, v := range m {
+		ls[model.LabelName(k)] = model.LabelValue(v)
+	}
+	return ls
+}
+
+// PostWebhook sends m to selfheal's webhook, with a bearer token if given.
+func PostWebhook(ctx context.Context, url, token string, m *webhook.Message) error {
+	return post(ctx, url, token, m)
+}
+
+// PostAlertmanager sends a to an Alertmanager's v2 API, as amtool does.
+func PostAlertmanager(ctx context.Context, amURL string, a Alert, now time.Time) error {
+	body := []map[string]any{{
+		"labels":       a.Labels,
+		"annotations":  a.Annotations,
+		"startsAt":     a.StartsAt,
+		"generatorURL": "selfheal-simulate",
+	}}
+	if a.Resolved {
+		body[0]["endsAt"] = now
+	}
+	return post(ctx, strings.TrimRight(amURL, "/")+"/api/v2/alerts", "", body)
+}
+
+func post(ctx context.Context, url, token string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("post to %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("post to %s: %s: %s", url, resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
+}
