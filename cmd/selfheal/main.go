@@ -94,11 +94,12 @@ func run(args []string) int {
 		})
 	case check.FullCommand():
 		cfg, err := loadConfig(*checkConfig)
-		if err == nil {
-			_, err = server.Credentials(cfg)
-		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if _, err := server.Credentials(cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", *checkConfig, err)
 			return 1
 		}
 		fmt.Printf("%s: OK (%d remediations)\n", *checkConfig, len(cfg.Remediations))

@@ -22,7 +22,7 @@ type Activity struct {
 
 const activitySQL = `
 SELECT t, kind, severity, target, remediation, what, detail FROM (
-    SELECT first_received_at AS t, 'alert' AS kind,
+    SELECT first_received_at AS t, 0 AS rank, 'alert' AS kind,
            CASE status WHEN 'firing' THEN 'FIRING' ELSE 'RESOLVED' END AS severity,
            COALESCE(labels->>'service', labels->>'container', labels->>'instance', '') AS target,
            COALESCE(remediation, '') AS remediation,
@@ -32,12 +32,12 @@ SELECT t, kind, severity, target, remediation, what, detail FROM (
     FROM alert_occurrences
     WHERE first_received_at >= $2
     UNION ALL
-    SELECT event_time, 'event', severity, COALESCE(service_name, ''), COALESCE(remediation, ''),
+    SELECT event_time, 1, 'event', severity, COALESCE(service_name, ''), COALESCE(remediation, ''),
            event_type, message
     FROM self_healing_events
     WHERE event_time >= $2
     UNION ALL
-    SELECT started_at, 'action', upper(status), service_name, COALESCE(remediation, ''),
+    SELECT started_at, 2, 'action', upper(status), service_name, COALESCE(remediation, ''),
            action_type,
            concat_ws(' ', CASE WHEN attempt IS NOT NULL THEN format('attempt %s', attempt) END,
                      CASE WHEN completed_at IS NOT NULL
@@ -46,7 +46,8 @@ SELECT t, kind, severity, target, remediation, what, detail FROM (
     FROM recovery_actions
     WHERE started_at >= $2
 ) a
-ORDER BY t DESC
+-- at the same instant: alert, then the decision, then the action
+ORDER BY t DESC, rank DESC
 LIMIT $1`
 
 // RecentActivity returns up to limit lines since the given time, newest first.

@@ -1,0 +1,37 @@
+# selfheal — the Makefile is the entry point: CI calls these same targets.
+
+GO          ?= go
+BIN         ?= selfheal
+# go-nvml's header marks many functions deprecated; the warnings are noise.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build test lint run bench deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/selfheal
+
+deps:
+	scripts/deps.sh
+
+# Every test, against real PostgreSQL and Docker; fuzz seeds included.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+# The local stack; Ctrl-C stops everything it started.
+run: deps build
+	scripts/run.sh
+
+bench: deps
+	scripts/bench.sh
+
+clean:
+	rm -rf $(BIN) .run

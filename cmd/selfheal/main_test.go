@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/internal/pgtest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "selfheal-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "selfheal")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build selfheal: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := pgtest.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// selfheal runs the binary to completion and returns its exit code and output.
+func selfheal(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCheckConfig(t *testing.T) {
+	good := writeFile(t, "good.yml", `
+webhook: {allow_unauthenticated: true}
+remediations:
+  - {name: service-down, match: ['alertname="ServiceDown"'], category: A, target: '{{ .Labels.service }}', steps: [restart, stop_start]}
+`)
+	code, out, errOut := selfheal(t, nil, "check-config", "--config.file="+good)
+	if code != 0 || out != good+": OK (1 remediations)\n" {
+		t.Fatalf("good config: exit %d, %q %q", code, out, errOut)
+	}
+
+	bad := writeFile(t, "bad.yml", `
+webhook: {allow_unauthenticated: true}
+remediations:
+  - {name: service-down, match: ['alertname="ServiceDown"'], category: A, target: '{{ .Labels.service }}', steps: [reboot]}
+  - name: other
+    match: ['a="b"']
+    cooldwn: 5m
+`)
+	code, _, errOut = selfheal(t, nil, "check-config", "--config.file="+bad)
+	want := bad + `:7: remediation "other": unknown field "cooldwn" in remediation` + "\n"
+	if code != 1 || errOut != want {
+		t.Fatalf("bad config: exit %d\n%s\nwant\n%s", code, errOut, want)
+	}
+
+	noCreds := writeFile(t, "nocreds.yml", "remediations: []\n")
+	code, _, errOut = selfheal(t, nil, "check-config", "--config.file="+noCreds)
+	if code != 1 || !strings.Contains(errOut, "webhook: no credentials configured") {
+		t.Fatalf("no credentials: exit %d %q", code, errOut)
+	}
+	code, _, errOut = selfheal(t, []string{"SELFHEAL_WEBHOOK_TOKEN=t"}, "check-config", "--config.file="+noCreds)
+	if code != 0 {
+		t.Fatalf("token from the environment: exit %d %q", code, errOut)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// daemon starts `selfheal serve` and waits until it is ready.
+func daemon(t *testing.T, env []string, config, addr string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binary, "serve", "--config.file="+config, "--web.listen-address="+addr, "--log.level=debug")
+	cmd.Env = append(os.Environ(), env...)
+	logf, err := os.Create(filepath.Join(t.TempDir(), "selfheal.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("selfheal log:\n%s", b)
+		}
+	})
+	dockertest.WaitFor(t, 15*time.Second, "selfheal ready", func() bool {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return cmd
+}
+
+func queryInt(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// TestKillBetweenIntentAndOutcome kills selfheal with SIGKILL while a
+// restart is in flight (the container ignores SIGTERM, so Docker waits out
+// the stop timeout). On the next start the action is marked interrupted and
+// never run again, however often the alert is delivered.
+func TestKillBetweenIntentAndOutcome(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
+	dsn := pgtest.DSN(t)
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
+	config := writeFile(t, "selfheal.yml", `
+engine: {poll_interval: 200ms}
+targets:
+  docker: {stop_timeout: 8s}
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart, stop_start]
+`)
+	addr := freeAddr(t)
+	first := daemon(t, env, config, addr)
+
+	startsAt := time.Now().UTC().Format(time.RFC3339Nano)
+	simulate := func() {
+		t.Helper()
+		code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+name,
+			"--webhook.url=http://"+addr+"/api/v1/webhook", "--starts-at="+startsAt)
+		if code != 0 {
+			t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
+		}
+	}
+	simulate()
+
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	dockertest.WaitFor(t, 10*time.Second, "intent recorded", func() bool {
+		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 1
+	})
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = first.Process.Wait()
+	if n := queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`); n != 1 {
+		t.Fatalf("after the kill: %d running actions, want the 1 left behind", n)
+	}
+
+	daemon(t, env, config, addr)
+	dockertest.WaitFor(t, 10*time.Second, "action marked interrupted", func() bool {
+		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'interrupted'`) == 1
+	})
+	simulate() // Alertmanager delivers again
+	time.Sleep(1500 * time.Millisecond)
+	if n := queryInt(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
+		t.Fatalf("%d actions, want 1: the interrupted one must not run again", n)
+	}
+	if n := queryInt(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'interrupted'`); n != 1 {
+		t.Errorf("%d interrupted jobs, want 1", n)
+	}
+	if n := queryInt(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'action_interrupted' AND severity = 'ERROR'`); n != 1 {
+		t.Errorf("%d action_interrupted events, want 1", n)
+	}
+
+	code, out, errOut := selfheal(t, env, "events", "--limit=20")
+	if code != 0 {
+		t.Fatalf("events: exit %d %s", code, errOut)
+	}
+	for _, want := range []string{"TIME", "KIND", "ServiceDown", "INTERRUPTED", "restart", "action_interrupted", name} {
+		if !strings.Contains(out, want) {
+			t.Errorf("events output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn}
+	if code, out, errOut := selfheal(t, env, "migrate"); code != 0 || !strings.Contains(out, "applied 2 migration(s)") {
+		t.Fatalf("migrate: %d %q %q", code, out, errOut)
+	}
+	if code, out, _ := selfheal(t, env, "migrate"); code != 0 || !strings.Contains(out, "applied 0 migration(s)") {
+		t.Fatalf("second migrate: %d %q", code, out)
+	}
+	if code, _, errOut := selfheal(t, env, "pause", "--reason=disk swap"); code != 0 {
+		t.Fatalf("pause: %s", errOut)
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if n := queryInt(t, conn, `SELECT count(*) FROM engine_settings WHERE paused AND reason = 'disk swap'`); n != 1 {
+		t.Fatal("not paused")
+	}
+	if code, _, errOut := selfheal(t, env, "resume"); code != 0 {
+		t.Fatalf("resume: %s", errOut)
+	}
+	if n := queryInt(t, conn, `SELECT count(*) FROM engine_settings WHERE NOT paused`); n != 1 {
+		t.Fatal("not resumed")
+	}
+	if code, _, errOut := selfheal(t, nil, "events"); code != 1 || !strings.Contains(errOut, "no database") {
+		t.Fatalf("events without a database: %d %q", code, errOut)
+	}
+}

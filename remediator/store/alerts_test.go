@@ -1,0 +1,173 @@
+package store_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+var startsAt = time.Date(2026, 11, 26, 22, 31, 53, 652000000, time.UTC)
+
+func alert(status string) store.Alert {
+	return store.Alert{
+		Fingerprint: "d03bb581f83ed40e", StartsAt: startsAt, Status: status, Alertname: "ServiceDown",
+		Labels: map[string]string{"alertname": "ServiceDown", "service": "llm"}, Remediation: "service-down",
+		EndsAt: startsAt.Add(10 * time.Second),
+	}
+}
+
+func one(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func TestIngestConcurrentDuplicatesQueueOneJob(t *testing.T) {
+	s, conn := open(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			_, err := s.IngestAlerts(context.Background(), []store.Alert{alert("firing")}, time.Minute)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences`); n != 1 {
+		t.Errorf("%d occurrences, want 1", n)
+	}
+	if n := one(t, conn, `SELECT deliveries FROM alert_occurrences`); n != 20 {
+		t.Errorf("deliveries = %d, want 20", n)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs`); n != 1 {
+		t.Errorf("%d jobs, want 1", n)
+	}
+}
+
+func TestIngestUnmatchedAlertQueuesNothing(t *testing.T) {
+	s, conn := open(t)
+	a := alert("firing")
+	a.Remediation = ""
+	res, err := s.IngestAlerts(context.Background(), []store.Alert{a}, time.Minute)
+	if err != nil || res.JobsQueued != 0 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE remediation IS NULL`); n != 1 {
+		t.Errorf("unmatched alert not persisted")
+	}
+}
+
+func TestResolvedCancelsQueuedStepsAndStaysResolved(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.IngestAlerts(ctx, []store.Alert{alert("resolved")}, time.Minute)
+	if err != nil || res.JobsCancelled != 1 {
+		t.Fatalf("resolve: %+v %v", res, err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'cancelled'`); n != 1 {
+		t.Error("queued step not cancelled")
+	}
+	if n := one(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'alert_resolved' AND message = 'ServiceDown resolved after 00:00:10'`); n != 1 {
+		t.Error("no recovery-time event")
+	}
+	// A late firing delivery (retries can reorder) neither reopens the
+	// occurrence nor queues a job.
+	res, err = s.IngestAlerts(ctx, []store.Alert{alert("firing")}, 0)
+	if err != nil || res.JobsQueued != 0 {
+		t.Fatalf("late firing: %+v %v", res, err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE status = 'resolved' AND ends_at IS NOT NULL`); n != 1 {
+		t.Error("occurrence did not stay resolved")
+	}
+	// A second resolved delivery records nothing new.
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("resolved")}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'alert_resolved'`); n != 1 {
+		t.Errorf("%d resolved events, want 1", n)
+	}
+}
+
+func TestReopenAfterFinishedJob(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// While the job is queued, redeliveries add nothing, reopen or not.
+	if res, _ := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, 0); res.JobsQueued != 0 {
+		t.Fatal("queued a second job while the first is queued")
+	}
+	if _, err := conn.Exec(ctx, `UPDATE remediation_jobs SET state = 'done', outcome = 'succeeded', finished_at = now() - interval '10 minutes'`); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); res.JobsQueued != 0 {
+		t.Fatal("reopened before reopen_after passed")
+	}
+	if res, _ := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, 5*time.Minute); res.JobsQueued != 1 {
+		t.Fatal("still firing 10 minutes after the job finished: want step 2")
+	}
+	if n := one(t, conn, `SELECT max(step) FROM remediation_jobs`); n != 2 {
+		t.Errorf("newest step %d, want 2", n)
+	}
+}
+
+func TestResolveClearsEscalation(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE remediation_jobs SET state = 'done', outcome = 'escalated', target = 'llm', finished_at = now();
+		INSERT INTO escalations (service_name, remediation, reason) VALUES ('llm', 'service-down', 'test'), ('other', 'service-down', 'test')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("resolved")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM escalations WHERE cleared_at IS NOT NULL AND service_name = 'llm'`); n != 1 {
+		t.Error("escalation of the resolved target not cleared")
+	}
+	if n := one(t, conn, `SELECT count(*) FROM escalations WHERE cleared_at IS NULL AND service_name = 'other'`); n != 1 {
+		t.Error("another target's escalation was cleared")
+	}
+}
+
+func TestGroupOfThreeInOneTransaction(t *testing.T) {
+	s, conn := open(t)
+	var alerts []store.Alert
+	for _, fp := range []string{"a", "b", "c"} {
+		a := alert("firing")
+		a.Fingerprint = fp
+		alerts = append(alerts, a)
+	}
+	alerts[2].Status = "bogus" // violates the CHECK: the whole delivery must fail
+	if _, err := s.IngestAlerts(context.Background(), alerts, time.Minute); err == nil {
+		t.Fatal("want an error")
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences`); n != 0 {
+		t.Fatalf("%d occurrences persisted from a failed delivery: want all or nothing", n)
+	}
+	alerts[2].Status = "firing"
+	res, err := s.IngestAlerts(context.Background(), alerts, time.Minute)
+	if err != nil || res.JobsQueued != 3 {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
