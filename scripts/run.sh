@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUN="$PWD/.run"
-PGPORT="${SELFHEAL_RUN_PGPORT:-55432}"
+PGPORT="${SELFHEAL_RUN_PGPORT:-15432}"
 mkdir -p "$RUN"
 
 pgbin=""

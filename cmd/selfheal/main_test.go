@@ -54,7 +54,7 @@ func selfheal(t *testing.T, env []string, args ...string) (int, string, string) 
 	return code, stdout.String(), stderr.String()
 }
 
-func writeFile(t *testing.T, name, body string) string {
+func writeFile(t testing.TB, name, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -99,7 +99,7 @@ remediations:
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -110,9 +110,12 @@ func freeAddr(t *testing.T) string {
 }
 
 // daemon starts `selfheal serve` and waits until it is ready.
-func daemon(t *testing.T, env []string, config, addr string) *exec.Cmd {
+func daemon(t testing.TB, env []string, config, addr string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(binary, "serve", "--config.file="+config, "--web.listen-address="+addr, "--log.level=debug")
+	if len(args) == 0 {
+		args = []string{"--log.level=debug"}
+	}
+	cmd := exec.Command(binary, append([]string{"serve", "--config.file=" + config, "--web.listen-address=" + addr}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "selfheal.log"))
 	if err != nil {
@@ -141,7 +144,7 @@ func daemon(t *testing.T, env []string, config, addr string) *exec.Cmd {
 	return cmd
 }
 
-func queryInt(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
+func queryInt(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
 	t.Helper()
 	var n int
 	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {

@@ -101,16 +101,25 @@ func server() (string, error) {
 
 // Cluster is a PostgreSQL server in a temporary directory.
 type Cluster struct {
-	dir  string
-	bin  string
-	port int
-	cmd  *exec.Cmd
-	cred *syscall.Credential // the postgres user's, when running as root
+	dir     string
+	bin     string
+	port    int
+	cmd     *exec.Cmd
+	cred    *syscall.Credential // the postgres user's, when running as root
+	durable bool
 }
 
 // NewCluster starts a private server for one test, which may stop and start
-// it (to test an outage). It is removed when t ends.
-func NewCluster(t testing.TB) *Cluster {
+// it (to test an outage). It is removed when t ends. Like the shared one, it
+// trades durability for speed (fsync off).
+func NewCluster(t testing.TB) *Cluster { return newCluster(t, false) }
+
+// NewDurableCluster starts a private server with PostgreSQL's default
+// durability (fsync and synchronous commit on), for benchmarks whose
+// figures must hold on a real installation.
+func NewDurableCluster(t testing.TB) *Cluster { return newCluster(t, true) }
+
+func newCluster(t testing.TB, durable bool) *Cluster {
 	t.Helper()
 	c, err := initCluster()
 	if err != nil {
@@ -119,6 +128,7 @@ func NewCluster(t testing.TB) *Cluster {
 		}
 		t.Skipf("no PostgreSQL: %v", err)
 	}
+	c.durable = durable
 	t.Cleanup(c.remove)
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
@@ -192,9 +202,12 @@ func (c *Cluster) command(name string, args ...string) *exec.Cmd {
 
 // Start starts the server and waits until it answers.
 func (c *Cluster) Start() error {
-	cmd := c.command("postgres", "-D", c.data(), "-k", c.dir, "-p", strconv.Itoa(c.port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=300")
+	args := []string{"-D", c.data(), "-k", c.dir, "-p", strconv.Itoa(c.port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"}
+	if !c.durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	cmd := c.command("postgres", args...)
 	logFile, err := os.OpenFile(filepath.Join(c.dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o666)
 	if err != nil {
 		return err

@@ -37,7 +37,8 @@ type Input struct {
 	State  store.State
 	// AlertResolved is true when the alert resolved before the job started.
 	AlertResolved bool
-	// PermitErr is why the target may not be touched; nil when it may.
+	// PermitErr is why the target may not be touched; nil when it may (or
+	// has not been checked yet).
 	PermitErr error
 }
 
@@ -61,6 +62,11 @@ func LadderStep(r *policy.Remediation, failures int) (policy.Action, int) {
 
 // Decide is the engine's whole policy, with no I/O: the same input gives the
 // same decision, so a table test can walk a full escalation ladder.
+//
+// The target check comes last of the reasons not to act, so the engine
+// asks Docker only about a target it would otherwise act on: it decides
+// once without PermitErr and, if the verdict acts, checks the target and
+// decides again.
 func Decide(in Input, now time.Time) Decision {
 	r, st := in.Remediation, in.State
 	switch {
@@ -68,8 +74,6 @@ func Decide(in Input, now time.Time) Decision {
 		return Decision{Verdict: Skip, Reason: "the alert resolved before this step started"}
 	case st.Paused:
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf("remediation is paused (%s)", orNone(st.PauseReason))}
-	case in.PermitErr != nil:
-		return Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}
 	case !st.EscalatedAt.IsZero():
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf(
 			"escalated to %s at %s: nothing more runs on this target until its alert resolves or %s pass",
@@ -87,6 +91,9 @@ func Decide(in Input, now time.Time) Decision {
 	if in.Limits.StormMaxActions > 0 && st.ActionsInStormWindow >= in.Limits.StormMaxActions {
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf("storm brake: %d actions in the last %s (limit %d)",
 			st.ActionsInStormWindow, policy.Duration(in.Limits.StormWindow), in.Limits.StormMaxActions)}
+	}
+	if in.PermitErr != nil {
+		return Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}
 	}
 	action, attempt := LadderStep(r, st.FailuresInWindow)
 	if in.DryRun {
@@ -114,3 +121,7 @@ func escalationTarget(name string) string {
 	}
 	return name
 }
+
+// Acts reports whether the verdict would touch the target (or pretend to,
+// in dry-run), so the target must be checked first.
+func (v Verdict) Acts() bool { return v == Run || v == DryRun || v == Defer }

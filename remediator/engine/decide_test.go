@@ -82,8 +82,12 @@ func TestDecideOrderOfChecks(t *testing.T) {
 			Skip, "the alert resolved before this step started"},
 		{"paused", Input{Remediation: r, State: store.State{Paused: true, PauseReason: "maintenance"}, PermitErr: refused},
 			Skip, "remediation is paused (maintenance)"},
-		{"not opted in", Input{Remediation: r, PermitErr: refused, State: store.State{FailuresInWindow: 5}},
+		{"not opted in", Input{Remediation: r, PermitErr: refused, State: store.State{FailuresInWindow: 1}},
 			Refuse, `container "db" lacks label selfheal.enable=true`},
+		{"not opted in, in dry-run", Input{Remediation: r, DryRun: true, PermitErr: refused},
+			Refuse, `container "db" lacks label selfheal.enable=true`},
+		{"storm brake before the target check", Input{Remediation: r, PermitErr: refused, Limits: limits, State: store.State{ActionsInStormWindow: 10}},
+			Skip, "storm brake: 10 actions in the last 10m (limit 10)"},
 		{"escalated", Input{Remediation: r, State: store.State{EscalatedAt: t0.Add(-time.Minute), EscalatedTo: "critical-recovery"}},
 			Skip, "escalated to critical-recovery at 2026-11-26T02:59:00Z: nothing more runs on this target until its alert resolves or 10m pass"},
 		{"cooldown, one second before its end", Input{Remediation: b, State: store.State{LastActionAt: t0.Add(-5*time.Minute + time.Second)}},
@@ -114,5 +118,13 @@ func TestNoEscalationTarget(t *testing.T) {
 	d := Decide(Input{Remediation: r, State: store.State{FailuresInWindow: 3}}, t0)
 	if d.Verdict != Escalate || d.Reason != "3 failures within 10m (limit 3): escalating to nobody (no escalate_to configured)" {
 		t.Fatalf("%+v", d)
+	}
+}
+
+func TestOnlyActingVerdictsNeedTheTarget(t *testing.T) {
+	for v, want := range map[Verdict]bool{Run: true, DryRun: true, Defer: true, Skip: false, Refuse: false, Escalate: false} {
+		if v.Acts() != want {
+			t.Errorf("%s.Acts() = %v", v, !want)
+		}
 	}
 }

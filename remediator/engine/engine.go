@@ -33,7 +33,6 @@ type Executor interface {
 type Store interface {
 	ClaimJob(ctx context.Context) (*store.Claim, error)
 	ApplyRetention(ctx context.Context) (map[string]int64, error)
-	ListenForJobs(ctx context.Context, wake func(), retry time.Duration)
 	JobCounts(ctx context.Context) (map[string]int64, error)
 }
 
@@ -88,7 +87,6 @@ func (e *Engine) Run(ctx context.Context) {
 	for i := range e.cfg.Engine.Workers {
 		wg.Go(func() { e.worker(ctx, i) })
 	}
-	wg.Go(func() { e.store.ListenForJobs(ctx, e.Wake, time.Second) })
 	wg.Go(func() { e.retention(ctx) })
 	wg.Wait()
 }
@@ -208,19 +206,21 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 	if err != nil {
 		return err
 	}
-	step, _ := LadderStep(r, st.FailuresInWindow)
-	exec := e.executors[step.Type]
-	pctx, cancel := context.WithTimeout(ctx, permitTimeout)
-	permitErr := exec.Permit(pctx, target)
-	cancel()
-	d := Decide(Input{
+	in := Input{
 		Remediation:   r,
 		DryRun:        e.cfg.IsDryRun(r),
 		Limits:        e.limits(),
 		State:         st,
 		AlertResolved: j.AlertStatus == "resolved",
-		PermitErr:     permitErr,
-	}, st.Now)
+	}
+	d := Decide(in, st.Now)
+	if d.Verdict.Acts() {
+		step, _ := LadderStep(r, st.FailuresInWindow)
+		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
+		in.PermitErr = e.executors[step.Type].Permit(pctx, target)
+		cancel()
+		d = Decide(in, st.Now)
+	}
 	log.Debug("decided", "target", target, "verdict", d.Verdict, "reason", d.Reason)
 	switch d.Verdict {
 	case Defer:

@@ -149,37 +149,87 @@ var ActionTypes = []string{"restart", "stop_start"}
 func (a *Action) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
 		*a = Action{Type: n.Value}
-		return nil
+	} else {
+		type plain Action
+		if err := knownKeys(n, plain{}, "action"); err != nil {
+			return err
+		}
+		if err := n.Decode((*plain)(a)); err != nil {
+			return err
+		}
 	}
-	type plain Action
-	if err := knownKeys(n, plain{}, "action"); err != nil {
-		return err
+	if a.Type == "stop_start" && !hasKey(n, "wait") {
+		a.Wait = Duration(DefaultStopStartWait)
 	}
-	return n.Decode((*plain)(a))
+	return nil
 }
 
-// knownKeys reports the keys of mapping n that are not yaml fields of v.
+// UnmarshalYAML fills in the defaults before decoding, so a value written
+// as zero (cooldown: 0s, stable_for: 0s, max_failures: 0) means zero.
+func (r *Remediation) UnmarshalYAML(n *yaml.Node) error {
+	type plain Remediation
+	if err := knownKeys(n, plain{}, "remediation"); err != nil {
+		return err
+	}
+	*r = Remediation{
+		FailureWindow: Duration(DefaultFailureWindow),
+		MaxFailures:   DefaultMaxFailures,
+		Timeout:       Duration(DefaultTimeout),
+		Verify:        Verify{Timeout: Duration(DefaultVerifyTimeout), StableFor: Duration(DefaultVerifyStableFor)},
+	}
+	if err := n.Decode((*plain)(r)); err != nil {
+		return err
+	}
+	if r.Category == CategoryB && !hasKey(n, "cooldown") {
+		r.Cooldown = Duration(DefaultCooldownB)
+	}
+	return nil
+}
+
+func hasKey(n *yaml.Node, key string) bool {
+	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
+}
+
+// knownKeys reports the keys of mapping n that are not yaml fields of v,
+// looking into nested structs (but not into types with an unmarshaler of
+// their own, which check themselves).
 func knownKeys(n *yaml.Node, v any, where string) error {
-	if n.Kind != yaml.MappingNode {
-		return nil
-	}
-	known := map[string]bool{}
-	t := reflect.TypeOf(v)
-	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" {
-			known[name] = true
-		}
-	}
 	var errs []string
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k := n.Content[i]; !known[k.Value] {
-			errs = append(errs, fmt.Sprintf("line %d: field %s not found in type policy.%s", k.Line, k.Value, where))
-		}
-	}
+	checkKeys(n, reflect.TypeOf(v), where, &errs)
 	if len(errs) > 0 {
 		return &yaml.TypeError{Errors: errs}
 	}
 	return nil
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+func checkKeys(n *yaml.Node, t reflect.Type, where string, errs *[]string) {
+	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
+		return
+	}
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			fields[name] = t.Field(i).Type
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		ft, ok := fields[k.Value]
+		if !ok {
+			*errs = append(*errs, fmt.Sprintf("line %d: field %s not found in type policy.%s", k.Line, k.Value, where))
+			continue
+		}
+		if ft.Kind() == reflect.Struct && !reflect.PointerTo(ft).Implements(unmarshalerType) {
+			checkKeys(n.Content[i+1], ft, k.Value, errs)
+		}
+	}
 }
 
 // Defaults for settings left out of the file.
@@ -311,7 +361,7 @@ var (
 var sectionNames = map[string]string{
 	"Config": "the top level", "Webhook": "webhook", "BasicAuth": "webhook.basic_auth",
 	"Engine": "engine", "StormBrake": "engine.storm_brake", "Targets": "targets",
-	"Docker": "targets.docker", "Remediation": "remediation", "Verify": "verify",
+	"Docker": "targets.docker", "remediation": "remediation", "verify": "verify",
 	"action": "action",
 }
 
@@ -409,27 +459,10 @@ func (c *Config) setDefaults() {
 		d.RequireLabel = DefaultRequireLabel
 	}
 	setDuration(&d.StopTimeout, DefaultStopTimeout)
+	// Remediations get their defaults as they are decoded.
 	for _, r := range c.Remediations {
-		if r == nil {
-			continue
-		}
-		setDuration(&r.FailureWindow, DefaultFailureWindow)
-		if r.MaxFailures == 0 {
-			r.MaxFailures = DefaultMaxFailures
-		}
-		if r.Category == CategoryB {
-			setDuration(&r.Cooldown, DefaultCooldownB)
-		}
-		setDuration(&r.Timeout, DefaultTimeout)
-		setDuration(&r.Verify.Timeout, DefaultVerifyTimeout)
-		setDuration(&r.Verify.StableFor, DefaultVerifyStableFor)
-		if r.Action != nil && len(r.Steps) == 0 {
+		if r != nil && r.Action != nil && len(r.Steps) == 0 {
 			r.Steps = []Action{*r.Action}
-		}
-		for i := range r.Steps {
-			if r.Steps[i].Type == "stop_start" {
-				setDuration(&r.Steps[i].Wait, DefaultStopStartWait)
-			}
 		}
 	}
 }

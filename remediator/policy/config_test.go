@@ -191,3 +191,32 @@ func TestEmptyConfigIsValid(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", cfg.Engine)
 	}
 }
+
+func TestExplicitZeroIsKept(t *testing.T) {
+	cfg, err := Parse([]byte(`
+remediations:
+  - {name: b, match: ['a="b"'], category: B, target: t, action: restart, cooldown: 0s, verify: {stable_for: 0s}, max_failures: 0}
+  - {name: c, match: ['a="c"'], category: B, target: t, action: {type: stop_start, wait: 0s}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.Remediation("b")
+	if b.Cooldown != 0 || b.Verify.StableFor != 0 || b.MaxFailures != 0 {
+		t.Errorf("explicit zeros replaced by defaults: cooldown %s, stable_for %s, max_failures %d", b.Cooldown, b.Verify.StableFor, b.MaxFailures)
+	}
+	if b.Verify.Timeout.D() != DefaultVerifyTimeout || b.Timeout.D() != DefaultTimeout {
+		t.Errorf("unset fields lost their defaults: %+v", b.Verify)
+	}
+	c := cfg.Remediation("c")
+	if c.Cooldown.D() != DefaultCooldownB || c.Steps[0].Wait != 0 {
+		t.Errorf("c: cooldown %s, wait %s", c.Cooldown, c.Steps[0].Wait)
+	}
+}
+
+func TestUnknownKeyInVerify(t *testing.T) {
+	_, err := Parse([]byte("remediations:\n  - name: a\n    verify: {timeout: 1s, stabel_for: 2s}\n"))
+	if err == nil || err.Error() != `line 3: remediation "a": unknown field "stabel_for" in verify` {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -58,11 +59,20 @@ func Run(ctx context.Context, o Options) error {
 	if cfg.DatabaseURL == "" {
 		return errors.New("no database: set database_url or SELFHEAL_DATABASE_URL")
 	}
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: int32(2*cfg.Engine.Workers + 8)})
+	// Two pools: the engine's workers hold connections while actions run, and
+	// must never leave the webhook waiting for one.
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
+		MaxConns: int32(2*cfg.Engine.Workers + 2), ApplicationName: "selfheal-engine"})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	ingest, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
+		MaxConns: 12, MinConns: 2, ApplicationName: "selfheal-webhook"})
+	if err != nil {
+		return err
+	}
+	defer ingest.Close()
 
 	docker, err := containers.New(containers.Options{
 		Host: cfg.Targets.Docker.Host, RequireLabel: cfg.Targets.Docker.RequireLabel,
@@ -97,7 +107,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 			return ""
 		},
-		Store:      st,
+		Store:      ingest,
 		Wake:       eng.Wake,
 		Logger:     log.With("component", "webhook"),
 		Registerer: reg,
@@ -106,11 +116,17 @@ func Run(ctx context.Context, o Options) error {
 	r := mux.NewRouter()
 	r.Handle("/api/v1/webhook", hook)
 	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	// Profiling, as Prometheus and Alertmanager offer it.
+	r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	r.PathPrefix("/debug/pprof/").HandlerFunc(pprof.Index)
 	r.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "OK") })
 	r.HandleFunc("/-/ready", func(w http.ResponseWriter, req *http.Request) {
 		rctx, cancel := context.WithTimeout(req.Context(), time.Second)
 		defer cancel()
-		if err := st.Ready(rctx); err != nil {
+		if err := ingest.Ready(rctx); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

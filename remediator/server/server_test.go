@@ -57,7 +57,7 @@ type instance struct {
 	stop func()
 }
 
-func config(t *testing.T, dsn, extra string) *policy.Config {
+func config(t testing.TB, dsn, extra string) *policy.Config {
 	t.Helper()
 	cfg, err := policy.Parse([]byte(baseConfig + extra))
 	if err != nil {
@@ -70,7 +70,7 @@ func config(t *testing.T, dsn, extra string) *policy.Config {
 
 // start runs selfheal in-process on a free port and waits until it is
 // healthy (not necessarily ready: the database may be down on purpose).
-func start(t *testing.T, cfg *policy.Config) *instance {
+func start(t testing.TB, cfg *policy.Config) *instance {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -104,7 +104,7 @@ func start(t *testing.T, cfg *policy.Config) *instance {
 	return in
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -112,7 +112,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (in *instance) waitReady(t *testing.T) {
+func (in *instance) waitReady(t testing.TB) {
 	t.Helper()
 	waitFor(t, 15*time.Second, "selfheal ready", func() bool {
 		resp, err := http.Get(in.url + "/-/ready")
@@ -124,7 +124,7 @@ func (in *instance) waitReady(t *testing.T) {
 	})
 }
 
-func (in *instance) post(t *testing.T, body []byte) int {
+func (in *instance) post(t testing.TB, body []byte) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, in.url+"/api/v1/webhook", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -140,7 +140,7 @@ func (in *instance) post(t *testing.T, body []byte) int {
 
 // payload returns a real Alertmanager fixture with its service label
 // pointed at the named container.
-func payload(t *testing.T, file, service string) []byte {
+func payload(t testing.TB, file, service string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", file))
 	if err != nil {
@@ -155,7 +155,7 @@ func withStartsAt(b []byte, ts time.Time) []byte {
 	return bytes.ReplaceAll(b, []byte("2026-11-26T22:31:53.652092631Z"), []byte(ts.UTC().Format(time.RFC3339Nano)))
 }
 
-func db(t *testing.T, dsn string) *pgx.Conn {
+func db(t testing.TB, dsn string) *pgx.Conn {
 	t.Helper()
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
@@ -165,7 +165,7 @@ func db(t *testing.T, dsn string) *pgx.Conn {
 	return conn
 }
 
-func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
+func count(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
 	t.Helper()
 	var n int
 	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
@@ -174,13 +174,13 @@ func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
 	return n
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	dockertest.WaitFor(t, timeout, what, cond)
 }
 
 // waitIdle waits until no job is queued and no action runs.
-func waitIdle(t *testing.T, conn *pgx.Conn) {
+func waitIdle(t testing.TB, conn *pgx.Conn) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "all jobs finished", func() bool {
 		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0 &&

@@ -36,6 +36,8 @@ type IngestResult struct {
 //     gets a further step only when its newest job finished more than
 //     $10 ago (the fix did not hold, or a cooldown has passed) — redeliveries
 //     in between change nothing.
+//   - No NOTIFY: it would serialise every delivery's commit on one lock.
+//     The receiving replica wakes its own workers; others poll.
 //   - Resolution cancels queued jobs that have not started (SKIP LOCKED: a
 //     job a worker holds is never waited for, so a hung action cannot hang
 //     the webhook), clears the target's escalation and records recovery time.
@@ -103,12 +105,9 @@ WITH occ AS (
     FROM occ
     WHERE occ.just_resolved AND occ.remediation IS NOT NULL
     RETURNING id
-), notify AS (
-    SELECT pg_notify('selfheal_jobs', '') FROM job LIMIT 1
 )
 SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
-       (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event),
-       (SELECT count(*) FROM notify)`
+       (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event)`
 
 // IngestAlerts persists every alert of one delivery in one transaction. It
 // is idempotent: delivering the same alerts again changes only delivery
@@ -130,8 +129,8 @@ func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter ti
 		}
 		b.Queue(ingestAlertSQL, a.Fingerprint, a.StartsAt, a.Alertname, a.Status, labels, annotations,
 			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter).QueryRow(func(row pgx.Row) error {
-			var queued, cancelled, cleared, resolved, notified int
-			if err := row.Scan(&queued, &cancelled, &cleared, &resolved, &notified); err != nil {
+			var queued, cancelled, cleared, resolved int
+			if err := row.Scan(&queued, &cancelled, &cleared, &resolved); err != nil {
 				return err
 			}
 			res.JobsQueued += queued

@@ -317,7 +317,6 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 			SELECT $1, $2, $3, clock_timestamp() + $4 * interval '1 second'
 			FROM alert_occurrences WHERE id = $1 AND status = 'firing'
 			ON CONFLICT DO NOTHING`, j.OccurrenceID, j.Remediation, j.Step+1, f.After.Seconds())
-		b.Queue(`SELECT pg_notify('selfheal_jobs', '')`)
 	}
 	for _, e := range o.Events {
 		b.Queue(`INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)
@@ -338,36 +337,4 @@ func jsonObject(m map[string]any) map[string]any {
 		return map[string]any{}
 	}
 	return m
-}
-
-// ListenForJobs calls wake whenever any replica queues a job, until ctx
-// ends. It reconnects after errors, so a database restart only delays
-// wake-ups; workers poll as well, so nothing is lost meanwhile.
-func (s *Store) ListenForJobs(ctx context.Context, wake func(), retry time.Duration) {
-	for ctx.Err() == nil {
-		_ = s.listen(ctx, wake) // on error, workers keep polling; only wake-ups are slower
-		select {
-		case <-ctx.Done():
-		case <-time.After(retry):
-		}
-	}
-}
-
-func (s *Store) listen(ctx context.Context, wake func()) error {
-	pooled, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	// The connection carries LISTEN state: it never goes back to the pool.
-	conn := pooled.Hijack()
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, `LISTEN selfheal_jobs`); err != nil {
-		return err
-	}
-	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return err
-		}
-		wake()
-	}
 }

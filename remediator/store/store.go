@@ -25,6 +25,8 @@ type Store struct {
 type Options struct {
 	// MaxConns bounds the pool; zero means pgxpool's default.
 	MaxConns int32
+	// MinConns are kept open, so a burst does not wait for new connections.
+	MinConns int32
 	// ApplicationName is shown in pg_stat_activity.
 	ApplicationName string
 }
@@ -40,6 +42,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
+	cfg.MinConns = min(opts.MinConns, cfg.MaxConns)
 	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > 2*time.Second {
 		cfg.ConnConfig.ConnectTimeout = 2 * time.Second
 	}

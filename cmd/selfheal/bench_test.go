@@ -1,0 +1,288 @@
+package main
+
+// Load scenarios for `make bench` (scripts/bench.sh), run against the
+// selfheal binary as its own process, a PostgreSQL cluster with default
+// durability (fsync and synchronous commit on) and the real Docker daemon.
+// Each runs its fixed scenario once, whatever b.N, and reports its figures
+// with ReportMetric: run them with -benchtime=1x. The load generator runs on
+// the same machine and shares its cores.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/internal/pgtest"
+)
+
+const benchToken = "bench-token"
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// benchDaemon starts selfheal on a fresh durable cluster with the
+// service-down remediation, and returns its URL and a database connection.
+func benchDaemon(b *testing.B, extraConfig string) (string, *pgx.Conn) {
+	b.Helper()
+	dockertest.Client(b)
+	cluster := pgtest.NewDurableCluster(b)
+	config := writeFile(b, "selfheal.yml", `
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart, stop_start]
+    verify: {timeout: 10s, stable_for: 0s}
+`+extraConfig)
+	addr := freeAddr(b)
+	env := []string{"SELFHEAL_DATABASE_URL=" + cluster.URL(), "SELFHEAL_WEBHOOK_TOKEN=" + benchToken}
+	daemon(b, env, config, addr, "--log.level=warn")
+	conn, err := pgx.Connect(context.Background(), cluster.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(context.Background()) })
+	return "http://" + addr, conn
+}
+
+// alerts returns a webhook payload of n firing alerts; fingerprints are
+// prefix-0 … prefix-(n-1) and the service label cycles over services.
+func alerts(alertname, prefix string, services []string, startsAt time.Time, n int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"receiver":"selfheal","status":"firing","alerts":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"status":"firing","labels":{"alertname":%q,"service":%q,"severity":"critical","category":"A","i":"%s-%d"},`+
+			`"annotations":{"summary":"bench"},"startsAt":%q,"endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":"%s-%d"}`,
+			alertname, services[i%len(services)], prefix, i, startsAt.UTC().Format(time.RFC3339Nano), prefix, i)
+	}
+	fmt.Fprintf(&b, `],"groupLabels":{"alertname":%q},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://bench","version":"4","groupKey":"bench","truncatedAlerts":0}`, alertname)
+	return b.Bytes()
+}
+
+var benchClient = &http.Client{
+	Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512},
+	Timeout:   30 * time.Second,
+}
+
+func postAlerts(url string, body []byte) error {
+	req, _ := http.NewRequest(http.MethodPost, url+"/api/v1/webhook", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+benchToken)
+	resp, err := benchClient.Do(req)
+	if err != nil {
+		return err
+	}
+	// Read to the end so the connection is reused, as Alertmanager does.
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func reportLatencies(b *testing.B, lat []time.Duration) {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	q := func(p float64) time.Duration { return lat[int(float64(len(lat)-1)*p)] }
+	b.ReportMetric(ms(q(0.50)), "p50-ms")
+	b.ReportMetric(ms(q(0.95)), "p95-ms")
+	b.ReportMetric(ms(q(0.99)), "p99-ms")
+	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+}
+
+// BenchmarkWebhookAccept sends one alert per request at a fixed rate
+// (SELFHEAL_BENCH_RATE, default 1000/s) for SELFHEAL_BENCH_SECONDS (default
+// 10), after 2 s of warm-up at the same rate, and measures each request
+// from the moment it was due, so a stall counts against every request it
+// delays. In "persist" the alerts match no remediation; in "persist+engine"
+// each queues a job that the engine decides while the load runs (its target
+// does not exist: a Docker lookup, then a refusal written to the database).
+func BenchmarkWebhookAccept(b *testing.B) {
+	rate := envInt("SELFHEAL_BENCH_RATE", 1000)
+	seconds := envInt("SELFHEAL_BENCH_SECONDS", 10)
+	for _, sc := range []struct{ name, alertname string }{
+		{"persist", "BenchUnmatched"},
+		{"persist+engine", "ServiceDown"},
+	} {
+		b.Run(sc.name, func(b *testing.B) {
+			url, conn := benchDaemon(b, "")
+			services := []string{"bench-absent-a", "bench-absent-b", "bench-absent-c"}
+			load := func(prefix string, total int) ([]time.Duration, int64) {
+				lat := make([]time.Duration, total)
+				var failed atomic.Int64
+				var wg sync.WaitGroup
+				begin := time.Now().Add(50 * time.Millisecond)
+				for i := range total {
+					due := begin.Add(time.Duration(i) * time.Second / time.Duration(rate))
+					body := alerts(sc.alertname, prefix+strconv.Itoa(i), services, begin, 1)
+					time.Sleep(time.Until(due))
+					wg.Go(func() {
+						if err := postAlerts(url, body); err != nil {
+							failed.Add(1)
+						}
+						lat[i] = time.Since(due)
+					})
+				}
+				wg.Wait()
+				return lat, failed.Load()
+			}
+			load("warm", 2*rate)
+			total := rate * seconds
+			start := time.Now()
+			lat, failed := load("m", total)
+			elapsed := time.Since(start)
+			reportLatencies(b, lat)
+			b.ReportMetric(float64(total)/elapsed.Seconds(), "alerts/s")
+			b.ReportMetric(float64(failed), "failed")
+			if n := queryInt(b, conn, `SELECT count(*) FROM alert_occurrences WHERE fingerprint LIKE 'm%'`); n != total-int(failed) {
+				b.Fatalf("%d alerts persisted, want %d", n, total-int(failed))
+			}
+		})
+	}
+}
+
+// BenchmarkDecisionLatency measures, over SELFHEAL_BENCH_DECISIONS alerts
+// (default 50), the time from posting a ServiceDown alert to the Docker
+// Engine receiving the restart: the "kill" event Docker emits when a
+// restart begins stopping the running container. Alerts are sent one at a
+// time, each after the previous action finished.
+func BenchmarkDecisionLatency(b *testing.B) {
+	n := envInt("SELFHEAL_BENCH_DECISIONS", 50)
+	api, _ := dockertest.Client(b)
+	name := dockertest.Run(b, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
+	url, conn := benchDaemon(b, fmt.Sprintf("engine: {storm_brake: {max_actions: %d}}\n", n+1))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msgs, errs := api.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("container", name), filters.Arg("event", "kill"))})
+	lat := make([]time.Duration, 0, n)
+	for i := range n {
+		body := alerts("ServiceDown", "d"+strconv.Itoa(i), []string{name}, time.Now(), 1)
+		sent := time.Now()
+		if err := postAlerts(url, body); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case m := <-msgs:
+			lat = append(lat, time.Unix(0, m.TimeNano).Sub(sent))
+		case err := <-errs:
+			b.Fatal(err)
+		case <-time.After(10 * time.Second):
+			b.Fatalf("alert %d: no restart within 10s", i)
+		}
+		dockertest.WaitFor(b, 20*time.Second, "action finished", func() bool {
+			return queryInt(b, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0 &&
+				queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0
+		})
+	}
+	reportLatencies(b, lat)
+	if got := queryInt(b, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`); got != n {
+		b.Fatalf("%d actions succeeded, want %d", got, n)
+	}
+}
+
+// BenchmarkAlertStorm delivers 10,000 alerts in one burst (1,000 requests of
+// 10 alerts, 50 at a time) naming 20 real containers, and measures how long
+// until all are persisted and until every job is decided. The storm brake
+// (20 actions per 10 minutes) must hold: at most 20 actions, every other
+// job skipped with its reason, nothing lost.
+func BenchmarkAlertStorm(b *testing.B) {
+	const requests, perRequest, senders, containers = 1000, 10, 50, 20
+	var names []string
+	for range containers {
+		names = append(names, dockertest.Run(b, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}}))
+	}
+	url, conn := benchDaemon(b, "")
+	bodies := make(chan []byte, requests)
+	now := time.Now()
+	for i := range requests {
+		bodies <- alerts("ServiceDown", "s"+strconv.Itoa(i), names[i%containers:], now, perRequest)
+	}
+	close(bodies)
+	var retried atomic.Int64
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for range senders {
+		wg.Go(func() {
+			for body := range bodies {
+				for postAlerts(url, body) != nil { // Alertmanager retries too
+					retried.Add(1)
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	persisted := time.Since(begin)
+	total := requests * perRequest
+	if n := queryInt(b, conn, `SELECT count(*) FROM alert_occurrences`); n != total {
+		b.Fatalf("%d alerts persisted, want %d", n, total)
+	}
+	dockertest.WaitFor(b, 10*time.Minute, "every job decided", func() bool {
+		return queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0
+	})
+	decided := time.Since(begin)
+	actions := queryInt(b, conn, `SELECT count(*) FROM recovery_actions`)
+	braked := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'storm brake:%'`)
+	done := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'done'`)
+	b.ReportMetric(persisted.Seconds(), "persisted-s")
+	b.ReportMetric(decided.Seconds(), "decided-s")
+	b.ReportMetric(float64(actions), "actions")
+	b.ReportMetric(float64(braked), "braked")
+	b.ReportMetric(float64(retried.Load()), "retried")
+	if actions > 20 || braked == 0 || done != total {
+		b.Fatalf("storm brake did not hold: %d actions, %d braked, %d of %d jobs done", actions, braked, done, total)
+	}
+}
+
+// BenchmarkIdleMemory reports selfheal serve's resident memory after
+// SELFHEAL_BENCH_IDLE_SECONDS (default 10) of idling with the database
+// connected and Prometheus-style scrapes of /metrics every second.
+func BenchmarkIdleMemory(b *testing.B) {
+	cluster := pgtest.NewDurableCluster(b)
+	config := writeFile(b, "selfheal.yml", "remediations: []\n")
+	addr := freeAddr(b)
+	cmd := daemon(b, []string{"SELFHEAL_DATABASE_URL=" + cluster.URL(), "SELFHEAL_WEBHOOK_TOKEN=t"}, config, addr, "--log.level=warn")
+	for range envInt("SELFHEAL_BENCH_IDLE_SECONDS", 10) {
+		if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		time.Sleep(time.Second)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			b.ReportMetric(float64(kb)/1024, "rss-MiB")
+		}
+	}
+}
