@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 )
 
 // ErrNotPermitted marks a container selfheal may not touch.
@@ -76,7 +76,7 @@ func (c *Client) Permit(ctx context.Context, name string) error {
 func (c *Client) permitted(ctx context.Context, name string) (container.InspectResponse, error) {
 	info, err := c.api.ContainerInspect(ctx, name)
 	if err != nil {
-		if errdefs.IsNotFound(err) {
+		if cerrdefs.IsNotFound(err) {
 			return info, fmt.Errorf("%w: no container named %q", ErrNotPermitted, name)
 		}
 		return info, fmt.Errorf("inspect container %q: %w", name, err)

@@ -33,7 +33,7 @@ func ParseLabels(pairs []string) (map[string]string, error) {
 	m := map[string]string{}
 	for _, p := range pairs {
 		k, v, ok := strings.Cut(p, "=")
-		if !ok || !model.LabelName(k).IsValid() {
+		if !ok || !model.UTF8Validation.IsValidLabelName(k) {
 			return nil, fmt.Errorf("%q is not label=value", p)
 		}
 		m[k] = v
