@@ -1,0 +1,491 @@
+// Package gpu collects NVIDIA GPU metrics through NVML (go-nvml), read-only.
+// Names follow the Prometheus guide in base units; the README maps each to
+// its dcgm-exporter equivalent. A host without the driver or without GPUs
+// gets no GPU series and one log line; a GPU that falls off the bus fails
+// the scrape and NVML is initialised again on the next one.
+package gpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Library is the part of NVML the collector uses. go-nvml's nvml.New()
+// (the real driver) and its mock servers both have these methods.
+type Library interface {
+	Init() nvml.Return
+	Shutdown() nvml.Return
+	SystemGetDriverVersion() (string, nvml.Return)
+	DeviceGetCount() (int, nvml.Return)
+	DeviceGetHandleByIndex(int) (nvml.Device, nvml.Return)
+	EventSetCreate() (nvml.EventSet, nvml.Return)
+}
+
+// Device is the part of an NVML device handle the collector reads.
+type Device interface {
+	GetUUID() (string, nvml.Return)
+	GetName() (string, nvml.Return)
+	GetPciInfo() (nvml.PciInfo, nvml.Return)
+	GetUtilizationRates() (nvml.Utilization, nvml.Return)
+	GetMemoryInfo() (nvml.Memory, nvml.Return)
+	GetMemoryInfo_v2() (nvml.Memory_v2, nvml.Return)
+	GetTemperature(nvml.TemperatureSensors) (uint32, nvml.Return)
+	GetTemperatureThreshold(nvml.TemperatureThresholds) (uint32, nvml.Return)
+	GetPowerUsage() (uint32, nvml.Return)
+	GetEnforcedPowerLimit() (uint32, nvml.Return)
+	GetTotalEnergyConsumption() (uint64, nvml.Return)
+	GetClockInfo(nvml.ClockType) (uint32, nvml.Return)
+	GetCurrentClocksEventReasons() (uint64, nvml.Return)
+	GetSupportedClocksEventReasons() (uint64, nvml.Return)
+	GetTotalEccErrors(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return)
+	GetRemappedRows() (int, int, bool, bool, nvml.Return)
+	GetPerformanceState() (nvml.Pstates, nvml.Return)
+	GetComputeRunningProcesses() ([]nvml.ProcessInfo, nvml.Return)
+	GetFanSpeed() (uint32, nvml.Return)
+	GetSupportedEventTypes() (uint64, nvml.Return)
+	RegisterEvents(uint64, nvml.EventSet) nvml.Return
+}
+
+var _ Device = nvml.Device(nil)
+
+// clockEventReasons names the bits of NVML's clock event (throttle)
+// reasons, in dcgm-exporter's spelling.
+var clockEventReasons = []struct {
+	bit  uint64
+	name string
+}{
+	{nvml.ClocksEventReasonGpuIdle, "gpu_idle"},
+	{nvml.ClocksEventReasonApplicationsClocksSetting, "applications_clocks_setting"},
+	{nvml.ClocksEventReasonSwPowerCap, "sw_power_cap"},
+	{nvml.ClocksThrottleReasonHwSlowdown, "hw_slowdown"},
+	{nvml.ClocksEventReasonSyncBoost, "sync_boost"},
+	{nvml.ClocksEventReasonSwThermalSlowdown, "sw_thermal_slowdown"},
+	{nvml.ClocksThrottleReasonHwThermalSlowdown, "hw_thermal_slowdown"},
+	{nvml.ClocksThrottleReasonHwPowerBrakeSlowdown, "hw_power_brake_slowdown"},
+	{nvml.ClocksEventReasonDisplayClockSetting, "display_clock_setting"},
+}
+
+var thresholds = []struct {
+	t    nvml.TemperatureThresholds
+	name string
+}{
+	{nvml.TEMPERATURE_THRESHOLD_SLOWDOWN, "slowdown"},
+	{nvml.TEMPERATURE_THRESHOLD_SHUTDOWN, "shutdown"},
+	{nvml.TEMPERATURE_THRESHOLD_GPU_MAX, "gpu_max"},
+	{nvml.TEMPERATURE_THRESHOLD_MEM_MAX, "memory_max"},
+}
+
+// retryInit is how long after a failed NVML initialisation the next one is
+// tried; a host without a driver costs one dlopen a minute.
+const retryInit = time.Minute
+
+type device struct {
+	dev      Device
+	index    string
+	uuid     string
+	name     string
+	pciBusID string
+}
+
+// Collector is the gpu collector.
+type Collector struct {
+	lib    Library
+	logger *slog.Logger
+	now    func() time.Time
+
+	mu           sync.Mutex // guards everything below but xid
+	ready        bool
+	lost         bool // a GPU was lost: initialise again on the next scrape
+	lastAttempt  time.Time
+	loggedAbsent bool
+	driver       string
+	devices      []device
+	stopWatch    func()
+
+	xidMu sync.Mutex
+	xid   map[string]map[uint64]uint64 // uuid → XID code → count
+
+	d descs
+}
+
+// New returns a gpu collector over lib; nvml.New() for the real driver.
+func New(lib Library, logger *slog.Logger) *Collector {
+	return &Collector{lib: lib, logger: logger, now: time.Now, xid: map[string]map[uint64]uint64{}, d: newDescs()}
+}
+
+// Run initialises NVML at once, so XID errors are counted from the start,
+// and shuts it down when ctx ends.
+func (c *Collector) Run(ctx context.Context) {
+	c.mu.Lock()
+	c.ensureReady()
+	c.mu.Unlock()
+	<-ctx.Done()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.shutdown()
+}
+
+// errGPULost marks a scrape that found a GPU gone.
+var errGPULost = errors.New("GPU is lost; NVML will be initialised again")
+
+// Update implements exporter.Collector.
+func (c *Collector) Update(ch chan<- prometheus.Metric) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lost {
+		c.shutdown()
+		c.lost = false
+		c.lastAttempt = time.Time{}
+	}
+	if err := c.ensureReady(); err != nil || !c.ready {
+		return err
+	}
+	var errs []error
+	for _, d := range c.devices {
+		if err := c.updateDevice(ch, d); err != nil {
+			errs = append(errs, fmt.Errorf("gpu %s (%s): %w", d.index, d.uuid, err))
+			if errors.Is(err, nvml.ERROR_GPU_IS_LOST) {
+				c.lost = true
+			}
+		}
+	}
+	if c.lost {
+		errs = append(errs, errGPULost)
+	}
+	return errors.Join(errs...)
+}
+
+// ensureReady initialises NVML and enumerates the GPUs, unless that was
+// tried and failed less than retryInit ago. No library or no driver is
+// not an error: the collector then reports nothing, and says so once.
+func (c *Collector) ensureReady() error {
+	if c.ready || c.now().Sub(c.lastAttempt) < retryInit {
+		return nil
+	}
+	c.lastAttempt = c.now()
+	switch r := c.lib.Init(); r {
+	case nvml.SUCCESS:
+	case nvml.ERROR_LIBRARY_NOT_FOUND, nvml.ERROR_DRIVER_NOT_LOADED, nvml.ERROR_NO_PERMISSION:
+		if !c.loggedAbsent {
+			c.logger.Info("no usable NVIDIA driver; the gpu collector reports no GPUs", "nvml", r.Error())
+			c.loggedAbsent = true
+		}
+		return nil
+	default:
+		return fmt.Errorf("initialise NVML: %w", r)
+	}
+	devices, driver, err := c.enumerate()
+	if err != nil {
+		c.lib.Shutdown()
+		return err
+	}
+	if len(devices) == 0 && !c.loggedAbsent {
+		c.logger.Info("NVML found no GPUs; the gpu collector reports none")
+		c.loggedAbsent = true
+	}
+	c.devices, c.driver, c.ready = devices, driver, true
+	c.stopWatch = c.watchXID(devices)
+	return nil
+}
+
+func (c *Collector) enumerate() ([]device, string, error) {
+	driver, r := c.lib.SystemGetDriverVersion()
+	if r != nvml.SUCCESS {
+		return nil, "", fmt.Errorf("driver version: %w", r)
+	}
+	n, r := c.lib.DeviceGetCount()
+	if r != nvml.SUCCESS {
+		return nil, "", fmt.Errorf("count GPUs: %w", r)
+	}
+	devices := make([]device, 0, n)
+	for i := range n {
+		h, r := c.lib.DeviceGetHandleByIndex(i)
+		if r != nvml.SUCCESS {
+			return nil, "", fmt.Errorf("GPU %d: %w", i, r)
+		}
+		d := device{dev: h, index: strconv.Itoa(i)}
+		if d.uuid, r = h.GetUUID(); r != nvml.SUCCESS {
+			return nil, "", fmt.Errorf("GPU %d uuid: %w", i, r)
+		}
+		d.name, _ = h.GetName()
+		if pci, r := h.GetPciInfo(); r == nvml.SUCCESS {
+			d.pciBusID = strings.ToLower(cString(pci.BusId[:]))
+		}
+		devices = append(devices, d)
+	}
+	return devices, driver, nil
+}
+
+func (c *Collector) shutdown() {
+	if c.stopWatch != nil {
+		c.stopWatch()
+		c.stopWatch = nil
+	}
+	if c.ready {
+		c.lib.Shutdown()
+	}
+	c.ready, c.devices = false, nil
+}
+
+// watchXID counts XID errors from an NVML event set in the background,
+// until the returned stop function is called.
+func (c *Collector) watchXID(devices []device) func() {
+	set, r := c.lib.EventSetCreate()
+	if r != nvml.SUCCESS {
+		c.logger.Warn("cannot watch XID errors", "nvml", r.Error())
+		return nil
+	}
+	byUUID := map[string]bool{}
+	for _, d := range devices {
+		if types, r := d.dev.GetSupportedEventTypes(); r == nvml.SUCCESS && types&nvml.EventTypeXidCriticalError == 0 {
+			continue
+		}
+		if r := d.dev.RegisterEvents(nvml.EventTypeXidCriticalError, set); r != nvml.SUCCESS {
+			c.logger.Warn("cannot watch XID errors of a GPU", "gpu", d.index, "nvml", r.Error())
+			continue
+		}
+		byUUID[d.uuid] = true
+		c.xidMu.Lock()
+		if c.xid[d.uuid] == nil {
+			c.xid[d.uuid] = map[uint64]uint64{}
+		}
+		c.xidMu.Unlock()
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			ev, r := set.Wait(500)
+			switch {
+			case r == nvml.ERROR_TIMEOUT:
+				continue
+			case r != nvml.SUCCESS:
+				c.logger.Warn("XID watch ended", "nvml", r.Error())
+				return
+			case ev.EventType&nvml.EventTypeXidCriticalError == 0 || ev.Device == nil:
+				continue
+			}
+			uuid, r := ev.Device.GetUUID()
+			if r != nvml.SUCCESS || !byUUID[uuid] {
+				continue
+			}
+			c.xidMu.Lock()
+			c.xid[uuid][ev.EventData]++
+			c.xidMu.Unlock()
+			c.logger.Warn("GPU XID error", "uuid", uuid, "xid", ev.EventData)
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+		set.Free()
+	}
+}
+
+// read returns a getter's value, or ok=false when the device does not
+// support it (the series is then left out). Other errors are returned.
+func read[T any](v T, r nvml.Return) (T, bool, error) {
+	switch r {
+	case nvml.SUCCESS:
+		return v, true, nil
+	case nvml.ERROR_NOT_SUPPORTED:
+		return v, false, nil
+	}
+	return v, false, r
+}
+
+func (c *Collector) updateDevice(ch chan<- prometheus.Metric, d device) error {
+	var errs []error
+	gauge := func(desc *prometheus.Desc, v float64, extra ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, append([]string{d.index, d.uuid}, extra...)...)
+	}
+	counter := func(desc *prometheus.Desc, v float64, extra ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, append([]string{d.index, d.uuid}, extra...)...)
+	}
+	note := func(what string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		}
+	}
+	dev := d.dev
+	ch <- prometheus.MustNewConstMetric(c.d.info, prometheus.GaugeValue, 1, d.index, d.uuid, d.name, c.driver, d.pciBusID)
+
+	if u, ok, err := read(dev.GetUtilizationRates()); ok {
+		gauge(c.d.util, float64(u.Gpu)/100)
+		gauge(c.d.memUtil, float64(u.Memory)/100)
+	} else {
+		note("utilisation", err)
+	}
+	// Version 2 separates what the driver reserves from what processes use,
+	// as nvidia-smi shows it; older drivers only have version 1.
+	switch m, ok, err := read(dev.GetMemoryInfo_v2()); {
+	case ok:
+		gauge(c.d.memUsed, float64(m.Used))
+		gauge(c.d.memTotal, float64(m.Total))
+		gauge(c.d.memReserved, float64(m.Reserved))
+	case err == nil:
+		if m, ok, err := read(dev.GetMemoryInfo()); ok {
+			gauge(c.d.memUsed, float64(m.Used))
+			gauge(c.d.memTotal, float64(m.Total))
+		} else {
+			note("memory", err)
+		}
+	default:
+		note("memory", err)
+	}
+	if t, ok, err := read(dev.GetTemperature(nvml.TEMPERATURE_GPU)); ok {
+		gauge(c.d.temp, float64(t))
+	} else {
+		note("temperature", err)
+	}
+	for _, th := range thresholds {
+		if t, ok, err := read(dev.GetTemperatureThreshold(th.t)); ok {
+			gauge(c.d.tempThreshold, float64(t), th.name)
+		} else {
+			note("temperature threshold "+th.name, err)
+		}
+	}
+	if p, ok, err := read(dev.GetPowerUsage()); ok {
+		gauge(c.d.power, float64(p)/1000)
+	} else {
+		note("power", err)
+	}
+	if p, ok, err := read(dev.GetEnforcedPowerLimit()); ok {
+		gauge(c.d.powerLimit, float64(p)/1000)
+	} else {
+		note("power limit", err)
+	}
+	if e, ok, err := read(dev.GetTotalEnergyConsumption()); ok {
+		counter(c.d.energy, float64(e)/1000)
+	} else {
+		note("energy", err)
+	}
+	if f, ok, err := read(dev.GetClockInfo(nvml.CLOCK_SM)); ok {
+		gauge(c.d.smClock, float64(f)*1e6)
+	} else {
+		note("SM clock", err)
+	}
+	if reasons, ok, err := read(dev.GetCurrentClocksEventReasons()); ok {
+		supported, known, _ := read(dev.GetSupportedClocksEventReasons())
+		for _, cr := range clockEventReasons {
+			if known && supported&cr.bit == 0 {
+				continue
+			}
+			active := 0.0
+			if reasons&cr.bit != 0 {
+				active = 1
+			}
+			gauge(c.d.clockEvent, active, cr.name)
+		}
+	} else {
+		note("clock event reasons", err)
+	}
+	for _, ecc := range []struct {
+		t    nvml.MemoryErrorType
+		name string
+	}{{nvml.MEMORY_ERROR_TYPE_CORRECTED, "corrected"}, {nvml.MEMORY_ERROR_TYPE_UNCORRECTED, "uncorrected"}} {
+		if n, ok, err := read(dev.GetTotalEccErrors(ecc.t, nvml.VOLATILE_ECC)); ok {
+			counter(c.d.ecc, float64(n), ecc.name)
+		} else {
+			note("ECC "+ecc.name, err)
+		}
+	}
+	if corr, unc, pending, failed, r := dev.GetRemappedRows(); r == nvml.SUCCESS {
+		gauge(c.d.remapped, float64(corr), "correctable")
+		gauge(c.d.remapped, float64(unc), "uncorrectable")
+		gauge(c.d.remapPending, boolFloat(pending))
+		gauge(c.d.remapFailed, boolFloat(failed))
+	} else if r != nvml.ERROR_NOT_SUPPORTED {
+		note("remapped rows", r)
+	}
+	if ps, ok, err := read(dev.GetPerformanceState()); ok {
+		gauge(c.d.pstate, float64(ps))
+	} else {
+		note("performance state", err)
+	}
+	if procs, ok, err := read(dev.GetComputeRunningProcesses()); ok {
+		gauge(c.d.procs, float64(len(procs)))
+	} else {
+		note("compute processes", err)
+	}
+	if f, ok, err := read(dev.GetFanSpeed()); ok {
+		gauge(c.d.fan, float64(f)/100)
+	} else {
+		note("fan speed", err)
+	}
+	c.xidMu.Lock()
+	for code, n := range c.xid[d.uuid] {
+		counter(c.d.xid, float64(n), strconv.FormatUint(code, 10))
+	}
+	c.xidMu.Unlock()
+	return errors.Join(errs...)
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// cString converts NVML's NUL-terminated C string.
+func cString(b []int8) string {
+	var s strings.Builder
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s.WriteByte(byte(c))
+	}
+	return s.String()
+}
+
+type descs struct {
+	info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
+	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
+}
+
+func newDescs() descs {
+	l := []string{"gpu", "uuid"}
+	d := func(name, help string, extra ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, append(append([]string{}, l...), extra...), nil)
+	}
+	return descs{
+		info:          d("selfheal_gpu_info", "GPU identity; always 1.", "name", "driver_version", "pci_bus_id"),
+		util:          d("selfheal_gpu_utilization_ratio", "Fraction of the last sample period in which a kernel ran on the GPU."),
+		memUtil:       d("selfheal_gpu_memory_utilization_ratio", "Fraction of the last sample period in which device memory was read or written."),
+		memUsed:       d("selfheal_gpu_memory_used_bytes", "Device memory allocated by processes."),
+		memTotal:      d("selfheal_gpu_memory_total_bytes", "Device memory in all."),
+		memReserved:   d("selfheal_gpu_memory_reserved_bytes", "Device memory reserved by the driver and firmware."),
+		temp:          d("selfheal_gpu_temperature_celsius", "GPU core temperature."),
+		tempThreshold: d("selfheal_gpu_temperature_threshold_celsius", "Temperature at which the GPU slows down, shuts down, or reaches its maximum.", "threshold"),
+		power:         d("selfheal_gpu_power_watts", "Power drawn by the board."),
+		powerLimit:    d("selfheal_gpu_power_limit_watts", "Power limit the driver enforces now."),
+		energy:        d("selfheal_gpu_energy_joules_total", "Energy used since the driver loaded."),
+		smClock:       d("selfheal_gpu_sm_clock_hertz", "Streaming multiprocessor clock."),
+		clockEvent:    d("selfheal_gpu_clock_event_active", "Whether a reason is holding the clocks down now (1) or not (0).", "reason"),
+		ecc:           d("selfheal_gpu_ecc_errors_total", "ECC memory errors since the driver loaded (volatile counters).", "type"),
+		remapped:      d("selfheal_gpu_remapped_rows", "Memory rows remapped, by the cause.", "cause"),
+		remapPending:  d("selfheal_gpu_row_remap_pending", "Whether a row remap waits for a GPU reset (1) or not (0)."),
+		remapFailed:   d("selfheal_gpu_row_remap_failed", "Whether a row remap has failed (1) or not (0)."),
+		pstate:        d("selfheal_gpu_performance_state", "Performance state: 0 is the highest, 15 the lowest."),
+		procs:         d("selfheal_gpu_compute_processes", "Processes with a compute context on the GPU."),
+		fan:           d("selfheal_gpu_fan_speed_ratio", "Intended fan speed, as a fraction of the maximum."),
+		xid:           d("selfheal_gpu_xid_errors_total", "XID errors seen since selfheal started, by XID code.", "xid"),
+	}
+}

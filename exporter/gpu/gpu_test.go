@@ -1,0 +1,197 @@
+package gpu
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/exporter/exportertest"
+	"github.com/selfheal/selfheal/exporter/gpu/gputest"
+)
+
+func fixture(t *testing.T, name string) *gputest.Fixture {
+	t.Helper()
+	f, err := gputest.Load("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestGoldenIdleEightGPUs(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 8)
+	exportertest.Compare(t, New(s, quiet()), "testdata/gpu_idle_8.prom")
+}
+
+func TestGoldenAfterLoad(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_after_load.json"), 1)
+	exportertest.Compare(t, New(s, quiet()), "testdata/gpu_after_load.prom")
+}
+
+func TestNotSupportedLeavesSeriesOut(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
+	s.Device(0).GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+	s.Device(0).GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) {
+		return 0, 0, false, false, nvml.ERROR_NOT_SUPPORTED
+	}
+	c := New(s, quiet())
+	out := exportertest.Exposition(t, c) // fails the test if Update errs
+	for _, absent := range []string{"selfheal_gpu_energy_joules_total", "selfheal_gpu_remapped_rows", "selfheal_gpu_fan_speed_ratio"} {
+		if strings.Contains(out, absent) {
+			t.Errorf("%s exposed although not supported", absent)
+		}
+	}
+	if !strings.Contains(out, "selfheal_gpu_temperature_celsius{") {
+		t.Error("supported series missing")
+	}
+}
+
+// TestLoadSamples walks the one-per-second samples taken while load
+// started: utilisation 0 → 100 %, power 72 W → 696 W, clock reasons idle →
+// software power cap.
+func TestLoadSamples(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
+	c := New(s, quiet())
+	f, err := os.Open("testdata/h100-nvml_load_samples.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		var smp struct {
+			TempC   uint32 `json:"temp_c"`
+			GPUUtil uint32 `json:"gpu_util"`
+			MemUtil uint32 `json:"mem_util"`
+			PowerMW uint32 `json:"power_mw"`
+			MemUsed uint64 `json:"mem_used"`
+			SMMHz   uint32 `json:"sm_mhz"`
+			Reasons string `json:"reasons"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &smp); err != nil {
+			t.Fatal(err)
+		}
+		d := s.Device(0)
+		d.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return smp.TempC, nvml.SUCCESS }
+		d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
+			return nvml.Utilization{Gpu: smp.GPUUtil, Memory: smp.MemUtil}, nvml.SUCCESS
+		}
+		d.GetPowerUsageFunc = func() (uint32, nvml.Return) { return smp.PowerMW, nvml.SUCCESS }
+		d.GetClockInfoFunc = func(nvml.ClockType) (uint32, nvml.Return) { return smp.SMMHz, nvml.SUCCESS }
+		reasons, _ := strconv.ParseUint(smp.Reasons, 0, 64)
+		d.GetCurrentClocksEventReasonsFunc = func() (uint64, nvml.Return) { return reasons, nvml.SUCCESS }
+
+		out := exportertest.Exposition(t, c)
+		uuid := `gpu="0",uuid="GPU-00000000-0000-0000-0000-000000000000"`
+		for _, want := range []string{
+			"selfheal_gpu_utilization_ratio{" + uuid + "} " + ftoa(float64(smp.GPUUtil)/100),
+			"selfheal_gpu_power_watts{" + uuid + "} " + ftoa(float64(smp.PowerMW)/1000),
+			"selfheal_gpu_temperature_celsius{" + uuid + "} " + ftoa(float64(smp.TempC)),
+			"selfheal_gpu_sm_clock_hertz{" + uuid + "} " + ftoa(float64(smp.SMMHz)*1e6),
+			`selfheal_gpu_clock_event_active{gpu="0",reason="gpu_idle",` + uuid[len(`gpu="0",`):] + `} ` + ftoa(float64(reasons&1)),
+			`selfheal_gpu_clock_event_active{gpu="0",reason="sw_power_cap",` + uuid[len(`gpu="0",`):] + `} ` + ftoa(float64(reasons>>2&1)),
+		} {
+			if !strings.Contains(out, want+"\n") {
+				t.Errorf("sample %d: no %q", n, want)
+			}
+		}
+		n++
+	}
+	if n != 12 {
+		t.Fatalf("%d samples, want 12", n)
+	}
+}
+
+// ftoa formats a value as the text exposition does.
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+func TestLostGPUFailsAndReinitialises(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
+	var inits atomic.Int32
+	s.InitFunc = func() nvml.Return { inits.Add(1); return nvml.SUCCESS }
+	c := New(s, quiet())
+	ch := make(chan prometheus.Metric, 1000)
+	if err := c.Update(ch); err != nil {
+		t.Fatal(err)
+	}
+	good := s.Device(1).GetUtilizationRatesFunc
+	s.Device(1).GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
+		return nvml.Utilization{}, nvml.ERROR_GPU_IS_LOST
+	}
+	err := c.Update(ch)
+	if err == nil || !errors.Is(err, errGPULost) || !strings.Contains(err.Error(), "gpu 1") {
+		t.Fatalf("Update with a lost GPU = %v", err)
+	}
+	s.Device(1).GetUtilizationRatesFunc = good // the GPU is back after a reset
+	if err := c.Update(ch); err != nil {
+		t.Fatalf("after re-initialising: %v", err)
+	}
+	if n := inits.Load(); n != 2 {
+		t.Fatalf("NVML initialised %d times, want 2", n)
+	}
+}
+
+func TestLibraryMissing(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
+	s.InitFunc = func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }
+	var logs bytes.Buffer
+	c := New(s, slog.New(slog.NewTextHandler(&logs, nil)))
+	now := time.Now()
+	c.now = func() time.Time { return now }
+	for i := range 3 {
+		now = now.Add(2 * retryInit) // each scrape may try again
+		if out := exportertest.Exposition(t, c); out != "" {
+			t.Fatalf("scrape %d: series without a library:\n%s", i, out)
+		}
+	}
+	if n := strings.Count(logs.String(), "no usable NVIDIA driver"); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+func TestNoGPUs(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
+	s.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.SUCCESS }
+	if out := exportertest.Exposition(t, New(s, quiet())); out != "" {
+		t.Fatalf("series without GPUs:\n%s", out)
+	}
+}
+
+func TestXIDErrorsCounted(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
+	c := New(s, quiet())
+	exportertest.Exposition(t, c) // initialises and starts watching
+	defer func() { c.mu.Lock(); c.shutdown(); c.mu.Unlock() }()
+	for _, xid := range []uint64{79, 79, 48} {
+		s.Events.Events <- nvml.EventData{Device: s.Devices[1], EventType: nvml.EventTypeXidCriticalError, EventData: xid}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := exportertest.Exposition(t, c)
+		if strings.Contains(out, `selfheal_gpu_xid_errors_total{gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001",xid="79"} 2`) &&
+			strings.Contains(out, `xid="48"} 1`) {
+			if strings.Contains(out, `selfheal_gpu_xid_errors_total{gpu="0"`) {
+				t.Fatal("XID counted against the wrong GPU")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("XID errors not counted:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
