@@ -6,7 +6,7 @@ BIN         ?= selfheal
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test lint run bench deps clean
+.PHONY: all build test test-gpu lint run bench deps clean
 
 all: build
 
@@ -20,6 +20,11 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
+
+# On a machine with an NVIDIA GPU: the gpu collector against the real
+# driver, read-only, checked against nvidia-smi.
+test-gpu:
+	SELFHEAL_TEST_GPU=1 $(GO) test -count=1 -v -run 'TestRealGPU' ./exporter/gpu/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

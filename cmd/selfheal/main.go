@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/selfheal/selfheal/exporter"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/report"
 	"github.com/selfheal/selfheal/remediator/server"
@@ -38,6 +39,13 @@ func run(args []string) int {
 	serve := app.Command("serve", "Run the webhook, the engine and /metrics.")
 	serveConfig := serve.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
 	webFlags := kingpinflag.AddFlags(serve, ":9595")
+	serveExporter := serve.Flag("exporter", "Serve the built-in exporter's metrics on /metrics too.").Default("true").Bool()
+	serveCollectors := exporter.AddFlags(serve)
+
+	exp := app.Command("exporter", "Run the exporter alone, for hosts that are watched but not remediated.")
+	expConfig := exp.Flag("config.file", "Configuration file for targets.docker and exporter.probes (optional).").String()
+	expWeb := kingpinflag.AddFlags(exp, ":9595")
+	expCollectors := exporter.AddFlags(exp)
 
 	migrate := app.Command("migrate", "Apply database migrations (serve also applies them at start).")
 	migrateConfig := migrate.Flag("config.file", "Configuration file with database_url (SELFHEAL_DATABASE_URL overrides it).").String()
@@ -82,8 +90,22 @@ func run(args []string) int {
 			return 1
 		}
 		logger.Info("starting selfheal", "version", version.Info(), "config", *serveConfig)
-		err = server.Run(ctx, server.Options{Config: cfg, Web: webFlags, Logger: logger})
-		return exitCode(logger, err)
+		o := server.Options{Config: cfg, Web: webFlags, Logger: logger}
+		if *serveExporter {
+			o.ExporterFlags = serveCollectors
+		}
+		return exitCode(logger, server.Run(ctx, o))
+	case exp.FullCommand():
+		cfg, err := policy.Parse(nil)
+		if *expConfig != "" {
+			cfg, err = loadConfig(*expConfig)
+		}
+		if err != nil {
+			logger.Error("invalid configuration", "err", err)
+			return 1
+		}
+		logger.Info("starting selfheal exporter", "version", version.Info())
+		return exitCode(logger, server.RunExporter(ctx, server.ExporterOptions{Config: cfg, Flags: expCollectors, Web: expWeb, Logger: logger}))
 	case migrate.FullCommand():
 		return withStore(ctx, logger, *migrateConfig, func(st *store.Store) error {
 			n, err := st.Migrate(ctx)

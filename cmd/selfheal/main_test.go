@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -257,5 +258,69 @@ func TestPauseResume(t *testing.T) {
 	}
 	if code, _, errOut := selfheal(t, nil, "events"); code != 1 || !strings.Contains(errOut, "no database") {
 		t.Fatalf("events without a database: %d %q", code, errOut)
+	}
+}
+
+// TestLiveScrapePassesPromtool scrapes a running `selfheal serve` with the
+// exporter (and its own metrics) and `selfheal exporter`, and runs
+// `promtool check metrics` over each exposition.
+func TestLiveScrapePassesPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("promtool is required (CI=true): install the prometheus package")
+		}
+		t.Skip("no promtool")
+	}
+	dockertest.Client(t)
+	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Health: time.Second})
+	dsn := pgtest.DSN(t)
+	config := writeFile(t, "selfheal.yml", `
+exporter:
+  probes:
+    - {name: database, type: postgres, target: '`+dsn+`'}
+    - {name: nothing-listens, type: tcp, target: '127.0.0.1:1'}
+remediations:
+  - {name: service-down, match: ['alertname="ServiceDown"'], category: A, target: '{{ .Labels.service }}', steps: [restart]}
+`)
+	serveAddr := freeAddr(t)
+	daemon(t, []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=t"}, config, serveAddr, "--log.level=warn")
+
+	exporterAddr := freeAddr(t)
+	cmd := exec.Command(binary, "exporter", "--config.file="+config, "--web.listen-address="+exporterAddr, "--log.level=warn")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+
+	for _, tc := range []struct {
+		addr string
+		want []string
+	}{
+		{serveAddr, []string{"selfheal_webhook_requests_total", "selfheal_cpu_seconds_total", `selfheal_container_running{name="` + name + `"} 1`,
+			`selfheal_probe_success{probe="database",type="postgres"} 1`, `selfheal_probe_success{probe="nothing-listens",type="tcp"} 0`,
+			`selfheal_exporter_collector_success{collector="gpu"} 1`}},
+		{exporterAddr, []string{"selfheal_memory_available_bytes", `selfheal_container_running{name="` + name + `"} 1`}},
+	} {
+		var body []byte
+		dockertest.WaitFor(t, 15*time.Second, "scrape of "+tc.addr, func() bool {
+			resp, err := http.Get("http://" + tc.addr + "/metrics")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			body, _ = io.ReadAll(resp.Body)
+			for _, w := range tc.want {
+				if !strings.Contains(string(body), w) {
+					return false
+				}
+			}
+			return true
+		})
+		check := exec.Command(promtool, "check", "metrics")
+		check.Stdin = bytes.NewReader(body)
+		if out, err := check.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics on %s: %v\n%s", tc.addr, err, out)
+		}
 	}
 }

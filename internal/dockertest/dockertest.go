@@ -130,6 +130,9 @@ type Spec struct {
 	Health time.Duration
 	// Stopped leaves the container created but not started.
 	Stopped bool
+	// Restart is the restart policy, e.g. "on-failure" with MaxRetries.
+	Restart    container.RestartPolicyMode
+	MaxRetries int
 }
 
 // Run creates (and unless s.Stopped, starts) a container and returns its
@@ -152,7 +155,8 @@ func Run(t testing.TB, s Spec) string {
 		}
 	}
 	_ = c.ContainerRemove(ctx, s.Name, container.RemoveOptions{Force: true})
-	created, err := c.ContainerCreate(ctx, cfg, &container.HostConfig{}, nil, nil, s.Name)
+	host := &container.HostConfig{RestartPolicy: container.RestartPolicy{Name: s.Restart, MaximumRetryCount: s.MaxRetries}}
+	created, err := c.ContainerCreate(ctx, cfg, host, nil, nil, s.Name)
 	if err != nil {
 		t.Fatalf("create container %s: %v", s.Name, err)
 	}

@@ -36,7 +36,23 @@ type Config struct {
 	DryRun       bool           `yaml:"dry_run"`
 	Engine       Engine         `yaml:"engine"`
 	Targets      Targets        `yaml:"targets"`
+	Exporter     Exporter       `yaml:"exporter"`
 	Remediations []*Remediation `yaml:"remediations"`
+}
+
+// Exporter configures the built-in exporter beyond its flags.
+type Exporter struct {
+	Probes []Probe `yaml:"probes"`
+}
+
+// Probe is an endpoint the probe collector checks on every scrape.
+type Probe struct {
+	Name string `yaml:"name"`
+	// Type is http, tcp or postgres.
+	Type string `yaml:"type"`
+	// Target is a URL (http), host:port (tcp) or connection string (postgres).
+	Target  string   `yaml:"target"`
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Webhook configures the Alertmanager receiver endpoint.
@@ -253,6 +269,7 @@ const (
 	DefaultVerifyTimeout     = 30 * time.Second
 	DefaultVerifyStableFor   = 3 * time.Second
 	DefaultStopStartWait     = 2 * time.Second
+	DefaultProbeTimeout      = 2 * time.Second
 	MaxFailureWindow         = time.Hour // service_failures keeps one hour
 )
 
@@ -362,6 +379,7 @@ var sectionNames = map[string]string{
 	"Config": "the top level", "Webhook": "webhook", "BasicAuth": "webhook.basic_auth",
 	"Engine": "engine", "StormBrake": "engine.storm_brake", "Targets": "targets",
 	"Docker": "targets.docker", "remediation": "remediation", "verify": "verify",
+	"Exporter": "exporter", "Probe": "exporter.probes",
 	"action": "action",
 }
 
@@ -459,6 +477,9 @@ func (c *Config) setDefaults() {
 		d.RequireLabel = DefaultRequireLabel
 	}
 	setDuration(&d.StopTimeout, DefaultStopTimeout)
+	for i := range c.Exporter.Probes {
+		setDuration(&c.Exporter.Probes[i].Timeout, DefaultProbeTimeout)
+	}
 	// Remediations get their defaults as they are decoded.
 	for _, r := range c.Remediations {
 		if r != nil && r.Action != nil && len(r.Steps) == 0 {
@@ -516,6 +537,26 @@ func (c *Config) validate() error {
 	}
 	if c.Targets.Docker.RequireLabel != "" && strings.HasPrefix(c.Targets.Docker.RequireLabel, "=") {
 		p.add("targets.docker", "require_label: %q has no label name", c.Targets.Docker.RequireLabel)
+	}
+
+	probes := map[string]bool{}
+	for i, pr := range c.Exporter.Probes {
+		where := fmt.Sprintf("exporter.probes[%d]", i)
+		switch {
+		case pr.Name == "":
+			p.add(where, "name: must be set")
+		case probes[pr.Name]:
+			p.add(where, "name: %q is used by another probe", pr.Name)
+		}
+		probes[pr.Name] = true
+		switch pr.Type {
+		case "http", "tcp", "postgres":
+		default:
+			p.add(where, "type: %q is not one of http, tcp, postgres", pr.Type)
+		}
+		if pr.Target == "" {
+			p.add(where, "target: must be set")
+		}
 	}
 
 	byName := map[string]*Remediation{}

@@ -9,18 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"sync"
 	"time"
 
-	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 
+	"github.com/selfheal/selfheal/exporter"
 	"github.com/selfheal/selfheal/remediator/actions"
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
@@ -37,9 +31,8 @@ type Options struct {
 	// Listener, if set, is served instead of Web's addresses (tests).
 	Listener net.Listener
 	Logger   *slog.Logger
-	// Collectors are registered on /metrics beside selfheal's own (the
-	// exporter's, when it runs in the same process).
-	Collectors []prometheus.Collector
+	// ExporterFlags, when set, runs the built-in exporter in the process.
+	ExporterFlags *exporter.Flags
 	// MigrateRetry is how often a failed start-up migration is retried.
 	MigrateRetry time.Duration
 }
@@ -83,14 +76,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer docker.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		versioncollector.NewCollector("selfheal"),
-	)
-	for _, c := range o.Collectors {
-		reg.MustRegister(c)
+	reg := newRegistry()
+	var exp *exporter.Exporter
+	if o.ExporterFlags != nil {
+		if exp, err = buildExporter(cfg, o.ExporterFlags, log); err != nil {
+			return err
+		}
+		reg.MustRegister(exp)
 	}
 	eng, err := engine.New(st, cfg, actions.Registry(docker), log.With("component", "engine"), reg)
 	if err != nil {
@@ -113,26 +105,8 @@ func Run(ctx context.Context, o Options) error {
 		Registerer: reg,
 	})
 
-	r := mux.NewRouter()
+	r := newRouter(reg, ingest.Ready, log)
 	r.Handle("/api/v1/webhook", hook)
-	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
-	// Profiling, as Prometheus and Alertmanager offer it.
-	r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	r.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	r.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	r.PathPrefix("/debug/pprof/").HandlerFunc(pprof.Index)
-	r.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "OK") })
-	r.HandleFunc("/-/ready", func(w http.ResponseWriter, req *http.Request) {
-		rctx, cancel := context.WithTimeout(req.Context(), time.Second)
-		defer cancel()
-		if err := ingest.Ready(rctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "OK")
-	})
-	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)
@@ -146,30 +120,11 @@ func Run(ctx context.Context, o Options) error {
 		eng.Run(runCtx)
 	})
 
-	webCfg := o.Web
-	if webCfg == nil {
-		noFile, noSocket := "", false
-		webCfg = &web.FlagConfig{WebListenAddresses: &[]string{":9595"}, WebConfigFile: &noFile, WebSystemdSocket: &noSocket}
+	if exp != nil {
+		wg.Go(func() { exp.Run(runCtx) })
 	}
-	serveErr := make(chan error, 1)
-	go func() {
-		if o.Listener != nil {
-			serveErr <- web.Serve(o.Listener, srv, webCfg, log)
-			return
-		}
-		serveErr <- web.ListenAndServe(srv, webCfg, log)
-	}()
-	select {
-	case <-ctx.Done():
-	case err = <-serveErr:
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-	}
+	err = serveHTTP(ctx, r, o.Web, o.Listener, log)
 	log.Info("shutting down; waiting for actions in flight")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shutdownCtx)
 	stop()
 	wg.Wait()
 	return err

@@ -1,0 +1,104 @@
+package exporter
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/selfheal/selfheal/exporter/docker"
+	"github.com/selfheal/selfheal/exporter/gpu"
+	"github.com/selfheal/selfheal/exporter/probe"
+	"github.com/selfheal/selfheal/exporter/system"
+)
+
+// Collector names, as in --[no-]collector.<name>.
+const (
+	System = "system"
+	GPU    = "gpu"
+	Docker = "docker"
+	Probe  = "probe"
+)
+
+// Flags are the exporter's command-line settings.
+type Flags struct {
+	Enabled            map[string]*bool
+	DockerAll          *bool
+	ProcPath           *string
+	SysPath            *string
+	RootfsPath         *string
+	FSTypesExclude     *string
+	MountPointsExclude *string
+	NVMLLibrary        *string
+}
+
+type flagGroup interface {
+	Flag(name, help string) *kingpin.FlagClause
+}
+
+// AddFlags defines the exporter's flags on a command.
+func AddFlags(g flagGroup) *Flags {
+	f := &Flags{Enabled: map[string]*bool{}}
+	for _, c := range []struct{ name, help string }{
+		{System, "CPU, memory, filesystems, temperatures and load from /proc and /sys."},
+		{GPU, "NVIDIA GPUs through NVML (no series without a driver)."},
+		{Docker, "State of opted-in containers from the Docker events stream."},
+		{Probe, "The HTTP, TCP and PostgreSQL probes in the configuration's exporter.probes."},
+	} {
+		f.Enabled[c.name] = g.Flag("collector."+c.name, "Enable the "+c.name+" collector: "+c.help).Default("true").Bool()
+	}
+	f.DockerAll = g.Flag("collector.docker.all", "Report every container, not only those with the opt-in label.").Default("false").Bool()
+	f.ProcPath = g.Flag("path.procfs", "procfs mount point.").Default("/proc").String()
+	f.SysPath = g.Flag("path.sysfs", "sysfs mount point.").Default("/sys").String()
+	f.RootfsPath = g.Flag("path.rootfs", "Where the host's root filesystem is mounted (when running in a container).").Default("/").String()
+	f.FSTypesExclude = g.Flag("collector.filesystem.fs-types-exclude", "Filesystem types to leave out (regexp).").Default(system.DefaultFSTypesExclude).String()
+	f.MountPointsExclude = g.Flag("collector.filesystem.mount-points-exclude", "Mount points to leave out (regexp).").Default(system.DefaultMountPointsExclude).String()
+	f.NVMLLibrary = g.Flag("collector.gpu.nvml-library", "Path of libnvidia-ml.so; empty finds the driver's.").Default("").String()
+	return f
+}
+
+// Deps are what the collectors need besides flags.
+type Deps struct {
+	// DockerAPI is nil when Docker is not configured.
+	DockerAPI    docker.API
+	RequireLabel string
+	Probes       []probe.Probe
+	Logger       *slog.Logger
+}
+
+// Build returns an exporter with the enabled collectors.
+func Build(f *Flags, d Deps) (*Exporter, error) {
+	cs := map[string]Collector{}
+	if *f.Enabled[System] {
+		c, err := system.New(system.Options{
+			ProcPath: *f.ProcPath, SysPath: *f.SysPath, RootfsPath: *f.RootfsPath,
+			FSTypesExclude: *f.FSTypesExclude, MountPointsExclude: *f.MountPointsExclude,
+		})
+		if err != nil {
+			return nil, err
+		}
+		cs[System] = c
+	}
+	if *f.Enabled[GPU] {
+		var opts []nvml.LibraryOption
+		if *f.NVMLLibrary != "" {
+			opts = append(opts, nvml.WithLibraryPath(*f.NVMLLibrary))
+		}
+		cs[GPU] = gpu.New(nvml.New(opts...), d.Logger.With("collector", GPU))
+	}
+	if *f.Enabled[Docker] && d.DockerAPI != nil {
+		cs[Docker] = docker.New(d.DockerAPI, docker.Options{RequireLabel: d.RequireLabel, All: *f.DockerAll}, d.Logger.With("collector", Docker))
+	}
+	if *f.Enabled[Probe] && len(d.Probes) > 0 {
+		c, err := probe.New(d.Probes)
+		if err != nil {
+			return nil, err
+		}
+		cs[Probe] = c
+	}
+	if len(cs) == 0 {
+		return nil, fmt.Errorf("every collector is disabled")
+	}
+	return New(cs, d.Logger), nil
+}

@@ -1,0 +1,233 @@
+// Package docker collects the state of opted-in containers (all
+// containers, with Options.All) from the Docker Engine. State is kept
+// current from the events stream: each event re-reads the one container it
+// names, so a scrape makes no Docker call at all, and a killed container
+// shows as not running as soon as Docker reports it.
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// API is the part of the Docker client the collector uses.
+type API interface {
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
+	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+}
+
+// Options selects the containers.
+type Options struct {
+	// RequireLabel is the opt-in label ("key=value" or "key").
+	RequireLabel string
+	// All reports every container, opted in or not.
+	All bool
+}
+
+type state struct {
+	id, name, image string
+	running         bool
+	health          string // "" without a health check
+	restarts        int
+	exitCode        int
+	startedAt       time.Time
+}
+
+// Collector is the docker collector.
+type Collector struct {
+	api    API
+	opts   Options
+	logger *slog.Logger
+
+	mu         sync.RWMutex
+	synced     bool
+	containers map[string]state // by ID
+	streamErr  error
+
+	info, running, health, restarts, exitCode, started *prometheus.Desc
+}
+
+// New returns a docker collector; Run keeps its state current.
+func New(api API, o Options, logger *slog.Logger) *Collector {
+	l := []string{"name"}
+	return &Collector{
+		api: api, opts: o, logger: logger, containers: map[string]state{},
+		streamErr: errors.New("not yet connected to the Docker events stream"),
+		info: prometheus.NewDesc("selfheal_container_info", "Container identity; always 1.",
+			[]string{"name", "id", "image"}, nil),
+		running: prometheus.NewDesc("selfheal_container_running",
+			"Whether the container is running (1) or not (0).", l, nil),
+		health: prometheus.NewDesc("selfheal_container_health_status",
+			"The container's health-check status: 1 for the current one (containers with a health check only).",
+			[]string{"name", "status"}, nil),
+		restarts: prometheus.NewDesc("selfheal_container_restarts_total",
+			"Restarts by the container's restart policy (Docker's RestartCount).", l, nil),
+		exitCode: prometheus.NewDesc("selfheal_container_last_exit_code",
+			"Exit code of the container's last run.", l, nil),
+		started: prometheus.NewDesc("selfheal_container_start_time_seconds",
+			"When the container last started, in seconds since the epoch.", l, nil),
+	}
+}
+
+func (c *Collector) filters() filters.Args {
+	f := filters.NewArgs()
+	if !c.opts.All && c.opts.RequireLabel != "" {
+		f.Add("label", c.opts.RequireLabel)
+	}
+	return f
+}
+
+// Run follows the events stream until ctx ends, re-synchronising with a
+// full listing whenever the stream has to be opened again.
+func (c *Collector) Run(ctx context.Context) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := c.follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		c.synced, c.streamErr = false, err
+		c.mu.Unlock()
+		c.logger.Warn("docker events stream lost; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (c *Collector) follow(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f := c.filters()
+	f.Add("type", string(events.ContainerEventType))
+	// Subscribe before listing, so nothing that happens in between is lost.
+	msgs, errs := c.api.Events(ctx, events.ListOptions{Filters: f})
+	if err := c.resync(ctx); err != nil {
+		return err
+	}
+	for {
+		select {
+		case err := <-errs:
+			if err == nil {
+				err = errors.New("events stream closed")
+			}
+			return err
+		case m := <-msgs:
+			c.apply(ctx, m)
+		}
+	}
+}
+
+// resync replaces the state with a full listing.
+func (c *Collector) resync(ctx context.Context) error {
+	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true, Filters: c.filters()})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	fresh := make(map[string]state, len(list))
+	for _, s := range list {
+		st, err := c.inspect(ctx, s.ID)
+		if err != nil {
+			continue // removed in between
+		}
+		fresh[s.ID] = st
+	}
+	c.mu.Lock()
+	c.containers, c.synced, c.streamErr = fresh, true, nil
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Collector) apply(ctx context.Context, m events.Message) {
+	id := m.Actor.ID
+	if m.Action == events.ActionDestroy {
+		c.mu.Lock()
+		delete(c.containers, id)
+		c.mu.Unlock()
+		return
+	}
+	st, err := c.inspect(ctx, id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		delete(c.containers, id) // gone already
+		return
+	}
+	c.containers[id] = st
+}
+
+func (c *Collector) inspect(ctx context.Context, id string) (state, error) {
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := c.api.ContainerInspect(ictx, id)
+	if err != nil {
+		return state{}, err
+	}
+	st := state{id: info.ID, name: strings.TrimPrefix(info.Name, "/"), restarts: info.RestartCount}
+	if info.Config != nil {
+		st.image = info.Config.Image
+	}
+	if s := info.State; s != nil {
+		st.running = s.Running && !s.Restarting
+		st.exitCode = s.ExitCode
+		st.startedAt, _ = time.Parse(time.RFC3339Nano, s.StartedAt)
+		if s.Health != nil && s.Health.Status != container.NoHealthcheck {
+			st.health = s.Health.Status
+		}
+	}
+	return st, nil
+}
+
+var healthStatuses = []string{container.Starting, container.Healthy, container.Unhealthy}
+
+// Update implements exporter.Collector. It reads the kept state only. While
+// the events stream is down the state may be stale, so nothing is reported
+// and the scrape of this collector fails.
+func (c *Collector) Update(ch chan<- prometheus.Metric) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.synced {
+		return fmt.Errorf("container state unknown: %w", c.streamErr)
+	}
+	for _, s := range c.containers {
+		short := s.id
+		if len(short) > 12 {
+			short = short[:12]
+		}
+		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, s.name, short, s.image)
+		ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, boolFloat(s.running), s.name)
+		ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(s.restarts), s.name)
+		ch <- prometheus.MustNewConstMetric(c.exitCode, prometheus.GaugeValue, float64(s.exitCode), s.name)
+		if !s.startedAt.IsZero() && s.startedAt.Year() > 1 {
+			ch <- prometheus.MustNewConstMetric(c.started, prometheus.GaugeValue, float64(s.startedAt.UnixNano())/1e9, s.name)
+		}
+		if s.health != "" {
+			for _, h := range healthStatuses {
+				ch <- prometheus.MustNewConstMetric(c.health, prometheus.GaugeValue, boolFloat(s.health == h), s.name, h)
+			}
+		}
+	}
+	return nil
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

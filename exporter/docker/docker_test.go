@@ -1,0 +1,150 @@
+package docker
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/exporter/exportertest"
+	"github.com/selfheal/selfheal/internal/dockertest"
+)
+
+// countingAPI counts the Docker calls the collector makes.
+type countingAPI struct {
+	API
+	calls atomic.Int64
+}
+
+func (c *countingAPI) ContainerList(ctx context.Context, o container.ListOptions) ([]container.Summary, error) {
+	c.calls.Add(1)
+	return c.API.ContainerList(ctx, o)
+}
+
+func (c *countingAPI) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	c.calls.Add(1)
+	return c.API.ContainerInspect(ctx, id)
+}
+
+// start runs a collector that sees only this test's containers (a label of
+// its own), and waits until it is in sync.
+func start(t *testing.T, all bool) (*Collector, *countingAPI, map[string]string) {
+	t.Helper()
+	api, _ := dockertest.Client(t)
+	key := dockertest.UniqueName("selfheal.test.collector")
+	label := map[string]string{key: "yes"}
+	capi := &countingAPI{API: api}
+	c := New(capi, Options{RequireLabel: key + "=yes", All: all}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	dockertest.WaitFor(t, 10*time.Second, "collector in sync", func() bool {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return c.synced
+	})
+	return c, capi, label
+}
+
+func scrape(t *testing.T, c *Collector) string {
+	t.Helper()
+	return exportertest.Exposition(t, c)
+}
+
+func waitFor(t *testing.T, c *Collector, timeout time.Duration, want string) time.Duration {
+	t.Helper()
+	began := time.Now()
+	dockertest.WaitFor(t, timeout, want, func() bool { return strings.Contains(scrape(t, c), want) })
+	return time.Since(began)
+}
+
+func TestStartAndKill(t *testing.T) {
+	c, _, label := start(t, false)
+	name := dockertest.Run(t, dockertest.Spec{Labels: label})
+	waitFor(t, c, 5*time.Second, `selfheal_container_running{name="`+name+`"} 1`)
+	out := scrape(t, c)
+	if !strings.Contains(out, `selfheal_container_info{id="`) || !strings.Contains(out, `selfheal_container_start_time_seconds{name="`+name+`"}`) {
+		t.Errorf("missing info or start time:\n%s", out)
+	}
+	if strings.Contains(out, "selfheal_container_health_status") {
+		t.Error("health series for a container without a health check")
+	}
+	dockertest.Kill(t, name)
+	took := waitFor(t, c, 5*time.Second, `selfheal_container_running{name="`+name+`"} 0`)
+	if took > time.Second {
+		t.Errorf("a killed container showed as stopped after %s, want under 1s", took)
+	}
+	waitFor(t, c, time.Second, `selfheal_container_last_exit_code{name="`+name+`"} 137`)
+}
+
+func TestUnhealthy(t *testing.T) {
+	c, _, label := start(t, false)
+	name := dockertest.Run(t, dockertest.Spec{Labels: label, Args: []string{"-healthy-after=-1s"}, Health: 200 * time.Millisecond})
+	waitFor(t, c, 10*time.Second, `selfheal_container_health_status{name="`+name+`",status="unhealthy"} 1`)
+	out := scrape(t, c)
+	if !strings.Contains(out, `selfheal_container_health_status{name="`+name+`",status="healthy"} 0`) {
+		t.Errorf("healthy series not 0:\n%s", out)
+	}
+}
+
+func TestRestartCount(t *testing.T) {
+	c, _, label := start(t, false)
+	name := dockertest.Run(t, dockertest.Spec{Labels: label, Args: []string{"-exit-after=200ms"},
+		Restart: container.RestartPolicyOnFailure, MaxRetries: 2})
+	waitFor(t, c, 20*time.Second, `selfheal_container_restarts_total{name="`+name+`"} 2`)
+}
+
+func TestOnlyOptedInUnlessAll(t *testing.T) {
+	c, _, label := start(t, false)
+	opted := dockertest.Run(t, dockertest.Spec{Labels: label})
+	other := dockertest.Run(t, dockertest.Spec{})
+	waitFor(t, c, 5*time.Second, `name="`+opted+`"`)
+	if strings.Contains(scrape(t, c), other) {
+		t.Fatal("a container without the label is reported")
+	}
+	all, _, _ := start(t, true)
+	waitFor(t, all, 5*time.Second, `selfheal_container_running{name="`+other+`"} 1`)
+}
+
+func TestScrapeCallsNoDockerAPI(t *testing.T) {
+	c, api, label := start(t, false)
+	var names []string
+	for range 5 {
+		names = append(names, dockertest.Run(t, dockertest.Spec{Labels: label}))
+	}
+	for _, n := range names {
+		waitFor(t, c, 5*time.Second, `selfheal_container_running{name="`+n+`"} 1`)
+	}
+	before := api.calls.Load()
+	for range 20 {
+		scrape(t, c)
+	}
+	if n := api.calls.Load() - before; n != 0 {
+		t.Fatalf("20 scrapes made %d Docker calls, want 0", n)
+	}
+}
+
+func TestRemovedContainerDisappears(t *testing.T) {
+	c, _, label := start(t, false)
+	name := dockertest.Run(t, dockertest.Spec{Labels: label})
+	waitFor(t, c, 5*time.Second, `name="`+name+`"`)
+	api, _ := dockertest.Client(t)
+	if err := api.ContainerRemove(context.Background(), name, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	dockertest.WaitFor(t, 5*time.Second, "series gone", func() bool { return !strings.Contains(scrape(t, c), name) })
+}
+
+func TestNotSyncedFails(t *testing.T) {
+	c := New(nil, Options{}, slog.New(slog.DiscardHandler))
+	ch := make(chan prometheus.Metric, 10)
+	if err := c.Update(ch); err == nil || !strings.Contains(err.Error(), "container state unknown") {
+		t.Fatalf("Update before sync = %v", err)
+	}
+}

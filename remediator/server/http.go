@@ -1,0 +1,84 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+)
+
+// newRegistry returns a registry with the process, Go and build metrics.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector("selfheal"),
+	)
+	return reg
+}
+
+// newRouter returns the endpoints every selfheal process has: /metrics,
+// /-/healthy, /-/ready (asking ready) and /debug/pprof/.
+func newRouter(reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) *mux.Router {
+	r := mux.NewRouter()
+	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError), ErrorHandling: promhttp.ContinueOnError}))
+	r.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("OK\n")) }) //nolint:errcheck
+	r.HandleFunc("/-/ready", func(w http.ResponseWriter, req *http.Request) {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("OK\n")) //nolint:errcheck
+	})
+	// Profiling, as Prometheus and Alertmanager offer it.
+	r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	r.PathPrefix("/debug/pprof/").HandlerFunc(pprof.Index)
+	return r
+}
+
+// serveHTTP serves h until ctx ends, on l if set, else on webCfg's
+// addresses (with its TLS and auth settings), then shuts down gracefully.
+func serveHTTP(ctx context.Context, h http.Handler, webCfg *web.FlagConfig, l net.Listener, log *slog.Logger) error {
+	if webCfg == nil {
+		noFile, noSocket := "", false
+		webCfg = &web.FlagConfig{WebListenAddresses: &[]string{":9595"}, WebConfigFile: &noFile, WebSystemdSocket: &noSocket}
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() {
+		if l != nil {
+			serveErr <- web.Serve(l, srv, webCfg, log)
+			return
+		}
+		serveErr <- web.ListenAndServe(srv, webCfg, log)
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	return err
+}
