@@ -35,7 +35,8 @@ lint:
 run: deps build
 	scripts/run.sh
 
-bench: deps
+bench:
+	scripts/deps.sh bench
 	scripts/bench.sh
 
 clean:

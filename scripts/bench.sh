@@ -9,6 +9,9 @@ out=".run/bench-$(date -u +%Y%m%dT%H%M%SZ).txt"
 {
 	echo "# $(date -u) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 	echo "# $(go version)"
-	go test -count=1 -run '^$' -bench "${BENCH:-.}" -benchtime=1x -timeout 30m ./cmd/selfheal/ ${BENCH_PKGS:-}
+	# Scenarios against the binary: each runs once and reports its figures.
+	go test -count=1 -run '^$' -bench "${BENCH:-.}" -benchtime=1x -timeout 30m ./cmd/selfheal/
+	# Collector costs: ordinary Go benchmarks (ns/op is the time per scrape).
+	go test -count=1 -run '^$' -bench "${BENCH:-.}" -benchmem -timeout 30m ./exporter/
 } 2>&1 | tee "$out"
 echo "results saved in $out"

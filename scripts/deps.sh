@@ -2,8 +2,8 @@
 # Installs and starts what selfheal's tests and local stack need:
 # Debian packages (as root) and the Docker daemon. Safe to run repeatedly.
 #
-#   scripts/deps.sh test   # PostgreSQL binaries, Docker, Prometheus, Alertmanager
-#   scripts/deps.sh run    # the same, for `make run`
+#   scripts/deps.sh          # PostgreSQL binaries, Docker, Prometheus, Alertmanager
+#   scripts/deps.sh bench    # the same, and node_exporter to compare against
 #
 # Without root, it installs nothing and says what is missing.
 set -euo pipefail
@@ -27,6 +27,9 @@ need prometheus prometheus
 need promtool prometheus
 need prometheus-alertmanager prometheus-alertmanager
 need amtool prometheus-alertmanager
+if [ "${1:-}" = bench ]; then
+	need prometheus-node-exporter prometheus-node-exporter
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
 	mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

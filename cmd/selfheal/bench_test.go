@@ -14,6 +14,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -283,6 +285,112 @@ func BenchmarkIdleMemory(b *testing.B) {
 		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
 			kb, _ := strconv.Atoi(f[1])
 			b.ReportMetric(float64(kb)/1024, "rss-MiB")
+		}
+	}
+}
+
+// cpuNanos is the CPU time a process has used: the sum over its threads of
+// /proc/<pid>/task/<tid>/schedstat (nanoseconds, unlike /proc/<pid>/stat).
+func cpuNanos(b *testing.B, pid int) int64 {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("no threads for pid %d: %v", pid, err)
+	}
+	var total int64
+	for _, t := range tasks {
+		raw, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended
+		}
+		v, err := strconv.ParseInt(strings.Fields(string(raw))[0], 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += v
+	}
+	return total
+}
+
+// BenchmarkSystemVsNodeExporter runs `selfheal exporter` with only the
+// system collector and Debian's prometheus-node-exporter with only the
+// collectors for the same metric families (cpu, meminfo, filesystem, hwmon,
+// thermal_zone, loadavg) side by side, scrapes each in turn
+// SELFHEAL_BENCH_SCRAPES times (default 300), and reports per scrape: the
+// client-side latency, the process's CPU time, and the collector time each
+// reports about itself.
+func BenchmarkSystemVsNodeExporter(b *testing.B) {
+	nodeBin, err := exec.LookPath("prometheus-node-exporter")
+	if err != nil {
+		b.Skip("prometheus-node-exporter is not installed (make bench installs it)")
+	}
+	n := envInt("SELFHEAL_BENCH_SCRAPES", 300)
+	type target struct {
+		name, addr, selfTime string
+		cmd                  *exec.Cmd
+		lat                  []time.Duration
+		cpu                  int64
+		self                 float64
+	}
+	selfAddr, nodeAddr := freeAddr(b), freeAddr(b)
+	targets := []*target{
+		{name: "selfheal", addr: selfAddr, selfTime: "selfheal_exporter_collector_duration_seconds",
+			cmd: exec.Command(binary, "exporter", "--web.listen-address="+selfAddr, "--log.level=warn",
+				"--no-collector.gpu", "--no-collector.docker", "--no-collector.probe")},
+		{name: "node", addr: nodeAddr, selfTime: "node_scrape_collector_duration_seconds",
+			cmd: exec.Command(nodeBin, "--web.listen-address="+nodeAddr, "--log.level=warn", "--collector.disable-defaults",
+				"--collector.cpu", "--collector.meminfo", "--collector.filesystem", "--collector.hwmon",
+				"--collector.thermal_zone", "--collector.loadavg")},
+	}
+	scrape := func(t *target) string {
+		resp, err := http.Get("http://" + t.addr + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	for _, t := range targets {
+		if err := t.cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = t.cmd.Process.Kill(); _, _ = t.cmd.Process.Wait() })
+		dockertest.WaitFor(b, 10*time.Second, t.name+" up", func() bool { return scrape(t) != "" })
+		for range 20 { // warm up
+			scrape(t)
+		}
+	}
+	for _, t := range targets {
+		t.cpu = -cpuNanos(b, t.cmd.Process.Pid)
+	}
+	for range n {
+		for _, t := range targets {
+			start := time.Now()
+			body := scrape(t)
+			t.lat = append(t.lat, time.Since(start))
+			// The collector time each reports about itself, summed over its collectors.
+			for _, line := range strings.Split(body, "\n") {
+				if strings.HasPrefix(line, t.selfTime+"{") {
+					f := strings.Fields(line)
+					v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+					t.self += v
+				}
+			}
+		}
+	}
+	for _, t := range targets {
+		t.cpu += cpuNanos(b, t.cmd.Process.Pid)
+		sort.Slice(t.lat, func(i, j int) bool { return t.lat[i] < t.lat[j] })
+		b.ReportMetric(ms(t.lat[len(t.lat)/2]), t.name+"-p50-ms")
+		b.ReportMetric(float64(t.cpu)/float64(n)/1e6, t.name+"-cpu-ms/scrape")
+		b.ReportMetric(t.self/float64(n)*1000, t.name+"-collector-ms/scrape")
+	}
+	// Both expose the same families; a scrape each shows what was compared.
+	for _, fam := range []string{"cpu_seconds_total", "filesystem_avail", "load1"} {
+		for _, t := range targets {
+			if !strings.Contains(scrape(t), fam) && !(fam == "filesystem_avail" && strings.Contains(scrape(t), "filesystem_available")) {
+				b.Errorf("%s exposes no %s", t.name, fam)
+			}
 		}
 	}
 }
