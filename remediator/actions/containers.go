@@ -5,6 +5,7 @@ package actions
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/selfheal/selfheal/remediator/containers"
@@ -18,6 +19,7 @@ type Containers interface {
 	Restart(ctx context.Context, name string) (time.Time, error)
 	StopStart(ctx context.Context, name string, wait time.Duration) (time.Time, error)
 	Verify(ctx context.Context, name string, since time.Time, v containers.Verification) error
+	Running(ctx context.Context, name string) (bool, time.Time, error)
 }
 
 var _ Containers = (*containers.Client)(nil)
@@ -29,8 +31,10 @@ type Restart struct{ Containers Containers }
 type StopStart struct{ Containers Containers }
 
 var (
-	_ engine.Executor = Restart{}
-	_ engine.Executor = StopStart{}
+	_ engine.Executor        = Restart{}
+	_ engine.Executor        = StopStart{}
+	_ engine.RecoveryChecker = Restart{}
+	_ engine.RecoveryChecker = StopStart{}
 )
 
 // Permit implements engine.Executor.
@@ -59,6 +63,34 @@ func (a StopStart) Execute(ctx context.Context, target string, step policy.Actio
 		return nil, err
 	}
 	return map[string]any{"wait_seconds": step.Wait.D().Seconds()}, a.Containers.Verify(ctx, target, since, verification(v))
+}
+
+// Recovered implements engine.RecoveryChecker.
+func (a Restart) Recovered(ctx context.Context, target string, since time.Time, stableFor time.Duration) (engine.Recovery, error) {
+	return recovered(ctx, a.Containers, target, since, stableFor, time.Now())
+}
+
+// Recovered implements engine.RecoveryChecker.
+func (a StopStart) Recovered(ctx context.Context, target string, since time.Time, stableFor time.Duration) (engine.Recovery, error) {
+	return recovered(ctx, a.Containers, target, since, stableFor, time.Now())
+}
+
+// recovered: a container that is up in a run that started after the alert
+// began has recovered once it has stayed up for stableFor; until then it
+// is settling.
+func recovered(ctx context.Context, c Containers, target string, since time.Time, stableFor time.Duration, now time.Time) (engine.Recovery, error) {
+	up, started, err := c.Running(ctx, target)
+	if err != nil || !up || !started.After(since) {
+		return engine.Recovery{}, err
+	}
+	if uptime := now.Sub(started); uptime < stableFor {
+		return engine.Recovery{Settling: stableFor - uptime, Reason: fmt.Sprintf(
+			"%s started again by itself at %s, after the alert began; waiting %s to see it stay up",
+			target, started.UTC().Format(time.RFC3339), (stableFor - uptime).Round(time.Millisecond))}, nil
+	}
+	return engine.Recovery{Recovered: true, Reason: fmt.Sprintf(
+		"%s is running again since %s, after the alert began at %s: nothing to do",
+		target, started.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339))}, nil
 }
 
 func verification(v policy.Verify) containers.Verification {

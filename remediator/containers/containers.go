@@ -229,3 +229,17 @@ func (c *Client) stable(ctx context.Context, name string, first container.Inspec
 	}
 	return nil
 }
+
+// Running reports the container's current run: whether it is up (running,
+// and healthy if it has a health check) and since when.
+func (c *Client) Running(ctx context.Context, name string) (up bool, startedAt time.Time, err error) {
+	info, err := c.api.ContainerInspect(ctx, name)
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("inspect %s: %w", name, err)
+	}
+	up, _ = judge(info.State, time.Time{})
+	if info.State != nil {
+		startedAt, _ = time.Parse(time.RFC3339Nano, info.State.StartedAt)
+	}
+	return up, startedAt, nil
+}

@@ -40,6 +40,21 @@ type Input struct {
 	// PermitErr is why the target may not be touched; nil when it may (or
 	// has not been checked yet).
 	PermitErr error
+	// Recovery is the target's own state, for category A: it may have come
+	// back by itself since the alert began.
+	Recovery Recovery
+}
+
+// Recovery says whether a target recovered on its own since its alert
+// began. The zero value means it did not (or was not checked).
+type Recovery struct {
+	// Recovered is set when the target runs again, healthy, since before
+	// the alert; Reason says so.
+	Recovered bool
+	// Settling is how much longer a target that came back by itself must
+	// stay up before it counts as recovered.
+	Settling time.Duration
+	Reason   string
 }
 
 // Decision is the outcome of Decide.
@@ -94,6 +109,12 @@ func Decide(in Input, now time.Time) Decision {
 	}
 	if in.PermitErr != nil {
 		return Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}
+	}
+	switch rec := in.Recovery; {
+	case rec.Recovered:
+		return Decision{Verdict: Skip, Reason: rec.Reason}
+	case rec.Settling > 0:
+		return Decision{Verdict: Defer, RetryAfter: rec.Settling, Reason: rec.Reason}
 	}
 	action, attempt := LadderStep(r, st.FailuresInWindow)
 	if in.DryRun {

@@ -102,6 +102,12 @@ func TestDecideOrderOfChecks(t *testing.T) {
 			DryRun, "dry-run: would run stop_start (attempt 2)"},
 		{"concurrency limit defers", Input{Remediation: r, Limits: limits, State: store.State{RunningActions: 2}},
 			Defer, "2 actions running (limit 2)"},
+		{"recovered by itself", Input{Remediation: r, Recovery: Recovery{Recovered: true, Reason: "llm is running again"}},
+			Skip, "llm is running again"},
+		{"came back, still settling", Input{Remediation: r, Recovery: Recovery{Settling: 2 * time.Second, Reason: "waiting"}},
+			Defer, "waiting"},
+		{"refusal before recovery", Input{Remediation: r, PermitErr: refused, Recovery: Recovery{Recovered: true}},
+			Refuse, `container "db" lacks label selfheal.enable=true`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := Decide(tc.in, t0)

@@ -29,6 +29,15 @@ type Executor interface {
 	Execute(ctx context.Context, target string, a policy.Action, v policy.Verify) (map[string]any, error)
 }
 
+// RecoveryChecker is implemented by executors that can tell whether a
+// target came back by itself since its alert began (a container restarted
+// by its restart policy, or by a person). The engine asks before acting on
+// a category A alert, so a brief stop that Prometheus happened to see costs
+// no needless restart.
+type RecoveryChecker interface {
+	Recovered(ctx context.Context, target string, since time.Time, stableFor time.Duration) (Recovery, error)
+}
+
 // Store is the database the engine works from.
 type Store interface {
 	ClaimJob(ctx context.Context) (*store.Claim, error)
@@ -216,9 +225,16 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 	d := Decide(in, st.Now)
 	if d.Verdict.Acts() {
 		step, _ := LadderStep(r, st.FailuresInWindow)
+		exec := e.executors[step.Type]
 		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
-		in.PermitErr = e.executors[step.Type].Permit(pctx, target)
+		in.PermitErr = exec.Permit(pctx, target)
+		if rc, ok := exec.(RecoveryChecker); ok && in.PermitErr == nil && r.Category == policy.CategoryA {
+			in.Recovery, err = rc.Recovered(pctx, target, j.StartsAt, r.Verify.StableFor.D())
+		}
 		cancel()
+		if err != nil {
+			return err
+		}
 		d = Decide(in, st.Now)
 	}
 	log.Debug("decided", "target", target, "verdict", d.Verdict, "reason", d.Reason)

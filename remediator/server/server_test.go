@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
@@ -484,5 +485,34 @@ func TestHTTPEndpoints(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// A container that came back by itself after its alert began (a restart
+// policy, a person) is not restarted again.
+func TestRecoveredContainerIsLeftAlone(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	dsn := pgtest.DSN(t)
+	in := start(t, config(t, dsn, ""))
+	in.waitReady(t)
+	alertBegan := time.Now().Add(-time.Second)
+	api, _ := dockertest.Client(t)
+	if err := api.ContainerStart(context.Background(), name, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := dockertest.State(t, name).StartedAt
+	time.Sleep(1200 * time.Millisecond) // longer than verify.stable_for
+	if code := in.post(t, withStartsAt(payload(t, "service-down-firing.json", name), alertBegan)); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	conn := db(t, dsn)
+	waitFor(t, 10*time.Second, "decision", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE '%is running again since%'`) == 1
+	})
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 0 {
+		t.Fatalf("%d actions on a container that had recovered", n)
+	}
+	if after := dockertest.State(t, name).StartedAt; after != before {
+		t.Fatal("the container was restarted")
 	}
 }
