@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make run`: the local stack in the foreground. A throw-away PostgreSQL
-# under .run/, and `selfheal serve` with deploy/local/selfheal.yml.
-# Ctrl-C stops everything this script started.
+# `make run`: the whole loop on one machine, in the foreground. A
+# throw-away PostgreSQL under .run/, `selfheal serve` with
+# deploy/local/selfheal.yml, Prometheus (1 s intervals, the repo's rules),
+# Alertmanager (routing to selfheal) and a demo container, selfheal-demo,
+# to heal. Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	as_pg "$pgbin/pg_ctl" -D "$RUN/pg" -m fast stop >/dev/null 2>&1 || true
+	docker rm -f selfheal-demo >/dev/null 2>&1 || true
 	echo "stopped. State is kept in .run/ (make clean removes it)."
 	exit 0
 }
@@ -48,23 +51,48 @@ export SELFHEAL_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/selfheal?ssl
 [ -s "$RUN/token" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$RUN/token"
 export SELFHEAL_WEBHOOK_TOKEN="$(cat "$RUN/token")"
 
-./selfheal serve --config.file=deploy/local/selfheal.yml --web.listen-address=:9595 &
+./selfheal serve --config.file=deploy/local/selfheal.yml --web.listen-address=:9595 >"$RUN/selfheal.log" 2>&1 &
 pids+=($!)
 
-for _ in $(seq 1 50); do curl -fs http://localhost:9595/-/ready >/dev/null 2>&1 && break; sleep 0.2; done
+mkdir -p "$RUN/prometheus" "$RUN/alertmanager"
+prometheus --config.file=deploy/local/prometheus.yml --storage.tsdb.path="$RUN/prometheus" \
+	--web.listen-address=:9090 >"$RUN/prometheus.log" 2>&1 &
+pids+=($!)
+prometheus-alertmanager --config.file=deploy/local/alertmanager.yml --storage.path="$RUN/alertmanager" \
+	--web.listen-address=:9093 --cluster.listen-address= >"$RUN/alertmanager.log" 2>&1 &
+pids+=($!)
+
+# The demo container: a static binary in a FROM scratch image (no registry
+# is needed), opted in with the label.
+mkdir -p "$RUN/demo"
+CGO_ENABLED=0 go build -o "$RUN/demo/testctr" ./internal/dockertest/testctr
+cp deploy/local/demo.Dockerfile "$RUN/demo/Dockerfile"
+docker build -q -t selfheal-demo:latest "$RUN/demo" >/dev/null
+docker rm -f selfheal-demo >/dev/null 2>&1 || true
+docker run -d --name selfheal-demo --label selfheal.enable=true selfheal-demo:latest >/dev/null
+
+wait_up() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "$2 did not start; see .run/$2.log" >&2; return 1; }
+wait_up http://localhost:9595/-/ready selfheal
+wait_up http://localhost:9090/-/ready prometheus
+wait_up http://localhost:9093/-/ready alertmanager
 
 cat <<MSG
 
-selfheal is running.
-  webhook   http://localhost:9595/api/v1/webhook   (token in .run/token)
-  metrics   http://localhost:9595/metrics
-  database  $SELFHEAL_DATABASE_URL
+The whole loop is running (logs in .run/*.log):
+  selfheal      http://localhost:9595/metrics      webhook /api/v1/webhook (token in .run/token)
+  Prometheus    http://localhost:9090/alerts       1 s scrape and evaluation, rules from alerting/rules
+  Alertmanager  http://localhost:9093              routes category A-D alerts to selfheal
+  PostgreSQL    $SELFHEAL_DATABASE_URL
+  demo          container selfheal-demo (label selfheal.enable=true)
 
 Try, in another shell:
-  docker run -d --name demo --label selfheal.enable=true <image>; docker stop demo
-  SELFHEAL_WEBHOOK_TOKEN=\$(cat .run/token) ./selfheal simulate ServiceDown service=demo
+  docker kill selfheal-demo                          # about two seconds later it runs again
+  docker ps --filter name=selfheal-demo
   SELFHEAL_DATABASE_URL='$SELFHEAL_DATABASE_URL' ./selfheal events
+  SELFHEAL_WEBHOOK_TOKEN=\$(cat .run/token) ./selfheal simulate ServiceDown service=selfheal-demo
 
 Ctrl-C stops everything.
 MSG
-wait "${pids[@]}"
+# Run until Ctrl-C, or until one of the components dies.
+wait -n "${pids[@]}" || true
+echo "a component stopped; see .run/*.log" >&2

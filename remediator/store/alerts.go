@@ -86,17 +86,23 @@ WITH occ AS (
           AND NOT EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = q.id)
         FOR NO KEY UPDATE OF q SKIP LOCKED)
     RETURNING j.id
+), targets AS (
+    -- What the occurrence's jobs acted on: a finished job names its target;
+    -- one still acting is known by its action's row.
+    SELECT j.target AS target FROM remediation_jobs j JOIN occ ON j.occurrence_id = occ.id
+    WHERE occ.just_resolved AND j.target IS NOT NULL
+    UNION
+    SELECT a.service_name FROM recovery_actions a
+    JOIN remediation_jobs j ON a.job_id = j.id JOIN occ ON j.occurrence_id = occ.id
+    WHERE occ.just_resolved
 ), cleared AS (
     UPDATE escalations e
     SET cleared_at = now()
-    FROM occ
-    WHERE occ.just_resolved AND e.cleared_at IS NULL
-      AND e.service_name IN (SELECT target FROM remediation_jobs WHERE occurrence_id = occ.id AND target IS NOT NULL)
+    WHERE e.cleared_at IS NULL AND e.service_name IN (SELECT target FROM targets)
     RETURNING e.id
 ), resolved_event AS (
     INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details)
-    SELECT 'INFO', 'alert_resolved',
-           (SELECT target FROM remediation_jobs WHERE occurrence_id = occ.id AND target IS NOT NULL ORDER BY step DESC LIMIT 1),
+    SELECT 'INFO', 'alert_resolved', (SELECT min(target) FROM targets),
            occ.remediation, occ.id,
            format('%s resolved after %s', $3::text,
                   date_trunc('second', COALESCE(occ.ends_at, now()) - occ.starts_at)),
