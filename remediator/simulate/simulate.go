@@ -86,11 +86,12 @@ func PostWebhook(ctx context.Context, url, token string, m *webhook.Message) err
 
 // PostAlertmanager sends a to an Alertmanager's v2 API, as amtool does.
 func PostAlertmanager(ctx context.Context, amURL string, a Alert, now time.Time) error {
+	// No generatorURL: Alertmanager requires a URI there, and a simulated
+	// alert has no rule to link to.
 	body := []map[string]any{{
-		"labels":       a.Labels,
-		"annotations":  a.Annotations,
-		"startsAt":     a.StartsAt,
-		"generatorURL": "selfheal-simulate",
+		"labels":      a.Labels,
+		"annotations": a.Annotations,
+		"startsAt":    a.StartsAt,
 	}}
 	if a.Resolved {
 		body[0]["endsAt"] = now

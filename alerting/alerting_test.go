@@ -1,0 +1,328 @@
+// Package alerting holds selfheal's Prometheus rules, their promtool tests
+// and the example Alertmanager configuration. These tests run the real
+// promtool, amtool and Alertmanager over them.
+package alerting
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/selfheal/selfheal/remediator/simulate"
+)
+
+// tool returns the path of a Prometheus tool; with CI=true a missing one
+// fails the test.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required (CI=true): install the prometheus and prometheus-alertmanager packages", name)
+		}
+		t.Skipf("no %s", name)
+	}
+	return p
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(tool(t, name), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func globbed(t *testing.T, pattern string) []string {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no files match %s", pattern)
+	}
+	return files
+}
+
+func TestRulesAreValid(t *testing.T) {
+	run(t, "promtool", append([]string{"check", "rules"}, globbed(t, "rules/*.yml")...)...)
+}
+
+func TestRuleUnitTests(t *testing.T) {
+	run(t, "promtool", append([]string{"test", "rules"}, globbed(t, "tests/*.yml")...)...)
+}
+
+type rule struct {
+	Alert       string            `yaml:"alert"`
+	Expr        string            `yaml:"expr"`
+	For         string            `yaml:"for"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+// alerts reads every alerting rule in rules/.
+func alerts(t *testing.T) []rule {
+	t.Helper()
+	var all []rule
+	for _, f := range globbed(t, "rules/*.yml") {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Groups []struct {
+				Rules []rule `yaml:"rules"`
+			} `yaml:"groups"`
+		}
+		if err := yaml.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, g := range doc.Groups {
+			all = append(all, g.Rules...)
+		}
+	}
+	return all
+}
+
+// TestEveryAlertIsComplete: labels severity and category, the three
+// annotations, a runbook section that exists, a promtool test, and a
+// comment explaining its for:.
+func TestEveryAlertIsComplete(t *testing.T) {
+	runbooks, err := os.ReadFile("../docs/runbooks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tests strings.Builder
+	for _, f := range globbed(t, "tests/*.yml") {
+		b, _ := os.ReadFile(f)
+		tests.Write(b)
+	}
+	var sources strings.Builder
+	for _, f := range globbed(t, "rules/*.yml") {
+		b, _ := os.ReadFile(f)
+		sources.Write(b)
+	}
+	seen := map[string]bool{}
+	for _, r := range alerts(t) {
+		if seen[r.Alert] {
+			t.Errorf("%s is defined twice", r.Alert)
+		}
+		seen[r.Alert] = true
+		if s := r.Labels["severity"]; s != "warning" && s != "critical" {
+			t.Errorf("%s: severity %q", r.Alert, s)
+		}
+		if c := r.Labels["category"]; !regexp.MustCompile(`^(A|B|C|D|notify)$`).MatchString(c) {
+			t.Errorf("%s: category %q", r.Alert, c)
+		}
+		for _, a := range []string{"summary", "description", "runbook_url"} {
+			if r.Annotations[a] == "" {
+				t.Errorf("%s: no %s", r.Alert, a)
+			}
+		}
+		anchor := strings.ToLower(r.Alert)
+		if r.Annotations["runbook_url"] != "https://github.com/selfheal/selfheal/blob/main/docs/runbooks.md#"+anchor {
+			t.Errorf("%s: runbook_url %q", r.Alert, r.Annotations["runbook_url"])
+		}
+		if !strings.Contains(string(runbooks), "\n## "+r.Alert+"\n") {
+			t.Errorf("%s: no section in docs/runbooks.md", r.Alert)
+		}
+		if !strings.Contains(tests.String(), "alertname: "+r.Alert+"\n") {
+			t.Errorf("%s: no promtool test", r.Alert)
+		}
+		if r.For == "" {
+			t.Errorf("%s: no for: (write for: 0s to say it is meant)", r.Alert)
+		}
+		// The comment above the rule explains the for: duration.
+		if !regexp.MustCompile(`# for: ` + regexp.QuoteMeta(r.For) + ` —[^\n]*\n(?:\s*#[^\n]*\n)*\s*- alert: ` + r.Alert + `\n`).MatchString(sources.String()) {
+			t.Errorf("%s: no comment saying why for: %s", r.Alert, r.For)
+		}
+	}
+	// Every trigger of DESIGN.md's table that Prometheus can see.
+	for _, want := range []string{"ServiceDown", "ContainerUnhealthy", "HostCPUHigh", "HostMemoryHigh", "GPUUtilizationHigh",
+		"GPUTemperatureHigh", "GPUTemperatureCritical", "DiskSpaceWarning", "DiskSpaceCleanup", "DiskSpaceCritical",
+		"DiskSpaceExhausted", "DatabaseDown", "ObjectStoreUnhealthy", "SelfhealExporterDown", "DiskWillFillIn24Hours",
+		"GPUXidErrors", "GPUUncorrectableECCErrors", "GPUHardwareSlowdown"} {
+		if !seen[want] {
+			t.Errorf("no %s alert", want)
+		}
+	}
+}
+
+var alertmanagerConfigs = []string{"alertmanager.yml", "../deploy/local/alertmanager.yml"}
+
+func TestAlertmanagerConfigs(t *testing.T) {
+	for _, f := range alertmanagerConfigs {
+		run(t, "amtool", "check-config", f)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	for _, f := range alertmanagerConfigs {
+		for _, tc := range []struct {
+			labels []string
+			want   string
+		}{
+			{[]string{"alertname=ServiceDown", "category=A", "severity=critical"}, "selfheal,operators"},
+			{[]string{"alertname=HostMemoryHigh", "category=B", "severity=warning"}, "selfheal,operators"},
+			{[]string{"alertname=DiskSpaceCritical", "category=C", "severity=critical"}, "selfheal,operators"},
+			{[]string{"alertname=DiskSpaceExhausted", "category=D", "severity=critical"}, "selfheal,operators"},
+			{[]string{"alertname=DiskSpaceWarning", "category=notify", "severity=warning"}, "operators"},
+			{[]string{"alertname=SelfhealExporterDown", "category=notify", "severity=critical"}, "operators"},
+		} {
+			args := append([]string{"config", "routes", "test", "--config.file=" + f, "--verify.receivers=" + tc.want}, tc.labels...)
+			out, err := exec.Command(tool(t, "amtool"), args...).CombinedOutput()
+			if err != nil {
+				t.Errorf("%s: %v routes to %s, want %s", f, tc.labels, strings.TrimSpace(lastLine(string(out))), tc.want)
+			}
+		}
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[0]
+}
+
+// TestInhibition runs the real Alertmanager with the example configuration
+// (webhook pointed at a recorder, group_wait 0s) and checks that a firing
+// category D alert inhibits C and B on its instance, C inhibits B, and
+// other instances are untouched.
+func TestInhibition(t *testing.T) {
+	bin := tool(t, "prometheus-alertmanager")
+	var mu sync.Mutex
+	received := map[string]bool{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer t0ken" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		var m struct {
+			Alerts []struct {
+				Status string            `json:"status"`
+				Labels map[string]string `json:"labels"`
+			} `json:"alerts"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		mu.Lock()
+		for _, a := range m.Alerts {
+			if a.Status == "firing" {
+				received[a.Labels["alertname"]+"@"+a.Labels["instance"]] = true
+			}
+		}
+		mu.Unlock()
+	}))
+	defer hook.Close()
+
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("t0ken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("alertmanager.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.NewReplacer(
+		"http://localhost:9595/api/v1/webhook", hook.URL,
+		"/etc/alertmanager/selfheal-token", tokenFile,
+		"group_wait: 5s", "group_wait: 0s",
+	).Replace(string(raw))
+	if err := os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+dir,
+		"--web.listen-address="+addr, "--cluster.listen-address=")
+	logs, _ := os.Create(filepath.Join(dir, "am.log"))
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }()
+	amURL := "http://" + addr
+	waitFor(t, 15*time.Second, "alertmanager ready", func() bool {
+		resp, err := http.Get(amURL + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+
+	send := func(alertname, category, instance string) {
+		t.Helper()
+		a := simulate.Alert{
+			Labels:   map[string]string{"alertname": alertname, "category": category, "instance": instance, "severity": "critical"},
+			StartsAt: time.Now().Add(-time.Minute),
+		}
+		if err := simulate.PostAlertmanager(context.Background(), amURL, a, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The bigger alerts first, so they are active when the smaller arrive.
+	send("DiskSpaceExhausted", "D", "edge-01")
+	send("DiskSpaceCritical", "C", "edge-02")
+	waitFor(t, 10*time.Second, "D and C delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return received["DiskSpaceExhausted@edge-01"] && received["DiskSpaceCritical@edge-02"]
+	})
+	send("DiskSpaceCritical", "C", "edge-01")  // inhibited by D on edge-01
+	send("HostMemoryHigh", "B", "edge-01")     // inhibited by D on edge-01
+	send("HostMemoryHigh", "B", "edge-02")     // inhibited by C on edge-02
+	send("HostMemoryHigh", "B", "edge-03")     // nothing bigger on edge-03
+	send("GPUTemperatureHigh", "B", "edge-03") // likewise
+	waitFor(t, 10*time.Second, "edge-03's alerts delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return received["HostMemoryHigh@edge-03"] && received["GPUTemperatureHigh@edge-03"]
+	})
+	time.Sleep(2 * time.Second) // time for wrongly uninhibited alerts to arrive
+	mu.Lock()
+	defer mu.Unlock()
+	var got []string
+	for k := range received {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	want := "DiskSpaceCritical@edge-02 DiskSpaceExhausted@edge-01 GPUTemperatureHigh@edge-03 HostMemoryHigh@edge-03"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("selfheal received %v\nwant %s", got, want)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,213 @@
+package main
+
+// The whole loop for tests and benchmarks: PostgreSQL, `selfheal serve`,
+// Prometheus loading the repo's rules, and Alertmanager routing to selfheal,
+// each a real process on a free port. selfheal's opt-in label is unique to
+// the stack, so it never sees (or heals) other tests' containers.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/internal/pgtest"
+)
+
+type stackOptions struct {
+	// ScrapeInterval and EvalInterval are Prometheus'; GroupWait is the
+	// selfheal route's in Alertmanager.
+	ScrapeInterval, EvalInterval, GroupWait time.Duration
+	// Remediations is the remediations: part of selfheal's configuration.
+	Remediations string
+	// Durable uses a PostgreSQL with fsync on (benchmarks).
+	Durable bool
+}
+
+type stack struct {
+	Label    map[string]string // the opt-in label for this stack's containers
+	DSN      string
+	Env      []string
+	Selfheal string // host:port
+	PromURL  string
+	DB       *pgx.Conn
+}
+
+func requireTool(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("%s is required (CI=true)", name)
+		}
+		tb.Skipf("no %s", name)
+	}
+	return p
+}
+
+// background starts a process that is killed when tb ends; its output goes
+// to a log file shown if tb failed.
+func background(tb testing.TB, name string, args ...string) {
+	tb.Helper()
+	cmd := exec.Command(name, args...)
+	logf, err := os.Create(filepath.Join(tb.TempDir(), filepath.Base(name)+".log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		if tb.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			tb.Logf("%s log:\n%s", name, lastLines(string(b), 40))
+		}
+	})
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func waitReady(tb testing.TB, what, u string) {
+	tb.Helper()
+	dockertest.WaitFor(tb, 20*time.Second, what+" ready", func() bool {
+		resp, err := http.Get(u)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+func startStack(tb testing.TB, o stackOptions) *stack {
+	tb.Helper()
+	prometheus := requireTool(tb, "prometheus")
+	alertmanager := requireTool(tb, "prometheus-alertmanager")
+	dockertest.Client(tb)
+	dir := tb.TempDir()
+	key := dockertest.UniqueName("selfheal.e2e")
+	s := &stack{Label: map[string]string{key: "true"}}
+	if o.Durable {
+		s.DSN = pgtest.NewDurableCluster(tb).URL()
+	} else {
+		s.DSN = pgtest.DSN(tb)
+	}
+	token := "e2e-token"
+	s.Env = []string{"SELFHEAL_DATABASE_URL=" + s.DSN, "SELFHEAL_WEBHOOK_TOKEN=" + token}
+
+	// selfheal
+	s.Selfheal = freeAddr(tb)
+	config := writeFile(tb, "selfheal.yml", fmt.Sprintf(`
+targets:
+  docker:
+    require_label: %s=true
+    stop_timeout: 2s
+remediations:
+%s`, key, o.Remediations))
+	daemon(tb, s.Env, config, s.Selfheal, "--log.level=debug", "--no-collector.gpu")
+
+	// Alertmanager, with the demo's configuration pointed at this selfheal.
+	amAddr := freeAddr(tb)
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	raw, err := os.ReadFile("../../deploy/local/alertmanager.yml")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	amConfig := strings.NewReplacer(
+		"http://localhost:9595/api/v1/webhook", "http://"+s.Selfheal+"/api/v1/webhook",
+		"../../.run/token", tokenFile,
+		"group_wait: 0s", "group_wait: "+o.GroupWait.String(),
+	).Replace(string(raw))
+	amFile := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(amFile, []byte(amConfig), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	background(tb, alertmanager, "--config.file="+amFile, "--storage.path="+filepath.Join(dir, "am"),
+		"--web.listen-address="+amAddr, "--cluster.listen-address=")
+
+	// Prometheus, loading the repository's rules.
+	rules, err := filepath.Abs("../../alerting/rules")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	promAddr := freeAddr(tb)
+	promFile := filepath.Join(dir, "prometheus.yml")
+	promConfig := fmt.Sprintf(`
+global:
+  scrape_interval: %s
+  evaluation_interval: %s
+rule_files: ['%s/*.yml']
+alerting:
+  alertmanagers:
+    - static_configs: [{targets: ['%s']}]
+scrape_configs:
+  - job_name: selfheal
+    static_configs: [{targets: ['%s']}]
+`, o.ScrapeInterval, o.EvalInterval, rules, amAddr, s.Selfheal)
+	if err := os.WriteFile(promFile, []byte(promConfig), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	background(tb, prometheus, "--config.file="+promFile, "--storage.tsdb.path="+filepath.Join(dir, "prom"),
+		"--web.listen-address="+promAddr)
+	s.PromURL = "http://" + promAddr
+
+	waitReady(tb, "alertmanager", "http://"+amAddr+"/-/ready")
+	waitReady(tb, "prometheus", s.PromURL+"/-/ready")
+	conn, err := pgx.Connect(context.Background(), s.DSN)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close(context.Background()) })
+	s.DB = conn
+	return s
+}
+
+// promValue returns the value of an instant query with a single result, or
+// false when there is none.
+func (s *stack) promValue(tb testing.TB, query string) (string, bool) {
+	tb.Helper()
+	resp, err := http.Get(s.PromURL + "/api/v1/query?query=" + url.QueryEscape(query))
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || len(r.Data.Result) != 1 {
+		return "", false
+	}
+	v, _ := r.Data.Result[0].Value[1].(string)
+	return v, true
+}
+
+// running reports whether the container runs now.
+func running(tb testing.TB, name string) bool {
+	return dockertest.State(tb, name).Running
+}
