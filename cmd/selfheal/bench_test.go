@@ -394,3 +394,87 @@ func BenchmarkSystemVsNodeExporter(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTimeToHeal kills an opted-in container SELFHEAL_BENCH_KILLS
+// times (default 20) under the whole loop and measures kill → running
+// again, in two settings: the demo's (1 s scrape and evaluation, group_wait
+// 0s) and the shipped defaults (15 s scrape and evaluation — Prometheus'
+// usual — and the example Alertmanager route's group_wait of 5 s). Each
+// kill waits until the previous alert has resolved, so every one starts a
+// new Alertmanager group. Besides heal time it reports detection (kill →
+// the alert reaching selfheal) and selfheal's own part (alert received →
+// Docker's StartedAt), and the floor: half a scrape and half an
+// evaluation on average, plus group_wait, plus the restart itself.
+func BenchmarkTimeToHeal(b *testing.B) {
+	kills := envInt("SELFHEAL_BENCH_KILLS", 20)
+	for _, sc := range []struct {
+		name                   string
+		scrape, eval, groupWait time.Duration
+	}{
+		{"demo", time.Second, time.Second, 0},
+		{"defaults", 15 * time.Second, 15 * time.Second, 5 * time.Second},
+	} {
+		b.Run(sc.name, func(b *testing.B) {
+			s := startStack(b, stackOptions{ScrapeInterval: sc.scrape, EvalInterval: sc.eval, GroupWait: sc.groupWait,
+				Remediations: serviceDownRemediation, Durable: true})
+			api, _ := dockertest.Client(b)
+			name := dockertest.Run(b, dockertest.Spec{Labels: s.Label, Args: []string{"-http", ":8080"}})
+			var heal, detect, own []time.Duration
+			for i := range kills {
+				dockertest.WaitFor(b, 3*time.Minute, "Prometheus sees it running, nothing open", func() bool {
+					v, ok := s.promValue(b, `selfheal_container_running{name="`+name+`"}`)
+					open := queryInt(b, s.DB, `SELECT (SELECT count(*) FROM alert_occurrences WHERE status = 'firing')
+						+ (SELECT count(*) FROM recovery_actions WHERE status = 'running')`)
+					return ok && v == "1" && open == 0
+				})
+				time.Sleep(time.Duration(i%4) * sc.scrape / 4) // spread kills over the scrape cycle
+				killed := time.Now()
+				if err := api.ContainerKill(context.Background(), name, "KILL"); err != nil {
+					b.Fatal(err)
+				}
+				dockertest.WaitFor(b, 3*time.Minute, "running again", func() bool { return running(b, name) })
+				heal = append(heal, time.Since(killed))
+				var received time.Time
+				if err := s.DB.QueryRow(context.Background(),
+					`SELECT max(first_received_at) FROM alert_occurrences WHERE alertname = 'ServiceDown'`).Scan(&received); err != nil {
+					b.Fatal(err)
+				}
+				started, err := time.Parse(time.RFC3339Nano, dockertest.State(b, name).StartedAt)
+				if err != nil {
+					b.Fatal(err)
+				}
+				detect = append(detect, received.Sub(killed))
+				own = append(own, started.Sub(received))
+			}
+			reportLatencies(b, heal)
+			sort.Slice(detect, func(i, j int) bool { return detect[i] < detect[j] })
+			sort.Slice(own, func(i, j int) bool { return own[i] < own[j] })
+			b.ReportMetric(ms(detect[len(detect)/2]), "detect-p50-ms")
+			b.ReportMetric(ms(own[len(own)/2]), "selfheal-p50-ms")
+			b.ReportMetric(ms(own[len(own)*95/100]), "selfheal-p95-ms")
+			floor := sc.scrape/2 + sc.eval/2 + sc.groupWait + 400*time.Millisecond
+			b.ReportMetric(ms(floor), "floor-ms")
+			dockertest.WaitFor(b, 30*time.Second, "last action finished", func() bool {
+				return queryInt(b, s.DB, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0
+			})
+			if n := queryInt(b, s.DB, `SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`); n != kills {
+				rows, _ := s.DB.Query(context.Background(), `SELECT j.step, j.outcome, j.reason, o.starts_at FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id ORDER BY j.id`)
+				for rows.Next() {
+					var step int
+					var outcome, reason *string
+					var at time.Time
+					_ = rows.Scan(&step, &outcome, &reason, &at)
+					b.Logf("job step %d %v %v %v", step, deref(outcome), deref(reason), at)
+				}
+				b.Fatalf("%d restarts succeeded, want %d", n, kills)
+			}
+		})
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}
