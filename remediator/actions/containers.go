@@ -38,31 +38,32 @@ var (
 )
 
 // Permit implements engine.Executor.
-func (a Restart) Permit(ctx context.Context, target string) error {
-	return a.Containers.Permit(ctx, target)
+func (a Restart) Permit(ctx context.Context, req engine.Request) error {
+	return a.Containers.Permit(ctx, req.Target)
 }
 
 // Execute implements engine.Executor.
-func (a Restart) Execute(ctx context.Context, target string, _ policy.Action, v policy.Verify) (map[string]any, error) {
-	since, err := a.Containers.Restart(ctx, target)
+func (a Restart) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
+	since, err := a.Containers.Restart(ctx, req.Target)
 	if err != nil {
-		return nil, err
+		return engine.Result{}, err
 	}
-	return nil, a.Containers.Verify(ctx, target, since, verification(v))
+	return engine.Result{}, a.Containers.Verify(ctx, req.Target, since, verification(req.Verify))
 }
 
 // Permit implements engine.Executor.
-func (a StopStart) Permit(ctx context.Context, target string) error {
-	return a.Containers.Permit(ctx, target)
+func (a StopStart) Permit(ctx context.Context, req engine.Request) error {
+	return a.Containers.Permit(ctx, req.Target)
 }
 
 // Execute implements engine.Executor.
-func (a StopStart) Execute(ctx context.Context, target string, step policy.Action, v policy.Verify) (map[string]any, error) {
-	since, err := a.Containers.StopStart(ctx, target, step.Wait.D())
+func (a StopStart) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
+	since, err := a.Containers.StopStart(ctx, req.Target, req.Action.Wait.D())
 	if err != nil {
-		return nil, err
+		return engine.Result{}, err
 	}
-	return map[string]any{"wait_seconds": step.Wait.D().Seconds()}, a.Containers.Verify(ctx, target, since, verification(v))
+	res := engine.Result{Details: map[string]any{"wait_seconds": req.Action.Wait.D().Seconds()}}
+	return res, a.Containers.Verify(ctx, req.Target, since, verification(req.Verify))
 }
 
 // Recovered implements engine.RecoveryChecker.
@@ -95,12 +96,4 @@ func recovered(ctx context.Context, c Containers, target string, since time.Time
 
 func verification(v policy.Verify) containers.Verification {
 	return containers.Verification{Timeout: v.Timeout.D(), StableFor: v.StableFor.D()}
-}
-
-// Registry returns the executors for every action type this build knows.
-func Registry(c Containers) map[string]engine.Executor {
-	return map[string]engine.Executor{
-		"restart":    Restart{Containers: c},
-		"stop_start": StopStart{Containers: c},
-	}
 }

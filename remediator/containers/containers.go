@@ -9,11 +9,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 )
 
@@ -242,4 +245,101 @@ func (c *Client) Running(ctx context.Context, name string) (up bool, startedAt t
 		startedAt, _ = time.Parse(time.RFC3339Nano, info.State.StartedAt)
 	}
 	return up, startedAt, nil
+}
+
+// labelFilter selects opted-in containers by label in Docker's own filters.
+func (c *Client) labelFilter() filters.Args {
+	f := filters.NewArgs()
+	if c.anyValue {
+		f.Add("label", c.labelKey)
+	} else {
+		f.Add("label", c.labelKey+"="+c.labelValue)
+	}
+	return f
+}
+
+// OptedIn returns the names of every opted-in container, running or not,
+// sorted.
+func (c *Client) OptedIn(ctx context.Context) ([]string, error) {
+	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true, Filters: c.labelFilter()})
+	if err != nil {
+		return nil, fmt.Errorf("list opted-in containers: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, s := range list {
+		if len(s.Names) > 0 {
+			seen[strings.TrimPrefix(s.Names[0], "/")] = true
+		}
+	}
+	for name := range c.allow {
+		if _, err := c.api.ContainerInspect(ctx, name); err == nil {
+			seen[name] = true
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// RunningOptedIn returns the names of the opted-in containers that run now.
+func (c *Client) RunningOptedIn(ctx context.Context) ([]string, error) {
+	list, err := c.api.ContainerList(ctx, container.ListOptions{Filters: c.labelFilter()})
+	if err != nil {
+		return nil, fmt.Errorf("list running containers: %w", err)
+	}
+	var names []string
+	for _, s := range list {
+		if len(s.Names) > 0 {
+			names = append(names, strings.TrimPrefix(s.Names[0], "/"))
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// PruneReport is what a prune removed.
+type PruneReport struct {
+	Containers     []string
+	Images         int
+	BytesReclaimed uint64
+}
+
+// Prune removes stopped opted-in containers, dangling images and unused
+// build cache. Containers without the opt-in label are never removed, even
+// when listed by name: removal cannot be undone.
+func (c *Client) Prune(ctx context.Context) (PruneReport, error) {
+	var r PruneReport
+	cr, err := c.api.ContainersPrune(ctx, c.labelFilter())
+	if err != nil {
+		return r, fmt.Errorf("prune containers: %w", err)
+	}
+	r.Containers, r.BytesReclaimed = cr.ContainersDeleted, cr.SpaceReclaimed
+	ir, err := c.api.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "true")))
+	if err != nil {
+		return r, fmt.Errorf("prune images: %w", err)
+	}
+	r.Images, r.BytesReclaimed = len(ir.ImagesDeleted), r.BytesReclaimed+ir.SpaceReclaimed
+	if br, err := c.api.BuildCachePrune(ctx, build.CachePruneOptions{}); err == nil && br != nil {
+		r.BytesReclaimed += br.SpaceReclaimed
+	} else if err != nil && !errdefsNotImplemented(err) {
+		return r, fmt.Errorf("prune build cache: %w", err)
+	}
+	return r, nil
+}
+
+// errdefsNotImplemented is true for daemons without a build cache API.
+func errdefsNotImplemented(err error) bool {
+	return cerrdefs.IsNotImplemented(err) || strings.Contains(err.Error(), "not supported")
+}
+
+// NameOf returns the name of the container with the given ID.
+func (c *Client) NameOf(ctx context.Context, id string) (string, error) {
+	info, err := c.api.ContainerInspect(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("inspect container %s: %w", id, err)
+	}
+	return strings.TrimPrefix(info.Name, "/"), nil
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -66,6 +67,9 @@ type Decision struct {
 	Reason  string
 	// RetryAfter is set for Defer.
 	RetryAfter time.Duration
+	// Severity overrides the event's usual severity (a refusal that is an
+	// emergency, say).
+	Severity string
 }
 
 // LadderStep returns the step for the next attempt: attempt n runs step n,
@@ -108,7 +112,12 @@ func Decide(in Input, now time.Time) Decision {
 			st.ActionsInStormWindow, policy.Duration(in.Limits.StormWindow), in.Limits.StormMaxActions)}
 	}
 	if in.PermitErr != nil {
-		return Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}
+		d := Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}
+		var r *Refusal
+		if errors.As(in.PermitErr, &r) {
+			d.Severity = r.Severity
+		}
+		return d
 	}
 	switch rec := in.Recovery; {
 	case rec.Recovered:

@@ -21,13 +21,50 @@ import (
 
 // Executor runs one type of action.
 type Executor interface {
-	// Permit reports, changing nothing, whether target may be touched; the
-	// error says why not.
-	Permit(ctx context.Context, target string) error
-	// Execute runs the action on target and verifies its effect. The
-	// details it returns are stored with the action.
-	Execute(ctx context.Context, target string, a policy.Action, v policy.Verify) (map[string]any, error)
+	// Permit reports, changing nothing, whether the request's target may
+	// be touched; the error says why not (a *Refusal to choose the event's
+	// severity).
+	Permit(ctx context.Context, req Request) error
+	// Execute runs the action and verifies its effect.
+	Execute(ctx context.Context, req Request) (Result, error)
 }
+
+// Request is one action to run.
+type Request struct {
+	Target string
+	Action policy.Action
+	Verify policy.Verify
+	// Labels are the alert's, for actions that need more than the target.
+	Labels map[string]string
+	// Remediation and Reason say why, for actions that record it (reboot).
+	Remediation string
+	Reason      string
+	// ActionID is the intent's row in recovery_actions.
+	ActionID int64
+}
+
+// Result is what an action reports.
+type Result struct {
+	// Details are stored with the action.
+	Details map[string]any
+	// Revert, when set, is handed back to the executor's Revert when the
+	// alert resolves or selfheal stops (a lowered power limit, say).
+	Revert map[string]any
+}
+
+// Reverter is implemented by executors whose changes are temporary.
+type Reverter interface {
+	Revert(ctx context.Context, target string, data map[string]any) error
+}
+
+// Refusal is a Permit error that carries the severity of its event; a
+// plain error is a WARNING.
+type Refusal struct {
+	Severity string
+	Reason   string
+}
+
+func (r *Refusal) Error() string { return r.Reason }
 
 // RecoveryChecker is implemented by executors that can tell whether a
 // target came back by itself since its alert began (a container restarted
@@ -43,6 +80,11 @@ type Store interface {
 	ClaimJob(ctx context.Context) (*store.Claim, error)
 	ApplyRetention(ctx context.Context) (map[string]int64, error)
 	JobCounts(ctx context.Context) (map[string]int64, error)
+	DueReverts(ctx context.Context, all bool) ([]store.PendingRevert, error)
+	MarkReverted(ctx context.Context, p store.PendingRevert, revertErr error) error
+	CriticalEvents(ctx context.Context, window time.Duration) (int, error)
+	FiringSince(ctx context.Context, fingerprint string) (time.Time, bool, error)
+	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
 }
 
 var _ Store = (*store.Store)(nil)
@@ -90,14 +132,73 @@ func (e *Engine) Wake() {
 }
 
 // Run works until ctx ends, then waits for the actions in flight to finish
-// and record their outcome (each is bounded by its own timeout).
+// and record their outcome (each is bounded by its own timeout), and undoes
+// every temporary change still in place.
 func (e *Engine) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i := range e.cfg.Engine.Workers {
 		wg.Go(func() { e.worker(ctx, i) })
 	}
-	wg.Go(func() { e.retention(ctx) })
+	wg.Go(func() { e.every(ctx, e.cfg.Engine.RetentionInterval.D(), e.applyRetention) })
+	wg.Go(func() {
+		e.every(ctx, e.cfg.Engine.RevertInterval.D(), func(ctx context.Context) { e.revert(ctx, false) })
+	})
+	wg.Go(func() { e.every(ctx, e.cfg.Engine.CriticalEvents.Interval.D(), e.watchCriticalEvents) })
 	wg.Wait()
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	e.revert(final, true)
+}
+
+// every runs f at each interval until ctx ends.
+func (e *Engine) every(ctx context.Context, interval time.Duration, f func(context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f(ctx)
+		}
+	}
+}
+
+func (e *Engine) applyRetention(ctx context.Context) {
+	deleted, err := e.store.ApplyRetention(ctx)
+	if err != nil {
+		e.logger.Warn("retention failed", "err", err)
+		return
+	}
+	e.logger.Debug("retention applied", "deleted", deleted)
+}
+
+// revert undoes temporary changes whose alert resolved; with all, every
+// one still in place (selfheal is stopping).
+func (e *Engine) revert(ctx context.Context, all bool) {
+	due, err := e.store.DueReverts(ctx, all)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.logger.Warn("cannot read pending reverts", "err", err)
+		}
+		return
+	}
+	for _, p := range due {
+		var err error
+		if rv, ok := e.executors[p.ActionType].(Reverter); ok {
+			err = rv.Revert(ctx, p.Target, p.Data)
+		} else {
+			err = fmt.Errorf("action %s cannot be undone by this build", p.ActionType)
+		}
+		if err != nil {
+			e.logger.Error("could not undo a temporary change", "action", p.ActionType, "target", p.Target, "err", err)
+		} else {
+			e.logger.Info("temporary change undone", "action", p.ActionType, "target", p.Target, "why", p.Why)
+		}
+		if err := e.store.MarkReverted(ctx, p, err); err != nil {
+			e.logger.Error("could not record a revert", "err", err)
+		}
+	}
 }
 
 func (e *Engine) worker(ctx context.Context, id int) {
@@ -138,24 +239,6 @@ func (l *errorLog) due(err error, now time.Time) bool {
 		return true
 	}
 	return false
-}
-
-func (e *Engine) retention(ctx context.Context) {
-	t := time.NewTicker(e.cfg.Engine.RetentionInterval.D())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		deleted, err := e.store.ApplyRetention(ctx)
-		if err != nil {
-			e.logger.Warn("retention failed", "err", err)
-			continue
-		}
-		e.logger.Debug("retention applied", "deleted", deleted)
-	}
 }
 
 // ProcessOne claims one due job and handles it. It reports whether there
@@ -227,7 +310,7 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		step, _ := LadderStep(r, st.FailuresInWindow)
 		exec := e.executors[step.Type]
 		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
-		in.PermitErr = exec.Permit(pctx, target)
+		in.PermitErr = exec.Permit(pctx, Request{Target: target, Action: step, Verify: r.Verify, Labels: j.Labels, Remediation: r.Name})
 		if rc, ok := exec.(RecoveryChecker); ok && in.PermitErr == nil && r.Category == policy.CategoryA {
 			in.Recovery, err = rc.Recovered(pctx, target, j.StartsAt, r.Verify.StableFor.D())
 		}
@@ -264,6 +347,9 @@ func (e *Engine) finish(ctx context.Context, c *store.Claim, target string, d De
 	o := store.Outcome{State: "done", Result: string(d.Verdict), Target: target, Reason: d.Reason}
 	ev := store.Event{Severity: "WARNING", Type: "decision", Target: target, Message: d.Reason,
 		Details: map[string]any{"verdict": string(d.Verdict)}}
+	if d.Severity != "" {
+		ev.Severity = d.Severity
+	}
 	switch d.Verdict {
 	case DryRun:
 		ev.Severity = "INFO"
@@ -299,7 +385,10 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 	// stop, so its outcome is recorded rather than left interrupted.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout.D())
 	start := time.Now()
-	details, err := e.executors[d.Action.Type].Execute(actx, target, d.Action, r.Verify)
+	res, err := e.executors[d.Action.Type].Execute(actx, Request{
+		Target: target, Action: d.Action, Verify: r.Verify, Labels: c.Job.Labels,
+		Remediation: r.Name, Reason: d.Reason, ActionID: actionID,
+	})
 	elapsed := time.Since(start)
 	if err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("timed out after %s: %w", r.Timeout, err)
@@ -313,8 +402,12 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 		log.Info("action succeeded", "duration", elapsed)
 		e.m.actions.WithLabelValues(d.Action.Type, "succeeded").Inc()
 		e.m.jobs.WithLabelValues("succeeded").Inc()
+		var revert *store.Revert
+		if res.Revert != nil {
+			revert = &store.Revert{ActionType: d.Action.Type, Target: target, Data: res.Revert}
+		}
 		return c.Finish(rctx, store.Outcome{State: "done", Result: "succeeded", Target: target, Reason: d.Reason,
-			ActionID: actionID, ActionStatus: "succeeded", ActionDetail: details,
+			ActionID: actionID, ActionStatus: "succeeded", ActionDetail: res.Details, Revert: revert,
 			Events: []store.Event{{Severity: "INFO", Type: "action_succeeded", Target: target,
 				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
 				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
@@ -324,7 +417,7 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 	e.m.actions.WithLabelValues(d.Action.Type, "failed").Inc()
 	e.m.jobs.WithLabelValues("failed").Inc()
 	return c.Finish(rctx, store.Outcome{State: "done", Result: "failed", Target: target, Reason: d.Reason,
-		ActionID: actionID, ActionStatus: "failed", ActionError: err.Error(), ActionDetail: details,
+		ActionID: actionID, ActionStatus: "failed", ActionError: err.Error(), ActionDetail: res.Details,
 		Failure:  &store.Failure{Type: d.Action.Type, Status: "failed"},
 		FollowUp: &store.FollowUp{},
 		Events: []store.Event{{Severity: "ERROR", Type: "action_failed", Target: target,

@@ -31,6 +31,10 @@ const (
 
 // Config is the whole configuration file.
 type Config struct {
+	// RebootEnabled comes from SELFHEAL_REBOOT_ENABLED, never from the file:
+	// reboots need both the switch and a reboot remediation.
+	RebootEnabled bool `yaml:"-"`
+
 	DatabaseURL  string         `yaml:"database_url"`
 	Webhook      Webhook        `yaml:"webhook"`
 	DryRun       bool           `yaml:"dry_run"`
@@ -92,6 +96,23 @@ type Engine struct {
 	PollInterval Duration `yaml:"poll_interval"`
 	// RetentionInterval is how often old rows are deleted.
 	RetentionInterval Duration `yaml:"retention_interval"`
+	// RevertInterval is how often temporary changes whose alert resolved
+	// are undone.
+	RevertInterval Duration `yaml:"revert_interval"`
+	// RebootValidationDelay lets services come up after a reboot before
+	// selfheal checks they all run again.
+	RebootValidationDelay Duration `yaml:"reboot_validation_delay"`
+	// CriticalEvents raises the CriticalEventsThreshold alert inside
+	// selfheal when that many CRITICAL or EMERGENCY events fall in the
+	// window (category D's "3 critical events in 30 minutes").
+	CriticalEvents CriticalEvents `yaml:"critical_events"`
+}
+
+// CriticalEvents configures the critical-event counter.
+type CriticalEvents struct {
+	Threshold int      `yaml:"threshold"`
+	Window    Duration `yaml:"window"`
+	Interval  Duration `yaml:"interval"`
 }
 
 // StormBrake limits actions per window.
@@ -147,37 +168,6 @@ type Verify struct {
 	Timeout Duration `yaml:"timeout"`
 	// StableFor is how long the target must then stay up.
 	StableFor Duration `yaml:"stable_for"`
-}
-
-// Action is one remediation step.
-type Action struct {
-	Type string `yaml:"type"`
-	// Wait is stop_start's pause between stop and start.
-	Wait Duration `yaml:"wait"`
-}
-
-// ActionTypes lists the action types this build can run.
-var ActionTypes = []string{"restart", "stop_start"}
-
-// UnmarshalYAML accepts a bare type name ("restart") or a mapping. Unknown
-// keys are errors here too: yaml.v3 does not check them below a custom
-// unmarshaler.
-func (a *Action) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind == yaml.ScalarNode {
-		*a = Action{Type: n.Value}
-	} else {
-		type plain Action
-		if err := knownKeys(n, plain{}, "action"); err != nil {
-			return err
-		}
-		if err := n.Decode((*plain)(a)); err != nil {
-			return err
-		}
-	}
-	if a.Type == "stop_start" && !hasKey(n, "wait") {
-		a.Wait = Duration(DefaultStopStartWait)
-	}
-	return nil
 }
 
 // UnmarshalYAML fills in the defaults before decoding, so a value written
@@ -259,6 +249,11 @@ const (
 	DefaultReopenAfter       = 5 * time.Minute
 	DefaultPollInterval      = time.Second
 	DefaultRetentionInterval = 10 * time.Minute
+	DefaultRevertInterval    = 2 * time.Second
+	DefaultRebootValidation  = 2 * time.Minute
+	DefaultCriticalThreshold = 3
+	DefaultCriticalWindow    = 30 * time.Minute
+	DefaultCriticalInterval  = 10 * time.Second
 	DefaultDockerHost        = "unix:///var/run/docker.sock"
 	DefaultRequireLabel      = "selfheal.enable=true"
 	DefaultStopTimeout       = 10 * time.Second
@@ -268,15 +263,15 @@ const (
 	DefaultTimeout           = 2 * time.Minute
 	DefaultVerifyTimeout     = 30 * time.Second
 	DefaultVerifyStableFor   = 3 * time.Second
-	DefaultStopStartWait     = 2 * time.Second
 	DefaultProbeTimeout      = 2 * time.Second
 	MaxFailureWindow         = time.Hour // service_failures keeps one hour
 )
 
 // Environment variables that override the file.
 const (
-	EnvDatabaseURL  = "SELFHEAL_DATABASE_URL"
-	EnvWebhookToken = "SELFHEAL_WEBHOOK_TOKEN"
+	EnvDatabaseURL   = "SELFHEAL_DATABASE_URL"
+	EnvWebhookToken  = "SELFHEAL_WEBHOOK_TOKEN"
+	EnvRebootEnabled = "SELFHEAL_REBOOT_ENABLED"
 )
 
 // ApplyEnvironment lets the environment override the file: the database URL
@@ -288,6 +283,7 @@ func (c *Config) ApplyEnvironment(getenv func(string) string) {
 	if v := getenv(EnvWebhookToken); v != "" {
 		c.Webhook.Token = v
 	}
+	c.RebootEnabled = getenv(EnvRebootEnabled) == "true"
 }
 
 // Load reads and validates the file at path.
@@ -377,7 +373,7 @@ var (
 
 var sectionNames = map[string]string{
 	"Config": "the top level", "Webhook": "webhook", "BasicAuth": "webhook.basic_auth",
-	"Engine": "engine", "StormBrake": "engine.storm_brake", "Targets": "targets",
+	"Engine": "engine", "StormBrake": "engine.storm_brake", "CriticalEvents": "engine.critical_events", "Targets": "targets",
 	"Docker": "targets.docker", "remediation": "remediation", "verify": "verify",
 	"Exporter": "exporter", "Probe": "exporter.probes",
 	"action": "action",
@@ -469,6 +465,13 @@ func (c *Config) setDefaults() {
 	setDuration(&e.ReopenAfter, DefaultReopenAfter)
 	setDuration(&e.PollInterval, DefaultPollInterval)
 	setDuration(&e.RetentionInterval, DefaultRetentionInterval)
+	setDuration(&e.RevertInterval, DefaultRevertInterval)
+	setDuration(&e.RebootValidationDelay, DefaultRebootValidation)
+	if e.CriticalEvents.Threshold == 0 {
+		e.CriticalEvents.Threshold = DefaultCriticalThreshold
+	}
+	setDuration(&e.CriticalEvents.Window, DefaultCriticalWindow)
+	setDuration(&e.CriticalEvents.Interval, DefaultCriticalInterval)
 	d := &c.Targets.Docker
 	if d.Host == "" {
 		d.Host = DefaultDockerHost
@@ -633,11 +636,8 @@ func (r *Remediation) validate(where string, p *problems) {
 		if r.Action != nil {
 			field = "action"
 		}
-		if !isActionType(s.Type) {
-			p.add(where, "%s: unknown action type %q (known: %s)", field, s.Type, strings.Join(ActionTypes, ", "))
-		}
-		if s.Wait != 0 && s.Type != "stop_start" {
-			p.add(where, "%s: wait applies to stop_start only", field)
+		for _, msg := range s.problems() {
+			p.add(where, "%s: %s", field, msg)
 		}
 	}
 	if time.Duration(r.FailureWindow) > MaxFailureWindow {
@@ -654,15 +654,6 @@ func (r *Remediation) validate(where string, p *problems) {
 			p.add(where, "%s: must be positive", d.name)
 		}
 	}
-}
-
-func isActionType(t string) bool {
-	for _, k := range ActionTypes {
-		if t == k {
-			return true
-		}
-	}
-	return false
 }
 
 // Names returns the remediation names in file order.

@@ -120,16 +120,15 @@ func TestParseErrors(t *testing.T) {
     match: []
     category: B
     target: x
-    action: {type: restart, wait: 1s}
+    action: {type: restart}
 `,
 			`remediation "a": match: "alertname=~\"(": matcher value contains unescaped double quote: "(
 remediation "a": category: "E" is not one of A, B, C, D
 remediation "a": target: template: a:1:10: executing "a" at <.Labelz.x>: can't evaluate field Labelz in type policy.TemplateData
-remediation "a": steps[0]: unknown action type "reboot_now" (known: restart, stop_start)
+remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, stop_start, vacuum)
 remediation "a": failure_window: 2h is longer than the 1h failures are kept
 remediation "a": name: used by another remediation
 remediation "a": match: needs at least one matcher
-remediation "a": action: wait applies to stop_start only
 remediation "a": escalate_to: no remediation is named "nowhere"`,
 		},
 		"missing fields": {
@@ -143,6 +142,25 @@ remediation #1: steps: needs at least one step (or set action)`,
 			"webhook:\n  bearer_token_file: /t\n  basic_auth: {username: u}\n",
 			`webhook: basic_auth.password_file: must be set
 webhook: bearer_token_file and basic_auth: set one, not both`,
+		},
+		"parameter of another action type": {
+			"remediations:\n  - name: a\n    action: {type: restart, wait: 1s}\n",
+			`line 3: remediation "a": wait does not apply to action type restart`,
+		},
+		"action parameters": {
+			`remediations:
+  - {name: h, match: ['a="b"'], category: B, target: t, action: {type: http, url: "ftp://x"}}
+  - {name: g, match: ['a="b"'], category: B, target: t, action: {type: gpu_throttle, power_limit_ratio: 1.5}}
+  - {name: l, match: ['a="b"'], category: C, target: t, action: {type: log_cleanup, roots: [/, var/log], patterns: ["a/*.log"], older_than: 1m}}
+  - {name: r, match: ['a="b"'], category: D, target: t, action: {type: reboot, command: ["{{ .Oops"]}}
+`,
+			`remediation "h": action: url: "ftp://x" is not an http or https URL
+remediation "g": action: power_limit_ratio: 1.5 is not in (0, 1]
+remediation "l": action: roots: "/" must be an absolute directory other than /
+remediation "l": action: roots: "var/log" must be an absolute directory other than /
+remediation "l": action: patterns: "a/*.log" is not a file name glob
+remediation "l": action: older_than: 1m is less than an hour
+remediation "r": action: command: template: :1: unclosed action`,
 		},
 		"self escalation": {
 			"remediations:\n  - {name: a, match: ['a=\"b\"'], category: A, target: t, steps: [restart], escalate_to: a}\n",

@@ -14,10 +14,13 @@ import (
 
 	"github.com/prometheus/exporter-toolkit/web"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
 	"github.com/selfheal/selfheal/exporter"
 	"github.com/selfheal/selfheal/remediator/actions"
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/gpuctl"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 	"github.com/selfheal/selfheal/remediator/webhook"
@@ -35,6 +38,10 @@ type Options struct {
 	ExporterFlags *exporter.Flags
 	// MigrateRetry is how often a failed start-up migration is retried.
 	MigrateRetry time.Duration
+	// ProcPath is the host's /proc (default /proc).
+	ProcPath string
+	// BootID overrides the kernel's boot ID (tests of reboot validation).
+	BootID func() (string, error)
 }
 
 // Run serves until ctx ends. The database may be down at start: selfheal
@@ -84,7 +91,14 @@ func Run(ctx context.Context, o Options) error {
 		}
 		reg.MustRegister(exp)
 	}
-	eng, err := engine.New(st, cfg, actions.Registry(docker), log.With("component", "engine"), reg)
+	procPath := o.ProcPath
+	if procPath == "" {
+		procPath = "/proc"
+	}
+	eng, err := engine.New(st, cfg, actions.Registry(actions.Deps{
+		Docker: docker, GPUs: gpuctl.New(nvml.New()), Store: st, DatabaseURL: cfg.DatabaseURL,
+		RebootEnabled: cfg.RebootEnabled, ProcPath: procPath, BootID: o.BootID,
+	}), log.With("component", "engine"), reg)
 	if err != nil {
 		return err
 	}
@@ -114,6 +128,21 @@ func Run(ctx context.Context, o Options) error {
 	wg.Go(func() {
 		if err := migrateUntilDone(runCtx, st, o.MigrateRetry, log); err != nil {
 			return
+		}
+		// A reboot selfheal asked for completes before the engine could call
+		// it interrupted; the services are checked once they had time to start.
+		validator := actions.RebootValidator{Store: st, Services: docker, BootID: o.BootID, Delay: cfg.Engine.RebootValidationDelay.D()}
+		rebooted, err := validator.Settle(runCtx)
+		if err != nil {
+			log.Error("cannot check for a finished reboot", "err", err)
+		}
+		if len(rebooted) > 0 {
+			log.Info("selfheal rebooted this host; validating services soon", "delay", cfg.Engine.RebootValidationDelay)
+			wg.Go(func() {
+				if err := validator.Validate(runCtx, rebooted); err != nil && runCtx.Err() == nil {
+					log.Error("reboot validation failed", "err", err)
+				}
+			})
 		}
 		log.Info("engine started", "workers", cfg.Engine.Workers, "dry_run", cfg.DryRun,
 			"remediations", len(cfg.Remediations))

@@ -280,7 +280,7 @@ func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
 	})
 	waitIdle(t, conn)
 
-	rows, err := conn.Query(context.Background(), `SELECT action_type, status, attempt FROM recovery_actions ORDER BY id`)
+	rows, err := conn.Query(context.Background(), `SELECT action_type, status, attempt FROM recovery_actions WHERE remediation = 'service-down' ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
 	if strings.Join(got, " ") != want {
 		t.Fatalf("actions %v, want %s", got, want)
 	}
-	if n := count(t, conn, `SELECT count(*) FROM service_failures WHERE service_name = $1`, name); n != 3 {
+	if n := count(t, conn, `SELECT count(*) FROM service_failures WHERE service_name = $1 AND remediation = 'service-down'`, name); n != 3 {
 		t.Errorf("%d failures recorded, want 3", n)
 	}
 	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE severity = 'CRITICAL' AND event_type = 'escalation'
@@ -305,16 +305,22 @@ func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
 		t.Errorf("%d CRITICAL escalation events, want 1", n)
 	}
 
+	// The escalation hands the same occurrence to critical-recovery, which
+	// acts with its own count of failures.
+	waitFor(t, 60*time.Second, "critical-recovery acted", func() bool {
+		return count(t, conn, `SELECT count(*) FROM recovery_actions WHERE remediation = 'critical-recovery'`) >= 1
+	})
+
 	// The container dies again: a new occurrence of the alert. Nothing more
-	// runs on an escalated service.
+	// of the service-down ladder runs on an escalated service.
 	if code := in.post(t, withStartsAt(payload(t, "service-down-firing.json", name), time.Now())); code != 200 {
 		t.Fatalf("webhook answered %d", code)
 	}
 	waitFor(t, 10*time.Second, "second occurrence decided", func() bool {
-		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'escalated to critical-recovery%'`) == 1
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE remediation = 'service-down' AND outcome = 'skipped' AND reason LIKE 'escalated to critical-recovery%'`) == 1
 	})
-	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 3 {
-		t.Fatalf("%d actions after escalation, want still 3", n)
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions WHERE remediation = 'service-down'`); n != 3 {
+		t.Fatalf("%d service-down actions after escalation, want still 3", n)
 	}
 }
 

@@ -118,7 +118,10 @@ func (c *Claim) LockTarget(ctx context.Context, target string) (bool, error) {
 	return ok, nil
 }
 
-// State is what the database knows that a decision depends on.
+// State is what the database knows that a decision depends on. Failures,
+// escalations and cooldowns are counted per target and remediation: the
+// remediation a ladder escalates to starts its own count on the same
+// target.
 type State struct {
 	Now                  time.Time
 	Paused               bool
@@ -142,7 +145,9 @@ type StateQuery struct {
 const stateSQL = `
 SELECT clock_timestamp(),
        s.paused, s.reason,
-       get_service_failure_count($1, $3::numeric / 60),
+       (SELECT count(*) FROM service_failures
+         WHERE service_name = $1 AND remediation = $2
+           AND failure_time >= clock_timestamp() - $3 * interval '1 second'),
        esc.created_at, COALESCE(esc.escalate_to, ''),
        (SELECT max(started_at) FROM recovery_actions WHERE service_name = $1 AND remediation = $2),
        (SELECT count(*) FROM recovery_actions
@@ -151,7 +156,7 @@ SELECT clock_timestamp(),
 FROM engine_settings s
 LEFT JOIN LATERAL (
     SELECT created_at, escalate_to FROM escalations
-    WHERE service_name = $1 AND cleared_at IS NULL
+    WHERE service_name = $1 AND remediation = $2 AND cleared_at IS NULL
       AND created_at >= clock_timestamp() - $3 * interval '1 second'
     ORDER BY created_at DESC LIMIT 1
 ) esc ON true`
@@ -264,6 +269,9 @@ type Outcome struct {
 	// FollowUp, when set, queues the next step of the same occurrence.
 	FollowUp *FollowUp
 
+	// Revert, when set, records a change to undo when the alert resolves.
+	Revert *Revert
+
 	Events []Event
 }
 
@@ -277,6 +285,13 @@ type Failure struct {
 type Escalation struct {
 	To     string
 	Reason string
+}
+
+// Revert is a temporary change an action made.
+type Revert struct {
+	ActionType string
+	Target     string
+	Data       map[string]any
 }
 
 // FollowUp queues the next step after a delay.
@@ -311,6 +326,15 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 	if e := o.Escalation; e != nil {
 		b.Queue(`INSERT INTO escalations (service_name, remediation, escalate_to, reason, job_id, created_at)
 			VALUES ($1, $2, NULLIF($3, ''), $4, $5, clock_timestamp())`, o.Target, j.Remediation, e.To, e.Reason, j.ID)
+		if e.To != "" {
+			// The bigger remediation takes over the same alert occurrence.
+			b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step)
+				VALUES ($1, $2, 1) ON CONFLICT DO NOTHING`, j.OccurrenceID, e.To)
+		}
+	}
+	if r := o.Revert; r != nil {
+		b.Queue(`INSERT INTO pending_reverts (action_id, occurrence_id, action_type, target, data)
+			VALUES (NULLIF($1, 0), $2, $3, $4, $5)`, o.ActionID, j.OccurrenceID, r.ActionType, r.Target, jsonObject(r.Data))
 	}
 	if f := o.FollowUp; f != nil {
 		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before)

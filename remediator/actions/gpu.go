@@ -1,0 +1,244 @@
+package actions
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+	"text/template"
+
+	"github.com/selfheal/selfheal/remediator/containers"
+	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/gpuctl"
+)
+
+// GPUs is what the GPU actions need from NVML; *gpuctl.GPUs has it.
+type GPUs interface {
+	Device(target string) (gpuctl.Device, int, error)
+	Processes(target string) ([]uint32, error)
+	Limits(target string) (gpuctl.PowerLimits, error)
+	SetLimit(target string, mw uint32) error
+}
+
+var _ GPUs = (*gpuctl.GPUs)(nil)
+
+// Holders is what the GPU session reset needs from Docker.
+type Holders interface {
+	Containers
+	NameOf(ctx context.Context, id string) (string, error)
+}
+
+// GPUSessionReset restarts the containers holding a GPU (target: its index
+// or UUID). It refuses, touching nothing, when any holder is not an
+// opted-in container — a process on the host, or a container without the
+// label — since restarting only some holders would not free the GPU.
+type GPUSessionReset struct {
+	GPUs       GPUs
+	Containers Holders
+	// ProcPath is the host's /proc, to map PIDs to containers.
+	ProcPath string
+}
+
+// GPUThrottle lowers a GPU's power limit to a ratio of its default
+// (within NVML's constraints); the engine restores the previous limit when
+// the alert resolves or selfheal stops.
+type GPUThrottle struct{ GPUs GPUs }
+
+// GPUReset resets a GPU with a command (nvidia-smi --gpu-reset -i N), only
+// when no process holds it.
+type GPUReset struct {
+	GPUs GPUs
+	// Run runs a command; nil runs it with os/exec.
+	Run func(ctx context.Context, args []string) ([]byte, error)
+}
+
+var (
+	_ engine.Executor = GPUSessionReset{}
+	_ engine.Executor = GPUThrottle{}
+	_ engine.Reverter = GPUThrottle{}
+	_ engine.Executor = GPUReset{}
+)
+
+// holders maps the GPU's processes to opted-in containers.
+func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, error) {
+	pids, err := a.GPUs.Processes(target)
+	if err != nil {
+		return nil, err
+	}
+	procPath := a.ProcPath
+	if procPath == "" {
+		procPath = "/proc"
+	}
+	seen := map[string]bool{}
+	var refused []string
+	for _, pid := range pids {
+		id, inContainer, err := containers.ContainerIDOfPID(procPath, pid)
+		switch {
+		case err != nil:
+			refused = append(refused, fmt.Sprintf("process %d: %v", pid, err))
+			continue
+		case !inContainer:
+			refused = append(refused, fmt.Sprintf("process %d runs on the host, not in a container", pid))
+			continue
+		}
+		name, err := a.Containers.NameOf(ctx, id)
+		if err == nil {
+			err = a.Containers.Permit(ctx, name)
+		}
+		if err != nil {
+			refused = append(refused, fmt.Sprintf("process %d: %v", pid, err))
+			continue
+		}
+		seen[name] = true
+	}
+	if len(refused) > 0 {
+		return nil, &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf(
+			"GPU %s session reset refused, nothing touched: %s", target, strings.Join(refused, "; "))}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Permit implements engine.Executor.
+func (a GPUSessionReset) Permit(ctx context.Context, req engine.Request) error {
+	_, err := a.holders(ctx, req.Target)
+	return err
+}
+
+// Execute implements engine.Executor.
+func (a GPUSessionReset) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
+	names, err := a.holders(ctx, req.Target) // again: holders change
+	if err != nil {
+		return engine.Result{}, err
+	}
+	res := engine.Result{Details: map[string]any{"gpu": req.Target, "containers": names}}
+	for _, n := range names {
+		since, err := a.Containers.Restart(ctx, n)
+		if err == nil {
+			err = a.Containers.Verify(ctx, n, since, verification(req.Verify))
+		}
+		if err != nil {
+			return res, fmt.Errorf("GPU %s session reset: %w", req.Target, err)
+		}
+	}
+	return res, nil
+}
+
+// Permit implements engine.Executor.
+func (a GPUThrottle) Permit(_ context.Context, req engine.Request) error {
+	if _, _, err := a.GPUs.Device(req.Target); err != nil {
+		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf("GPU throttle: %v", err)}
+	}
+	return nil
+}
+
+// Execute implements engine.Executor.
+func (a GPUThrottle) Execute(_ context.Context, req engine.Request) (engine.Result, error) {
+	l, err := a.GPUs.Limits(req.Target)
+	if err != nil {
+		return engine.Result{}, err
+	}
+	want := l.Clamp(req.Action.PowerLimitRatio)
+	res := engine.Result{Details: map[string]any{
+		"gpu": req.Target, "previous_mw": l.Current, "limit_mw": want, "default_mw": l.Default,
+		"min_mw": l.Min, "max_mw": l.Max,
+	}}
+	if want >= l.Current {
+		res.Details["note"] = "the limit is already at or below the target"
+		return res, nil
+	}
+	if err := a.GPUs.SetLimit(req.Target, want); err != nil {
+		return res, err
+	}
+	res.Revert = map[string]any{"previous_mw": l.Current, "applied_mw": want}
+	return res, nil
+}
+
+// Revert implements engine.Reverter: it restores the previous limit, unless
+// someone changed the limit since (then theirs stays).
+func (a GPUThrottle) Revert(_ context.Context, target string, data map[string]any) error {
+	prev, ok1 := data["previous_mw"].(float64)
+	applied, ok2 := data["applied_mw"].(float64)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("GPU %s: revert data %v lacks the limits", target, data)
+	}
+	l, err := a.GPUs.Limits(target)
+	if err != nil {
+		return err
+	}
+	if l.Current != uint32(applied) {
+		return nil // changed by someone else since: leave it
+	}
+	return a.GPUs.SetLimit(target, uint32(prev))
+}
+
+func (a GPUReset) run(ctx context.Context, args []string) ([]byte, error) {
+	if a.Run != nil {
+		return a.Run(ctx, args)
+	}
+	return exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+}
+
+// Permit implements engine.Executor.
+func (a GPUReset) Permit(_ context.Context, req engine.Request) error {
+	pids, err := a.GPUs.Processes(req.Target)
+	if err != nil {
+		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf("GPU reset: %v", err)}
+	}
+	if len(pids) > 0 {
+		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf(
+			"GPU %s reset refused: %d process(es) hold it (pids %v)", req.Target, len(pids), pids)}
+	}
+	return nil
+}
+
+// Execute implements engine.Executor.
+func (a GPUReset) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
+	if err := a.Permit(ctx, req); err != nil { // a process may have started since
+		return engine.Result{}, err
+	}
+	_, index, err := a.GPUs.Device(req.Target)
+	if err != nil {
+		return engine.Result{}, err
+	}
+	args, err := renderCommand(req.Action.Command, map[string]any{"GPU": index, "Target": req.Target})
+	if err != nil {
+		return engine.Result{}, err
+	}
+	out, err := a.run(ctx, args)
+	res := engine.Result{Details: map[string]any{"command": args, "output": string(truncate(out, 2048))}}
+	if err != nil {
+		return res, fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(truncate(out, 512)))
+	}
+	return res, nil
+}
+
+// renderCommand executes each argument as a template over data.
+func renderCommand(command []string, data map[string]any) ([]string, error) {
+	args := make([]string, len(command))
+	for i, c := range command {
+		t, err := template.New("arg").Option("missingkey=error").Parse(c)
+		if err != nil {
+			return nil, err
+		}
+		var b strings.Builder
+		if err := t.Execute(&b, data); err != nil {
+			return nil, fmt.Errorf("command argument %q: %w", c, err)
+		}
+		args[i] = b.String()
+	}
+	return args, nil
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}

@@ -1,0 +1,81 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// CriticalEventsAlert is the alert selfheal raises itself when too many
+// CRITICAL or EMERGENCY events fall in the window; a remediation matching
+// alertname="CriticalEventsThreshold" (category D, the reboot) acts on it.
+// Prometheus cannot see these events, so the count lives in the engine.
+const CriticalEventsAlert = "CriticalEventsThreshold"
+
+func (e *Engine) criticalEventsLabels() map[string]string {
+	host, _ := os.Hostname()
+	return map[string]string{
+		"alertname": CriticalEventsAlert, "category": policy.CategoryD, "severity": "critical", "instance": host,
+	}
+}
+
+// watchCriticalEvents keeps the CriticalEventsThreshold alert firing while
+// the count is at or above the threshold, and resolves it when it drops.
+// It goes through the same ingestion as webhook deliveries, so the same
+// idempotency holds across replicas and restarts.
+func (e *Engine) watchCriticalEvents(ctx context.Context) {
+	ce := e.cfg.Engine.CriticalEvents
+	n, err := e.store.CriticalEvents(ctx, ce.Window.D())
+	if err != nil {
+		e.logger.Debug("cannot count critical events", "err", err)
+		return
+	}
+	labels := e.criticalEventsLabels()
+	fp := labelSet(labels).Fingerprint().String()
+	since, firing, err := e.store.FiringSince(ctx, fp)
+	if err != nil {
+		e.logger.Debug("cannot read the critical-events alert", "err", err)
+		return
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	a := store.Alert{Fingerprint: fp, Alertname: CriticalEventsAlert, Labels: labels,
+		Annotations: map[string]string{"summary": fmt.Sprintf("%d critical events in the last %s (threshold %d)", n, ce.Window, ce.Threshold)}}
+	switch {
+	case n >= ce.Threshold:
+		a.Status, a.StartsAt = "firing", now
+		if firing {
+			a.StartsAt = since
+		} else {
+			e.logger.Warn("critical events over the threshold", "count", n, "window", ce.Window, "threshold", ce.Threshold)
+		}
+		if r := e.cfg.Match(labels); r != nil {
+			a.Remediation = r.Name
+		}
+	case firing:
+		a.Status, a.StartsAt, a.EndsAt = "resolved", since, now
+	default:
+		return
+	}
+	res, err := e.store.IngestAlerts(ctx, []store.Alert{a}, e.cfg.Engine.ReopenAfter.D())
+	if err != nil {
+		e.logger.Warn("cannot record the critical-events alert", "err", err)
+		return
+	}
+	if res.JobsQueued > 0 {
+		e.Wake()
+	}
+}
+
+func labelSet(m map[string]string) model.LabelSet {
+	ls := model.LabelSet{}
+	for k, v := range m {
+		ls[model.LabelName(k)] = model.LabelValue(v)
+	}
+	return ls
+}

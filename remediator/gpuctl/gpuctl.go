@@ -1,0 +1,131 @@
+// Package gpuctl is selfheal's only way to change NVIDIA GPUs: reading
+// which processes hold a GPU, and lowering or restoring its power limit.
+// It talks to NVML through a small interface, so tests use go-nvml's mock.
+package gpuctl
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// Library is the part of NVML gpuctl uses; nvml.New() has it.
+type Library interface {
+	Init() nvml.Return
+	DeviceGetHandleByIndex(int) (nvml.Device, nvml.Return)
+	DeviceGetHandleByUUID(string) (nvml.Device, nvml.Return)
+}
+
+// Device is the part of a device handle gpuctl uses.
+type Device interface {
+	GetIndex() (int, nvml.Return)
+	GetComputeRunningProcesses() ([]nvml.ProcessInfo, nvml.Return)
+	GetPowerManagementLimit() (uint32, nvml.Return)
+	GetPowerManagementDefaultLimit() (uint32, nvml.Return)
+	GetPowerManagementLimitConstraints() (uint32, uint32, nvml.Return)
+	SetPowerManagementLimit(uint32) nvml.Return
+}
+
+var _ Device = nvml.Device(nil)
+
+// GPUs controls the GPUs of this host. NVML is initialised on first use.
+type GPUs struct {
+	lib  Library
+	once sync.Once
+	err  error
+}
+
+// New returns GPUs over lib; nvml.New() for the real driver.
+func New(lib Library) *GPUs { return &GPUs{lib: lib} }
+
+// Device finds a GPU by index ("0") or UUID ("GPU-…").
+func (g *GPUs) Device(target string) (Device, int, error) {
+	g.once.Do(func() {
+		if r := g.lib.Init(); r != nvml.SUCCESS && r != nvml.ERROR_ALREADY_INITIALIZED {
+			g.err = fmt.Errorf("initialise NVML: %w", r)
+		}
+	})
+	if g.err != nil {
+		return nil, 0, g.err
+	}
+	var (
+		d nvml.Device
+		r nvml.Return
+	)
+	if i, err := strconv.Atoi(target); err == nil {
+		d, r = g.lib.DeviceGetHandleByIndex(i)
+	} else {
+		d, r = g.lib.DeviceGetHandleByUUID(target)
+	}
+	if r != nvml.SUCCESS {
+		return nil, 0, fmt.Errorf("GPU %q: %w", target, r)
+	}
+	idx, r := d.GetIndex()
+	if r != nvml.SUCCESS {
+		return nil, 0, fmt.Errorf("GPU %q index: %w", target, r)
+	}
+	return d, idx, nil
+}
+
+// Processes returns the PIDs holding a compute context on the GPU.
+func (g *GPUs) Processes(target string) ([]uint32, error) {
+	d, _, err := g.Device(target)
+	if err != nil {
+		return nil, err
+	}
+	procs, r := d.GetComputeRunningProcesses()
+	if r != nvml.SUCCESS {
+		return nil, fmt.Errorf("GPU %s processes: %w", target, r)
+	}
+	pids := make([]uint32, len(procs))
+	for i, p := range procs {
+		pids[i] = p.Pid
+	}
+	return pids, nil
+}
+
+// PowerLimits are a GPU's power limits, in milliwatts.
+type PowerLimits struct {
+	Current, Default, Min, Max uint32
+}
+
+// Limits reads the GPU's power limits.
+func (g *GPUs) Limits(target string) (PowerLimits, error) {
+	d, _, err := g.Device(target)
+	if err != nil {
+		return PowerLimits{}, err
+	}
+	var l PowerLimits
+	var r nvml.Return
+	if l.Current, r = d.GetPowerManagementLimit(); r != nvml.SUCCESS {
+		return l, fmt.Errorf("GPU %s power limit: %w", target, r)
+	}
+	if l.Default, r = d.GetPowerManagementDefaultLimit(); r != nvml.SUCCESS {
+		return l, fmt.Errorf("GPU %s default power limit: %w", target, r)
+	}
+	if l.Min, l.Max, r = d.GetPowerManagementLimitConstraints(); r != nvml.SUCCESS {
+		return l, fmt.Errorf("GPU %s power limit constraints: %w", target, r)
+	}
+	return l, nil
+}
+
+// SetLimit sets the GPU's power limit (milliwatts), which must be within
+// its constraints.
+func (g *GPUs) SetLimit(target string, mw uint32) error {
+	d, _, err := g.Device(target)
+	if err != nil {
+		return err
+	}
+	if r := d.SetPowerManagementLimit(mw); r != nvml.SUCCESS {
+		return fmt.Errorf("GPU %s: set power limit to %d mW: %w", target, mw, r)
+	}
+	return nil
+}
+
+// Clamp returns ratio × the default limit, within the constraints.
+func (l PowerLimits) Clamp(ratio float64) uint32 {
+	mw := uint32(float64(l.Default) * ratio)
+	return max(l.Min, min(l.Max, mw))
+}
