@@ -24,6 +24,7 @@ import (
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 )
 
@@ -31,24 +32,24 @@ import (
 const TestLabel = "selfheal.test"
 
 var (
-	once     sync.Once
-	api      *client.Client
-	image    string
-	setupErr error
+	once      sync.Once
+	api       *client.Client
+	testImage string
+	setupErr  error
 )
 
 // Client returns a Docker client and the test image's tag, building the
 // image on first use.
 func Client(t testing.TB) (*client.Client, string) {
 	t.Helper()
-	once.Do(func() { api, image, setupErr = setup() })
+	once.Do(func() { api, testImage, setupErr = setup() })
 	if setupErr != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("Docker is required (CI=true): %v", setupErr)
 		}
 		t.Skipf("no Docker: %v", setupErr)
 	}
-	return api, image
+	return api, testImage
 }
 
 func setup() (*client.Client, string, error) {
@@ -209,4 +210,42 @@ func UniqueName(prefix string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// BuildImage builds a tiny FROM scratch image holding content, tags it,
+// and returns its ID. Building the same tag again with other content
+// leaves the first image dangling. Both are removed when t ends.
+func BuildImage(t testing.TB, tag, content string) string {
+	t.Helper()
+	c, _ := Client(t)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range []struct{ name, body string }{
+		{"Dockerfile", "FROM scratch\nCOPY f /f\nLABEL " + TestLabel + "=true\n"},
+		{"f", content},
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.body))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(f.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.ImageBuild(context.Background(), &buf, build.ImageBuildOptions{Tags: []string{tag}, Remove: true})
+	if err != nil {
+		t.Fatalf("build %s: %v", tag, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	info, err := c.ImageInspect(context.Background(), tag)
+	if err != nil {
+		t.Fatalf("build %s: %v", tag, err)
+	}
+	t.Cleanup(func() {
+		_, _ = c.ImageRemove(context.Background(), info.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+	})
+	return info.ID
 }

@@ -5,6 +5,7 @@ package gpuctl
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 
@@ -126,6 +127,6 @@ func (g *GPUs) SetLimit(target string, mw uint32) error {
 
 // Clamp returns ratio × the default limit, within the constraints.
 func (l PowerLimits) Clamp(ratio float64) uint32 {
-	mw := uint32(float64(l.Default) * ratio)
+	mw := uint32(math.Round(float64(l.Default) * ratio))
 	return max(l.Min, min(l.Max, mw))
 }

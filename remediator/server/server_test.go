@@ -73,6 +73,12 @@ func config(t testing.TB, dsn, extra string) *policy.Config {
 // healthy (not necessarily ready: the database may be down on purpose).
 func start(t testing.TB, cfg *policy.Config) *instance {
 	t.Helper()
+	return startWith(t, cfg, nil)
+}
+
+// startWith is start with a hook to change the server's options.
+func startWith(t testing.TB, cfg *policy.Config, opts func(*server.Options)) *instance {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -80,9 +86,11 @@ func start(t testing.TB, cfg *policy.Config) *instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() {
-		done <- server.Run(ctx, server.Options{Config: cfg, Listener: l, Logger: logger, MigrateRetry: 200 * time.Millisecond})
-	}()
+	o := server.Options{Config: cfg, Listener: l, Logger: logger, MigrateRetry: 200 * time.Millisecond}
+	if opts != nil {
+		opts(&o)
+	}
+	go func() { done <- server.Run(ctx, o) }()
 	in := &instance{url: "http://" + l.Addr().String()}
 	var once sync.Once
 	in.stop = func() {

@@ -1,0 +1,144 @@
+package actions
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/remediator/containers"
+	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/policy"
+)
+
+// fleet returns a Docker adapter whose opt-in label is unique to the test,
+// so it never touches other tests' containers.
+func fleet(t *testing.T) (*containers.Client, map[string]string) {
+	t.Helper()
+	dockertest.Client(t)
+	key := dockertest.UniqueName("selfheal.actions")
+	c, err := containers.New(containers.Options{Host: "unix:///var/run/docker.sock", RequireLabel: key + "=true", StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, map[string]string{key: "true"}
+}
+
+var quickVerify = policy.Verify{Timeout: policy.Duration(10 * time.Second), StableFor: policy.Duration(300 * time.Millisecond)}
+
+func startedAt(t *testing.T, name string) time.Time {
+	t.Helper()
+	ts, err := time.Parse(time.RFC3339Nano, dockertest.State(t, name).StartedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+func TestHardRestartInOrderAndVerified(t *testing.T) {
+	c, label := fleet(t)
+	a := dockertest.Run(t, dockertest.Spec{Labels: label})
+	b := dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true})
+	d := dockertest.Run(t, dockertest.Spec{Labels: label})
+	hr := HardRestart{Fleet: c}
+	before := time.Now()
+	req := engine.Request{Target: "application", Verify: quickVerify,
+		Action: policy.Action{Type: "hard_restart", Services: []string{d, a, b}, Concurrency: 1}}
+	if err := hr.Permit(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := hr.Execute(context.Background(), req)
+	if err != nil {
+		t.Fatalf("%v (%v)", err, res.Details)
+	}
+	sd, sa, sb := startedAt(t, d), startedAt(t, a), startedAt(t, b)
+	if !before.Before(sd) || !sd.Before(sa) || !sa.Before(sb) {
+		t.Fatalf("restart order %s, %s, %s; want %s, %s, %s in that order", sd, sa, sb, d, a, b)
+	}
+
+	// Without a list: every opted-in container, by name. One that dies
+	// after starting fails the action; the others are still restarted.
+	dockertest.Run(t, dockertest.Spec{Labels: label, Args: []string{"-exit-after=100ms"}, Stopped: true})
+	before = time.Now()
+	req.Action = policy.Action{Type: "hard_restart", Concurrency: 2}
+	res, err = hr.Execute(context.Background(), req)
+	if err == nil || !strings.Contains(err.Error(), "1 of 4 services failed") {
+		t.Fatalf("want one failure of four: %v", err)
+	}
+	for _, n := range []string{a, b, d} {
+		if !startedAt(t, n).After(before) {
+			t.Errorf("%s was not restarted", n)
+		}
+	}
+	if got := len(res.Details["services"].([]any)); got != 4 {
+		t.Errorf("details list %d services, want 4", got)
+	}
+}
+
+func TestHardRestartRefusesUnlabelled(t *testing.T) {
+	c, label := fleet(t)
+	a := dockertest.Run(t, dockertest.Spec{Labels: label})
+	plain := dockertest.Run(t, dockertest.Spec{})
+	before := dockertest.State(t, a).StartedAt
+	err := HardRestart{Fleet: c}.Permit(context.Background(), engine.Request{
+		Action: policy.Action{Type: "hard_restart", Services: []string{a, plain}, Concurrency: 1}})
+	if !errors.Is(err, containers.ErrNotPermitted) || !strings.Contains(err.Error(), plain) {
+		t.Fatalf("Permit = %v", err)
+	}
+	if dockertest.State(t, a).StartedAt != before {
+		t.Fatal("a refused hard restart touched a service")
+	}
+}
+
+func TestPrune(t *testing.T) {
+	c, label := fleet(t)
+	stoppedOptedIn := dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true})
+	runningOptedIn := dockertest.Run(t, dockertest.Spec{Labels: label})
+	stoppedOther := dockertest.Run(t, dockertest.Spec{Stopped: true})
+	tag := dockertest.UniqueName("selfheal-prune-test") + ":v"
+	dangling := dockertest.BuildImage(t, tag, "first")
+	tagged := dockertest.BuildImage(t, tag, "second") // takes the tag: the first is dangling now
+
+	res, err := DockerPrune{Fleet: c}.Execute(context.Background(), engine.Request{Action: policy.Action{Type: "docker_prune"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, _ := dockertest.Client(t)
+	ctx := context.Background()
+	if _, err := api.ContainerInspect(ctx, stoppedOptedIn); err == nil {
+		t.Error("the stopped opted-in container was not removed")
+	}
+	for _, n := range []string{runningOptedIn, stoppedOther} {
+		if _, err := api.ContainerInspect(ctx, n); err != nil {
+			t.Errorf("%s was removed: %v", n, err)
+		}
+	}
+	if _, err := api.ImageInspect(ctx, dangling); err == nil {
+		t.Error("the dangling image was not removed")
+	}
+	if _, err := api.ImageInspect(ctx, tagged); err != nil {
+		t.Errorf("the tagged image was removed: %v", err)
+	}
+	removed, _ := res.Details["containers_removed"].([]string)
+	if len(removed) != 1 || res.Details["images_removed"].(int) < 1 {
+		t.Errorf("details %v", res.Details)
+	}
+}
+
+func TestOptedInListsLabelledContainersSorted(t *testing.T) {
+	c, label := fleet(t)
+	names := []string{dockertest.Run(t, dockertest.Spec{Labels: label}), dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true})}
+	dockertest.Run(t, dockertest.Spec{})
+	got, err := c.OptedIn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(names)
+	if strings.Join(got, ",") != strings.Join(names, ",") {
+		t.Fatalf("OptedIn = %v, want %v", got, names)
+	}
+}
