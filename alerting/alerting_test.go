@@ -21,6 +21,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/simulate"
 )
 
@@ -324,5 +326,65 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestExampleConfigMatchesAlertsOneToOne: deploy/selfheal.yml is valid, and
+// each alert selfheal acts on (category A–D) is handled by exactly one
+// remediation of its own category, no remediation handles two alerts, the
+// alerts for people (notify) reach none, and every other remediation is
+// reached by escalation.
+func TestExampleConfigMatchesAlertsOneToOne(t *testing.T) {
+	cfg, err := policy.Load("../deploy/selfheal.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]string{}
+	internal := []rule{{Alert: engine.CriticalEventsAlert, Labels: map[string]string{"category": "D", "severity": "critical"}}}
+	for _, r := range append(alerts(t), internal...) {
+		labels := map[string]string{"alertname": r.Alert, "service": "llm-service", "gpu": "0", "mountpoint": "/", "instance": "edge-01:9595"}
+		for k, v := range r.Labels {
+			labels[k] = v
+		}
+		rem := cfg.Match(labels)
+		if r.Labels["category"] == "notify" {
+			if rem != nil {
+				t.Errorf("%s is for people, but remediation %s matches it", r.Alert, rem.Name)
+			}
+			continue
+		}
+		if rem == nil {
+			t.Errorf("no remediation for %s", r.Alert)
+			continue
+		}
+		if rem.Category != r.Labels["category"] {
+			t.Errorf("%s (category %s) is handled by %s of category %s", r.Alert, r.Labels["category"], rem.Name, rem.Category)
+		}
+		if other, dup := used[rem.Name]; dup {
+			t.Errorf("remediation %s handles both %s and %s", rem.Name, other, r.Alert)
+		}
+		used[rem.Name] = r.Alert
+		if target, err := rem.RenderTarget(policy.TemplateData{Labels: labels}); err != nil || target == "" {
+			t.Errorf("%s: target %q, %v", rem.Name, target, err)
+		}
+	}
+	escalated := map[string]bool{}
+	for _, r := range cfg.Remediations {
+		escalated[r.EscalateTo] = true
+	}
+	categories := map[string]bool{}
+	for _, r := range cfg.Remediations {
+		categories[r.Category] = true
+		if used[r.Name] == "" && !escalated[r.Name] {
+			t.Errorf("remediation %s matches no alert and no remediation escalates to it", r.Name)
+		}
+	}
+	if len(categories) != 4 {
+		t.Errorf("the example covers categories %v, want A, B, C and D", categories)
+	}
+	// The A → C → D chain.
+	if sd := cfg.Remediation("service-down"); sd == nil || sd.EscalateTo != "critical-recovery" ||
+		cfg.Remediation("critical-recovery").EscalateTo != "reboot" {
+		t.Error("the example does not escalate service-down → critical-recovery → reboot")
 	}
 }
