@@ -27,6 +27,7 @@ need prometheus prometheus
 need promtool prometheus
 need prometheus-alertmanager prometheus-alertmanager
 need amtool prometheus-alertmanager
+need docker-compose docker-compose
 if [ "${1:-}" = bench ]; then
 	need prometheus-node-exporter prometheus-node-exporter
 fi

@@ -374,7 +374,7 @@ func (e *Engine) finish(ctx context.Context, c *store.Claim, target string, d De
 func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation, target string, d Decision, log *slog.Logger) error {
 	e.m.decisions.WithLabelValues(string(Run)).Inc()
 	actionID, err := c.RecordIntent(ctx, store.Intent{Target: target, Action: d.Action.Type, Category: r.Category,
-		Attempt: d.Attempt, Reason: d.Reason})
+		Attempt: d.Attempt, Reason: d.Reason, Details: map[string]any{"cooldown_seconds": r.Cooldown.D().Seconds()}})
 	if err != nil {
 		return err // nothing ran; the job goes back to the queue
 	}
