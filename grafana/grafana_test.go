@@ -1,0 +1,374 @@
+// Package grafana holds selfheal's dashboards and their provisioning. These
+// tests run every panel's query: the SQL ones against the migrated schema
+// on a real PostgreSQL (as the read-only dashboard role), the PromQL ones
+// against a real Prometheus scraping selfheal.
+package grafana
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/selfheal/selfheal/exporter"
+	"github.com/selfheal/selfheal/exporter/system"
+	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/server"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+type target struct {
+	RefID      string `json:"refId"`
+	Datasource struct {
+		Type string `json:"type"`
+		UID  string `json:"uid"`
+	} `json:"datasource"`
+	RawSQL string `json:"rawSql"`
+	Expr   string `json:"expr"`
+}
+
+type panel struct {
+	ID         int    `json:"id"`
+	Title      string `json:"title"`
+	Datasource struct {
+		UID string `json:"uid"`
+	} `json:"datasource"`
+	Targets []target `json:"targets"`
+}
+
+type dashboard struct {
+	UID        string          `json:"uid"`
+	Title      string          `json:"title"`
+	Inputs     json.RawMessage `json:"__inputs"`
+	Panels     []panel         `json:"panels"`
+	Templating struct {
+		List []struct {
+			Name  string `json:"name"`
+			Query struct {
+				Query string `json:"query"`
+			} `json:"query"`
+			Datasource struct {
+				UID string `json:"uid"`
+			} `json:"datasource"`
+		} `json:"list"`
+	} `json:"templating"`
+}
+
+func dashboards(t *testing.T) map[string]dashboard {
+	t.Helper()
+	files, _ := filepath.Glob("dashboards/*.json")
+	if len(files) != 2 {
+		t.Fatalf("dashboards: %v", files)
+	}
+	out := map[string]dashboard{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d dashboard
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatalf("%s is not valid JSON: %v", f, err)
+		}
+		out[f] = d
+	}
+	return out
+}
+
+// provisionedUIDs reads the data source UIDs Grafana is provisioned with.
+func provisionedUIDs(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("provisioning/datasources/selfheal.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Datasources []struct {
+			UID  string `yaml:"uid"`
+			Type string `yaml:"type"`
+		} `yaml:"datasources"`
+	}
+	if err := yaml.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	uids := map[string]string{}
+	for _, d := range p.Datasources {
+		uids[d.UID] = d.Type
+	}
+	return uids
+}
+
+func TestDashboardsAreValid(t *testing.T) {
+	uids := provisionedUIDs(t)
+	seenUID := map[string]bool{}
+	for f, d := range dashboards(t) {
+		if d.UID == "" || seenUID[d.UID] {
+			t.Errorf("%s: uid %q missing or not unique", f, d.UID)
+		}
+		seenUID[d.UID] = true
+		if d.Inputs != nil {
+			t.Errorf("%s has __inputs placeholders", f)
+		}
+		ids := map[int]bool{}
+		for _, p := range d.Panels {
+			if ids[p.ID] || p.ID == 0 {
+				t.Errorf("%s: panel id %d missing or repeated (%s)", f, p.ID, p.Title)
+			}
+			ids[p.ID] = true
+			if _, ok := uids[p.Datasource.UID]; !ok {
+				t.Errorf("%s: panel %q uses data source %q, which is not provisioned", f, p.Title, p.Datasource.UID)
+			}
+			if len(p.Targets) == 0 {
+				t.Errorf("%s: panel %q has no query", f, p.Title)
+			}
+			for _, tg := range p.Targets {
+				if typ, ok := uids[tg.Datasource.UID]; !ok || typ != tg.Datasource.Type {
+					t.Errorf("%s: panel %q query %s uses %s/%s", f, p.Title, tg.RefID, tg.Datasource.Type, tg.Datasource.UID)
+				}
+			}
+		}
+		for _, v := range d.Templating.List {
+			if _, ok := uids[v.Datasource.UID]; !ok {
+				t.Errorf("%s: variable %s uses data source %q", f, v.Name, v.Datasource.UID)
+			}
+		}
+	}
+}
+
+var (
+	timeFilter    = regexp.MustCompile(`\$__timeFilter\(([a-z_.]+)\)`)
+	timeGroup     = regexp.MustCompile(`\$__timeGroupAlias\(([a-z_.]+), '(\d+)m'\)`)
+	unknownMacros = regexp.MustCompile(`\$__\w+`)
+)
+
+// expandSQL does what Grafana's PostgreSQL data source does to the macros
+// the dashboards use, for the last day.
+func expandSQL(sql string) string {
+	sql = timeFilter.ReplaceAllString(sql, `$1 BETWEEN now() - interval '1 day' AND now() + interval '1 minute'`)
+	sql = timeGroup.ReplaceAllString(sql, `floor(extract(epoch from $1) / ($2 * 60)) * ($2 * 60) AS "time"`)
+	return sql
+}
+
+// sample fills the schema with a little of everything the panels show.
+const sample = `
+INSERT INTO alert_occurrences (fingerprint, starts_at, alertname, status, labels, remediation, ends_at, resolved_at)
+VALUES ('f1', now() - interval '1 hour', 'ServiceDown', 'resolved', '{"service":"llm"}', 'service-down', now() - interval '59 minutes', now()),
+       ('f2', now() - interval '10 minutes', 'ServiceDown', 'firing', '{"service":"n8n"}', 'service-down', NULL, NULL);
+INSERT INTO remediation_jobs (occurrence_id, remediation, step, state, outcome, target, finished_at)
+SELECT id, 'service-down', 1, 'done', 'succeeded', 'llm', now() FROM alert_occurrences WHERE fingerprint = 'f1';
+INSERT INTO recovery_actions (service_name, action_type, status, started_at, completed_at, remediation, category, attempt, details)
+VALUES ('llm', 'restart', 'succeeded', now() - interval '2 minutes', now() - interval '1 minute', 'service-down', 'A', 1, '{"cooldown_seconds": 600}'),
+       ('n8n', 'restart', 'failed', now() - interval '5 minutes', now() - interval '4 minutes', 'memory-high', 'B', 1, '{}'),
+       ('0', 'gpu_throttle', 'dry_run', now() - interval '3 minutes', now() - interval '3 minutes', 'gpu-hot', 'B', 1, '{"cooldown_seconds": 300}');
+INSERT INTO service_failures (service_name, failure_type, status, remediation) VALUES ('n8n', 'restart', 'failed', 'memory-high');
+INSERT INTO self_healing_events (severity, event_type, service_name, remediation, message)
+VALUES ('INFO', 'decision', 'llm', 'service-down', 'running restart (attempt 1)'),
+       ('CRITICAL', 'escalation', 'n8n', 'service-down', '3 failures within 10m (limit 3): escalating to critical-recovery');
+INSERT INTO escalations (service_name, remediation, escalate_to, reason) VALUES ('n8n', 'service-down', 'critical-recovery', '3 failures');
+INSERT INTO reboot_events (reason, status, pre_state, post_state, validated_at)
+VALUES ('disk full', 'validated', '{"services":["llm","n8n"]}', '{"services":["llm","n8n"],"missing":[]}', now());
+`
+
+func TestSQLPanelsReturnRows(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	ctx := context.Background()
+	st, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sample); err != nil {
+		t.Fatal(err)
+	}
+	// Grafana logs in as the read-only role: its grants must suffice.
+	if _, err := conn.Exec(ctx, `SET ROLE selfheal_grafana`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `DELETE FROM self_healing_events`); err == nil {
+		t.Fatal("the dashboard role can delete rows")
+	}
+	n := 0
+	for f, d := range dashboards(t) {
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				if tg.RawSQL == "" {
+					continue
+				}
+				n++
+				sql := expandSQL(tg.RawSQL)
+				if m := unknownMacros.FindString(sql); m != "" {
+					t.Errorf("%s: panel %q uses %s, which this test does not expand", f, p.Title, m)
+					continue
+				}
+				rows, err := conn.Query(ctx, sql)
+				if err != nil {
+					t.Errorf("%s: panel %q: %v", f, p.Title, err)
+					continue
+				}
+				count := 0
+				for rows.Next() {
+					count++
+				}
+				if err := rows.Err(); err != nil {
+					t.Errorf("%s: panel %q: %v", f, p.Title, err)
+				}
+				if count == 0 {
+					t.Errorf("%s: panel %q returned no rows over the sample", f, p.Title)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d SQL queries found", n)
+	}
+}
+
+func freeListener(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// exporterFlags enables the system and docker collectors.
+func exporterFlags() *exporter.Flags {
+	on, off := true, false
+	s := func(v string) *string { return &v }
+	return &exporter.Flags{
+		Enabled:   map[string]*bool{exporter.System: &on, exporter.GPU: &off, exporter.Docker: &on, exporter.Probe: &off},
+		DockerAll: &off, ProcPath: s("/proc"), SysPath: s("/sys"), RootfsPath: s("/"),
+		FSTypesExclude: s(system.DefaultFSTypesExclude), MountPointsExclude: s(system.DefaultMountPointsExclude), NVMLLibrary: s(""),
+	}
+}
+
+func TestPromQLPanelsRun(t *testing.T) {
+	prometheus, err := exec.LookPath("prometheus")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prometheus is required (CI=true)")
+		}
+		t.Skip("no prometheus")
+	}
+	dsn := pgtest.DSN(t)
+	cfg, err := policy.Parse([]byte("webhook: {allow_unauthenticated: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DatabaseURL = dsn
+	l := freeListener(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- server.Run(ctx, server.Options{Config: cfg, Listener: l, Logger: slog.New(slog.DiscardHandler), ExporterFlags: exporterFlags()})
+	}()
+	defer func() { cancel(); <-done }()
+
+	dir := t.TempDir()
+	promListener := freeListener(t)
+	promAddr := promListener.Addr().String()
+	promListener.Close()
+	promFile := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(promFile, []byte(fmt.Sprintf(`
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: selfheal
+    static_configs: [{targets: ['%s']}]
+`, l.Addr())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(prometheus, "--config.file="+promFile, "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }()
+
+	query := func(expr string) (int, string) {
+		resp, err := http.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(expr))
+		if err != nil {
+			return -1, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var r struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+			Data   struct {
+				Result []json.RawMessage `json:"result"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil || r.Status != "success" {
+			return -1, r.Error + string(body)
+		}
+		return len(r.Data.Result), ""
+	}
+	// Wait for enough samples for rate() over a few scrapes.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if n, _ := query(`count_over_time(selfheal_load1[1m])`); n > 0 {
+			if v, _ := query(`count_over_time(selfheal_load1[1m]) >= 4`); v > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Prometheus did not scrape selfheal")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	vars := strings.NewReplacer(`$instance`, `.*`, `$gpu`, `.*`, `$__rate_interval`, `4s`, `$__interval`, `1s`)
+	mustHaveData := map[string]bool{"CPU busy": true, "Memory used": true, "Disk used": true, "Load": true,
+		"selfheal: webhook": true, "selfheal: collectors": true}
+	n := 0
+	for f, d := range dashboards(t) {
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				if tg.Expr == "" {
+					continue
+				}
+				n++
+				series, errMsg := query(vars.Replace(tg.Expr))
+				if series < 0 {
+					t.Errorf("%s: panel %q query %s: %s", f, p.Title, tg.RefID, errMsg)
+				} else if mustHaveData[p.Title] && series == 0 {
+					t.Errorf("%s: panel %q query %s returned no series", f, p.Title, tg.RefID)
+				}
+			}
+		}
+		for _, v := range d.Templating.List {
+			q := strings.TrimSuffix(strings.TrimPrefix(v.Query.Query, "label_values("), ")")
+			metric := strings.TrimSpace(q[:strings.LastIndex(q, ",")])
+			if series, errMsg := query(vars.Replace(metric)); series < 0 {
+				t.Errorf("%s: variable %s: %s", f, v.Name, errMsg)
+			}
+		}
+	}
+	if n < 15 {
+		t.Fatalf("only %d PromQL queries found", n)
+	}
+}
