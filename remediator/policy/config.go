@@ -135,6 +135,8 @@ type Docker struct {
 	Containers []string `yaml:"containers"`
 	// StopTimeout is the grace period before a stopped container is killed.
 	StopTimeout Duration `yaml:"stop_timeout"`
+
+	hostDefaulted bool // Host was not in the file: DOCKER_HOST may set it
 }
 
 // Remediation maps matching alerts to actions on one target.
@@ -284,6 +286,11 @@ func (c *Config) ApplyEnvironment(getenv func(string) string) {
 		c.Webhook.Token = v
 	}
 	c.RebootEnabled = getenv(EnvRebootEnabled) == "true"
+	// Docker's own variable, as the docker CLI reads it; a host written in
+	// the file wins.
+	if v := getenv("DOCKER_HOST"); v != "" && c.Targets.Docker.hostDefaulted {
+		c.Targets.Docker.Host = v
+	}
 }
 
 // Load reads and validates the file at path.
@@ -474,7 +481,7 @@ func (c *Config) setDefaults() {
 	setDuration(&e.CriticalEvents.Interval, DefaultCriticalInterval)
 	d := &c.Targets.Docker
 	if d.Host == "" {
-		d.Host = DefaultDockerHost
+		d.Host, d.hostDefaulted = DefaultDockerHost, true
 	}
 	if d.RequireLabel == "" {
 		d.RequireLabel = DefaultRequireLabel

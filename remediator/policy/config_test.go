@@ -238,3 +238,22 @@ func TestUnknownKeyInVerify(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestEnvironment(t *testing.T) {
+	env := map[string]string{"SELFHEAL_DATABASE_URL": "postgres://env", "SELFHEAL_WEBHOOK_TOKEN": "tok",
+		"SELFHEAL_REBOOT_ENABLED": "true", "DOCKER_HOST": "tcp://proxy:2375"}
+	cfg, err := Parse([]byte("database_url: postgres://file\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ApplyEnvironment(func(k string) string { return env[k] })
+	if cfg.DatabaseURL != "postgres://env" || cfg.Webhook.Token != "tok" || !cfg.RebootEnabled || cfg.Targets.Docker.Host != "tcp://proxy:2375" {
+		t.Fatalf("%+v", cfg)
+	}
+	cfg, _ = Parse([]byte("targets: {docker: {host: unix:///x.sock}}\n"))
+	env["SELFHEAL_REBOOT_ENABLED"] = "yes" // only "true" enables reboots
+	cfg.ApplyEnvironment(func(k string) string { return env[k] })
+	if cfg.Targets.Docker.Host != "unix:///x.sock" || cfg.RebootEnabled {
+		t.Fatalf("a host in the file must win over DOCKER_HOST, and only \"true\" enables reboots: %+v", cfg.Targets.Docker)
+	}
+}

@@ -1,0 +1,182 @@
+// Package deploy holds selfheal's deployment files: the local stack
+// configuration, the compose stack and the systemd units. These tests run
+// each file's own validator.
+package deploy
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func lookPath(t *testing.T, name string, requiredInCI bool) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if requiredInCI && os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required (CI=true)", name)
+		}
+		t.Skipf("no %s", name)
+	}
+	return p
+}
+
+func TestComposeConfig(t *testing.T) {
+	compose := lookPath(t, "docker-compose", true)
+	cmd := exec.Command(compose, "-f", "compose/docker-compose.yml", "config", "-q")
+	cmd.Env = append(os.Environ(), "POSTGRES_PASSWORD=p", "SELFHEAL_GRAFANA_DB_PASSWORD=g", "SELFHEAL_WEBHOOK_TOKEN=t", "GRAFANA_ADMIN_PASSWORD=a")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+	// Without the secrets it refuses to start, saying which is missing.
+	cmd = exec.Command(compose, "-f", "compose/docker-compose.yml", "config", "-q")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "set POSTGRES_PASSWORD in .env") {
+		t.Fatalf("without secrets: %v\n%s", err, out)
+	}
+}
+
+type composeFile struct {
+	Services map[string]struct {
+		Command []string `yaml:"command"`
+		Volumes []string `yaml:"volumes"`
+	} `yaml:"services"`
+}
+
+func compose(t *testing.T) composeFile {
+	t.Helper()
+	b, err := os.ReadFile("compose/docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c composeFile
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestComposeMountsExist: every file or directory the stack mounts from
+// the repository is there.
+func TestComposeMountsExist(t *testing.T) {
+	for name, s := range compose(t).Services {
+		for _, v := range s.Volumes {
+			src := strings.Split(v, ":")[0]
+			if !strings.HasPrefix(src, ".") {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
+				t.Errorf("service %s mounts %s: %v", name, src, err)
+			}
+		}
+	}
+}
+
+// TestSocketProxyAllowsOnlyWhatSelfhealUses checks the proxy's allow lists
+// against the Docker API calls selfheal makes, and some it must never be
+// able to make.
+func TestSocketProxyAllowsOnlyWhatSelfhealUses(t *testing.T) {
+	allow := map[string]*regexp.Regexp{}
+	for _, arg := range compose(t).Services["socket-proxy"].Command {
+		if m := regexp.MustCompile(`^-allow(GET|HEAD|POST)=(.*)$`).FindStringSubmatch(arg); m != nil {
+			allow[m[1]] = regexp.MustCompile("^(" + m[2] + ")$")
+		}
+	}
+	allowed := func(method, path string) bool {
+		re, ok := allow[method]
+		return ok && re.MatchString(path)
+	}
+	for _, c := range []struct {
+		method, path string
+		want         bool
+	}{
+		{"HEAD", "/_ping", true},
+		{"GET", "/_ping", true},
+		{"GET", "/v1.41/_ping", true},
+		{"GET", "/v1.41/containers/json", true},
+		{"GET", "/v1.41/containers/llm-service/json", true},
+		{"GET", "/v1.41/events", true},
+		{"POST", "/v1.41/containers/llm-service/restart", true},
+		{"POST", "/v1.41/containers/4f1c2c3d5e6f/start", true},
+		{"POST", "/v1.41/containers/llm-service/stop", true},
+		{"POST", "/v1.41/containers/prune", true},
+		{"POST", "/v1.41/images/prune", true},
+		{"POST", "/v1.41/build/prune", true},
+		{"POST", "/v1.41/containers/create", false},
+		{"POST", "/v1.41/containers/llm-service/exec", false},
+		{"POST", "/v1.41/exec/abc/start", false},
+		{"DELETE", "/v1.41/containers/llm-service", false},
+		{"POST", "/v1.41/containers/llm-service/kill", false},
+		{"GET", "/v1.41/containers/llm-service/archive", false},
+		{"POST", "/v1.41/images/create", false},
+		{"GET", "/v1.41/secrets", false},
+	} {
+		if got := allowed(c.method, c.path); got != c.want {
+			t.Errorf("%s %s: allowed = %v, want %v", c.method, c.path, got, c.want)
+		}
+	}
+}
+
+func TestSystemdUnits(t *testing.T) {
+	analyze := lookPath(t, "systemd-analyze", false)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	units, _ := filepath.Glob("systemd/*.service")
+	if len(units) != 2 {
+		t.Fatalf("units: %v", units)
+	}
+	var paths []string
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// verify checks that ExecStart exists; point it at an executable.
+		out := filepath.Join(dir, filepath.Base(u))
+		if err := os.WriteFile(out, []byte(strings.ReplaceAll(string(b), "/usr/local/bin/selfheal", self)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, out)
+	}
+	if out, err := exec.Command(analyze, append([]string{"verify"}, paths...)...).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestPolkitRule(t *testing.T) {
+	node := lookPath(t, "node", false)
+	b, err := os.ReadFile("systemd/50-selfheal-reboot.rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Run the rule as polkit would, with a stub of its API.
+	script := `
+let rule;
+const polkit = { Result: { YES: "yes" }, addRule: f => { rule = f; } };
+` + string(b) + `
+const cases = [
+  ["org.freedesktop.login1.reboot", "selfheal", "yes"],
+  ["org.freedesktop.login1.reboot-multiple-sessions", "selfheal", "yes"],
+  ["org.freedesktop.login1.power-off", "selfheal", undefined],
+  ["org.freedesktop.systemd1.manage-units", "selfheal", undefined],
+  ["org.freedesktop.login1.reboot", "mallory", undefined],
+];
+for (const [id, user, want] of cases) {
+  const got = rule({ id }, { user });
+  if (got !== want) { console.log("FAIL", id, user, got); process.exit(1); }
+}
+`
+	cmd := exec.Command(node, "-e", script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("polkit rule: %v\n%s", err, out)
+	}
+}
