@@ -28,6 +28,7 @@ need promtool prometheus
 need prometheus-alertmanager prometheus-alertmanager
 need amtool prometheus-alertmanager
 need docker-compose docker-compose
+need curl curl
 if [ "${1:-}" = bench ]; then
 	need prometheus-node-exporter prometheus-node-exporter
 fi

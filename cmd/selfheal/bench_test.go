@@ -408,7 +408,7 @@ func BenchmarkSystemVsNodeExporter(b *testing.B) {
 func BenchmarkTimeToHeal(b *testing.B) {
 	kills := envInt("SELFHEAL_BENCH_KILLS", 20)
 	for _, sc := range []struct {
-		name                   string
+		name                    string
 		scrape, eval, groupWait time.Duration
 	}{
 		{"demo", time.Second, time.Second, 0},

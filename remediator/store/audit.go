@@ -122,6 +122,7 @@ var retentionSQL = []struct{ table, sql string }{
 	{"reboot_events", `WITH d AS (DELETE FROM reboot_events WHERE requested_at < now() - interval '30 days' AND status NOT IN ('pending', 'rebooting') RETURNING 1) SELECT count(*) FROM d`},
 	{"self_healing_events", `WITH d AS (DELETE FROM self_healing_events WHERE event_time < now() - interval '30 days' RETURNING 1) SELECT count(*) FROM d`},
 	{"escalations", `WITH d AS (DELETE FROM escalations WHERE created_at < now() - interval '30 days' RETURNING 1) SELECT count(*) FROM d`},
+	{"pending_reverts", `WITH d AS (DELETE FROM pending_reverts WHERE reverted_at < now() - interval '30 days' RETURNING 1) SELECT count(*) FROM d`},
 	{"remediation_jobs", `WITH d AS (DELETE FROM remediation_jobs j WHERE j.state <> 'queued' AND j.finished_at < now() - interval '7 days'
 		AND NOT EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = j.id AND a.status = 'running') RETURNING 1) SELECT count(*) FROM d`},
 	{"alert_occurrences", `WITH d AS (DELETE FROM alert_occurrences o WHERE o.last_received_at < now() - interval '30 days'
