@@ -251,11 +251,24 @@ func BenchmarkAlertStorm(b *testing.B) {
 	decided := time.Since(begin)
 	actions := queryInt(b, conn, `SELECT count(*) FROM recovery_actions`)
 	braked := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'storm brake:%'`)
+	recovered := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE '%is running again since%'`)
 	done := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'done'`)
+	if other := done - actions - braked - recovered; other != 0 {
+		rows, _ := conn.Query(context.Background(), `SELECT outcome, left(reason, 60), count(*) FROM remediation_jobs
+			WHERE NOT (outcome = 'skipped' AND (reason LIKE 'storm brake:%' OR reason LIKE '%is running again since%'))
+			GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5`)
+		for rows.Next() {
+			var o, r string
+			var n int
+			_ = rows.Scan(&o, &r, &n)
+			b.Logf("%d jobs %s: %s", n, o, r)
+		}
+	}
 	b.ReportMetric(persisted.Seconds(), "persisted-s")
 	b.ReportMetric(decided.Seconds(), "decided-s")
 	b.ReportMetric(float64(actions), "actions")
 	b.ReportMetric(float64(braked), "braked")
+	b.ReportMetric(float64(recovered), "recovered")
 	b.ReportMetric(float64(retried.Load()), "retried")
 	if actions > 20 || braked == 0 || done != total {
 		b.Fatalf("storm brake did not hold: %d actions, %d braked, %d of %d jobs done", actions, braked, done, total)
