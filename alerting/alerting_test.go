@@ -6,7 +6,6 @@ package alerting
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,23 +20,15 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/selfheal/selfheal/internal/testenv"
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/simulate"
 )
 
-// tool returns the path of a Prometheus tool; with CI=true a missing one
-// fails the test.
 func tool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required (CI=true): install the prometheus and prometheus-alertmanager packages", name)
-		}
-		t.Skipf("no %s", name)
-	}
-	return p
+	return testenv.Tool(t, name, true)
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -247,7 +238,7 @@ func TestInhibition(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+dir,
 		"--web.listen-address="+addr, "--cluster.listen-address=")
 	logs, _ := os.Create(filepath.Join(dir, "am.log"))
@@ -257,7 +248,7 @@ func TestInhibition(t *testing.T) {
 	}
 	defer func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }()
 	amURL := "http://" + addr
-	waitFor(t, 15*time.Second, "alertmanager ready", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "alertmanager ready", func() bool {
 		resp, err := http.Get(amURL + "/-/ready")
 		if err != nil {
 			return false
@@ -279,7 +270,7 @@ func TestInhibition(t *testing.T) {
 	// The bigger alerts first, so they are active when the smaller arrive.
 	send("DiskSpaceExhausted", "D", "edge-01")
 	send("DiskSpaceCritical", "C", "edge-02")
-	waitFor(t, 10*time.Second, "D and C delivered", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "D and C delivered", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return received["DiskSpaceExhausted@edge-01"] && received["DiskSpaceCritical@edge-02"]
@@ -289,7 +280,7 @@ func TestInhibition(t *testing.T) {
 	send("HostMemoryHigh", "B", "edge-02")     // inhibited by C on edge-02
 	send("HostMemoryHigh", "B", "edge-03")     // nothing bigger on edge-03
 	send("GPUTemperatureHigh", "B", "edge-03") // likewise
-	waitFor(t, 10*time.Second, "edge-03's alerts delivered", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "edge-03's alerts delivered", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return received["HostMemoryHigh@edge-03"] && received["GPUTemperatureHigh@edge-03"]
@@ -305,27 +296,6 @@ func TestInhibition(t *testing.T) {
 	want := "DiskSpaceCritical@edge-02 DiskSpaceExhausted@edge-01 GPUTemperatureHigh@edge-03 HostMemoryHigh@edge-03"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("selfheal received %v\nwant %s", got, want)
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

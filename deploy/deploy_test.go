@@ -12,22 +12,12 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/selfheal/selfheal/internal/testenv"
 )
 
-func lookPath(t *testing.T, name string, requiredInCI bool) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if requiredInCI && os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required (CI=true)", name)
-		}
-		t.Skipf("no %s", name)
-	}
-	return p
-}
-
 func TestComposeConfig(t *testing.T) {
-	compose := lookPath(t, "docker-compose", true)
+	compose := testenv.Tool(t, "docker-compose", true)
 	cmd := exec.Command(compose, "-f", "compose/docker-compose.yml", "config", "-q")
 	cmd.Env = append(os.Environ(), "POSTGRES_PASSWORD=p", "SELFHEAL_GRAFANA_DB_PASSWORD=g", "SELFHEAL_WEBHOOK_TOKEN=t", "GRAFANA_ADMIN_PASSWORD=a")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -124,7 +114,7 @@ func TestSocketProxyAllowsOnlyWhatSelfhealUses(t *testing.T) {
 }
 
 func TestSystemdUnits(t *testing.T) {
-	analyze := lookPath(t, "systemd-analyze", false)
+	analyze := testenv.Tool(t, "systemd-analyze", false)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +143,7 @@ func TestSystemdUnits(t *testing.T) {
 }
 
 func TestPolkitRule(t *testing.T) {
-	node := lookPath(t, "node", false)
+	node := testenv.Tool(t, "node", false)
 	b, err := os.ReadFile("systemd/50-selfheal-reboot.rules")
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 	"github.com/selfheal/selfheal/exporter"
 	"github.com/selfheal/selfheal/exporter/system"
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/internal/testenv"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/server"
 	"github.com/selfheal/selfheal/remediator/store"
@@ -269,13 +270,7 @@ func exporterFlags() *exporter.Flags {
 }
 
 func TestPromQLPanelsRun(t *testing.T) {
-	prometheus, err := exec.LookPath("prometheus")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("prometheus is required (CI=true)")
-		}
-		t.Skip("no prometheus")
-	}
+	prometheus := testenv.Tool(t, "prometheus", true)
 	dsn := pgtest.DSN(t)
 	cfg, err := policy.Parse([]byte("webhook: {allow_unauthenticated: true}\n"))
 	if err != nil {
@@ -291,9 +286,7 @@ func TestPromQLPanelsRun(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	dir := t.TempDir()
-	promListener := freeListener(t)
-	promAddr := promListener.Addr().String()
-	promListener.Close()
+	promAddr := testenv.FreeAddr(t)
 	promFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(promFile, []byte(fmt.Sprintf(`
 global: {scrape_interval: 1s, evaluation_interval: 1s}

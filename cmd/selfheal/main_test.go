@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/internal/testenv"
 	"github.com/selfheal/selfheal/migrations"
 )
 
@@ -101,15 +101,7 @@ remediations:
 	}
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t testing.TB) string { return testenv.FreeAddr(t) }
 
 // daemon starts `selfheal serve` and waits until it is ready.
 func daemon(t testing.TB, env []string, config, addr string, args ...string) *exec.Cmd {

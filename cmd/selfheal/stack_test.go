@@ -22,6 +22,7 @@ import (
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/internal/testenv"
 )
 
 type stackOptions struct {
@@ -43,17 +44,7 @@ type stack struct {
 	DB       *pgx.Conn
 }
 
-func requireTool(tb testing.TB, name string) string {
-	tb.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s is required (CI=true)", name)
-		}
-		tb.Skipf("no %s", name)
-	}
-	return p
-}
+func requireTool(tb testing.TB, name string) string { return testenv.Tool(tb, name, true) }
 
 // background starts a process that is killed when tb ends; its output goes
 // to a log file shown if tb failed.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/internal/testenv"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/server"
 )
@@ -185,7 +186,7 @@ func count(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	dockertest.WaitFor(t, timeout, what, cond)
+	testenv.WaitFor(t, timeout, what, cond)
 }
 
 // waitIdle waits until no job is queued and no action runs.
