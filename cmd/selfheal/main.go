@@ -90,7 +90,7 @@ func run(args []string) int {
 			return 1
 		}
 		logger.Info("starting selfheal", "version", version.Info(), "config", *serveConfig)
-		o := server.Options{Config: cfg, Web: webFlags, Logger: logger}
+		o := server.Options{Config: cfg, Web: webFlags, Logger: logger, ProcPath: *serveCollectors.ProcPath}
 		if *serveExporter {
 			o.ExporterFlags = serveCollectors
 		}

@@ -210,11 +210,13 @@ func (e *Engine) worker(ctx context.Context, id int) {
 		if err != nil && ctx.Err() == nil && quiet.due(err, time.Now()) {
 			e.logger.Error("job processing failed; will retry", "worker", id, "err", err)
 		}
-		if worked {
+		if worked && err == nil {
 			// Another job may be waiting: let the next idle worker look.
 			e.Wake()
 			continue
 		}
+		// Idle, or an error (the database is down, say): wait before trying
+		// again rather than spin on it.
 		poll.Reset(e.cfg.Engine.PollInterval.D())
 		select {
 		case <-ctx.Done():
