@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -19,9 +18,8 @@ import (
 const CriticalEventsAlert = "CriticalEventsThreshold"
 
 func (e *Engine) criticalEventsLabels() map[string]string {
-	host, _ := os.Hostname()
 	return map[string]string{
-		"alertname": CriticalEventsAlert, "category": policy.CategoryD, "severity": "critical", "instance": host,
+		"alertname": CriticalEventsAlert, "category": policy.CategoryD, "severity": "critical", "instance": e.host,
 	}
 }
 

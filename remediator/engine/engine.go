@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -80,7 +81,7 @@ type Store interface {
 	ClaimJob(ctx context.Context) (*store.Claim, error)
 	ApplyRetention(ctx context.Context) (map[string]int64, error)
 	JobCounts(ctx context.Context) (map[string]int64, error)
-	DueReverts(ctx context.Context, all bool) ([]store.PendingRevert, error)
+	DueReverts(ctx context.Context, host string, all bool) ([]store.PendingRevert, error)
 	MarkReverted(ctx context.Context, p store.PendingRevert, revertErr error) error
 	CriticalEvents(ctx context.Context, window time.Duration) (int, error)
 	FiringSince(ctx context.Context, fingerprint string) (time.Time, bool, error)
@@ -91,6 +92,7 @@ var _ Store = (*store.Store)(nil)
 
 // Engine runs the workers.
 type Engine struct {
+	host      string // this machine: temporary changes are undone where they were made
 	store     Store
 	cfg       *policy.Config
 	executors map[string]Executor
@@ -109,7 +111,9 @@ func New(st Store, cfg *policy.Config, executors map[string]Executor, logger *sl
 			}
 		}
 	}
+	host, _ := os.Hostname()
 	e := &Engine{
+		host:      host,
 		store:     st,
 		cfg:       cfg,
 		executors: executors,
@@ -176,7 +180,7 @@ func (e *Engine) applyRetention(ctx context.Context) {
 // revert undoes temporary changes whose alert resolved; with all, every
 // one still in place (selfheal is stopping).
 func (e *Engine) revert(ctx context.Context, all bool) {
-	due, err := e.store.DueReverts(ctx, all)
+	due, err := e.store.DueReverts(ctx, e.host, all)
 	if err != nil {
 		if ctx.Err() == nil {
 			e.logger.Warn("cannot read pending reverts", "err", err)
@@ -406,7 +410,7 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 		e.m.jobs.WithLabelValues("succeeded").Inc()
 		var revert *store.Revert
 		if res.Revert != nil {
-			revert = &store.Revert{ActionType: d.Action.Type, Target: target, Data: res.Revert}
+			revert = &store.Revert{Host: e.host, ActionType: d.Action.Type, Target: target, Data: res.Revert}
 		}
 		return c.Finish(rctx, store.Outcome{State: "done", Result: "succeeded", Target: target, Reason: d.Reason,
 			ActionID: actionID, ActionStatus: "succeeded", ActionDetail: res.Details, Revert: revert,

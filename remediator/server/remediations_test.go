@@ -2,14 +2,17 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/exporter/gpu/gputest"
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/gpuctl"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/server"
 )
@@ -259,5 +262,67 @@ func TestLadderEscalatesToHardRestart(t *testing.T) {
 	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'decision' AND remediation = 'critical-recovery'
 		AND message LIKE 'running hard_restart%'`); n < 1 {
 		t.Error("no critical-recovery decision event")
+	}
+}
+
+// TestGPUThrottleRevertedWhenResolvedOrStopping: GPUTemperatureHigh (the
+// real Alertmanager payload) lowers the power limit on the mock H100; the
+// resolution restores it; and a throttle still in place when selfheal
+// stops is restored on the way out.
+func TestGPUThrottleRevertedWhenResolvedOrStopping(t *testing.T) {
+	f, err := gputest.Load("../../exporter/gpu/testdata/h100-nvml_idle.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mock := gputest.NewServer(f, 1)
+	dsn := pgtest.DSN(t)
+	cfg := config(t, dsn, `
+  - name: gpu-hot
+    match: ['alertname="GPUTemperatureHigh"']
+    category: B
+    target: '{{ .Labels.gpu }}'
+    action: {type: gpu_throttle, power_limit_ratio: 0.7}
+    cooldown: 0s
+`)
+	cfg.Engine.RevertInterval = policy.Duration(100 * time.Millisecond)
+	opts := func(o *server.Options) { o.GPUs = gpuctl.New(mock) }
+	in := startWith(t, cfg, opts)
+	in.waitReady(t)
+	conn := db(t, dsn)
+	limits := func() string {
+		mock.Mu().Lock()
+		defer mock.Mu().Unlock()
+		return fmt.Sprint(mock.PowerLimits[0])
+	}
+
+	firing, err := os.ReadFile("testdata/gpu-temperature-firing.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := in.post(t, firing); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	waitFor(t, 10*time.Second, "throttled", func() bool { return limits() == "[490000]" })
+	resolved := strings.NewReplacer(`"status":"firing"`, `"status":"resolved"`, `"endsAt":"0001-01-01T00:00:00Z"`, `"endsAt":"2026-11-26T22:35:00Z"`).Replace(string(firing))
+	if code := in.post(t, []byte(resolved)); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	waitFor(t, 10*time.Second, "restored on resolution", func() bool { return limits() == "[490000 700000]" })
+	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'reverted' AND message = 'gpu_throttle on 0 undone (alert resolved)'`); n != 1 {
+		t.Errorf("%d revert events", n)
+	}
+
+	// A new occurrence throttles again; stopping selfheal restores.
+	again := strings.ReplaceAll(string(firing), "2026-11-26T22:32:00.690544398Z", time.Now().UTC().Format(time.RFC3339Nano))
+	if code := in.post(t, []byte(again)); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	waitFor(t, 10*time.Second, "throttled again", func() bool { return limits() == "[490000 700000 490000]" })
+	in.stop()
+	if got := limits(); got != "[490000 700000 490000 700000]" {
+		t.Fatalf("limits after stopping: %s, want the last throttle undone", got)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM pending_reverts WHERE reverted_at IS NULL`); n != 0 {
+		t.Errorf("%d changes left in place", n)
 	}
 }

@@ -42,6 +42,8 @@ type Options struct {
 	ProcPath string
 	// BootID overrides the kernel's boot ID (tests of reboot validation).
 	BootID func() (string, error)
+	// GPUs overrides NVML for the GPU actions (tests use go-nvml's mock).
+	GPUs actions.GPUs
 }
 
 // Run serves until ctx ends. The database may be down at start: selfheal
@@ -95,8 +97,12 @@ func Run(ctx context.Context, o Options) error {
 	if procPath == "" {
 		procPath = "/proc"
 	}
+	gpus := o.GPUs
+	if gpus == nil {
+		gpus = gpuctl.New(nvml.New())
+	}
 	eng, err := engine.New(st, cfg, actions.Registry(actions.Deps{
-		Docker: docker, GPUs: gpuctl.New(nvml.New()), Store: st, DatabaseURL: cfg.DatabaseURL,
+		Docker: docker, GPUs: gpus, Store: st, DatabaseURL: cfg.DatabaseURL,
 		RebootEnabled: cfg.RebootEnabled, ProcPath: procPath, BootID: o.BootID,
 	}), log.With("component", "engine"), reg)
 	if err != nil {

@@ -287,8 +287,9 @@ type Escalation struct {
 	Reason string
 }
 
-// Revert is a temporary change an action made.
+// Revert is a temporary change an action made, on Host.
 type Revert struct {
+	Host       string
 	ActionType string
 	Target     string
 	Data       map[string]any
@@ -333,8 +334,8 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 		}
 	}
 	if r := o.Revert; r != nil {
-		b.Queue(`INSERT INTO pending_reverts (action_id, occurrence_id, action_type, target, data)
-			VALUES (NULLIF($1, 0), $2, $3, $4, $5)`, o.ActionID, j.OccurrenceID, r.ActionType, r.Target, jsonObject(r.Data))
+		b.Queue(`INSERT INTO pending_reverts (action_id, occurrence_id, action_type, target, data, host)
+			VALUES (NULLIF($1, 0), $2, $3, $4, $5, $6)`, o.ActionID, j.OccurrenceID, r.ActionType, r.Target, jsonObject(r.Data), r.Host)
 	}
 	if f := o.FollowUp; f != nil {
 		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before)

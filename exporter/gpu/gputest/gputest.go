@@ -103,6 +103,9 @@ func NewServer(f *Fixture, n int) *Server {
 	return s
 }
 
+// Mu guards PowerLimits, for readers while actions run.
+func (s *Server) Mu() *sync.Mutex { return &s.mu }
+
 // SetProcesses sets the compute processes GPU index runs.
 func (s *Server) SetProcesses(index int, procs []nvml.ProcessInfo) {
 	s.mu.Lock()
