@@ -531,3 +531,31 @@ func TestRecoveredContainerIsLeftAlone(t *testing.T) {
 		t.Fatal("the container was restarted")
 	}
 }
+
+// A database that accepts connections and never answers must not hang the
+// webhook: the delivery is answered 503 within the persist timeout.
+func TestHungDatabaseCannotHangTheWebhook(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold it open, say nothing
+		}
+	}()
+	cfg := config(t, "postgres://selfheal@"+l.Addr().String()+"/selfheal?sslmode=disable", "")
+	in := start(t, cfg)
+	began := time.Now()
+	if code := in.post(t, payload(t, "service-down-firing.json", "x")); code != 503 {
+		t.Fatalf("webhook answered %d, want 503", code)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("503 took %s, want under 2s", took)
+	}
+}
