@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -363,5 +364,87 @@ scrape_configs:
 	}
 	if n < 15 {
 		t.Fatalf("only %d PromQL queries found", n)
+	}
+}
+
+// TestThresholdsMatchTheRules: the threshold lines on the host and GPU
+// panels are the alert rules' own values, read from alerting/rules.
+func TestThresholdsMatchTheRules(t *testing.T) {
+	ruleValue := map[string]string{}
+	files, _ := filepath.Glob("../alerting/rules/*.yml")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Groups []struct {
+				Rules []struct {
+					Alert string `yaml:"alert"`
+					Expr  string `yaml:"expr"`
+				} `yaml:"rules"`
+			} `yaml:"groups"`
+		}
+		if err := yaml.Unmarshal(b, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range doc.Groups {
+			for _, r := range g.Rules {
+				if m := regexp.MustCompile(`> ([0-9.]+)\s*$`).FindStringSubmatch(r.Expr); m != nil {
+					v, err := strconv.ParseFloat(m[1], 64)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ruleValue[r.Alert] = fmt.Sprint(v)
+				}
+			}
+		}
+	}
+	b, err := os.ReadFile("dashboards/host-gpu.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title       string `json:"title"`
+			FieldConfig struct {
+				Defaults struct {
+					Thresholds struct {
+						Steps []struct {
+							Value *float64 `json:"value"`
+						} `json:"steps"`
+					} `json:"thresholds"`
+				} `json:"defaults"`
+			} `json:"fieldConfig"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	steps := map[string][]string{}
+	for _, p := range d.Panels {
+		for _, s := range p.FieldConfig.Defaults.Thresholds.Steps {
+			if s.Value != nil {
+				steps[p.Title] = append(steps[p.Title], fmt.Sprint(*s.Value))
+			}
+		}
+	}
+	for panel, alerts := range map[string][]string{
+		"CPU busy":        {"HostCPUHigh"},
+		"Memory used":     {"HostMemoryHigh"},
+		"Disk used":       {"DiskSpaceWarning", "DiskSpaceCleanup", "DiskSpaceCritical", "DiskSpaceExhausted"},
+		"GPU utilisation": {"GPUUtilizationHigh"},
+		"GPU temperature": {"GPUTemperatureHigh", "GPUTemperatureCritical"},
+	} {
+		var want []string
+		for _, a := range alerts {
+			if ruleValue[a] == "" {
+				t.Fatalf("no threshold found in the rule %s", a)
+			}
+			want = append(want, ruleValue[a])
+		}
+		if strings.Join(steps[panel], " ") != strings.Join(want, " ") {
+			t.Errorf("panel %q draws thresholds %v; the rules %v say %v", panel, steps[panel], alerts, want)
+		}
 	}
 }
