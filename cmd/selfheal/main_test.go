@@ -109,32 +109,8 @@ func daemon(t testing.TB, env []string, config, addr string, args ...string) *ex
 	if len(args) == 0 {
 		args = []string{"--log.level=debug"}
 	}
-	cmd := exec.Command(binary, append([]string{"serve", "--config.file=" + config, "--web.listen-address=" + addr}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	logf, err := os.Create(filepath.Join(t.TempDir(), "selfheal.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_, _ = cmd.Process.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("selfheal log:\n%s", b)
-		}
-	})
-	dockertest.WaitFor(t, 15*time.Second, "selfheal ready", func() bool {
-		resp, err := http.Get("http://" + addr + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	cmd := background(t, env, binary, append([]string{"serve", "--config.file=" + config, "--web.listen-address=" + addr}, args...)...)
+	waitReady(t, "selfheal", "http://"+addr+"/-/ready")
 	return cmd
 }
 
@@ -281,11 +257,7 @@ remediations:
 	daemon(t, []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=t"}, config, serveAddr, "--log.level=warn")
 
 	exporterAddr := freeAddr(t)
-	cmd := exec.Command(binary, "exporter", "--config.file="+config, "--web.listen-address="+exporterAddr, "--log.level=warn")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	background(t, nil, binary, "exporter", "--config.file="+config, "--web.listen-address="+exporterAddr, "--log.level=warn")
 
 	for _, tc := range []struct {
 		addr string

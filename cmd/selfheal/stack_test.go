@@ -46,11 +46,12 @@ type stack struct {
 
 func requireTool(tb testing.TB, name string) string { return testenv.Tool(tb, name, true) }
 
-// background starts a process that is killed when tb ends; its output goes
-// to a log file shown if tb failed.
-func background(tb testing.TB, name string, args ...string) {
+// background starts a process (with env added to the environment) that is
+// killed when tb ends; its output goes to a log file, shown if tb failed.
+func background(tb testing.TB, env []string, name string, args ...string) *exec.Cmd {
 	tb.Helper()
 	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	logf, err := os.Create(filepath.Join(tb.TempDir(), filepath.Base(name)+".log"))
 	if err != nil {
 		tb.Fatal(err)
@@ -64,9 +65,10 @@ func background(tb testing.TB, name string, args ...string) {
 		_, _ = cmd.Process.Wait()
 		if tb.Failed() {
 			b, _ := os.ReadFile(logf.Name())
-			tb.Logf("%s log:\n%s", name, lastLines(string(b), 40))
+			tb.Logf("%s log:\n%s", name, lastLines(string(b), 60))
 		}
 	})
+	return cmd
 }
 
 func lastLines(s string, n int) string {
@@ -135,7 +137,7 @@ remediations:
 	if err := os.WriteFile(amFile, []byte(amConfig), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	background(tb, alertmanager, "--config.file="+amFile, "--storage.path="+filepath.Join(dir, "am"),
+	background(tb, nil, alertmanager, "--config.file="+amFile, "--storage.path="+filepath.Join(dir, "am"),
 		"--web.listen-address="+amAddr, "--cluster.listen-address=")
 
 	// Prometheus, loading the repository's rules.
@@ -160,7 +162,7 @@ scrape_configs:
 	if err := os.WriteFile(promFile, []byte(promConfig), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	background(tb, prometheus, "--config.file="+promFile, "--storage.tsdb.path="+filepath.Join(dir, "prom"),
+	background(tb, nil, prometheus, "--config.file="+promFile, "--storage.tsdb.path="+filepath.Join(dir, "prom"),
 		"--web.listen-address="+promAddr)
 	s.PromURL = "http://" + promAddr
 
