@@ -94,6 +94,26 @@ func dashboards(t *testing.T) map[string]dashboard {
 	return out
 }
 
+// panelQuery is one panel query, with where it stands.
+type panelQuery struct {
+	file, panel string
+	target
+}
+
+// panelQueries returns every panel query of every dashboard.
+func panelQueries(t *testing.T) []panelQuery {
+	t.Helper()
+	var qs []panelQuery
+	for f, d := range dashboards(t) {
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				qs = append(qs, panelQuery{f, p.Title, tg})
+			}
+		}
+	}
+	return qs
+}
+
 // provisionedUIDs reads the data source UIDs Grafana is provisioned with.
 func provisionedUIDs(t *testing.T) map[string]string {
 	t.Helper()
@@ -215,34 +235,30 @@ func TestSQLPanelsReturnRows(t *testing.T) {
 		t.Fatal("the dashboard role can delete rows")
 	}
 	n := 0
-	for f, d := range dashboards(t) {
-		for _, p := range d.Panels {
-			for _, tg := range p.Targets {
-				if tg.RawSQL == "" {
-					continue
-				}
-				n++
-				sql := expandSQL(tg.RawSQL)
-				if m := unknownMacros.FindString(sql); m != "" {
-					t.Errorf("%s: panel %q uses %s, which this test does not expand", f, p.Title, m)
-					continue
-				}
-				rows, err := conn.Query(ctx, sql)
-				if err != nil {
-					t.Errorf("%s: panel %q: %v", f, p.Title, err)
-					continue
-				}
-				count := 0
-				for rows.Next() {
-					count++
-				}
-				if err := rows.Err(); err != nil {
-					t.Errorf("%s: panel %q: %v", f, p.Title, err)
-				}
-				if count == 0 {
-					t.Errorf("%s: panel %q returned no rows over the sample", f, p.Title)
-				}
-			}
+	for _, q := range panelQueries(t) {
+		if q.RawSQL == "" {
+			continue
+		}
+		n++
+		sql := expandSQL(q.RawSQL)
+		if m := unknownMacros.FindString(sql); m != "" {
+			t.Errorf("%s: panel %q uses %s, which this test does not expand", q.file, q.panel, m)
+			continue
+		}
+		rows, err := conn.Query(ctx, sql)
+		if err != nil {
+			t.Errorf("%s: panel %q: %v", q.file, q.panel, err)
+			continue
+		}
+		count := 0
+		for rows.Next() {
+			count++
+		}
+		if err := rows.Err(); err != nil {
+			t.Errorf("%s: panel %q: %v", q.file, q.panel, err)
+		}
+		if count == 0 {
+			t.Errorf("%s: panel %q returned no rows over the sample", q.file, q.panel)
 		}
 	}
 	if n < 10 {
@@ -339,21 +355,19 @@ scrape_configs:
 	mustHaveData := map[string]bool{"CPU busy": true, "Memory used": true, "Disk used": true, "Load": true,
 		"selfheal: webhook": true, "selfheal: collectors": true}
 	n := 0
-	for f, d := range dashboards(t) {
-		for _, p := range d.Panels {
-			for _, tg := range p.Targets {
-				if tg.Expr == "" {
-					continue
-				}
-				n++
-				series, errMsg := query(vars.Replace(tg.Expr))
-				if series < 0 {
-					t.Errorf("%s: panel %q query %s: %s", f, p.Title, tg.RefID, errMsg)
-				} else if mustHaveData[p.Title] && series == 0 {
-					t.Errorf("%s: panel %q query %s returned no series", f, p.Title, tg.RefID)
-				}
-			}
+	for _, q := range panelQueries(t) {
+		if q.Expr == "" {
+			continue
 		}
+		n++
+		series, errMsg := query(vars.Replace(q.Expr))
+		if series < 0 {
+			t.Errorf("%s: panel %q query %s: %s", q.file, q.panel, q.RefID, errMsg)
+		} else if mustHaveData[q.panel] && series == 0 {
+			t.Errorf("%s: panel %q query %s returned no series", q.file, q.panel, q.RefID)
+		}
+	}
+	for f, d := range dashboards(t) {
 		for _, v := range d.Templating.List {
 			q := strings.TrimSuffix(strings.TrimPrefix(v.Query.Query, "label_values("), ")")
 			metric := strings.TrimSpace(q[:strings.LastIndex(q, ",")])

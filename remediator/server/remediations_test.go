@@ -191,9 +191,7 @@ func TestCriticalEventsTriggerCategoryD(t *testing.T) {
 	cfg, record, _ := rebootConfig(t, dsn)
 	cfg.RebootEnabled, cfg.DryRun = true, true
 	cfg.Engine.CriticalEvents.Interval = policy.Duration(200 * time.Millisecond)
-	in := start(t, cfg)
-	in.waitReady(t)
-	conn := db(t, dsn)
+	_, conn := ready(t, cfg)
 	if _, err := conn.Exec(context.Background(), `INSERT INTO self_healing_events (event_time, severity, event_type, message) VALUES
 		(now() - interval '29 minutes', 'CRITICAL', 'escalation', 'a'), (now(), 'EMERGENCY', 'x', 'b'),
 		(now() - interval '31 minutes', 'CRITICAL', 'escalation', 'too old')`); err != nil {
@@ -240,12 +238,10 @@ func TestLadderEscalatesToHardRestart(t *testing.T) {
 	cr := cfg.Remediation("critical-recovery")
 	cr.Steps = []policy.Action{{Type: "hard_restart", Services: []string{other, dying}, Concurrency: 1}}
 	cr.Target = "application"
-	in := start(t, cfg)
-	in.waitReady(t)
+	in, conn := ready(t, cfg)
 	if code := in.post(t, payload(t, "service-down-firing.json", dying)); code != 200 {
 		t.Fatalf("webhook answered %d", code)
 	}
-	conn := db(t, dsn)
 	waitFor(t, 60*time.Second, "hard restart", func() bool {
 		return count(t, conn, `SELECT count(*) FROM recovery_actions WHERE remediation = 'critical-recovery' AND action_type = 'hard_restart' AND status <> 'running'`) >= 1
 	})

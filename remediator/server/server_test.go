@@ -122,6 +122,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// ready starts selfheal with cfg, waits until it is ready, and returns a
+// connection to its database.
+func ready(t testing.TB, cfg *policy.Config) (*instance, *pgx.Conn) {
+	t.Helper()
+	in := start(t, cfg)
+	in.waitReady(t)
+	return in, db(t, cfg.DatabaseURL)
+}
+
 func (in *instance) waitReady(t testing.TB) {
 	t.Helper()
 	waitFor(t, 15*time.Second, "selfheal ready", func() bool {
@@ -201,13 +210,11 @@ func waitIdle(t testing.TB, conn *pgx.Conn) {
 func TestServiceDownFixtureHealsStoppedContainer(t *testing.T) {
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
 	dsn := pgtest.DSN(t)
-	in := start(t, config(t, dsn, ""))
-	in.waitReady(t)
+	in, conn := ready(t, config(t, dsn, ""))
 	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
 		t.Fatalf("webhook answered %d", code)
 	}
 	waitFor(t, 20*time.Second, name+" running", func() bool { return dockertest.State(t, name).Running })
-	conn := db(t, dsn)
 	waitIdle(t, conn)
 	if n := count(t, conn, `SELECT count(*) FROM recovery_actions WHERE service_name = $1 AND action_type = 'restart' AND status = 'succeeded' AND attempt = 1`, name); n != 1 {
 		t.Fatalf("%d succeeded restart rows, want 1", n)
@@ -278,12 +285,10 @@ func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
 	// Dies 300ms after every start.
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=300ms"}})
 	dsn := pgtest.DSN(t)
-	in := start(t, config(t, dsn, ""))
-	in.waitReady(t)
+	in, conn := ready(t, config(t, dsn, ""))
 	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
 		t.Fatalf("webhook answered %d", code)
 	}
-	conn := db(t, dsn)
 	waitFor(t, 60*time.Second, "escalation", func() bool {
 		return count(t, conn, `SELECT count(*) FROM escalations WHERE service_name = $1`, name) == 1
 	})
@@ -336,12 +341,10 @@ func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
 func TestUnlabelledContainerIsNeverTouched(t *testing.T) {
 	name := dockertest.Run(t, dockertest.Spec{Stopped: true})
 	dsn := pgtest.DSN(t)
-	in := start(t, config(t, dsn, ""))
-	in.waitReady(t)
+	in, conn := ready(t, config(t, dsn, ""))
 	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
 		t.Fatalf("webhook answered %d", code)
 	}
-	conn := db(t, dsn)
 	waitFor(t, 10*time.Second, "refusal", func() bool {
 		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused'`) == 1
 	})
@@ -359,14 +362,12 @@ func TestUnlabelledContainerIsNeverTouched(t *testing.T) {
 
 func TestUnknownTargetIsRefused(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	in := start(t, config(t, dsn, ""))
-	in.waitReady(t)
+	in, conn := ready(t, config(t, dsn, ""))
 	// A ServiceDown alert without a service label renders an empty target.
 	body := bytes.ReplaceAll(payload(t, "service-down-firing.json", "x"), []byte(`"service":"x",`), nil)
 	if code := in.post(t, body); code != 200 {
 		t.Fatalf("webhook answered %d", code)
 	}
-	conn := db(t, dsn)
 	waitFor(t, 10*time.Second, "refusal", func() bool {
 		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused'
 			AND reason = 'target template "{{ .Labels.service }}" rendered empty for this alert'`) == 1
@@ -423,12 +424,10 @@ func TestDryRunRecordsWithoutActing(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	cfg := config(t, dsn, "")
 	cfg.DryRun = true
-	in := start(t, cfg)
-	in.waitReady(t)
+	in, conn := ready(t, cfg)
 	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
 		t.Fatalf("webhook answered %d", code)
 	}
-	conn := db(t, dsn)
 	waitFor(t, 10*time.Second, "dry-run decision", func() bool {
 		return count(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'dry_run' AND action_type = 'restart'`) == 1
 	})
@@ -447,9 +446,7 @@ func TestPauseAndStormBrake(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	cfg := config(t, dsn, "")
 	cfg.Engine.StormBrake.MaxActions = 1
-	in := start(t, cfg)
-	in.waitReady(t)
-	conn := db(t, dsn)
+	in, conn := ready(t, cfg)
 
 	if _, err := conn.Exec(context.Background(), `UPDATE engine_settings SET paused = true, reason = 'maintenance window'`); err != nil {
 		t.Fatal(err)
@@ -508,8 +505,7 @@ func TestHTTPEndpoints(t *testing.T) {
 func TestRecoveredContainerIsLeftAlone(t *testing.T) {
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
 	dsn := pgtest.DSN(t)
-	in := start(t, config(t, dsn, ""))
-	in.waitReady(t)
+	in, conn := ready(t, config(t, dsn, ""))
 	alertBegan := time.Now().Add(-time.Second)
 	api, _ := dockertest.Client(t)
 	if err := api.ContainerStart(context.Background(), name, container.StartOptions{}); err != nil {
@@ -520,7 +516,6 @@ func TestRecoveredContainerIsLeftAlone(t *testing.T) {
 	if code := in.post(t, withStartsAt(payload(t, "service-down-firing.json", name), alertBegan)); code != 200 {
 		t.Fatalf("webhook answered %d", code)
 	}
-	conn := db(t, dsn)
 	waitFor(t, 10*time.Second, "decision", func() bool {
 		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE '%is running again since%'`) == 1
 	})
