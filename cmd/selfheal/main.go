@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,6 +36,10 @@ func run(args []string) int {
 	app.HelpFlag.Short('h')
 	logCfg := &promslog.Config{}
 	promslogflag.AddFlags(app, logCfg)
+	// The seed's name for the log level, as a default the flag overrides.
+	if v := os.Getenv(policy.EnvSeedLogLevel); v != "" {
+		app.GetFlag("log.level").Default(strings.ToLower(strings.TrimSpace(v)))
+	}
 
 	serve := app.Command("serve", "Run the webhook, the engine and /metrics.")
 	serveConfig := serve.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -213,11 +214,17 @@ func UniqueName(prefix string) string {
 // leaves the first image dangling. Both are removed when t ends.
 func BuildImage(t testing.TB, tag, content string) string {
 	t.Helper()
+	return BuildLabelledImage(t, tag, content, nil)
+}
+
+// BuildLabelledImage is BuildImage with labels added to the image.
+func BuildLabelledImage(t testing.TB, tag, content string, labels map[string]string) string {
+	t.Helper()
 	c, _ := Client(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range []struct{ name, body string }{
-		{"Dockerfile", "FROM scratch\nCOPY f /f\nLABEL " + TestLabel + "=true\n"},
+		{"Dockerfile", "FROM scratch\nCOPY f /f\nLABEL " + TestLabel + "=true" + labelLines(labels)},
 		{"f", content},
 	} {
 		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.body))}); err != nil {
@@ -244,4 +251,12 @@ func BuildImage(t testing.TB, tag, content string) string {
 		_, _ = c.ImageRemove(context.Background(), info.ID, image.RemoveOptions{Force: true, PruneChildren: true})
 	})
 	return info.ID
+}
+
+func labelLines(labels map[string]string) string {
+	var b strings.Builder
+	for k, v := range labels {
+		fmt.Fprintf(&b, " %q=%q", k, v)
+	}
+	return b.String() + "\n"
 }

@@ -52,7 +52,7 @@ func TestHTTP(t *testing.T) {
 
 func TestVacuum(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	res, err := Vacuum{DefaultDatabase: dsn}.Execute(context.Background(), engine.Request{Action: policy.Action{Type: "vacuum"}})
+	res, err := Vacuum{}.Execute(context.Background(), engine.Request{Action: policy.Action{Type: "vacuum", Databases: []string{dsn}}})
 	if err != nil {
 		t.Fatal(err)
 	}

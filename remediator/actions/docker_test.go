@@ -100,8 +100,11 @@ func TestPrune(t *testing.T) {
 	runningOptedIn := dockertest.Run(t, dockertest.Spec{Labels: label})
 	stoppedOther := dockertest.Run(t, dockertest.Spec{Stopped: true})
 	tag := dockertest.UniqueName("selfheal-prune-test") + ":v"
-	dangling := dockertest.BuildImage(t, tag, "first")
-	tagged := dockertest.BuildImage(t, tag, "second") // takes the tag: the first is dangling now
+	dangling := dockertest.BuildLabelledImage(t, tag, "first", label)
+	tagged := dockertest.BuildLabelledImage(t, tag, "second", label) // takes the tag: the first is dangling now
+	otherTag := dockertest.UniqueName("selfheal-prune-other") + ":v"
+	danglingOther := dockertest.BuildImage(t, otherTag, "first")
+	dockertest.BuildImage(t, otherTag, "second")
 
 	res, err := DockerPrune{Fleet: c}.Execute(context.Background(), engine.Request{Action: policy.Action{Type: "docker_prune"}})
 	if err != nil {
@@ -122,6 +125,9 @@ func TestPrune(t *testing.T) {
 	}
 	if _, err := api.ImageInspect(ctx, tagged); err != nil {
 		t.Errorf("the tagged image was removed: %v", err)
+	}
+	if _, err := api.ImageInspect(ctx, danglingOther); err != nil {
+		t.Errorf("a dangling image without the opt-in label was removed: %v", err)
 	}
 	removed, _ := res.Details["containers_removed"].([]string)
 	if len(removed) != 1 || res.Details["images_removed"].(int) < 1 {

@@ -3,19 +3,23 @@ package actions
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"text/template"
 
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
+	"github.com/selfheal/selfheal/remediator/policy"
 )
 
 // GPUs is what the GPU actions need from NVML; *gpuctl.GPUs has it.
 type GPUs interface {
+	Count() (int, error)
 	Device(target string) (gpuctl.Device, int, error)
 	Processes(target string) ([]uint32, error)
 	Limits(target string) (gpuctl.PowerLimits, error)
@@ -185,29 +189,44 @@ func (a GPUReset) run(ctx context.Context, args []string) ([]byte, error) {
 	return exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
 }
 
-// Permit implements engine.Executor.
+// Permit implements engine.Executor. With all set, nothing is refused up
+// front: each GPU is checked as it comes.
 func (a GPUReset) Permit(_ context.Context, req engine.Request) error {
-	pids, err := a.GPUs.Processes(req.Target)
+	if req.Action.AllGPUs {
+		return nil
+	}
+	return a.idle(req.Target)
+}
+
+func (a GPUReset) idle(gpu string) error {
+	pids, err := a.GPUs.Processes(gpu)
 	if err != nil {
 		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf("GPU reset: %v", err)}
 	}
 	if len(pids) > 0 {
 		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf(
-			"GPU %s reset refused: %d process(es) hold it (pids %v)", req.Target, len(pids), pids)}
+			"GPU %s reset refused: %d process(es) hold it (pids %v)", gpu, len(pids), pids)}
 	}
 	return nil
 }
 
 // Execute implements engine.Executor.
 func (a GPUReset) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
-	if err := a.Permit(ctx, req); err != nil { // a process may have started since
+	if req.Action.AllGPUs {
+		return a.resetIdle(ctx, req)
+	}
+	return a.reset(ctx, req.Action, req.Target)
+}
+
+func (a GPUReset) reset(ctx context.Context, action policy.Action, gpu string) (engine.Result, error) {
+	if err := a.idle(gpu); err != nil { // a process may have started since
 		return engine.Result{}, err
 	}
-	_, index, err := a.GPUs.Device(req.Target)
+	_, index, err := a.GPUs.Device(gpu)
 	if err != nil {
 		return engine.Result{}, err
 	}
-	args, err := renderCommand(req.Action.Command, map[string]any{"GPU": index, "Target": req.Target})
+	args, err := renderCommand(action.Command, map[string]any{"GPU": index, "Target": gpu})
 	if err != nil {
 		return engine.Result{}, err
 	}
@@ -215,6 +234,35 @@ func (a GPUReset) Execute(ctx context.Context, req engine.Request) (engine.Resul
 	res := engine.Result{Details: map[string]any{"command": args, "output": string(truncate(out, 2048))}}
 	if err != nil {
 		return res, fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(truncate(out, 512)))
+	}
+	return res, nil
+}
+
+// resetIdle resets every GPU of the host that no process holds, as
+// critical recovery does; a held GPU is left alone and reported, and a host
+// without GPUs has nothing to do.
+func (a GPUReset) resetIdle(ctx context.Context, req engine.Request) (engine.Result, error) {
+	n, err := a.GPUs.Count()
+	if err != nil {
+		return engine.Result{}, fmt.Errorf("GPU reset: %w", err)
+	}
+	var reset, held []string
+	var errs []error
+	for i := range n {
+		gpu := strconv.Itoa(i)
+		if err := a.idle(gpu); err != nil {
+			held = append(held, err.Error())
+			continue
+		}
+		if _, err := a.reset(ctx, req.Action, gpu); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reset = append(reset, gpu)
+	}
+	res := engine.Result{Details: map[string]any{"gpus": n, "reset": reset, "left_alone": held}}
+	if len(errs) > 0 {
+		return res, fmt.Errorf("GPU reset: %w", errors.Join(errs...))
 	}
 	return res, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -80,6 +81,10 @@ func (a Reboot) bootID() (string, error) {
 func (a Reboot) Permit(ctx context.Context, req engine.Request) error {
 	if !a.Enabled {
 		return &engine.Refusal{Severity: "WARNING", Reason: "reboot refused: reboots are disabled (SELFHEAL_REBOOT_ENABLED is not true)"}
+	}
+	if m, ok := req.Labels["mountpoint"]; ok && !slices.Contains(req.Action.Mountpoints, m) {
+		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf(
+			"reboot refused: a reboot cannot free %s (rebootable mount points: %s)", m, strings.Join(req.Action.Mountpoints, ", "))}
 	}
 	now := a.now()
 	inDay, last, err := a.Store.RebootHistory(ctx, now.Add(-24*time.Hour))

@@ -10,11 +10,9 @@ import (
 
 // Deps are what the actions act through.
 type Deps struct {
-	Docker *containers.Client
-	GPUs   GPUs
-	Store  RebootStore
-	// DatabaseURL is selfheal's own database, vacuum's default.
-	DatabaseURL   string
+	Docker        *containers.Client
+	GPUs          GPUs
+	Store         RebootStore
 	RebootEnabled bool
 	// ProcPath is the host's /proc (default /proc).
 	ProcPath   string
@@ -32,7 +30,7 @@ func Registry(d Deps) map[string]engine.Executor {
 		policy.ActionHardRestart:     HardRestart{Fleet: d.Docker},
 		policy.ActionDockerPrune:     DockerPrune{Fleet: d.Docker},
 		policy.ActionLogCleanup:      LogCleanup{ProcPath: d.ProcPath},
-		policy.ActionVacuum:          Vacuum{DefaultDatabase: d.DatabaseURL},
+		policy.ActionVacuum:          Vacuum{},
 		policy.ActionGPUSessionReset: GPUSessionReset{GPUs: d.GPUs, Containers: d.Docker, ProcPath: d.ProcPath},
 		policy.ActionGPUThrottle:     GPUThrottle{GPUs: d.GPUs},
 		policy.ActionGPUReset:        GPUReset{GPUs: d.GPUs},

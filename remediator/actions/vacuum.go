@@ -11,12 +11,10 @@ import (
 	"github.com/selfheal/selfheal/remediator/engine"
 )
 
-// Vacuum runs VACUUM ANALYZE on the configured databases (selfheal's own
-// when none is configured) and records how long each took.
-type Vacuum struct {
-	// DefaultDatabase is selfheal's own database URL.
-	DefaultDatabase string
-}
+// Vacuum runs VACUUM ANALYZE on the application's databases, as
+// configured, and records how long each took. It never picks a database by
+// itself: selfheal's own is kept small by its retention.
+type Vacuum struct{}
 
 var _ engine.Executor = Vacuum{}
 
@@ -24,10 +22,10 @@ var _ engine.Executor = Vacuum{}
 func (Vacuum) Permit(context.Context, engine.Request) error { return nil }
 
 // Execute implements engine.Executor.
-func (a Vacuum) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
+func (Vacuum) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
 	dbs := req.Action.Databases
 	if len(dbs) == 0 {
-		dbs = []string{a.DefaultDatabase}
+		return engine.Result{}, fmt.Errorf("vacuum: no database configured")
 	}
 	var done []any
 	res := engine.Result{Details: map[string]any{}}

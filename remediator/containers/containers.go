@@ -14,7 +14,6 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
@@ -307,9 +306,11 @@ type PruneReport struct {
 	BytesReclaimed uint64
 }
 
-// Prune removes stopped opted-in containers, dangling images and unused
-// build cache. Containers without the opt-in label are never removed, even
-// when listed by name: removal cannot be undone.
+// Prune removes what is opted in and unused: stopped containers and
+// dangling images that carry the opt-in label. Nothing else — not an
+// unlabelled image, a volume, a network or the build cache, which Docker
+// cannot attribute to a container — is ever removed; a container listed by
+// name but unlabelled is kept too, since removal cannot be undone.
 func (c *Client) Prune(ctx context.Context) (PruneReport, error) {
 	var r PruneReport
 	cr, err := c.api.ContainersPrune(ctx, c.labelFilter())
@@ -317,22 +318,14 @@ func (c *Client) Prune(ctx context.Context) (PruneReport, error) {
 		return r, fmt.Errorf("prune containers: %w", err)
 	}
 	r.Containers, r.BytesReclaimed = cr.ContainersDeleted, cr.SpaceReclaimed
-	ir, err := c.api.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "true")))
+	images := c.labelFilter()
+	images.Add("dangling", "true")
+	ir, err := c.api.ImagesPrune(ctx, images)
 	if err != nil {
 		return r, fmt.Errorf("prune images: %w", err)
 	}
 	r.Images, r.BytesReclaimed = len(ir.ImagesDeleted), r.BytesReclaimed+ir.SpaceReclaimed
-	if br, err := c.api.BuildCachePrune(ctx, build.CachePruneOptions{}); err == nil && br != nil {
-		r.BytesReclaimed += br.SpaceReclaimed
-	} else if err != nil && !errdefsNotImplemented(err) {
-		return r, fmt.Errorf("prune build cache: %w", err)
-	}
 	return r, nil
-}
-
-// errdefsNotImplemented is true for daemons without a build cache API.
-func errdefsNotImplemented(err error) bool {
-	return cerrdefs.IsNotImplemented(err) || strings.Contains(err.Error(), "not supported")
 }
 
 // NameOf returns the name of the container with the given ID.

@@ -44,6 +44,32 @@ type Input struct {
 	// Recovery is the target's own state, for category A: it may have come
 	// back by itself since the alert began.
 	Recovery Recovery
+	// Step is the job's step: for a sequence, which of its actions is due.
+	Step int
+}
+
+// continuesSequence reports whether the job is a later step of a sequence
+// already under way: it runs whatever the cooldown, failure count or alert
+// says, since its first step was decided with them.
+func (in Input) continuesSequence() bool { return in.Remediation.IsSequence() && in.Step > 1 }
+
+// NextAction returns the action the job would run and its attempt number.
+// A sequence runs its actions in order, one per step. A ladder runs step n
+// for the target's n-th consecutive attempt, counted from its failures in
+// the window; the occurrence's own outage, when counted among them, is the
+// reason for the attempt rather than a failed attempt. Once the ladder is
+// exhausted its last step repeats.
+func (in Input) NextAction() (policy.Action, int) {
+	r := in.Remediation
+	if r.IsSequence() {
+		i := min(max(in.Step, 1), len(r.Steps)) - 1
+		return r.Steps[i], i + 1
+	}
+	prior := in.State.FailuresInWindow
+	if in.State.OutageCounted {
+		prior--
+	}
+	return LadderStep(r, max(prior, 0))
 }
 
 // Recovery says whether a target recovered on its own since its alert
@@ -88,23 +114,20 @@ func LadderStep(r *policy.Remediation, failures int) (policy.Action, int) {
 // decides again.
 func Decide(in Input, now time.Time) Decision {
 	r, st := in.Remediation, in.State
+	underway := in.continuesSequence()
 	switch {
-	case in.AlertResolved:
+	case in.AlertResolved && !underway:
 		return Decision{Verdict: Skip, Reason: "the alert resolved before this step started"}
 	case st.Paused:
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf("remediation is paused (%s)", orNone(st.PauseReason))}
-	case !st.EscalatedAt.IsZero():
+	case !st.RebootPendingSince.IsZero() && r.Category != policy.CategoryD:
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf(
-			"escalated to %s at %s: nothing more runs on this target until its alert resolves or %s pass",
-			escalationTarget(st.EscalatedTo), st.EscalatedAt.UTC().Format(time.RFC3339), r.FailureWindow)}
-	case r.MaxFailures > 0 && st.FailuresInWindow >= r.MaxFailures:
-		return Decision{Verdict: Escalate, Reason: fmt.Sprintf("%d failures within %s (limit %d): escalating to %s",
-			st.FailuresInWindow, r.FailureWindow, r.MaxFailures, escalationTarget(r.EscalateTo))}
+			"a guarded reboot is under way (requested %s): smaller remediations wait for it",
+			st.RebootPendingSince.UTC().Format(time.RFC3339))}
 	}
-	if cd := r.Cooldown.D(); cd > 0 && !st.LastActionAt.IsZero() {
-		if until := st.LastActionAt.Add(cd); now.Before(until) {
-			return Decision{Verdict: Skip, Reason: fmt.Sprintf("in cooldown until %s (last action %s, cooldown %s)",
-				until.UTC().Format(time.RFC3339), st.LastActionAt.UTC().Format(time.RFC3339), r.Cooldown)}
+	if !underway {
+		if d, ok := decideLimits(r, st, now); ok {
+			return d
 		}
 	}
 	if in.Limits.StormMaxActions > 0 && st.ActionsInStormWindow >= in.Limits.StormMaxActions {
@@ -125,7 +148,7 @@ func Decide(in Input, now time.Time) Decision {
 	case rec.Settling > 0:
 		return Decision{Verdict: Defer, RetryAfter: rec.Settling, Reason: rec.Reason}
 	}
-	action, attempt := LadderStep(r, st.FailuresInWindow)
+	action, attempt := in.NextAction()
 	if in.DryRun {
 		return Decision{Verdict: DryRun, Action: action, Attempt: attempt,
 			Reason: fmt.Sprintf("dry-run: would run %s (attempt %d)", action.Type, attempt)}
@@ -134,8 +157,39 @@ func Decide(in Input, now time.Time) Decision {
 		return Decision{Verdict: Defer, RetryAfter: time.Second, Reason: fmt.Sprintf(
 			"%d actions running (limit %d)", st.RunningActions, in.Limits.MaxConcurrentActions)}
 	}
+	if r.IsSequence() {
+		return Decision{Verdict: Run, Action: action, Attempt: attempt,
+			Reason: fmt.Sprintf("running %s (step %d of %d)", action.Type, attempt, len(r.Steps))}
+	}
 	return Decision{Verdict: Run, Action: action, Attempt: attempt,
 		Reason: fmt.Sprintf("running %s (attempt %d, %d failures in the last %s)", action.Type, attempt, st.FailuresInWindow, r.FailureWindow)}
+}
+
+// decideLimits applies the per-target limits: an open escalation, the
+// failure count and the cooldown. ok is false when none of them applies.
+func decideLimits(r *policy.Remediation, st store.State, now time.Time) (Decision, bool) {
+	switch {
+	case !st.EscalatedAt.IsZero():
+		return Decision{Verdict: Skip, Reason: fmt.Sprintf(
+			"escalated to %s at %s: nothing more runs on this target until its alert resolves or %s pass",
+			escalationTarget(st.EscalatedTo), st.EscalatedAt.UTC().Format(time.RFC3339), r.FailureWindow)}, true
+	case r.MaxFailures > 0 && st.FailuresInWindow >= r.MaxFailures && !st.LastEscalationAt.IsZero():
+		// A crash loop: the bigger remediation already had its turn in this
+		// window. Escalating again would only loop; people must look.
+		return Decision{Verdict: Skip, Reason: fmt.Sprintf(
+			"%d failures within %s (limit %d), and already escalated at %s: not escalating again within the window",
+			st.FailuresInWindow, r.FailureWindow, r.MaxFailures, st.LastEscalationAt.UTC().Format(time.RFC3339))}, true
+	case r.MaxFailures > 0 && st.FailuresInWindow >= r.MaxFailures:
+		return Decision{Verdict: Escalate, Reason: fmt.Sprintf("%d failures within %s (limit %d): escalating to %s",
+			st.FailuresInWindow, r.FailureWindow, r.MaxFailures, escalationTarget(r.EscalateTo))}, true
+	}
+	if cd := r.Cooldown.D(); cd > 0 && !st.LastActionAt.IsZero() {
+		if until := st.LastActionAt.Add(cd); now.Before(until) {
+			return Decision{Verdict: Skip, Reason: fmt.Sprintf("in cooldown until %s (last action %s, cooldown %s)",
+				until.UTC().Format(time.RFC3339), st.LastActionAt.UTC().Format(time.RFC3339), r.Cooldown)}, true
+		}
+	}
+	return Decision{}, false
 }
 
 func orNone(s string) string {

@@ -134,3 +134,108 @@ func TestOnlyActingVerdictsNeedTheTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestCrashLoopLadder walks a crash loop the way the engine meets it now
+// that every outage counts: each new occurrence of the alert is a failure
+// of the service (OutageCounted), whether or not the restart before it
+// "succeeded". The first outage restarts, the second stops and starts, the
+// third escalates, and the fourth — within the same window, the bigger
+// remediation having had its turn — runs nothing.
+func TestCrashLoopLadder(t *testing.T) {
+	r := serviceDown(t)
+	for _, tc := range []struct {
+		name    string
+		state   store.State
+		verdict Verdict
+		action  string
+		reason  string
+	}{
+		{"first outage", store.State{FailuresInWindow: 1, OutageCounted: true},
+			Run, "restart", "running restart (attempt 1, 1 failures in the last 10m)"},
+		{"second outage", store.State{FailuresInWindow: 2, OutageCounted: true},
+			Run, "stop_start", "running stop_start (attempt 2, 2 failures in the last 10m)"},
+		{"one outage, restart failed", store.State{FailuresInWindow: 2, OutageCounted: true},
+			Run, "stop_start", "running stop_start (attempt 2, 2 failures in the last 10m)"},
+		{"third outage", store.State{FailuresInWindow: 3, OutageCounted: true},
+			Escalate, "", "3 failures within 10m (limit 3): escalating to critical-recovery"},
+		{"fourth outage, escalated already", store.State{FailuresInWindow: 4, OutageCounted: true, LastEscalationAt: t0.Add(-time.Minute)},
+			Skip, "", "4 failures within 10m (limit 3), and already escalated at 2026-11-26T02:59:00Z: not escalating again within the window"},
+		{"escalation of an earlier window is forgotten", store.State{FailuresInWindow: 1, OutageCounted: true},
+			Run, "restart", "running restart (attempt 1, 1 failures in the last 10m)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(Input{Remediation: r, State: tc.state, Step: 1}, t0)
+			if d.Verdict != tc.verdict || d.Action.Type != tc.action || d.Reason != tc.reason {
+				t.Fatalf("got %s %s %q\nwant %s %s %q", d.Verdict, d.Action.Type, d.Reason, tc.verdict, tc.action, tc.reason)
+			}
+		})
+	}
+}
+
+func criticalRecovery(t *testing.T) *policy.Remediation {
+	t.Helper()
+	cfg, err := policy.Parse([]byte(`
+remediations:
+  - name: critical-recovery
+    match: ['alertname="DatabaseDown"']
+    category: C
+    target: application
+    cooldown: 10m
+    sequence:
+      - {type: hard_restart, services: [db, api]}
+      - docker_prune
+      - {type: vacuum, databases: ['postgres://app@localhost/app']}
+      - {type: gpu_reset, all: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Remediation("critical-recovery")
+}
+
+// TestSequence: the first step of a sequence meets every limit; the later
+// ones run in order whatever the cooldown, failures or alert say, since
+// the sequence was decided as a whole — but a pause still stops them.
+func TestSequence(t *testing.T) {
+	r := criticalRecovery(t)
+	inCooldown := store.State{LastActionAt: t0.Add(-time.Minute), FailuresInWindow: 5}
+	for _, tc := range []struct {
+		name    string
+		in      Input
+		verdict Verdict
+		action  string
+		reason  string
+	}{
+		{"first step", Input{Remediation: r, Step: 1}, Run, "hard_restart", "running hard_restart (step 1 of 4)"},
+		{"first step in cooldown", Input{Remediation: r, Step: 1, State: store.State{LastActionAt: t0.Add(-time.Minute)}},
+			Skip, "", "in cooldown until 2026-11-26T03:09:00Z (last action 2026-11-26T02:59:00Z, cooldown 10m)"},
+		{"later steps ignore cooldown and failures", Input{Remediation: r, Step: 3, State: inCooldown},
+			Run, "vacuum", "running vacuum (step 3 of 4)"},
+		{"later steps run after the alert resolved", Input{Remediation: r, Step: 2, AlertResolved: true},
+			Run, "docker_prune", "running docker_prune (step 2 of 4)"},
+		{"but not when paused", Input{Remediation: r, Step: 2, State: store.State{Paused: true, PauseReason: "x"}},
+			Skip, "", "remediation is paused (x)"},
+		{"last step", Input{Remediation: r, Step: 4}, Run, "gpu_reset", "running gpu_reset (step 4 of 4)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(tc.in, t0)
+			if d.Verdict != tc.verdict || d.Action.Type != tc.action || d.Reason != tc.reason {
+				t.Fatalf("got %s %s %q\nwant %s %s %q", d.Verdict, d.Action.Type, d.Reason, tc.verdict, tc.action, tc.reason)
+			}
+		})
+	}
+}
+
+// TestRebootUnderWayHoldsSmallerRemediations: while a guarded reboot is
+// pending, only category D decides; everything smaller waits for it.
+func TestRebootUnderWayHoldsSmallerRemediations(t *testing.T) {
+	st := store.State{RebootPendingSince: t0.Add(-30 * time.Second)}
+	d := Decide(Input{Remediation: serviceDown(t), State: st, Step: 1}, t0)
+	if d.Verdict != Skip || d.Reason != "a guarded reboot is under way (requested 2026-11-26T02:59:30Z): smaller remediations wait for it" {
+		t.Fatalf("%+v", d)
+	}
+	reboot := &policy.Remediation{Name: "reboot", Category: policy.CategoryD, Steps: []policy.Action{{Type: "reboot"}}}
+	if d := Decide(Input{Remediation: reboot, State: st, Step: 1}, t0); d.Verdict != Run {
+		t.Fatalf("the reboot itself: %+v", d)
+	}
+}

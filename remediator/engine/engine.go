@@ -299,25 +299,35 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		e.m.deferred.Inc()
 		return c.Defer(ctx, 500*time.Millisecond, "another action on "+target+" is in progress")
 	}
+	if countsOutage(r, j) {
+		if err := c.RecordOutage(ctx, target); err != nil {
+			return err
+		}
+	}
 	st, err := c.LoadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,
 		FailureWindow: r.FailureWindow.D(), StormWindow: e.cfg.Engine.StormBrake.Window.D()})
 	if err != nil {
 		return err
 	}
+	if why := e.cfg.PausedByEnvironment; why != "" && !st.Paused {
+		st.Paused, st.PauseReason = true, "this replica's environment says "+why
+	}
 	in := Input{
-		Remediation:   r,
-		DryRun:        e.cfg.IsDryRun(r),
-		Limits:        e.limits(),
-		State:         st,
-		AlertResolved: j.AlertStatus == "resolved",
+		Remediation: r,
+		DryRun:      e.cfg.IsDryRun(r),
+		Limits:      e.limits(),
+		State:       st,
+		// An escalation runs whether or not the alert has resolved since.
+		AlertResolved: j.AlertStatus == "resolved" && !j.Escalated,
+		Step:          j.Step,
 	}
 	d := Decide(in, st.Now)
 	if d.Verdict.Acts() {
-		step, _ := LadderStep(r, st.FailuresInWindow)
+		step, _ := in.NextAction()
 		exec := e.executors[step.Type]
 		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
 		in.PermitErr = exec.Permit(pctx, Request{Target: target, Action: step, Verify: r.Verify, Labels: j.Labels, Remediation: r.Name})
-		if rc, ok := exec.(RecoveryChecker); ok && in.PermitErr == nil && r.Category == policy.CategoryA {
+		if rc, ok := exec.(RecoveryChecker); ok && in.PermitErr == nil && r.Category == policy.CategoryA && !r.IsSequence() {
 			in.Recovery, err = rc.Recovered(pctx, target, j.StartsAt, r.Verify.StableFor.D())
 		}
 		cancel()
@@ -336,6 +346,24 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 	default:
 		return e.finish(ctx, c, target, d, r)
 	}
+}
+
+// countsOutage reports whether the job's alert occurrence is itself a
+// failure of its target: a category A alert (a service down or unhealthy)
+// that started firing, matched by this remediation rather than handed to it
+// by an escalation. A crash loop whose every restart "succeeds" is still
+// three failures in ten minutes.
+func countsOutage(r *policy.Remediation, j store.Job) bool {
+	return r.Category == policy.CategoryA && !j.Escalated && j.AlertStatus == "firing"
+}
+
+// nextInSequence queues the next action of a sequence once a step ended,
+// whatever its outcome; nil when the job is not part of one or was the last.
+func nextInSequence(r *policy.Remediation, j store.Job) *store.FollowUp {
+	if r == nil || !r.IsSequence() || j.Step >= len(r.Steps) {
+		return nil
+	}
+	return &store.FollowUp{Sequence: true}
 }
 
 func (e *Engine) limits() Limits {
@@ -369,6 +397,8 @@ func (e *Engine) finish(ctx context.Context, c *store.Claim, target string, d De
 		if c.Job.AlertStatus == "resolved" {
 			ev.Severity = "INFO"
 		}
+	case Refuse:
+		o.FollowUp = nextInSequence(r, c.Job)
 	}
 	o.Events = []store.Event{ev}
 	return c.Finish(ctx, o)
@@ -414,6 +444,7 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 		}
 		return c.Finish(rctx, store.Outcome{State: "done", Result: "succeeded", Target: target, Reason: d.Reason,
 			ActionID: actionID, ActionStatus: "succeeded", ActionDetail: res.Details, Revert: revert,
+			FollowUp: nextInSequence(r, c.Job),
 			Events: []store.Event{{Severity: "INFO", Type: "action_succeeded", Target: target,
 				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
 				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
@@ -422,10 +453,14 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 	log.Warn("action failed", "duration", elapsed, "err", err)
 	e.m.actions.WithLabelValues(d.Action.Type, "failed").Inc()
 	e.m.jobs.WithLabelValues("failed").Inc()
+	followUp := &store.FollowUp{} // the ladder's next step
+	if r.IsSequence() {
+		followUp = nextInSequence(r, c.Job)
+	}
 	return c.Finish(rctx, store.Outcome{State: "done", Result: "failed", Target: target, Reason: d.Reason,
 		ActionID: actionID, ActionStatus: "failed", ActionError: err.Error(), ActionDetail: res.Details,
 		Failure:  &store.Failure{Type: d.Action.Type, Status: "failed"},
-		FollowUp: &store.FollowUp{},
+		FollowUp: followUp,
 		Events: []store.Event{{Severity: "ERROR", Type: "action_failed", Target: target,
 			Message: fmt.Sprintf("%s of %s failed (attempt %d): %v", d.Action.Type, target, d.Attempt, err),
 			Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},

@@ -4,6 +4,7 @@
 package gpuctl
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 // Library is the part of NVML gpuctl uses; nvml.New() has it.
 type Library interface {
 	Init() nvml.Return
+	DeviceGetCount() (int, nvml.Return)
 	DeviceGetHandleByIndex(int) (nvml.Device, nvml.Return)
 	DeviceGetHandleByUUID(string) (nvml.Device, nvml.Return)
 }
@@ -41,15 +43,35 @@ type GPUs struct {
 // New returns GPUs over lib; nvml.New() for the real driver.
 func New(lib Library) *GPUs { return &GPUs{lib: lib} }
 
-// Device finds a GPU by index ("0") or UUID ("GPU-…").
-func (g *GPUs) Device(target string) (Device, int, error) {
+func (g *GPUs) init() error {
 	g.once.Do(func() {
 		if r := g.lib.Init(); r != nvml.SUCCESS && r != nvml.ERROR_ALREADY_INITIALIZED {
 			g.err = fmt.Errorf("initialise NVML: %w", r)
 		}
 	})
-	if g.err != nil {
-		return nil, 0, g.err
+	return g.err
+}
+
+// Count returns how many GPUs the host has. A host without an NVIDIA
+// driver has none: that is not an error.
+func (g *GPUs) Count() (int, error) {
+	if err := g.init(); err != nil {
+		if errors.Is(err, nvml.ERROR_LIBRARY_NOT_FOUND) || errors.Is(err, nvml.ERROR_DRIVER_NOT_LOADED) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	n, r := g.lib.DeviceGetCount()
+	if r != nvml.SUCCESS {
+		return 0, fmt.Errorf("count GPUs: %w", r)
+	}
+	return n, nil
+}
+
+// Device finds a GPU by index ("0") or UUID ("GPU-…").
+func (g *GPUs) Device(target string) (Device, int, error) {
+	if err := g.init(); err != nil {
+		return nil, 0, err
 	}
 	var (
 		d nvml.Device

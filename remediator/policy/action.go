@@ -38,8 +38,8 @@ var actionParams = map[string][]string{
 	ActionDockerPrune:     nil,
 	ActionLogCleanup:      {"roots", "patterns", "older_than"},
 	ActionVacuum:          {"databases"},
-	ActionGPUReset:        {"command"},
-	ActionReboot:          {"command", "window", "max_per_day"},
+	ActionGPUReset:        {"command", "all"},
+	ActionReboot:          {"command", "window", "max_per_day", "mountpoints"},
 }
 
 // ActionTypes lists the action types this build can run, sorted.
@@ -67,7 +67,10 @@ const (
 // ({{ .GPU }} is the GPU index for gpu_reset).
 var (
 	DefaultGPUResetCommand = []string{"nvidia-smi", "--gpu-reset", "-i", gpuIndexPlaceholder}
-	DefaultRebootCommand   = []string{"systemctl", "reboot"}
+	// DefaultRebootMountpoints is where a reboot can free space: the root
+	// filesystem (its /tmp, a runaway journal), not a data volume.
+	DefaultRebootMountpoints = []string{"/"}
+	DefaultRebootCommand     = []string{"systemctl", "reboot"}
 )
 
 // Action is one remediation step: a type and that type's parameters.
@@ -97,16 +100,24 @@ type Action struct {
 	Patterns  []string `yaml:"patterns"`
 	OlderThan Duration `yaml:"older_than"`
 
-	// vacuum: connection URLs of the databases; empty means selfheal's own.
+	// vacuum: connection URLs of the application's databases.
 	Databases []string `yaml:"databases"`
 
 	// gpu_reset and reboot: the command and its arguments.
 	Command []string `yaml:"command"`
 
+	// gpu_reset: every GPU of the host that no process holds, rather than
+	// the target's (critical recovery).
+	AllGPUs bool `yaml:"all"`
+
 	// reboot: at most one per Window, and none once MaxPerDay reboots
 	// happened in 24 hours (the boot-loop guard).
 	Window    Duration `yaml:"window"`
 	MaxPerDay int      `yaml:"max_per_day"`
+	// reboot: for an alert about a filesystem (a mountpoint label), the
+	// mount points a reboot can free — temporary files, a journal in RAM.
+	// A reboot cannot free a data volume, so any other is refused.
+	Mountpoints []string `yaml:"mountpoints"`
 }
 
 // UnmarshalYAML accepts a bare type name ("restart") or a mapping. Unknown
@@ -172,6 +183,9 @@ func (a *Action) setDefaults(n *yaml.Node) {
 		if a.MaxPerDay == 0 {
 			a.MaxPerDay = DefaultRebootsPerDay
 		}
+		if !hasKey(n, "mountpoints") {
+			a.Mountpoints = DefaultRebootMountpoints
+		}
 	}
 }
 
@@ -205,6 +219,10 @@ func (a Action) problems() []string {
 		if a.Concurrency < 1 {
 			add("concurrency: must be at least 1")
 		}
+	case ActionVacuum:
+		if len(a.Databases) == 0 {
+			add("databases: needs the application's database URL(s); selfheal's own is kept by its retention")
+		}
 	case ActionLogCleanup:
 		if len(a.Roots) == 0 {
 			add("roots: needs at least one directory")
@@ -236,6 +254,11 @@ func (a Action) problems() []string {
 		}
 		if a.Type == ActionReboot && a.MaxPerDay < 1 {
 			add("max_per_day: must be at least 1")
+		}
+		for _, m := range a.Mountpoints {
+			if !filepath.IsAbs(m) {
+				add("mountpoints: %q is not an absolute path", m)
+			}
 		}
 	}
 	return p

@@ -34,6 +34,9 @@ type Config struct {
 	// RebootEnabled comes from SELFHEAL_REBOOT_ENABLED, never from the file:
 	// reboots need both the switch and a reboot remediation.
 	RebootEnabled bool `yaml:"-"`
+	// PausedByEnvironment, when set, says why this replica is paused by its
+	// environment (the seed's SELF_HEALING_ENABLED=false).
+	PausedByEnvironment string `yaml:"-"`
 
 	DatabaseURL  string         `yaml:"database_url"`
 	Webhook      Webhook        `yaml:"webhook"`
@@ -149,7 +152,11 @@ type Remediation struct {
 	// Steps is the ladder: attempt n runs Steps[n-1], the last one repeating.
 	Steps []Action `yaml:"steps"`
 	// Action is a single-step remediation; the same as Steps with one entry.
-	Action        *Action  `yaml:"action"`
+	Action *Action `yaml:"action"`
+	// Sequence runs every action in order, each once, the next as soon as
+	// the one before has finished (succeeded, failed or refused): category
+	// C's critical recovery. Set one of Steps, Action and Sequence.
+	Sequence      []Action `yaml:"sequence"`
 	FailureWindow Duration `yaml:"failure_window"`
 	MaxFailures   int      `yaml:"max_failures"`
 	EscalateTo    string   `yaml:"escalate_to"`
@@ -162,7 +169,12 @@ type Remediation struct {
 
 	matchers labels.Matchers
 	target   *template.Template
+	sequence bool
 }
+
+// IsSequence reports whether the remediation runs its steps as a sequence
+// (each once, in order) rather than as a ladder (the next only on failure).
+func (r *Remediation) IsSequence() bool { return r.sequence }
 
 // Verify says how an action's effect is checked.
 type Verify struct {
@@ -276,6 +288,16 @@ const (
 	EnvRebootEnabled = "SELFHEAL_REBOOT_ENABLED"
 )
 
+// The seed system's names, understood too; selfheal's own win when both are
+// set.
+const (
+	EnvSeedRebootEnabled = "SELF_HEALING_REBOOT_ENABLED"
+	// EnvSeedEnabled=false pauses this replica: every decision is recorded
+	// as skipped, nothing runs.
+	EnvSeedEnabled  = "SELF_HEALING_ENABLED"
+	EnvSeedLogLevel = "SELF_HEALING_LOG_LEVEL"
+)
+
 // ApplyEnvironment lets the environment override the file: the database URL
 // and the webhook token, secrets that often come from the service manager.
 func (c *Config) ApplyEnvironment(getenv func(string) string) {
@@ -285,7 +307,14 @@ func (c *Config) ApplyEnvironment(getenv func(string) string) {
 	if v := getenv(EnvWebhookToken); v != "" {
 		c.Webhook.Token = v
 	}
-	c.RebootEnabled = getenv(EnvRebootEnabled) == "true"
+	reboot := getenv(EnvRebootEnabled)
+	if reboot == "" {
+		reboot = getenv(EnvSeedRebootEnabled)
+	}
+	c.RebootEnabled = strings.EqualFold(strings.TrimSpace(reboot), "true")
+	if v := strings.TrimSpace(getenv(EnvSeedEnabled)); strings.EqualFold(v, "false") {
+		c.PausedByEnvironment = EnvSeedEnabled + "=" + v
+	}
 	// Docker's own variable, as the docker CLI reads it; a host written in
 	// the file wins.
 	if v := getenv("DOCKER_HOST"); v != "" && c.Targets.Docker.hostDefaulted {
@@ -492,8 +521,12 @@ func (c *Config) setDefaults() {
 	}
 	// Remediations get their defaults as they are decoded.
 	for _, r := range c.Remediations {
-		if r != nil && r.Action != nil && len(r.Steps) == 0 {
+		switch {
+		case r == nil:
+		case r.Action != nil && len(r.Steps) == 0 && len(r.Sequence) == 0:
 			r.Steps = []Action{*r.Action}
+		case len(r.Sequence) > 0 && len(r.Steps) == 0 && r.Action == nil:
+			r.Steps, r.sequence = r.Sequence, true
 		}
 	}
 }
@@ -633,14 +666,19 @@ func (r *Remediation) validate(where string, p *problems) {
 		r.target = t
 	}
 	switch {
+	case len(r.Sequence) > 0 && !r.sequence:
+		p.add(where, "sequence: set one of steps, action and sequence")
 	case r.Action != nil && len(r.Steps) > 1:
 		p.add(where, "steps and action: set one, not both")
 	case len(r.Steps) == 0:
-		p.add(where, "steps: needs at least one step (or set action)")
+		p.add(where, "steps: needs at least one step (or set action or sequence)")
 	}
 	for i, s := range r.Steps {
 		field := fmt.Sprintf("steps[%d]", i)
-		if r.Action != nil {
+		switch {
+		case r.sequence:
+			field = fmt.Sprintf("sequence[%d]", i)
+		case r.Action != nil:
 			field = "action"
 		}
 		for _, msg := range s.problems() {

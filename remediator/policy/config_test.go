@@ -136,7 +136,7 @@ remediation "a": escalate_to: no remediation is named "nowhere"`,
 			`remediation #1: name: must be set
 remediation #1: category: must be set (A, B, C or D)
 remediation #1: target: must be set (a template such as '{{ .Labels.service }}')
-remediation #1: steps: needs at least one step (or set action)`,
+remediation #1: steps: needs at least one step (or set action or sequence)`,
 		},
 		"webhook credentials": {
 			"webhook:\n  bearer_token_file: /t\n  basic_auth: {username: u}\n",

@@ -53,3 +53,16 @@ func (r *Remediation) RenderTarget(d TemplateData) (string, error) {
 
 // IsDryRun reports whether r only records what it would do.
 func (c *Config) IsDryRun(r *Remediation) bool { return c.DryRun || r.DryRun }
+
+// IsCriticalAlert reports whether an alert is a critical event when it
+// starts firing: labelled severity="critical" and matched by a category C
+// or D remediation (a database lost, a disk above 95 %). Such alerts count
+// toward the critical-events threshold; a service down (category A) counts
+// through its escalation instead.
+func (c *Config) IsCriticalAlert(lset map[string]string) bool {
+	if lset["severity"] != "critical" {
+		return false
+	}
+	r := c.Match(lset)
+	return r != nil && (r.Category == CategoryC || r.Category == CategoryD)
+}

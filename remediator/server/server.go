@@ -102,7 +102,7 @@ func Run(ctx context.Context, o Options) error {
 		gpus = gpuctl.New(nvml.New())
 	}
 	eng, err := engine.New(st, cfg, actions.Registry(actions.Deps{
-		Docker: docker, GPUs: gpus, Store: st, DatabaseURL: cfg.DatabaseURL,
+		Docker: docker, GPUs: gpus, Store: st,
 		RebootEnabled: cfg.RebootEnabled, ProcPath: procPath, BootID: o.BootID,
 	}), log.With("component", "engine"), reg)
 	if err != nil {
@@ -119,6 +119,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 			return ""
 		},
+		Critical:   cfg.IsCriticalAlert,
 		Store:      ingest,
 		Wake:       eng.Wake,
 		Logger:     log.With("component", "webhook"),

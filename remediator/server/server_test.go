@@ -307,12 +307,17 @@ func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
 		}
 		got = append(got, fmt.Sprintf("%d:%s:%s", n, a, s))
 	}
-	want := "1:restart:failed 2:stop_start:failed 3:stop_start:failed"
+	// The outage itself is the first failure, each failed action another:
+	// the third failure escalates.
+	want := "1:restart:failed 2:stop_start:failed"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("actions %v, want %s", got, want)
 	}
 	if n := count(t, conn, `SELECT count(*) FROM service_failures WHERE service_name = $1 AND remediation = 'service-down'`, name); n != 3 {
 		t.Errorf("%d failures recorded, want 3", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM service_failures WHERE service_name = $1 AND failure_type = 'outage'`, name); n != 1 {
+		t.Errorf("%d outages recorded, want 1", n)
 	}
 	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE severity = 'CRITICAL' AND event_type = 'escalation'
 		AND message LIKE '3 failures within 10m (limit 3): escalating to critical-recovery'`); n != 1 {
@@ -333,8 +338,8 @@ func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
 	waitFor(t, 10*time.Second, "second occurrence decided", func() bool {
 		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE remediation = 'service-down' AND outcome = 'skipped' AND reason LIKE 'escalated to critical-recovery%'`) == 1
 	})
-	if n := count(t, conn, `SELECT count(*) FROM recovery_actions WHERE remediation = 'service-down'`); n != 3 {
-		t.Fatalf("%d service-down actions after escalation, want still 3", n)
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions WHERE remediation = 'service-down'`); n != 2 {
+		t.Fatalf("%d service-down actions after escalation, want still 2", n)
 	}
 }
 

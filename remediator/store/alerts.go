@@ -20,6 +20,10 @@ type Alert struct {
 	GeneratorURL string
 	// Remediation is the policy's match for the alert, empty when none.
 	Remediation string
+	// Critical marks an alert that is a critical event when it starts
+	// firing (a database lost, a disk above 95 %): it counts toward the
+	// critical-events threshold.
+	Critical bool
 }
 
 // IngestResult counts what one delivery changed.
@@ -55,8 +59,16 @@ WITH occ AS (
         status           = CASE WHEN o.status = 'resolved' THEN 'resolved' ELSE EXCLUDED.status END,
         ends_at          = COALESCE(o.ends_at, EXCLUDED.ends_at),
         resolved_at      = COALESCE(o.resolved_at, EXCLUDED.resolved_at)
-    RETURNING o.id, o.status, o.remediation, o.starts_at, o.ends_at,
+    RETURNING o.id, o.status, o.remediation, o.starts_at, o.ends_at, o.deliveries,
               (o.resolved_at = now()) AS just_resolved
+), critical_event AS (
+    -- A critical alert is a critical event once, when it is first seen firing.
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details)
+    SELECT 'CRITICAL', 'critical_alert', NULL, occ.remediation, occ.id,
+           format('critical alert %s started firing', $3::text), jsonb_build_object('labels', $5::jsonb)
+    FROM occ
+    WHERE $11 AND occ.deliveries = 1 AND occ.status = 'firing'
+    RETURNING id
 ), job AS (
     INSERT INTO remediation_jobs (occurrence_id, remediation, step)
     SELECT occ.id, occ.remediation, COALESCE(last.step, 0) + 1
@@ -80,7 +92,7 @@ WITH occ AS (
     WHERE j.id IN (
         SELECT q.id
         FROM remediation_jobs q JOIN occ ON q.occurrence_id = occ.id
-        WHERE occ.just_resolved AND q.state = 'queued'
+        WHERE occ.just_resolved AND q.state = 'queued' AND NOT q.keep_on_resolve
           -- a job whose action started is not cancelled: if its worker died,
           -- the queue marks it interrupted instead.
           AND NOT EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = q.id)
@@ -113,7 +125,8 @@ WITH occ AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
-       (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event)`
+       (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event),
+       (SELECT count(*) FROM critical_event)`
 
 // IngestAlerts persists every alert of one delivery in one transaction. It
 // is idempotent: delivering the same alerts again changes only delivery
@@ -134,9 +147,9 @@ func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter ti
 			annotations = map[string]string{}
 		}
 		b.Queue(ingestAlertSQL, a.Fingerprint, a.StartsAt, a.Alertname, a.Status, labels, annotations,
-			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter).QueryRow(func(row pgx.Row) error {
-			var queued, cancelled, cleared, resolved int
-			if err := row.Scan(&queued, &cancelled, &cleared, &resolved); err != nil {
+			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter, a.Critical).QueryRow(func(row pgx.Row) error {
+			var queued, cancelled, cleared, resolved, critical int
+			if err := row.Scan(&queued, &cancelled, &cleared, &resolved, &critical); err != nil {
 				return err
 			}
 			res.JobsQueued += queued

@@ -22,6 +22,9 @@ type Job struct {
 	Alertname    string
 	Labels       map[string]string
 	Annotations  map[string]string
+	// Escalated is set when the job's remediation took the occurrence over
+	// by escalation rather than by matching the alert.
+	Escalated bool
 }
 
 // Claim is a job held by one worker. The worker's transaction keeps the
@@ -39,7 +42,8 @@ type Claim struct {
 
 const claimSQL = `
 SELECT j.id, j.occurrence_id, j.remediation, j.step,
-       o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations
+       o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations,
+       o.remediation IS DISTINCT FROM j.remediation
 FROM remediation_jobs j
 JOIN alert_occurrences o ON o.id = j.occurrence_id
 WHERE j.state = 'queued' AND j.not_before <= now()
@@ -61,7 +65,7 @@ func (s *Store) ClaimJob(ctx context.Context) (*Claim, error) {
 	}
 	c := &Claim{pool: s.pool, conn: conn, tx: tx}
 	err = tx.QueryRow(ctx, claimSQL).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step,
-		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations)
+		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations, &c.Job.Escalated)
 	if err != nil {
 		c.Release()
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -123,15 +127,24 @@ func (c *Claim) LockTarget(ctx context.Context, target string) (bool, error) {
 // remediation a ladder escalates to starts its own count on the same
 // target.
 type State struct {
-	Now                  time.Time
-	Paused               bool
-	PauseReason          string
-	FailuresInWindow     int
-	EscalatedAt          time.Time // zero when not escalated
-	EscalatedTo          string
+	Now         time.Time
+	Paused      bool
+	PauseReason string
+	// FailuresInWindow counts the target's failures: its detected outages
+	// (OutageCounted says whether this occurrence's is among them) and its
+	// failed actions.
+	FailuresInWindow int
+	OutageCounted    bool
+	EscalatedAt      time.Time // an open escalation; zero when none
+	EscalatedTo      string
+	// LastEscalationAt is the newest escalation in the failure window,
+	// cleared or not: a target escalates at most once per window.
+	LastEscalationAt     time.Time
 	LastActionAt         time.Time // last action of this remediation on this target; zero when none
 	ActionsInStormWindow int
 	RunningActions       int
+	// RebootPendingSince is set while a guarded reboot is under way.
+	RebootPendingSince time.Time
 }
 
 // StateQuery says which target and windows a decision looks at.
@@ -142,17 +155,31 @@ type StateQuery struct {
 	StormWindow   time.Duration
 }
 
+// rebootPendingFor is how long a reboot that was started but never
+// validated holds smaller actions back; a reboot that did not happen by
+// then has failed, and healing goes on.
+const rebootPendingFor = 10 * time.Minute
+
 const stateSQL = `
 SELECT clock_timestamp(),
        s.paused, s.reason,
        (SELECT count(*) FROM service_failures
          WHERE service_name = $1 AND remediation = $2
            AND failure_time >= clock_timestamp() - $3 * interval '1 second'),
+       EXISTS (SELECT 1 FROM service_failures
+         WHERE occurrence_id = $5 AND remediation = $2 AND failure_type = 'outage'
+           AND failure_time >= clock_timestamp() - $3 * interval '1 second'),
        esc.created_at, COALESCE(esc.escalate_to, ''),
+       (SELECT max(created_at) FROM escalations
+         WHERE service_name = $1 AND remediation = $2
+           AND created_at >= clock_timestamp() - $3 * interval '1 second'),
        (SELECT max(started_at) FROM recovery_actions WHERE service_name = $1 AND remediation = $2),
        (SELECT count(*) FROM recovery_actions
          WHERE started_at >= clock_timestamp() - $4 * interval '1 second' AND status <> 'dry_run'),
-       (SELECT count(*) FROM recovery_actions WHERE status = 'running')
+       (SELECT count(*) FROM recovery_actions WHERE status = 'running'),
+       (SELECT min(requested_at) FROM reboot_events
+         WHERE status IN ('pending', 'rebooting')
+           AND requested_at >= clock_timestamp() - $6 * interval '1 second')
 FROM engine_settings s
 LEFT JOIN LATERAL (
     SELECT created_at, escalate_to FROM escalations
@@ -164,20 +191,39 @@ LEFT JOIN LATERAL (
 // LoadState reads the decision state for q, with the database's clock.
 func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
 	var st State
-	var escalatedAt, lastAction *time.Time
-	err := c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds()).Scan(
-		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &escalatedAt, &st.EscalatedTo,
-		&lastAction, &st.ActionsInStormWindow, &st.RunningActions)
+	var escalatedAt, lastEscalation, lastAction, reboot *time.Time
+	err := c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
+		c.Job.OccurrenceID, rebootPendingFor.Seconds()).Scan(
+		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &st.OutageCounted, &escalatedAt, &st.EscalatedTo,
+		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &st.RunningActions, &reboot)
 	if err != nil {
 		return State{}, fmt.Errorf("load decision state for %q: %w", q.Target, err)
 	}
-	if escalatedAt != nil {
-		st.EscalatedAt = *escalatedAt
-	}
-	if lastAction != nil {
-		st.LastActionAt = *lastAction
+	for _, t := range []struct {
+		dst *time.Time
+		src *time.Time
+	}{{&st.EscalatedAt, escalatedAt}, {&st.LastEscalationAt, lastEscalation}, {&st.LastActionAt, lastAction}, {&st.RebootPendingSince, reboot}} {
+		if t.src != nil {
+			*t.dst = *t.src
+		}
 	}
 	return st, nil
+}
+
+// RecordOutage counts the job's alert occurrence as one failure of target,
+// once: recording it again (a deferred job looked at anew, another
+// replica) changes nothing. It commits with the claim's outcome.
+func (c *Claim) RecordOutage(ctx context.Context, target string) error {
+	j := c.Job
+	_, err := c.tx.Exec(ctx, `
+		INSERT INTO service_failures (service_name, failure_type, status, failure_time, remediation, job_id, occurrence_id, details)
+		VALUES ($1, 'outage', 'detected', clock_timestamp(), $2, $3, $4, jsonb_build_object('alertname', $5::text))
+		ON CONFLICT (occurrence_id, remediation) WHERE failure_type = 'outage' DO NOTHING`,
+		target, j.Remediation, j.ID, j.OccurrenceID, j.Alertname)
+	if err != nil {
+		return fmt.Errorf("record outage of %q: %w", target, err)
+	}
+	return nil
 }
 
 // Defer puts the job back in the queue until d from now, with a reason.
@@ -298,6 +344,9 @@ type Revert struct {
 // FollowUp queues the next step after a delay.
 type FollowUp struct {
 	After time.Duration
+	// Sequence queues the next step of a sequence: it is queued whether or
+	// not the alert still fires, and a resolution does not cancel it.
+	Sequence bool
 }
 
 // Finish records the outcome and ends the claim.
@@ -329,8 +378,10 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 			VALUES ($1, $2, NULLIF($3, ''), $4, $5, clock_timestamp())`, o.Target, j.Remediation, e.To, e.Reason, j.ID)
 		if e.To != "" {
 			// The bigger remediation takes over the same alert occurrence.
-			b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step)
-				VALUES ($1, $2, 1) ON CONFLICT DO NOTHING`, j.OccurrenceID, e.To)
+			// It runs even if the alert resolves meanwhile: the smaller
+			// fixes did not hold, so a moment's recovery proves nothing.
+			b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, keep_on_resolve)
+				VALUES ($1, $2, 1, true) ON CONFLICT DO NOTHING`, j.OccurrenceID, e.To)
 		}
 	}
 	if r := o.Revert; r != nil {
@@ -338,10 +389,10 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 			VALUES (NULLIF($1, 0), $2, $3, $4, $5, $6)`, o.ActionID, j.OccurrenceID, r.ActionType, r.Target, jsonObject(r.Data), r.Host)
 	}
 	if f := o.FollowUp; f != nil {
-		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before)
-			SELECT $1, $2, $3, clock_timestamp() + $4 * interval '1 second'
-			FROM alert_occurrences WHERE id = $1 AND status = 'firing'
-			ON CONFLICT DO NOTHING`, j.OccurrenceID, j.Remediation, j.Step+1, f.After.Seconds())
+		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before, keep_on_resolve)
+			SELECT $1, $2, $3, clock_timestamp() + $4 * interval '1 second', $5
+			FROM alert_occurrences WHERE id = $1 AND (status = 'firing' OR $5)
+			ON CONFLICT DO NOTHING`, j.OccurrenceID, j.Remediation, j.Step+1, f.After.Seconds(), f.Sequence)
 	}
 	for _, e := range o.Events {
 		b.Queue(`INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)

@@ -38,7 +38,10 @@ type Options struct {
 	ReopenAfter time.Duration
 	// Match returns the remediation for an alert's labels, "" for none.
 	Match func(labels map[string]string) string
-	Store Ingester
+	// Critical, if set, reports whether an alert is a critical event when
+	// it starts firing (it counts toward the critical-events threshold).
+	Critical func(labels map[string]string) bool
+	Store    Ingester
 	// Wake, if set, is called after jobs were queued.
 	Wake       func()
 	Logger     *slog.Logger
@@ -126,6 +129,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 			Annotations:  a.Annotations,
 			GeneratorURL: a.GeneratorURL,
 			Remediation:  h.o.Match(a.Labels),
+			Critical:     h.o.Critical != nil && h.o.Critical(a.Labels),
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.PersistTimeout)
