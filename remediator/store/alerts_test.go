@@ -171,3 +171,63 @@ func TestGroupOfThreeInOneTransaction(t *testing.T) {
 		t.Fatalf("%+v %v", res, err)
 	}
 }
+
+// TestCriticalAlertIsOneCriticalEvent: a critical alert (a database lost)
+// is one CRITICAL event when it first fires, however often it is delivered,
+// and counts toward get_critical_events_count.
+func TestCriticalAlertIsOneCriticalEvent(t *testing.T) {
+	s, conn := open(t)
+	a := alert("firing")
+	a.Alertname, a.Remediation, a.Critical = "DatabaseDown", "critical-recovery", true
+	for range 3 {
+		if _, err := s.IngestAlerts(context.Background(), []store.Alert{a}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := one(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'critical_alert' AND severity = 'CRITICAL'`); n != 1 {
+		t.Fatalf("%d critical_alert events, want 1", n)
+	}
+	if n := one(t, conn, `SELECT get_critical_events_count(30)`); n != 1 {
+		t.Fatalf("get_critical_events_count(30) = %d, want 1", n)
+	}
+	plain := alert("firing")
+	plain.Fingerprint = "0000000000000001"
+	if _, err := s.IngestAlerts(context.Background(), []store.Alert{plain}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if n := one(t, conn, `SELECT get_critical_events_count(30)`); n != 1 {
+		t.Fatalf("a non-critical alert counted: %d", n)
+	}
+}
+
+// TestOutageCountsOnce: the same occurrence looked at again (a deferred job,
+// another replica) is still one failure of its service.
+func TestOutageCountsOnce(t *testing.T) {
+	s, conn := open(t)
+	if _, err := s.IngestAlerts(context.Background(), []store.Alert{alert("firing")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		c, err := s.ClaimJob(context.Background())
+		if err != nil || c == nil {
+			t.Fatalf("claim: %v %v", c, err)
+		}
+		if err := c.RecordOutage(context.Background(), "llm"); err != nil {
+			t.Fatal(err)
+		}
+		st, err := c.LoadState(context.Background(), store.StateQuery{Target: "llm", Remediation: "service-down",
+			FailureWindow: 10 * time.Minute, StormWindow: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.FailuresInWindow != 1 || !st.OutageCounted {
+			t.Fatalf("state %+v: want one failure, the outage counted", st)
+		}
+		if err := c.Defer(context.Background(), 0, "again"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := one(t, conn, `SELECT get_service_failure_count('llm', 10)`); n != 1 {
+		t.Fatalf("get_service_failure_count = %d, want 1", n)
+	}
+}

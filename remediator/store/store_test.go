@@ -368,3 +368,45 @@ func TestOpenHidesPasswordInBadURL(t *testing.T) {
 		t.Fatalf("error = %q", got)
 	}
 }
+
+// TestSeedOperatorQueriesRunUnchanged runs the seed's documented operator
+// queries word for word: they name the time `timestamp` and the message
+// `description`, which the schema keeps as generated columns.
+func TestSeedOperatorQueriesRunUnchanged(t *testing.T) {
+	_, conn := open(t)
+	inTx(t, conn, func(tx pgx.Tx) {
+		exec(t, tx, `INSERT INTO self_healing_events (severity, event_type, message) VALUES ('CRITICAL', 'escalation', 'three failures')`)
+		exec(t, tx, `SELECT record_recovery_action('llm-service', 'restart', 'succeeded')`)
+		exec(t, tx, `SELECT record_service_failure('llm-service', 'restart', 'failed')`)
+		var ts time.Time
+		var typ, sev, desc string
+		err := tx.QueryRow(context.Background(), `SELECT timestamp, event_type, severity, description FROM self_healing_events
+			ORDER BY timestamp DESC LIMIT 20`).Scan(&ts, &typ, &sev, &desc)
+		if err != nil || desc != "three failures" || sev != "CRITICAL" || time.Since(ts) > time.Minute {
+			t.Fatalf("events query: %v %q %q %q %v", ts, typ, sev, desc, err)
+		}
+		for _, q := range []string{
+			`SELECT * FROM recovery_actions WHERE timestamp > NOW() - INTERVAL '1 hour'`,
+			`SELECT service_name, action_type, status, timestamp FROM recovery_actions WHERE timestamp > NOW() - INTERVAL '24 hours' ORDER BY timestamp DESC`,
+			`SELECT * FROM service_failures WHERE timestamp > NOW() - INTERVAL '10 minutes'`,
+			`SELECT * FROM v_service_failure_summary`,
+			`SELECT * FROM v_recent_recovery_actions`,
+			`SELECT * FROM v_recent_healing_events`,
+			`SELECT get_service_failure_count('llm-service', 10)`,
+			`SELECT is_service_in_cooldown('llm-service', 5)`,
+			`SELECT get_critical_events_count(30)`,
+		} {
+			rows, err := tx.Query(context.Background(), q)
+			if err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			if rows.Close(); rows.Err() != nil || n == 0 {
+				t.Errorf("%s: %d rows, %v", q, n, rows.Err())
+			}
+		}
+	})
+}
