@@ -35,11 +35,22 @@ type stackOptions struct {
 	Durable bool
 }
 
+// files is what one stack runs: selfheal's configuration, Alertmanager's,
+// the rules directory, and selfheal's environment and flags.
+type files struct {
+	Selfheal     string // selfheal.yml, whole
+	Alertmanager string // alertmanager.yml, whole
+	Rules        string // directory of rule files
+	Env          []string
+	Args         []string
+}
+
 type stack struct {
 	Label    map[string]string // the opt-in label for this stack's containers
 	DSN      string
 	Env      []string
 	Selfheal string // host:port
+	AM       string // Alertmanager's host:port
 	PromURL  string
 	DB       *pgx.Conn
 }
@@ -93,58 +104,94 @@ func waitReady(tb testing.TB, what, u string) {
 
 func startStack(tb testing.TB, o stackOptions) *stack {
 	tb.Helper()
-	prometheus := requireTool(tb, "prometheus")
-	alertmanager := requireTool(tb, "prometheus-alertmanager")
-	dockertest.Client(tb)
+	s := newStack(tb, dockertest.UniqueName("selfheal.e2e"), o.Durable)
 	dir := tb.TempDir()
-	key := dockertest.UniqueName("selfheal.e2e")
-	s := &stack{Label: map[string]string{key: "true"}}
-	if o.Durable {
-		s.DSN = pgtest.NewDurableCluster(tb).URL()
-	} else {
-		s.DSN = pgtest.DSN(tb)
+	tokenFile := filepath.Join(dir, "token")
+	raw, err := os.ReadFile("../../deploy/local/alertmanager.yml")
+	if err != nil {
+		tb.Fatal(err)
 	}
-	token := "e2e-token"
-	s.Env = []string{"SELFHEAL_DATABASE_URL=" + s.DSN, "SELFHEAL_WEBHOOK_TOKEN=" + token}
-
-	// selfheal
-	s.Selfheal = freeAddr(tb)
-	config := writeFile(tb, "selfheal.yml", fmt.Sprintf(`
+	rules, err := filepath.Abs("../../alerting/rules")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.launch(tb, files{
+		Selfheal: fmt.Sprintf(`
 targets:
   docker:
     require_label: %s=true
     stop_timeout: 2s
 remediations:
-%s`, key, o.Remediations))
-	daemon(tb, s.Env, config, s.Selfheal, "--log.level=debug", "--no-collector.gpu")
+%s`, s.labelKey(), o.Remediations),
+		Alertmanager: strings.NewReplacer(
+			"http://localhost:9595/api/v1/webhook", "http://"+s.Selfheal+"/api/v1/webhook",
+			"../../.run/token", tokenFile,
+			"group_wait: 0s", "group_wait: "+o.GroupWait.String(),
+		).Replace(string(raw)),
+		Rules: rules,
+		Args:  []string{"--log.level=debug", "--no-collector.gpu"},
+	}, tokenFile)
+	s.prometheus(tb, rules, o.ScrapeInterval, o.EvalInterval)
+	return s
+}
 
-	// Alertmanager, with the demo's configuration pointed at this selfheal.
-	amAddr := freeAddr(tb)
-	tokenFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+// newStack creates the stack's database and picks its addresses; nothing
+// runs yet. key is the stack's opt-in label, unique so that it never sees
+// (or heals) other tests' containers.
+func newStack(tb testing.TB, key string, durable bool) *stack {
+	tb.Helper()
+	requireTool(tb, "prometheus")
+	requireTool(tb, "prometheus-alertmanager")
+	dockertest.Client(tb)
+	s := &stack{Label: map[string]string{key: "true"}, Selfheal: freeAddr(tb), AM: freeAddr(tb)}
+	if durable {
+		s.DSN = pgtest.NewDurableCluster(tb).URL()
+	} else {
+		s.DSN = pgtest.DSN(tb)
+	}
+	s.Env = []string{"SELFHEAL_DATABASE_URL=" + s.DSN, "SELFHEAL_WEBHOOK_TOKEN=" + stackToken}
+	return s
+}
+
+const stackToken = "e2e-token"
+
+func (s *stack) labelKey() string {
+	for k := range s.Label {
+		return k
+	}
+	return ""
+}
+
+// launch starts selfheal and Alertmanager with f's files, Alertmanager's
+// token in tokenFile; Prometheus comes last, with prometheus.
+func (s *stack) launch(tb testing.TB, f files, tokenFile string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	s.Env = append(s.Env, f.Env...)
+	daemon(tb, s.Env, writeFile(tb, "selfheal.yml", f.Selfheal), s.Selfheal, f.Args...)
+	if err := os.WriteFile(tokenFile, []byte(stackToken), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	raw, err := os.ReadFile("../../deploy/local/alertmanager.yml")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	amConfig := strings.NewReplacer(
-		"http://localhost:9595/api/v1/webhook", "http://"+s.Selfheal+"/api/v1/webhook",
-		"../../.run/token", tokenFile,
-		"group_wait: 0s", "group_wait: "+o.GroupWait.String(),
-	).Replace(string(raw))
 	amFile := filepath.Join(dir, "alertmanager.yml")
-	if err := os.WriteFile(amFile, []byte(amConfig), 0o600); err != nil {
+	if err := os.WriteFile(amFile, []byte(f.Alertmanager), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	background(tb, nil, alertmanager, "--config.file="+amFile, "--storage.path="+filepath.Join(dir, "am"),
-		"--web.listen-address="+amAddr, "--cluster.listen-address=")
-
-	// Prometheus, loading the repository's rules.
-	rules, err := filepath.Abs("../../alerting/rules")
+	background(tb, nil, requireTool(tb, "prometheus-alertmanager"), "--config.file="+amFile,
+		"--storage.path="+filepath.Join(dir, "am"), "--web.listen-address="+s.AM, "--cluster.listen-address=")
+	waitReady(tb, "alertmanager", "http://"+s.AM+"/-/ready")
+	conn, err := pgx.Connect(context.Background(), s.DSN)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { conn.Close(context.Background()) })
+	s.DB = conn
+}
+
+// prometheus starts Prometheus scraping selfheal and evaluating the rules
+// in rules.
+func (s *stack) prometheus(tb testing.TB, rules string, scrape, eval time.Duration) {
+	tb.Helper()
+	dir := tb.TempDir()
 	promAddr := freeAddr(tb)
 	promFile := filepath.Join(dir, "prometheus.yml")
 	promConfig := fmt.Sprintf(`
@@ -158,23 +205,14 @@ alerting:
 scrape_configs:
   - job_name: selfheal
     static_configs: [{targets: ['%s']}]
-`, o.ScrapeInterval, o.EvalInterval, rules, amAddr, s.Selfheal)
+`, scrape, eval, rules, s.AM, s.Selfheal)
 	if err := os.WriteFile(promFile, []byte(promConfig), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	background(tb, nil, prometheus, "--config.file="+promFile, "--storage.tsdb.path="+filepath.Join(dir, "prom"),
+	background(tb, nil, requireTool(tb, "prometheus"), "--config.file="+promFile, "--storage.tsdb.path="+filepath.Join(dir, "prom"),
 		"--web.listen-address="+promAddr)
 	s.PromURL = "http://" + promAddr
-
-	waitReady(tb, "alertmanager", "http://"+amAddr+"/-/ready")
 	waitReady(tb, "prometheus", s.PromURL+"/-/ready")
-	conn, err := pgx.Connect(context.Background(), s.DSN)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close(context.Background()) })
-	s.DB = conn
-	return s
 }
 
 // promValue returns the value of an instant query with a single result, or

@@ -260,3 +260,26 @@ func labelLines(labels map[string]string) string {
 	}
 	return b.String() + "\n"
 }
+
+// Exec runs cmd inside the running container and waits for it to exit 0.
+func Exec(t testing.TB, name string, cmd ...string) {
+	t.Helper()
+	c, _ := Client(t)
+	ctx := context.Background()
+	created, err := c.ContainerExecCreate(ctx, name, container.ExecOptions{Cmd: cmd})
+	if err != nil {
+		t.Fatalf("exec %v in %s: %v", cmd, name, err)
+	}
+	if err := c.ContainerExecStart(ctx, created.ID, container.ExecStartOptions{}); err != nil {
+		t.Fatalf("exec %v in %s: %v", cmd, name, err)
+	}
+	var code int
+	WaitFor(t, 10*time.Second, fmt.Sprintf("%v in %s", cmd, name), func() bool {
+		info, err := c.ContainerExecInspect(ctx, created.ID)
+		code = info.ExitCode
+		return err == nil && !info.Running
+	})
+	if code != 0 {
+		t.Fatalf("exec %v in %s: exit code %d", cmd, name, code)
+	}
+}

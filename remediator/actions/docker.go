@@ -16,7 +16,7 @@ import (
 type Fleet interface {
 	Containers
 	OptedIn(ctx context.Context) ([]string, error)
-	Prune(ctx context.Context) (containers.PruneReport, error)
+	Prune(ctx context.Context, stoppedFor time.Duration) (containers.PruneReport, error)
 }
 
 var _ Fleet = (*containers.Client)(nil)
@@ -27,8 +27,9 @@ var _ Fleet = (*containers.Client)(nil)
 // before it have started theirs.
 type HardRestart struct{ Fleet Fleet }
 
-// DockerPrune removes stopped opted-in containers, dangling images and
-// unused build cache, and records the bytes reclaimed.
+// DockerPrune removes opted-in containers stopped for longer than the
+// action's stopped_for and opted-in dangling images, and records the bytes
+// reclaimed.
 type DockerPrune struct{ Fleet Fleet }
 
 var (
@@ -118,8 +119,8 @@ func (a HardRestart) Execute(ctx context.Context, req engine.Request) (engine.Re
 func (DockerPrune) Permit(context.Context, engine.Request) error { return nil }
 
 // Execute implements engine.Executor.
-func (a DockerPrune) Execute(ctx context.Context, _ engine.Request) (engine.Result, error) {
-	r, err := a.Fleet.Prune(ctx)
+func (a DockerPrune) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
+	r, err := a.Fleet.Prune(ctx, req.Action.StoppedFor.D())
 	res := engine.Result{Details: map[string]any{
 		"containers_removed": r.Containers, "images_removed": r.Images, "bytes_reclaimed": r.BytesReclaimed,
 	}}

@@ -99,6 +99,15 @@ func TestPrune(t *testing.T) {
 	stoppedOptedIn := dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true})
 	runningOptedIn := dockertest.Run(t, dockertest.Spec{Labels: label})
 	stoppedOther := dockertest.Run(t, dockertest.Spec{Stopped: true})
+	// The default spares containers stopped less than a day ago.
+	if _, err := (DockerPrune{Fleet: c}).Execute(context.Background(), engine.Request{Action: policy.Action{Type: "docker_prune",
+		StoppedFor: policy.Duration(24 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	api, _ := dockertest.Client(t)
+	if _, err := api.ContainerInspect(context.Background(), stoppedOptedIn); err != nil {
+		t.Fatalf("a container stopped a moment ago was pruned: %v", err)
+	}
 	tag := dockertest.UniqueName("selfheal-prune-test") + ":v"
 	dangling := dockertest.BuildLabelledImage(t, tag, "first", label)
 	tagged := dockertest.BuildLabelledImage(t, tag, "second", label) // takes the tag: the first is dangling now
@@ -110,7 +119,6 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, _ := dockertest.Client(t)
 	ctx := context.Background()
 	if _, err := api.ContainerInspect(ctx, stoppedOptedIn); err == nil {
 		t.Error("the stopped opted-in container was not removed")

@@ -306,18 +306,34 @@ type PruneReport struct {
 	BytesReclaimed uint64
 }
 
-// Prune removes what is opted in and unused: stopped containers and
-// dangling images that carry the opt-in label. Nothing else — not an
-// unlabelled image, a volume, a network or the build cache, which Docker
-// cannot attribute to a container — is ever removed; a container listed by
-// name but unlabelled is kept too, since removal cannot be undone.
-func (c *Client) Prune(ctx context.Context) (PruneReport, error) {
+// Prune removes what is opted in and unused: containers that carry the
+// opt-in label and have been stopped for at least stoppedFor (a service that
+// just died is one to heal, not to remove), and dangling images that carry
+// the label. Nothing else — not an unlabelled image, a volume, a network or
+// the build cache, which Docker cannot attribute to a container — is ever
+// removed; a container listed by name but unlabelled is kept too, since
+// removal cannot be undone.
+func (c *Client) Prune(ctx context.Context, stoppedFor time.Duration) (PruneReport, error) {
 	var r PruneReport
-	cr, err := c.api.ContainersPrune(ctx, c.labelFilter())
+	stopped := c.labelFilter()
+	for _, st := range []string{"created", "exited", "dead"} {
+		stopped.Add("status", st)
+	}
+	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true, Filters: stopped, Size: true})
 	if err != nil {
 		return r, fmt.Errorf("prune containers: %w", err)
 	}
-	r.Containers, r.BytesReclaimed = cr.ContainersDeleted, cr.SpaceReclaimed
+	for _, s := range list {
+		info, err := c.api.ContainerInspect(ctx, s.ID)
+		if err != nil || info.State == nil || info.State.Running || !stoppedLongEnough(info, stoppedFor) {
+			continue
+		}
+		if err := c.api.ContainerRemove(ctx, s.ID, container.RemoveOptions{}); err != nil {
+			return r, fmt.Errorf("prune container %s: %w", strings.TrimPrefix(info.Name, "/"), err)
+		}
+		r.Containers = append(r.Containers, s.ID)
+		r.BytesReclaimed += uint64(max(s.SizeRw, 0))
+	}
 	images := c.labelFilter()
 	images.Add("dangling", "true")
 	ir, err := c.api.ImagesPrune(ctx, images)
@@ -326,6 +342,18 @@ func (c *Client) Prune(ctx context.Context) (PruneReport, error) {
 	}
 	r.Images, r.BytesReclaimed = len(ir.ImagesDeleted), r.BytesReclaimed+ir.SpaceReclaimed
 	return r, nil
+}
+
+// stoppedLongEnough reports whether the container stopped (or, never
+// started, was created) at least d ago.
+func stoppedLongEnough(info container.InspectResponse, d time.Duration) bool {
+	at, err := time.Parse(time.RFC3339Nano, info.State.FinishedAt)
+	if err != nil || at.IsZero() || at.Year() < 2 {
+		if at, err = time.Parse(time.RFC3339Nano, info.Created); err != nil {
+			return false
+		}
+	}
+	return time.Since(at) >= d
 }
 
 // NameOf returns the name of the container with the given ID.

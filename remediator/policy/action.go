@@ -20,7 +20,7 @@ const (
 	ActionGPUSessionReset = "gpu_session_reset" // restart the opted-in containers holding a GPU
 	ActionGPUThrottle     = "gpu_throttle"      // lower a GPU's power limit until the alert resolves
 	ActionHardRestart     = "hard_restart"      // restart all application services, in order
-	ActionDockerPrune     = "docker_prune"      // stopped opted-in containers, dangling images, build cache
+	ActionDockerPrune     = "docker_prune"      // opted-in containers stopped for a day, opted-in dangling images
 	ActionLogCleanup      = "log_cleanup"       // old files under configured roots
 	ActionVacuum          = "vacuum"            // VACUUM ANALYZE on configured databases
 	ActionGPUReset        = "gpu_reset"         // nvidia-smi --gpu-reset, only when no process holds the GPU
@@ -35,7 +35,7 @@ var actionParams = map[string][]string{
 	ActionGPUSessionReset: nil,
 	ActionGPUThrottle:     {"power_limit_ratio"},
 	ActionHardRestart:     {"services", "concurrency"},
-	ActionDockerPrune:     nil,
+	ActionDockerPrune:     {"stopped_for"},
 	ActionLogCleanup:      {"roots", "patterns", "older_than"},
 	ActionVacuum:          {"databases"},
 	ActionGPUReset:        {"command", "all"},
@@ -60,6 +60,7 @@ const (
 	DefaultRebootWindow  = 6 * time.Hour
 	DefaultRebootsPerDay = 3
 	DefaultLogCleanupAge = 7 * 24 * time.Hour
+	DefaultPruneStopped  = 24 * time.Hour
 	gpuIndexPlaceholder  = "{{ .GPU }}"
 )
 
@@ -99,6 +100,10 @@ type Action struct {
 	Roots     []string `yaml:"roots"`
 	Patterns  []string `yaml:"patterns"`
 	OlderThan Duration `yaml:"older_than"`
+
+	// docker_prune: opted-in containers are removed only once they have
+	// been stopped this long; one that just died is to be healed.
+	StoppedFor Duration `yaml:"stopped_for"`
 
 	// vacuum: connection URLs of the application's databases.
 	Databases []string `yaml:"databases"`
@@ -164,6 +169,10 @@ func (a *Action) setDefaults(n *yaml.Node) {
 	case ActionHardRestart:
 		if a.Concurrency == 0 {
 			a.Concurrency = DefaultConcurrency
+		}
+	case ActionDockerPrune:
+		if !hasKey(n, "stopped_for") {
+			a.StoppedFor = Duration(DefaultPruneStopped)
 		}
 	case ActionLogCleanup:
 		if !hasKey(n, "older_than") {

@@ -23,6 +23,15 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "sick" {
+		// Run with docker exec: the container fails its health check from
+		// now until it restarts.
+		if err := os.Remove(healthFile); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	exitAfter := flag.Duration("exit-after", 0, "exit this long after starting (0: never)")
 	exitCode := flag.Int("exit-code", 1, "exit code for -exit-after")
 	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM (so a stop waits for its timeout)")
