@@ -6,7 +6,7 @@ BIN         ?= selfheal
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-gpu lint run bench deps clean
+.PHONY: all build test scenarios test-gpu lint run bench deps clean
 
 all: build
 
@@ -16,10 +16,17 @@ build:
 deps:
 	scripts/deps.sh
 
-# Every test, against real PostgreSQL and Docker; fuzz seeds included.
+# Every test, against real PostgreSQL and Docker; fuzz seeds included, and
+# the game-day scenarios. -parallel 4: the scenarios mostly wait on
+# Prometheus' and Alertmanager's clocks, not on the CPU.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -parallel 4 -timeout 15m ./...
+
+# The game days alone: each failure mode the seed names, through the
+# shipped rules, routing and example configuration (cmd/selfheal/scenarios_test.go).
+scenarios: deps
+	$(GO) test -count=1 -parallel 4 -timeout 10m -run '^TestScenario' ./cmd/selfheal/
 
 # On a machine with an NVIDIA GPU: the gpu collector against the real
 # driver, read-only, checked against nvidia-smi.

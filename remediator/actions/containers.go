@@ -85,11 +85,11 @@ func recovered(ctx context.Context, c Containers, target string, since time.Time
 		return engine.Recovery{}, err
 	}
 	if uptime := now.Sub(started); uptime < stableFor {
-		return engine.Recovery{Settling: stableFor - uptime, Reason: fmt.Sprintf(
+		return engine.Recovery{Since: started, Settling: stableFor - uptime, Reason: fmt.Sprintf(
 			"%s started again by itself at %s, after the alert began; waiting %s to see it stay up",
 			target, started.UTC().Format(time.RFC3339), (stableFor - uptime).Round(time.Millisecond))}, nil
 	}
-	return engine.Recovery{Recovered: true, Reason: fmt.Sprintf(
+	return engine.Recovery{Recovered: true, Since: started, Reason: fmt.Sprintf(
 		"%s is running again since %s, after the alert began at %s: nothing to do",
 		target, started.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339))}, nil
 }

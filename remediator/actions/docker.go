@@ -34,8 +34,14 @@ type DockerPrune struct{ Fleet Fleet }
 
 var (
 	_ engine.Executor = HardRestart{}
+	_ engine.Toucher  = HardRestart{}
 	_ engine.Executor = DockerPrune{}
 )
+
+// Touches implements engine.Toucher: every service it restarts.
+func (a HardRestart) Touches(ctx context.Context, req engine.Request) ([]string, error) {
+	return a.services(ctx, req)
+}
 
 func (a HardRestart) services(ctx context.Context, req engine.Request) ([]string, error) {
 	if len(req.Action.Services) > 0 {

@@ -82,6 +82,9 @@ type Recovery struct {
 	// stay up before it counts as recovered.
 	Settling time.Duration
 	Reason   string
+	// Since is when the target's current run started (zero when it does
+	// not run, or did not start after the time asked about).
+	Since time.Time
 }
 
 // Decision is the outcome of Decide.

@@ -76,6 +76,15 @@ type RecoveryChecker interface {
 	Recovered(ctx context.Context, target string, since time.Time, stableFor time.Duration) (Recovery, error)
 }
 
+// Toucher is implemented by executors that act on containers other than
+// their target (a hard restart of every service). The engine records them
+// with the intent, so that an alert the action itself causes — a service
+// seen down while it restarts — is known as selfheal's own doing rather
+// than a failure of that service.
+type Toucher interface {
+	Touches(ctx context.Context, req Request) ([]string, error)
+}
+
 // Store is the database the engine works from.
 type Store interface {
 	ClaimJob(ctx context.Context) (*store.Claim, error)
@@ -300,6 +309,20 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		return c.Defer(ctx, 500*time.Millisecond, "another action on "+target+" is in progress")
 	}
 	if countsOutage(r, j) {
+		if j.Step == 1 {
+			d, own, err := e.ownOutage(ctx, c, r, target)
+			if err != nil {
+				return err
+			}
+			if own {
+				log.Debug("decided", "target", target, "verdict", d.Verdict, "reason", d.Reason)
+				if d.Verdict == Defer {
+					e.m.deferred.Inc()
+					return c.Defer(ctx, d.RetryAfter, d.Reason)
+				}
+				return e.finish(ctx, c, target, d, r)
+			}
+		}
 		if err := c.RecordOutage(ctx, target); err != nil {
 			return err
 		}
@@ -357,6 +380,41 @@ func countsOutage(r *policy.Remediation, j store.Job) bool {
 	return r.Category == policy.CategoryA && !j.Escalated && j.AlertStatus == "firing"
 }
 
+// ownOutageSlack is how long before an alert began an action of selfheal's
+// may have taken its target down: Prometheus sees a stop a scrape and an
+// evaluation late.
+const ownOutageSlack = 10 * time.Minute
+
+// ownOutage reports whether the alert is selfheal's own doing: another
+// job's action touched the target (a hard restart of every service, or a
+// restart by another remediation), and the target runs now in a run that
+// action started. Such an alert is no failure of the service: it is
+// skipped, uncounted. While the action still runs, the job waits for it.
+func (e *Engine) ownOutage(ctx context.Context, c *store.Claim, r *policy.Remediation, target string) (Decision, bool, error) {
+	touch, found, err := c.LastTouch(ctx, target, c.Job.StartsAt.Add(-ownOutageSlack))
+	if err != nil || !found {
+		return Decision{}, false, err
+	}
+	if touch.Running {
+		return Decision{Verdict: Defer, RetryAfter: time.Second, Reason: fmt.Sprintf(
+			"selfheal's %s (%s, action %d) is acting on %s: waiting for it to finish", touch.Action, touch.Remediation, touch.ActionID, target)}, true, nil
+	}
+	step, _ := LadderStep(r, 0)
+	rc, ok := e.executors[step.Type].(RecoveryChecker)
+	if !ok {
+		return Decision{}, false, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, permitTimeout)
+	defer cancel()
+	rec, err := rc.Recovered(cctx, target, touch.Started.Add(-time.Second), 0)
+	if err != nil || !rec.Recovered || rec.Since.After(touch.Completed.Add(2*time.Second)) {
+		return Decision{}, false, err
+	}
+	return Decision{Verdict: Skip, Reason: fmt.Sprintf(
+		"%s went down under selfheal's own %s (%s, action %d) and runs since %s in the run it started: not an outage",
+		target, touch.Action, touch.Remediation, touch.ActionID, rec.Since.UTC().Format(time.RFC3339))}, true, nil
+}
+
 // nextInSequence queues the next action of a sequence once a step ended,
 // whatever its outcome; nil when the job is not part of one or was the last.
 func nextInSequence(r *policy.Remediation, j store.Job) *store.FollowUp {
@@ -409,8 +467,18 @@ func (e *Engine) finish(ctx context.Context, c *store.Claim, target string, d De
 // step of the ladder (or, at the limit, its escalation).
 func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation, target string, d Decision, log *slog.Logger) error {
 	e.m.decisions.WithLabelValues(string(Run)).Inc()
+	details := map[string]any{"cooldown_seconds": r.Cooldown.D().Seconds()}
+	req := Request{Target: target, Action: d.Action, Verify: r.Verify, Labels: c.Job.Labels, Remediation: r.Name, Reason: d.Reason}
+	if t, ok := e.executors[d.Action.Type].(Toucher); ok {
+		tctx, cancel := context.WithTimeout(ctx, permitTimeout)
+		touches, err := t.Touches(tctx, req)
+		cancel()
+		if err == nil {
+			details["touches"] = touches
+		}
+	}
 	actionID, err := c.RecordIntent(ctx, store.Intent{Target: target, Action: d.Action.Type, Category: r.Category,
-		Attempt: d.Attempt, Reason: d.Reason, Details: map[string]any{"cooldown_seconds": r.Cooldown.D().Seconds()}})
+		Attempt: d.Attempt, Reason: d.Reason, Details: details})
 	if err != nil {
 		return err // nothing ran; the job goes back to the queue
 	}
@@ -421,10 +489,8 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 	// stop, so its outcome is recorded rather than left interrupted.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout.D())
 	start := time.Now()
-	res, err := e.executors[d.Action.Type].Execute(actx, Request{
-		Target: target, Action: d.Action, Verify: r.Verify, Labels: c.Job.Labels,
-		Remediation: r.Name, Reason: d.Reason, ActionID: actionID,
-	})
+	req.ActionID = actionID
+	res, err := e.executors[d.Action.Type].Execute(actx, req)
 	elapsed := time.Since(start)
 	if err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("timed out after %s: %w", r.Timeout, err)

@@ -226,6 +226,44 @@ func (c *Claim) RecordOutage(ctx context.Context, target string) error {
 	return nil
 }
 
+// Touch is an action of selfheal's on a target.
+type Touch struct {
+	ActionID    int64
+	Action      string
+	Remediation string
+	Started     time.Time
+	Completed   time.Time // zero while it runs
+	Running     bool
+}
+
+// LastTouch returns the newest action, for another alert occurrence, that
+// acted on target (as its target, or among the containers it touches) and
+// had not finished before since.
+func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (Touch, bool, error) {
+	var t Touch
+	var completed *time.Time
+	err := c.tx.QueryRow(ctx, `
+		SELECT id, action_type, COALESCE(remediation, ''), started_at, completed_at, status = 'running'
+		FROM recovery_actions
+		WHERE started_at >= $2::timestamptz - interval '1 hour'
+		  AND (service_name = $1 OR details->'touches' ? $1)
+		  AND status <> 'dry_run'
+		  AND (completed_at IS NULL OR completed_at >= $2)
+		  AND NOT EXISTS (SELECT 1 FROM remediation_jobs j WHERE j.id = recovery_actions.job_id AND j.occurrence_id = $3)
+		ORDER BY started_at DESC
+		LIMIT 1`, target, since, c.Job.OccurrenceID).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Touch{}, false, nil
+	}
+	if err != nil {
+		return Touch{}, false, fmt.Errorf("look up selfheal's actions on %q: %w", target, err)
+	}
+	if completed != nil {
+		t.Completed = *completed
+	}
+	return t, true, nil
+}
+
 // Defer puts the job back in the queue until d from now, with a reason.
 func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string) error {
 	_, err := c.tx.Exec(ctx, `UPDATE remediation_jobs SET not_before = clock_timestamp() + $2 * interval '1 second', reason = $3 WHERE id = $1`,

@@ -1,0 +1,325 @@
+package main
+
+// The failure modes the seed names, each played through the shipped stack
+// (gameday_test.go) and judged on the seed's own tables and functions:
+// service_failures, recovery_actions, reboot_events, self_healing_events,
+// get_service_failure_count and get_critical_events_count. `make scenarios`
+// runs them alone; `make test` runs them with everything else. A failing
+// scenario prints selfheal's events.
+
+import (
+	"context"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+)
+
+// seesContainer waits until Prometheus has scraped the container running.
+func (g *gameDay) seesContainer(name string) {
+	g.t.Helper()
+	g.waitFor(30*time.Second, "Prometheus sees "+name+" running", func() bool {
+		v, ok := g.promValue(g.t, `selfheal_container_running{name="`+name+`"}`)
+		return ok && v == "1"
+	})
+}
+
+// TestScenarioServiceStopped: a service stopped once is restarted once; the
+// outage is one failure, and nothing escalates.
+func TestScenarioServiceStopped(t *testing.T) {
+	t.Parallel()
+	g := startGameDay(t, gameDayOptions{})
+	llm := g.name["llm-service"]
+	g.seesContainer(llm)
+	api, _ := dockertest.Client(t)
+	if err := api.ContainerStop(context.Background(), llm, container.StopOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	g.waitFor(60*time.Second, llm+" running again", func() bool { return running(t, llm) })
+	g.waitFor(30*time.Second, "the restart recorded", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE service_name = $1 AND remediation = 'service-down'
+			AND action_type = 'restart' AND status = 'succeeded'`, llm) == 1
+	})
+	if n := g.count(`SELECT get_service_failure_count($1, 10)`, llm); n != 1 {
+		t.Errorf("get_service_failure_count = %d, want 1 (the outage)", n)
+	}
+	g.waitFor(30*time.Second, "the alert resolved", func() bool {
+		return g.count(`SELECT count(*) FROM self_healing_events WHERE event_type = 'alert_resolved' AND service_name = $1`, llm) == 1
+	})
+	if n := g.count(`SELECT count(*) FROM escalations`); n != 0 {
+		t.Errorf("%d escalations after one stop", n)
+	}
+}
+
+// TestScenarioCrashLoop: a service that dies eight seconds after every
+// start. Each restart "succeeds", yet every outage counts: restart, then
+// stop and start, then the third outage escalates to critical recovery,
+// which runs its whole sequence; the next outage in the window runs nothing.
+func TestScenarioCrashLoop(t *testing.T) {
+	t.Parallel()
+	g := startGameDay(t, gameDayOptions{Specs: map[string]dockertest.Spec{"llm-service": {Args: []string{"-exit-after=8s"}}}})
+	llm := g.name["llm-service"]
+	g.waitFor(150*time.Second, "the escalation", func() bool {
+		return g.count(`SELECT count(*) FROM escalations WHERE service_name = $1`, llm) == 1
+	})
+	g.waitFor(120*time.Second, "critical recovery's whole sequence", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'critical-recovery' AND status <> 'running'`) == 5
+	})
+	g.waitFor(90*time.Second, "the next outage decided", func() bool {
+		return g.count(`SELECT count(*) FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id
+			WHERE j.remediation = 'service-down' AND j.outcome = 'skipped' AND o.labels->>'service' = $1`, llm) >= 1
+	})
+	if n := g.count(`SELECT get_service_failure_count($1, 10)`, llm); n < 3 {
+		t.Errorf("get_service_failure_count = %d, want at least 3", n)
+	}
+	if got := strings.Join(g.actions("service-down"), " "); got != "restart:succeeded stop_start:succeeded" {
+		t.Errorf("service-down actions: %s; want restart:succeeded stop_start:succeeded", got)
+	}
+	if n := g.count(`SELECT count(*) FROM escalations WHERE service_name = $1`, llm); n != 1 {
+		t.Errorf("%d escalations, want exactly 1", n)
+	}
+	if n := g.count(`SELECT count(*) FROM recovery_actions a, escalations e
+		WHERE a.remediation = 'service-down' AND a.started_at > e.created_at`); n != 0 {
+		t.Errorf("%d category A actions after the escalation", n)
+	}
+	var order []string
+	for _, a := range g.actions("critical-recovery") {
+		order = append(order, strings.Split(a, ":")[0])
+	}
+	if got := strings.Join(order, " "); got != "hard_restart docker_prune log_cleanup vacuum gpu_reset" {
+		t.Errorf("critical recovery ran %s", got)
+	}
+	if n := g.count(`SELECT get_critical_events_count(30)`); n < 1 {
+		t.Errorf("get_critical_events_count(30) = %d: the escalation is a critical event", n)
+	}
+}
+
+// TestScenarioUnhealthy: a container that turns unhealthy is restarted as
+// soon as Docker says so, and is healthy again.
+func TestScenarioUnhealthy(t *testing.T) {
+	t.Parallel()
+	g := startGameDay(t, gameDayOptions{Specs: map[string]dockertest.Spec{"llm-service": {Health: time.Second}}})
+	llm := g.name["llm-service"]
+	g.waitFor(30*time.Second, llm+" healthy", func() bool {
+		st := dockertest.State(t, llm)
+		return st.Health != nil && st.Health.Status == "healthy"
+	})
+	started := dockertest.State(t, llm).StartedAt
+	dockertest.Exec(t, llm, "/testctr", "sick")
+	sick := time.Now()
+	g.waitFor(60*time.Second, llm+" restarted and healthy", func() bool {
+		st := dockertest.State(t, llm)
+		return st.StartedAt != started && st.Health != nil && st.Health.Status == "healthy"
+	})
+	t.Logf("unhealthy → healthy again in %s", time.Since(sick).Round(100*time.Millisecond))
+	g.waitFor(30*time.Second, "the restart recorded", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE service_name = $1 AND remediation = 'container-unhealthy'
+			AND action_type = 'restart' AND status = 'succeeded'`, llm) == 1
+	})
+}
+
+// TestScenarioDiskFillsWithOldLogs: a data volume fills past 90, 95 and
+// 97 % with rotated logs. Every level reaches selfheal (nothing inhibits the
+// cleanups), the cleanup frees the disk, and the reboot — enabled, but a
+// reboot cannot free a data volume — is refused.
+func TestScenarioDiskFillsWithOldLogs(t *testing.T) {
+	t.Parallel()
+	diskMu.Lock()
+	defer diskMu.Unlock()
+	fs := newLoopFS(t, 48)
+	logs, cache := fs.Mountpoint+"/logs", fs.Mountpoint+"/cache"
+	g := startGameDay(t, gameDayOptions{RebootEnabled: true, LogRoots: []string{logs, cache}, Watch: fs.Mountpoint})
+	fs.fill(t, cache, "empty", 0, false) // creates the directories
+	fs.fill(t, logs, "app.log", 0, false)
+	g.waitFor(30*time.Second, "Prometheus sees the volume", func() bool {
+		_, ok := g.promValue(t, `selfheal_filesystem_size_bytes{mountpoint="`+fs.Mountpoint+`"}`)
+		return ok
+	})
+	fs.fill(t, logs, "app.log", 0.98, true)
+	g.waitFor(90*time.Second, "the three disk alerts at selfheal", func() bool {
+		return g.count(`SELECT count(DISTINCT alertname) FROM alert_occurrences WHERE labels->>'mountpoint' = $1
+			AND alertname IN ('DiskSpaceCleanup', 'DiskSpaceCritical', 'DiskSpaceExhausted')`, fs.Mountpoint) == 3
+	})
+	g.waitFor(90*time.Second, "the disk below 90 %", func() bool { return fs.used(t) < 0.9 })
+	g.waitFor(30*time.Second, "the cleanup recorded", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE action_type = 'log_cleanup' AND status = 'succeeded'`) >= 1
+	})
+	g.waitFor(30*time.Second, "the reboot refused", func() bool {
+		return g.count(`SELECT count(*) FROM remediation_jobs WHERE remediation = 'reboot' AND outcome = 'refused'
+			AND reason LIKE 'reboot refused: a reboot cannot free %'`) >= 1
+	})
+	if n := g.rebootCount(); n != 0 {
+		t.Errorf("rebooted %d times for a data volume", n)
+	}
+}
+
+// TestScenarioDiskFullWhereRebootHelps: a mount point configured as one a
+// reboot frees fills with data no cleanup may delete: with reboots enabled,
+// exactly one guarded reboot runs, with its state saved, and the smaller
+// remediations still in flight wait for it.
+func TestScenarioDiskFullWhereRebootHelps(t *testing.T) {
+	t.Parallel()
+	diskMu.Lock()
+	defer diskMu.Unlock()
+	fs := newLoopFS(t, 48)
+	g := startGameDay(t, gameDayOptions{RebootEnabled: true, Watch: fs.Mountpoint,
+		Mountpoints: "[/, " + fs.Mountpoint + "]"})
+	g.waitFor(30*time.Second, "Prometheus sees the volume", func() bool {
+		_, ok := g.promValue(t, `selfheal_filesystem_size_bytes{mountpoint="`+fs.Mountpoint+`"}`)
+		return ok
+	})
+	fs.fill(t, fs.Mountpoint+"/data", "blob", 0.98, false)
+	g.waitFor(90*time.Second, "the reboot", func() bool { return g.rebootCount() == 1 })
+	if n := g.count(`SELECT count(*) FROM reboot_events WHERE status = 'rebooting' AND pre_state ? 'services'`); n != 1 {
+		t.Errorf("%d reboot_events with the saved state, want 1", n)
+	}
+	g.waitFor(90*time.Second, "a smaller remediation waiting for the reboot", func() bool {
+		return g.count(`SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped'
+			AND reason LIKE 'a guarded reboot is under way%'`) >= 1
+	})
+	time.Sleep(8 * time.Second) // the alert is delivered again, and reopens
+	if n := g.rebootCount(); n != 1 {
+		t.Errorf("%d reboots, want exactly 1", n)
+	}
+}
+
+// appDatabase returns the name of the application's database.
+func (g *gameDay) appDatabase() string {
+	u, err := url.Parse(g.appDB)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+// databaseReachable lets the application's database accept connections,
+// or refuses them and drops those it has, as a lost database would.
+func (g *gameDay) databaseReachable(ok bool) {
+	g.t.Helper()
+	db := g.appDatabase()
+	sql := `ALTER DATABASE "` + db + `" WITH ALLOW_CONNECTIONS ` + map[bool]string{true: "true", false: "false"}[ok]
+	if _, err := g.DB.Exec(g.t.Context(), sql); err != nil {
+		g.t.Fatal(err)
+	}
+	if !ok {
+		if _, err := g.DB.Exec(g.t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
+			g.t.Fatal(err)
+		}
+	}
+}
+
+// TestScenarioDatabaseLost: the database probe fails, DatabaseDown fires,
+// and critical recovery runs its sequence; the alert is a critical event.
+func TestScenarioDatabaseLost(t *testing.T) {
+	t.Parallel()
+	g := startGameDay(t, gameDayOptions{})
+	g.waitFor(30*time.Second, "the database probe succeeding", func() bool {
+		v, ok := g.promValue(t, `selfheal_probe_success{probe="database"}`)
+		return ok && v == "1"
+	})
+	g.databaseReachable(false)
+	g.waitFor(90*time.Second, "critical recovery's whole sequence", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'critical-recovery' AND status <> 'running'`) == 5
+	})
+	got := strings.Join(g.actions("critical-recovery"), " ")
+	if want := "hard_restart:succeeded docker_prune:succeeded log_cleanup:succeeded vacuum:failed gpu_reset:succeeded"; got != want {
+		t.Errorf("critical recovery: %s\nwant %s (the database still refuses connections when it is vacuumed)", got, want)
+	}
+	if n := g.count(`SELECT count(*) FROM self_healing_events WHERE event_type = 'critical_alert' AND severity = 'CRITICAL'`); n != 1 {
+		t.Errorf("%d critical_alert events, want 1", n)
+	}
+	g.databaseReachable(true)
+	g.waitFor(60*time.Second, "DatabaseDown resolved", func() bool {
+		return g.count(`SELECT count(*) FROM alert_occurrences WHERE alertname = 'DatabaseDown' AND status = 'resolved'`) == 1
+	})
+}
+
+// TestScenarioThreeCriticalEvents: the database is lost three times within
+// half an hour. Each loss is a critical event; the third raises the
+// critical-events threshold, which reboots once when reboots are enabled,
+// and is refused when they are not.
+func TestScenarioThreeCriticalEvents(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reboot disabled", true: "reboot enabled"}[enabled], func(t *testing.T) {
+			t.Parallel()
+			g := startGameDay(t, gameDayOptions{RebootEnabled: enabled})
+			for i := 1; i <= 3; i++ {
+				g.waitFor(30*time.Second, "the database probe succeeding", func() bool {
+					v, ok := g.promValue(t, `selfheal_probe_success{probe="database"}`)
+					return ok && v == "1"
+				})
+				g.databaseReachable(false)
+				g.waitFor(60*time.Second, "DatabaseDown firing", func() bool {
+					return g.count(`SELECT count(*) FROM alert_occurrences WHERE alertname = 'DatabaseDown'`) == i
+				})
+				g.databaseReachable(true)
+				g.waitFor(60*time.Second, "DatabaseDown resolved", func() bool {
+					return g.count(`SELECT count(*) FROM alert_occurrences WHERE alertname = 'DatabaseDown' AND status = 'resolved'`) == i
+				})
+			}
+			if n := g.count(`SELECT get_critical_events_count(30)`); n < 3 {
+				t.Errorf("get_critical_events_count(30) = %d, want at least 3", n)
+			}
+			if !enabled {
+				g.waitFor(60*time.Second, "the reboot refused", func() bool {
+					return g.count(`SELECT count(*) FROM remediation_jobs WHERE remediation = 'critical-events-reboot'
+						AND outcome = 'refused' AND reason LIKE 'reboot refused: reboots are disabled%'`) >= 1
+				})
+				if n := g.rebootCount(); n != 0 {
+					t.Errorf("rebooted %d times with reboots disabled", n)
+				}
+				return
+			}
+			g.waitFor(60*time.Second, "the reboot", func() bool { return g.rebootCount() == 1 })
+			time.Sleep(8 * time.Second) // the threshold alert stays up, and reopens
+			if n := g.rebootCount(); n != 1 {
+				t.Errorf("%d reboots, want exactly 1", n)
+			}
+			if n := g.count(`SELECT count(*) FROM reboot_events WHERE reason LIKE '%'`); n != 1 {
+				t.Errorf("%d reboot_events, want 1", n)
+			}
+		})
+	}
+}
+
+// burnCPU keeps every core busy until the returned function is called.
+func burnCPU() (stop func()) {
+	var done atomic.Bool
+	for range runtime.NumCPU() {
+		go func() {
+			x := 0
+			for !done.Load() {
+				x++
+			}
+			_ = x
+		}()
+	}
+	return func() { done.Store(true) }
+}
+
+// TestScenarioCPUOverload: the machine's CPU really busy: HostCPUHigh
+// clears the LLM cache once, and its cooldown holds while the load lasts.
+// It runs alone (no t.Parallel): the burn would slow the other scenarios.
+func TestScenarioCPUOverload(t *testing.T) {
+	g := startGameDay(t, gameDayOptions{})
+	stop := burnCPU()
+	defer stop()
+	g.waitFor(180*time.Second, "the LLM cache cleared", func() bool { return g.hook.count("POST /v1/cache/clear") >= 1 })
+	g.waitFor(60*time.Second, "the cooldown holding the next step", func() bool {
+		return g.count(`SELECT count(*) FROM remediation_jobs WHERE remediation = 'cpu-high' AND outcome = 'skipped'
+			AND reason LIKE 'in cooldown until %'`) >= 1
+	})
+	stop()
+	if n := g.hook.count("POST /v1/cache/clear"); n != 1 {
+		t.Errorf("the cache was cleared %d times within its cooldown", n)
+	}
+	if n := g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'cpu-high' AND action_type = 'http' AND status = 'succeeded'`); n != 1 {
+		t.Errorf("%d cpu-high actions, want 1", n)
+	}
+}
