@@ -65,6 +65,8 @@ type Deps struct {
 	RequireLabel string
 	Probes       []probe.Probe
 	Logger       *slog.Logger
+	// NVML, when set, replaces the driver's library (go-nvml's mock).
+	NVML gpu.Library
 }
 
 // Build returns an exporter with the enabled collectors.
@@ -85,7 +87,11 @@ func Build(f *Flags, d Deps) (*Exporter, error) {
 		if *f.NVMLLibrary != "" {
 			opts = append(opts, nvml.WithLibraryPath(*f.NVMLLibrary))
 		}
-		cs[GPU] = gpu.New(nvml.New(opts...), d.Logger.With("collector", GPU))
+		var lib gpu.Library = nvml.New(opts...)
+		if d.NVML != nil {
+			lib = d.NVML
+		}
+		cs[GPU] = gpu.New(lib, d.Logger.With("collector", GPU))
 	}
 	if *f.Enabled[Docker] && d.DockerAPI != nil {
 		cs[Docker] = docker.New(d.DockerAPI, docker.Options{RequireLabel: d.RequireLabel, All: *f.DockerAll}, d.Logger.With("collector", Docker))

@@ -16,6 +16,8 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +32,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/exporter/gpu/gputest"
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
 )
@@ -51,6 +56,10 @@ type gameDayOptions struct {
 	Watch string
 	// Specs override a role's container.
 	Specs map[string]dockertest.Spec
+	// GPU runs a build of selfheal whose NVML is go-nvml's mock of two
+	// H100s with these readings changed (the H100 fixture otherwise), with
+	// the api service's process holding GPU 0.
+	GPU func(r *gputest.Reading)
 }
 
 // gameDay is one shipped stack and the world around it.
@@ -185,15 +194,25 @@ func startGameDay(t *testing.T, o gameDayOptions) *gameDay {
 		pairs = append(pairs, "mountpoints: [/]", "mountpoints: "+o.Mountpoints)
 	}
 	tokenFile := filepath.Join(dir, "token")
+	gpuArgs := []string{"--no-collector.gpu"}
+	var gpuEnv []string
+	var bin string
+	if o.GPU != nil {
+		bin, gpuArgs = fixtureBinary(t), nil
+		gpuEnv = []string{"SELFHEAL_NVML_FIXTURE=" + gpuFixture(t, o.GPU),
+			fmt.Sprintf("SELFHEAL_NVML_PROCESSES=0=%d", dockertest.State(t, g.name["api"]).Pid)}
+	}
 	f := files{
+		Binary:   bin,
+		Env:      gpuEnv,
 		Selfheal: shipped(t, "deploy/selfheal.yml", pairs...),
 		Alertmanager: shipped(t, "alerting/alertmanager.yml",
 			"http://localhost:9595/api/v1/webhook", "http://"+s.Selfheal+"/api/v1/webhook",
 			"/etc/alertmanager/selfheal-token", tokenFile,
 			"      group_wait: 5s\n      group_interval: 1m\n      repeat_interval: 5m\n",
 			"      group_wait: 0s\n      group_interval: 1s\n      repeat_interval: 5s\n"),
-		Args: []string{"--log.level=debug", "--no-collector.gpu",
-			"--collector.filesystem.mount-points-exclude=" + mountsExcept(t, o.Watch)},
+		Args: append([]string{"--log.level=debug",
+			"--collector.filesystem.mount-points-exclude=" + mountsExcept(t, o.Watch)}, gpuArgs...),
 	}
 	if o.RebootEnabled {
 		f.Env = append(f.Env, "SELFHEAL_REBOOT_ENABLED=true")
@@ -204,9 +223,58 @@ func startGameDay(t *testing.T, o gameDayOptions) *gameDay {
 		if t.Failed() {
 			_, out, _ := selfheal(t, s.Env, "events", "--limit=80")
 			t.Logf("selfheal events:\n%s", out)
+			rows, err := s.DB.Query(context.Background(), `SELECT format('%s %s %s %s %s %s', id, remediation, service_name,
+				action_type, status, details) FROM recovery_actions ORDER BY id`)
+			if err == nil {
+				lines, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+				t.Logf("recovery_actions:\n%s", strings.Join(lines, "\n"))
+			}
 		}
 	})
 	return g
+}
+
+var (
+	fixtureOnce sync.Once
+	fixtureBin  string
+	fixtureErr  error
+)
+
+// fixtureBinary builds, once, the selfheal whose NVML is a mock filled from
+// a fixture file (nvml_fixture.go).
+func fixtureBinary(t testing.TB) string {
+	t.Helper()
+	fixtureOnce.Do(func() {
+		fixtureBin = binary + "-nvml-fixture"
+		out, err := exec.Command("go", "build", "-tags", "selfheal_nvml_fixture", "-o", fixtureBin, ".").CombinedOutput()
+		if err != nil {
+			fixtureErr = fmt.Errorf("build selfheal with the NVML fixture: %v\n%s", err, out)
+		}
+	})
+	if fixtureErr != nil {
+		t.Fatal(fixtureErr)
+	}
+	return fixtureBin
+}
+
+// gpuFixture writes the H100 fixture with change applied and returns its
+// path.
+func gpuFixture(t testing.TB, change func(r *gputest.Reading)) string {
+	t.Helper()
+	f, err := gputest.Load("../../exporter/gpu/testdata/h100-nvml_idle.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	change(&f.Devices[0])
+	b, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "nvml.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // mountsExcept returns a regular expression matching every mount point of

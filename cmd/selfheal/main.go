@@ -95,7 +95,12 @@ func run(args []string) int {
 			return 1
 		}
 		logger.Info("starting selfheal", "version", version.Info(), "config", *serveConfig)
-		o := server.Options{Config: cfg, Web: webFlags, Logger: logger, ProcPath: *serveCollectors.ProcPath}
+		lib, err := nvmlOverride(logger)
+		if err != nil {
+			logger.Error("invalid NVML fixture", "err", err)
+			return 1
+		}
+		o := server.Options{Config: cfg, Web: webFlags, Logger: logger, ProcPath: *serveCollectors.ProcPath, NVML: lib}
 		if *serveExporter {
 			o.ExporterFlags = serveCollectors
 		}

@@ -106,10 +106,16 @@ func freeAddr(t testing.TB) string { return testenv.FreeAddr(t) }
 // daemon starts `selfheal serve` and waits until it is ready.
 func daemon(t testing.TB, env []string, config, addr string, args ...string) *exec.Cmd {
 	t.Helper()
+	return daemonOf(t, binary, env, config, addr, args...)
+}
+
+// daemonOf is daemon with another build of selfheal.
+func daemonOf(t testing.TB, bin string, env []string, config, addr string, args ...string) *exec.Cmd {
+	t.Helper()
 	if len(args) == 0 {
 		args = []string{"--log.level=debug"}
 	}
-	cmd := background(t, env, binary, append([]string{"serve", "--config.file=" + config, "--web.listen-address=" + addr}, args...)...)
+	cmd := background(t, env, bin, append([]string{"serve", "--config.file=" + config, "--web.listen-address=" + addr}, args...)...)
 	waitReady(t, "selfheal", "http://"+addr+"/-/ready")
 	return cmd
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/selfheal/selfheal/exporter/gpu/gputest"
 	"github.com/selfheal/selfheal/internal/dockertest"
 )
 
@@ -321,5 +322,32 @@ func TestScenarioCPUOverload(t *testing.T) {
 	}
 	if n := g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'cpu-high' AND action_type = 'http' AND status = 'succeeded'`); n != 1 {
 		t.Errorf("%d cpu-high actions, want 1", n)
+	}
+}
+
+// TestScenarioGPUHotAndBusy: the NVML mock of two H100s (the fixture's
+// readings) runs at 87 °C and 97 % utilisation, as no GPU on this machine
+// can; the shipped rules fire from the exporter's scrape of it. The power
+// limit is lowered to 70 % of the default (gpu_throttle, undone when the
+// alert resolves), the LLM service is restarted (above 85 °C), and the
+// session reset restarts the container whose process holds GPU 0.
+func TestScenarioGPUHotAndBusy(t *testing.T) {
+	t.Parallel()
+	g := startGameDay(t, gameDayOptions{GPU: func(r *gputest.Reading) { r.TempC, r.Util.Gpu = 87, 97 }})
+	llm, api := g.name["llm-service"], g.name["api"]
+	g.waitFor(60*time.Second, "GPU 0's power limit at 70 % of 700 W", func() bool {
+		v, ok := g.promValue(t, `selfheal_gpu_power_limit_watts{gpu="0"}`)
+		return ok && v == "490"
+	})
+	g.waitFor(60*time.Second, "gpu-critical restarting the LLM service", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'gpu-critical' AND action_type = 'restart'
+			AND status = 'succeeded' AND service_name = $1`, llm) == 1
+	})
+	g.waitFor(60*time.Second, "GPU 0's session reset", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'gpu-busy' AND service_name = '0'
+			AND status = 'succeeded' AND details->'containers' ? $1`, api) == 1
+	})
+	if n := g.count(`SELECT count(*) FROM pending_reverts WHERE action_type = 'gpu_throttle' AND reverted_at IS NULL`); n != 2 {
+		t.Errorf("%d throttles waiting to be undone, want 2 (one per GPU)", n)
 	}
 }

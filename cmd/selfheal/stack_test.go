@@ -43,6 +43,8 @@ type files struct {
 	Rules        string // directory of rule files
 	Env          []string
 	Args         []string
+	// Binary is the selfheal to run; empty runs the one TestMain built.
+	Binary string
 }
 
 type stack struct {
@@ -168,7 +170,11 @@ func (s *stack) launch(tb testing.TB, f files, tokenFile string) {
 	tb.Helper()
 	dir := tb.TempDir()
 	s.Env = append(s.Env, f.Env...)
-	daemon(tb, s.Env, writeFile(tb, "selfheal.yml", f.Selfheal), s.Selfheal, f.Args...)
+	bin := binary
+	if f.Binary != "" {
+		bin = f.Binary
+	}
+	daemonOf(tb, bin, s.Env, writeFile(tb, "selfheal.yml", f.Selfheal), s.Selfheal, f.Args...)
 	if err := os.WriteFile(tokenFile, []byte(stackToken), 0o600); err != nil {
 		tb.Fatal(err)
 	}

@@ -60,6 +60,7 @@ type GPUReset struct {
 
 var (
 	_ engine.Executor = GPUSessionReset{}
+	_ engine.Toucher  = GPUSessionReset{}
 	_ engine.Executor = GPUThrottle{}
 	_ engine.Reverter = GPUThrottle{}
 	_ engine.Executor = GPUReset{}
@@ -107,6 +108,11 @@ func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, 
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// Touches implements engine.Toucher: the containers holding the GPU.
+func (a GPUSessionReset) Touches(ctx context.Context, req engine.Request) ([]string, error) {
+	return a.holders(ctx, req.Target)
 }
 
 // Permit implements engine.Executor.

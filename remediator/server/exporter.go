@@ -16,8 +16,11 @@ import (
 
 // buildExporter assembles the built-in exporter from the flags and the
 // configuration (Docker host and opt-in label, probes).
-func buildExporter(cfg *policy.Config, f *exporter.Flags, log *slog.Logger) (*exporter.Exporter, error) {
+func buildExporter(cfg *policy.Config, f *exporter.Flags, lib NVML, log *slog.Logger) (*exporter.Exporter, error) {
 	var deps exporter.Deps
+	if lib != nil {
+		deps.NVML = lib
+	}
 	deps.Logger = log.With("component", "exporter")
 	deps.RequireLabel = cfg.Targets.Docker.RequireLabel
 	if cfg.Targets.Docker.Host != "" {
@@ -45,7 +48,7 @@ type ExporterOptions struct {
 // RunExporter serves the exporter alone (`selfheal exporter`), for hosts
 // that are watched but not remediated, until ctx ends.
 func RunExporter(ctx context.Context, o ExporterOptions) error {
-	exp, err := buildExporter(o.Config, o.Flags, o.Logger)
+	exp, err := buildExporter(o.Config, o.Flags, nil, o.Logger)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/selfheal/selfheal/exporter"
+	"github.com/selfheal/selfheal/exporter/gpu"
 	"github.com/selfheal/selfheal/remediator/actions"
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
@@ -44,6 +45,16 @@ type Options struct {
 	BootID func() (string, error)
 	// GPUs overrides NVML for the GPU actions (tests use go-nvml's mock).
 	GPUs actions.GPUs
+	// NVML, when set, replaces the driver's library for the gpu collector
+	// and, unless GPUs is set, the GPU actions (go-nvml's mock).
+	NVML NVML
+}
+
+// NVML is what the gpu collector and the GPU actions need of the NVIDIA
+// management library; go-nvml's nvml.New() and its mocks have it.
+type NVML interface {
+	gpu.Library
+	gpuctl.Library
 }
 
 // Run serves until ctx ends. The database may be down at start: selfheal
@@ -88,7 +99,7 @@ func Run(ctx context.Context, o Options) error {
 	reg := newRegistry()
 	var exp *exporter.Exporter
 	if o.ExporterFlags != nil {
-		if exp, err = buildExporter(cfg, o.ExporterFlags, log); err != nil {
+		if exp, err = buildExporter(cfg, o.ExporterFlags, o.NVML, log); err != nil {
 			return err
 		}
 		reg.MustRegister(exp)
@@ -98,7 +109,11 @@ func Run(ctx context.Context, o Options) error {
 		procPath = "/proc"
 	}
 	gpus := o.GPUs
-	if gpus == nil {
+	switch {
+	case gpus != nil:
+	case o.NVML != nil:
+		gpus = gpuctl.New(o.NVML)
+	default:
 		gpus = gpuctl.New(nvml.New())
 	}
 	eng, err := engine.New(st, cfg, actions.Registry(actions.Deps{

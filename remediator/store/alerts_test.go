@@ -231,3 +231,43 @@ func TestOutageCountsOnce(t *testing.T) {
 		t.Fatalf("get_service_failure_count = %d, want 1", n)
 	}
 }
+
+// TestLastTouch finds another occurrence's action on a target, as its
+// target or among the containers it touches, and never the job's own
+// occurrence's.
+func TestLastTouch(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	other := alert("firing")
+	other.Fingerprint, other.Alertname, other.Remediation = "00000000000000aa", "DatabaseDown", "critical-recovery"
+	if _, err := s.IngestAlerts(ctx, []store.Alert{other}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.ClaimJob(ctx)
+	if err != nil || c == nil {
+		t.Fatal(c, err)
+	}
+	if _, err := c.RecordIntent(ctx, store.Intent{Target: "application", Action: "hard_restart", Category: "C", Attempt: 1,
+		Details: map[string]any{"touches": []string{"db", "llm"}}}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release() // the hard restart runs on
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c, err = s.ClaimJob(ctx)
+	if err != nil || c == nil || c.Job.Remediation != "service-down" {
+		t.Fatal("no service-down job", err)
+	}
+	defer c.Release()
+	touch, found, err := c.LastTouch(ctx, "llm", startsAt.Add(-10*time.Minute))
+	if err != nil || !found || !touch.Running || touch.Action != "hard_restart" {
+		t.Fatalf("LastTouch(llm) = %+v, %v, %v", touch, found, err)
+	}
+	if _, found, _ := c.LastTouch(ctx, "other", startsAt.Add(-10*time.Minute)); found {
+		t.Fatal("found a touch of a container no action touched")
+	}
+	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE details->'touches' ? 'llm'`); n != 1 {
+		t.Fatalf("%d actions record that they touch llm", n)
+	}
+}

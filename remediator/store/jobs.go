@@ -236,9 +236,10 @@ type Touch struct {
 	Running     bool
 }
 
-// LastTouch returns the newest action, for another alert occurrence, that
-// acted on target (as its target, or among the containers it touches) and
-// had not finished before since.
+// LastTouch returns an action, for another alert occurrence, that acted on
+// the container target — a restart or stop and start of it, or an action
+// that recorded it among the containers it touches — and had not finished
+// before since: one still running if there is one, else the newest.
 func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (Touch, bool, error) {
 	var t Touch
 	var completed *time.Time
@@ -246,11 +247,11 @@ func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (
 		SELECT id, action_type, COALESCE(remediation, ''), started_at, completed_at, status = 'running'
 		FROM recovery_actions
 		WHERE started_at >= $2::timestamptz - interval '1 hour'
-		  AND (service_name = $1 OR details->'touches' ? $1)
+		  AND ((service_name = $1 AND action_type IN ('restart', 'stop_start')) OR details->'touches' ? $1)
 		  AND status <> 'dry_run'
 		  AND (completed_at IS NULL OR completed_at >= $2)
 		  AND NOT EXISTS (SELECT 1 FROM remediation_jobs j WHERE j.id = recovery_actions.job_id AND j.occurrence_id = $3)
-		ORDER BY started_at DESC
+		ORDER BY status = 'running' DESC, started_at DESC
 		LIMIT 1`, target, since, c.Job.OccurrenceID).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Touch{}, false, nil

@@ -1,0 +1,45 @@
+//go:build selfheal_nvml_fixture
+
+// Built only for the game days (go build -tags selfheal_nvml_fixture), never
+// shipped: NVML is go-nvml's mock of two H100s reading as the fixture file
+// SELFHEAL_NVML_FIXTURE says, so the GPU rules fire and the GPU actions act
+// on a machine without a GPU. SELFHEAL_NVML_PROCESSES ("0=4242,1=4343")
+// says which host PIDs hold a compute context on which GPU.
+
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/selfheal/selfheal/exporter/gpu/gputest"
+	"github.com/selfheal/selfheal/remediator/server"
+)
+
+func nvmlOverride(log *slog.Logger) (server.NVML, error) {
+	path := os.Getenv("SELFHEAL_NVML_FIXTURE")
+	if path == "" {
+		return nil, nil
+	}
+	f, err := gputest.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	s := gputest.NewServer(f, 2)
+	for _, kv := range strings.FieldsFunc(os.Getenv("SELFHEAL_NVML_PROCESSES"), func(r rune) bool { return r == ',' }) {
+		idx, pid, ok := strings.Cut(kv, "=")
+		i, err1 := strconv.Atoi(idx)
+		p, err2 := strconv.ParseUint(pid, 10, 32)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("SELFHEAL_NVML_PROCESSES: %q is not gpu=pid", kv)
+		}
+		s.SetProcesses(i, []nvml.ProcessInfo{{Pid: uint32(p)}})
+	}
+	log.Warn("NVML is a mock filled from a fixture (a game-day build)", "fixture", path)
+	return s, nil
+}
