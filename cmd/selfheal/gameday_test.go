@@ -60,12 +60,14 @@ type gameDayOptions struct {
 	// H100s with these readings changed (the H100 fixture otherwise), with
 	// the api service's process holding GPU 0.
 	GPU func(r *gputest.Reading)
+	// Extra are more old→new substitutions in deploy/selfheal.yml.
+	Extra []string
 }
 
 // gameDay is one shipped stack and the world around it.
 type gameDay struct {
 	*stack
-	t       *testing.T
+	t       testing.TB
 	name    map[string]string // role → container name
 	hook    *recorder         // the LLM cache-clear URL and the object store's health URL
 	appDB   string            // the application's database: probed and vacuumed
@@ -79,7 +81,7 @@ type recorder struct {
 	hits map[string]int
 }
 
-func newRecorder(t *testing.T) *recorder {
+func newRecorder(t testing.TB) *recorder {
 	r := &recorder{hits: map[string]int{}}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
@@ -149,7 +151,7 @@ func fastRules(t testing.TB) string {
 
 // startGameDay runs the shipped stack: one container per role, the
 // application's database, the recorder, and Prometheus at 1 s intervals.
-func startGameDay(t *testing.T, o gameDayOptions) *gameDay {
+func startGameDay(t testing.TB, o gameDayOptions) *gameDay {
 	t.Helper()
 	s := newStack(t, dockertest.UniqueName("selfheal.gameday"), false)
 	g := &gameDay{stack: s, t: t, name: map[string]string{}, hook: newRecorder(t), appDB: pgtest.DSN(t)}
@@ -190,6 +192,7 @@ func startGameDay(t *testing.T, o gameDayOptions) *gameDay {
 		"command: [systemctl, reboot]", fmt.Sprintf("command: [sh, -c, 'echo reboot >> %s']", g.reboots),
 		"verify: {timeout: 120s, stable_for: 10s}", "verify: {timeout: 60s, stable_for: 2s}",
 	}
+	pairs = append(pairs, o.Extra...)
 	if o.Mountpoints != "" {
 		pairs = append(pairs, "mountpoints: [/]", "mountpoints: "+o.Mountpoints)
 	}
@@ -357,7 +360,7 @@ type loopFS struct {
 // mount point, which the others' must not be mistaken for.
 var diskMu sync.Mutex
 
-func newLoopFS(t *testing.T, sizeMiB int) *loopFS {
+func newLoopFS(t testing.TB, sizeMiB int) *loopFS {
 	t.Helper()
 	for _, tool := range []string{"mkfs.ext4", "mount", "umount"} {
 		requireTool(t, tool)

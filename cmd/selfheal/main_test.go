@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 }
 
 // selfheal runs the binary to completion and returns its exit code and output.
-func selfheal(t *testing.T, env []string, args ...string) (int, string, string) {
+func selfheal(t testing.TB, env []string, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
