@@ -130,9 +130,13 @@ func run(args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		if _, err := server.Credentials(cfg); err != nil {
+		_, warnings, err := server.Credentials(cfg)
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", *checkConfig, err)
 			return 1
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *checkConfig, w)
 		}
 		fmt.Printf("%s: OK (%d remediations)\n", *checkConfig, len(cfg.Remediations))
 		return 0

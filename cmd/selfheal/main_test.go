@@ -99,6 +99,34 @@ remediations:
 	if code != 0 {
 		t.Fatalf("token from the environment: exit %d %q", code, errOut)
 	}
+	code, _, errOut = selfheal(t, []string{"SELFHEAL_WEBHOOK_TOKEN=   "}, "check-config", "--config.file="+noCreds)
+	if want := noCreds + ": SELFHEAL_WEBHOOK_TOKEN is empty or only whitespace\n"; code != 1 || errOut != want {
+		t.Fatalf("whitespace token from the environment: exit %d %q, want %q", code, errOut, want)
+	}
+
+	// Token files: whitespace only is refused; one others may read is
+	// accepted with a warning.
+	dir := t.TempDir()
+	blank, loose := filepath.Join(dir, "blank"), filepath.Join(dir, "loose")
+	if err := os.WriteFile(blank, []byte(" \n\t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(loose, []byte("s3cret \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	withFile := func(name, path string) string {
+		return writeFile(t, name, "webhook: {bearer_token_file: "+path+"}\nremediations: []\n")
+	}
+	cfg := withFile("blank.yml", blank)
+	code, _, errOut = selfheal(t, nil, "check-config", "--config.file="+cfg)
+	if want := cfg + ": webhook.bearer_token_file: " + blank + " is empty or only whitespace\n"; code != 1 || errOut != want {
+		t.Fatalf("blank token file: exit %d %q, want %q", code, errOut, want)
+	}
+	cfg = withFile("loose.yml", loose)
+	code, _, errOut = selfheal(t, nil, "check-config", "--config.file="+cfg)
+	if want := cfg + ": warning: webhook.bearer_token_file: " + loose + " is readable by other users (mode 0644): chmod 600 it\n"; code != 0 || errOut != want {
+		t.Fatalf("world-readable token file: exit %d %q, want %q", code, errOut, want)
+	}
 }
 
 func freeAddr(t testing.TB) string { return testenv.FreeAddr(t) }

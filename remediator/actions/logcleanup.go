@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/policy"
 )
 
 // LogCleanup deletes old files: regular files under the configured roots
@@ -28,9 +29,14 @@ type LogCleanup struct {
 
 var _ engine.Executor = LogCleanup{}
 
-// Permit implements engine.Executor: every root must be a directory.
+// Permit implements engine.Executor: every root must be a directory, and
+// none may lead into a system directory — checked again now, since a
+// symbolic link may have changed since the configuration was loaded.
 func (LogCleanup) Permit(_ context.Context, req engine.Request) error {
 	for _, r := range req.Action.Roots {
+		if d, sys := policy.SystemRoot(r); sys && !req.Action.UnsafeAllowSystemRoots {
+			return &engine.Refusal{Severity: "ERROR", Reason: fmt.Sprintf("log cleanup: root %s leads into the system directory %s", r, d)}
+		}
 		fi, err := os.Stat(r)
 		if err != nil {
 			return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf("log cleanup: root %s: %v", r, err)}
@@ -107,6 +113,9 @@ func (a LogCleanup) Execute(ctx context.Context, req engine.Request) (engine.Res
 		real, err := filepath.EvalSymlinks(root)
 		if err != nil {
 			return engine.Result{}, fmt.Errorf("log cleanup: root %s: %w", root, err)
+		}
+		if d, sys := policy.SystemRoot(real); sys && !req.Action.UnsafeAllowSystemRoots {
+			return engine.Result{}, fmt.Errorf("log cleanup: root %s leads into the system directory %s", root, d)
 		}
 		err = filepath.WalkDir(real, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {

@@ -36,7 +36,7 @@ var actionParams = map[string][]string{
 	ActionGPUThrottle:     {"power_limit_ratio"},
 	ActionHardRestart:     {"services", "concurrency"},
 	ActionDockerPrune:     {"stopped_for"},
-	ActionLogCleanup:      {"roots", "patterns", "older_than"},
+	ActionLogCleanup:      {"roots", "patterns", "older_than", "unsafe_allow_system_roots"},
 	ActionVacuum:          {"databases"},
 	ActionGPUReset:        {"command", "all"},
 	ActionReboot:          {"command", "window", "max_per_day", "mountpoints"},
@@ -100,6 +100,9 @@ type Action struct {
 	Roots     []string `yaml:"roots"`
 	Patterns  []string `yaml:"patterns"`
 	OlderThan Duration `yaml:"older_than"`
+	// UnsafeAllowSystemRoots lets a root lie in a system directory (/etc,
+	// /var/lib, …; see SystemRoot). Named to be seen in review.
+	UnsafeAllowSystemRoots bool `yaml:"unsafe_allow_system_roots"`
 
 	// docker_prune: opted-in containers are removed only once they have
 	// been stopped this long; one that just died is to be healed.
@@ -239,6 +242,8 @@ func (a Action) problems() []string {
 		for _, r := range a.Roots {
 			if !filepath.IsAbs(r) || filepath.Clean(r) == "/" {
 				add("roots: %q must be an absolute directory other than /", r)
+			} else if d, sys := SystemRoot(r); sys && !a.UnsafeAllowSystemRoots {
+				add("roots: %q is in the system directory %s (set unsafe_allow_system_roots: true to allow it)", r, d)
 			}
 		}
 		if len(a.Patterns) == 0 {

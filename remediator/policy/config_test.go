@@ -257,3 +257,37 @@ func TestEnvironment(t *testing.T) {
 		t.Fatalf("a host in the file must win over DOCKER_HOST, and only \"true\" enables reboots: %+v", cfg.Targets.Docker)
 	}
 }
+
+// TestLogCleanupRefusesSystemDirectories: roots in or under a system
+// directory are refused, after resolving ".." and symbolic links, unless
+// the loudly named override is set.
+func TestLogCleanupRefusesSystemDirectories(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "logs")
+	if err := os.Symlink("/etc", link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		root, dir string
+	}{
+		{"/etc", "/etc"}, {"/proc", "/proc"}, {"/boot/grub", "/boot"}, {"/var/lib/postgresql", "/var/lib"},
+		{"/var/log/../../etc", "/etc"}, {"/usr/share", "/usr"}, {"/sys/kernel", "/sys"}, {link, "/etc"},
+	} {
+		t.Run(tc.root, func(t *testing.T) {
+			yaml := "remediations:\n  - {name: l, match: ['a=\"b\"'], category: C, target: t, action: {type: log_cleanup, roots: [" + tc.root + "], patterns: ['*.log']}}\n"
+			_, err := Parse([]byte(yaml))
+			want := `remediation "l": action: roots: "` + tc.root + `" is in the system directory ` + tc.dir + ` (set unsafe_allow_system_roots: true to allow it)`
+			if err == nil || err.Error() != want {
+				t.Fatalf("got %v\nwant %s", err, want)
+			}
+			allowed := strings.Replace(yaml, "patterns:", "unsafe_allow_system_roots: true, patterns:", 1)
+			if _, err := Parse([]byte(allowed)); err != nil {
+				t.Fatalf("with the override: %v", err)
+			}
+		})
+	}
+	for _, ok := range []string{"/var/log/apps", "/var/cache/llm", "/srv/logs", "/opt/app/log", "/var/libfoo"} {
+		if d, sys := SystemRoot(ok); sys {
+			t.Errorf("%s refused as inside %s", ok, d)
+		}
+	}
+}

@@ -62,9 +62,12 @@ type NVML interface {
 // keeps trying to migrate; the engine starts once the schema is current.
 func Run(ctx context.Context, o Options) error {
 	cfg, log := o.Config, o.Logger
-	creds, err := Credentials(cfg)
+	creds, warnings, err := Credentials(cfg)
 	if err != nil {
 		return err
+	}
+	for _, w := range warnings {
+		log.Warn(w)
 	}
 	if creds == (webhook.Credentials{}) {
 		log.Warn("the webhook accepts requests without credentials (webhook.allow_unauthenticated)")
@@ -202,27 +205,35 @@ func migrateUntilDone(ctx context.Context, st *store.Store, retry time.Duration,
 
 // Credentials returns what the webhook requires: the token from
 // SELFHEAL_WEBHOOK_TOKEN (already in cfg.Webhook.Token) or the token file,
-// else basic auth. A webhook with none is an error unless
-// allow_unauthenticated is set.
-func Credentials(cfg *policy.Config) (webhook.Credentials, error) {
+// else basic auth, and warnings about how the secret is kept. A webhook
+// with none is an error unless allow_unauthenticated is set.
+func Credentials(cfg *policy.Config) (webhook.Credentials, []string, error) {
 	w := cfg.Webhook
+	var warnings []string
 	switch {
 	case w.Token != "":
-		return webhook.Credentials{BearerToken: w.Token}, nil
+		tok, err := webhook.Secret(policy.EnvWebhookToken, w.Token)
+		return webhook.Credentials{BearerToken: tok}, nil, err
 	case w.BearerTokenFile != "":
-		tok, err := webhook.ReadSecretFile(w.BearerTokenFile)
+		tok, warn, err := webhook.ReadSecretFile(w.BearerTokenFile)
 		if err != nil {
-			return webhook.Credentials{}, fmt.Errorf("webhook.bearer_token_file: %w", err)
+			return webhook.Credentials{}, nil, fmt.Errorf("webhook.bearer_token_file: %w", err)
 		}
-		return webhook.Credentials{BearerToken: tok}, nil
+		if warn != "" {
+			warnings = append(warnings, "webhook.bearer_token_file: "+warn)
+		}
+		return webhook.Credentials{BearerToken: tok}, warnings, nil
 	case w.BasicAuth != nil:
-		pw, err := webhook.ReadSecretFile(w.BasicAuth.PasswordFile)
+		pw, warn, err := webhook.ReadSecretFile(w.BasicAuth.PasswordFile)
 		if err != nil {
-			return webhook.Credentials{}, fmt.Errorf("webhook.basic_auth.password_file: %w", err)
+			return webhook.Credentials{}, nil, fmt.Errorf("webhook.basic_auth.password_file: %w", err)
 		}
-		return webhook.Credentials{Username: w.BasicAuth.Username, Password: pw}, nil
+		if warn != "" {
+			warnings = append(warnings, "webhook.basic_auth.password_file: "+warn)
+		}
+		return webhook.Credentials{Username: w.BasicAuth.Username, Password: pw}, warnings, nil
 	case w.AllowUnauthenticated:
-		return webhook.Credentials{}, nil
+		return webhook.Credentials{}, nil, nil
 	}
-	return webhook.Credentials{}, errors.New("webhook: no credentials configured: set bearer_token_file, basic_auth or SELFHEAL_WEBHOOK_TOKEN (or allow_unauthenticated: true)")
+	return webhook.Credentials{}, nil, errors.New("webhook: no credentials configured: set bearer_token_file, basic_auth or SELFHEAL_WEBHOOK_TOKEN (or allow_unauthenticated: true)")
 }

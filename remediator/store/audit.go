@@ -152,3 +152,13 @@ func (s *Store) ApplyRetention(ctx context.Context) (map[string]int64, error) {
 	}
 	return deleted, nil
 }
+
+// RecordEvent writes one row of the audit trail on its own.
+func (s *Store) RecordEvent(ctx context.Context, e Event) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO self_healing_events (severity, event_type, service_name, message, details)
+		VALUES ($1, $2, NULLIF($3, ''), $4, $5)`, e.Severity, e.Type, e.Target, e.Message, jsonObject(e.Details))
+	if err != nil {
+		return fmt.Errorf("record event %s: %w", e.Type, err)
+	}
+	return nil
+}

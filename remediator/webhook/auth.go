@@ -18,16 +18,32 @@ type Credentials struct {
 	Password    string
 }
 
-// ReadSecretFile reads a token or password file, without the trailing
-// newline editors add. An empty file is an error: it would accept anyone.
-func ReadSecretFile(path string) (string, error) {
+// ReadSecretFile reads a token or password file. Whitespace around the
+// secret (the newline an editor adds, a stray space) is not part of it:
+// Alertmanager trims its credentials files the same way, so both sides
+// agree. A file with nothing else is an error — it would accept anyone. A
+// file that other users may read comes back with a warning.
+func ReadSecretFile(path string) (secret, warning string, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	s := strings.TrimRight(string(b), "\r\n")
+	s := strings.TrimSpace(string(b))
 	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
+		return "", "", fmt.Errorf("%s is empty or only whitespace", path)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		warning = fmt.Sprintf("%s is readable by other users (mode %04o): chmod 600 it", path, fi.Mode().Perm())
+	}
+	return s, warning, nil
+}
+
+// Secret checks a secret given directly (an environment variable): it is
+// trimmed like a file's, and one of whitespace only is an error.
+func Secret(name, value string) (string, error) {
+	s := strings.TrimSpace(value)
+	if s == "" {
+		return "", fmt.Errorf("%s is empty or only whitespace", name)
 	}
 	return s, nil
 }

@@ -29,8 +29,10 @@ func badPayload(format string, args ...any) error {
 
 // Decode reads one payload and checks what selfheal relies on: version 4,
 // a known status on the payload and on every alert, an alertname and a
-// start time on every alert. A missing fingerprint is computed from the
-// labels the way Alertmanager does, so hand-made payloads work too. Unknown
+// start time on every alert. A fingerprint that is not Alertmanager's (16
+// hex digits) — missing, or anything a client made up — is computed from
+// the labels the way Alertmanager does, so hand-made payloads work too and
+// no fingerprint is ever too long to index. Unknown
 // fields are allowed: newer Alertmanagers add some.
 func Decode(r io.Reader) (*Message, error) {
 	var m Message
@@ -72,11 +74,23 @@ func Decode(r io.Reader) (*Message, error) {
 		if a.StartsAt.IsZero() {
 			return nil, badPayload("alerts[%d]: no startsAt", i)
 		}
-		if a.Fingerprint == "" {
+		if !validFingerprint(a.Fingerprint) {
 			a.Fingerprint = fingerprint(a.Labels)
 		}
 	}
 	return &m, nil
+}
+
+func validFingerprint(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func validStatus(s string) bool {

@@ -10,19 +10,24 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
-// Ingester persists alerts; *store.Store is one.
+// Ingester persists alerts and records the ones it rejects; *store.Store
+// is one.
 type Ingester interface {
 	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
+	RecordEvent(ctx context.Context, e store.Event) error
 }
 
 var _ Ingester = (*store.Store)(nil)
@@ -54,6 +59,7 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	alerts   *prometheus.CounterVec
 	duration prometheus.Histogram
+	rejected prometheus.Counter
 }
 
 // New returns a Handler and registers its metrics.
@@ -68,6 +74,10 @@ func New(o Options) *Handler {
 			Name: "selfheal_alerts_received_total",
 			Help: "Alerts persisted from webhook deliveries, by alert status (duplicates included).",
 		}, []string{"status"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "selfheal_alerts_rejected_total",
+			Help: "Alerts of webhook deliveries rejected because they can never be stored (the rest of each delivery is stored).",
+		}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "selfheal_webhook_request_duration_seconds",
 			Help:    "Time from receiving a webhook delivery to answering it.",
@@ -80,7 +90,7 @@ func New(o Options) *Handler {
 	h.alerts.WithLabelValues("firing")
 	h.alerts.WithLabelValues("resolved")
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(h.requests, h.alerts, h.duration)
+		o.Registerer.MustRegister(h.requests, h.alerts, h.duration, h.rejected)
 	}
 	return h
 }
@@ -117,9 +127,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 		}
 		return http.StatusBadRequest, err.Error()
 	}
-	alerts := make([]store.Alert, len(msg.Alerts))
+	var in []indexed
+	var rejected []Rejection
 	for i, a := range msg.Alerts {
-		alerts[i] = store.Alert{
+		if reason := unstorable(a); reason != "" {
+			rejected = append(rejected, Rejection{Index: i, Alertname: a.Labels["alertname"], Reason: reason})
+			continue
+		}
+		in = append(in, indexed{i, store.Alert{
 			Fingerprint:  a.Fingerprint,
 			StartsAt:     occurrenceStart(a.StartsAt),
 			EndsAt:       a.EndsAt.UTC(),
@@ -130,16 +145,24 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 			GeneratorURL: a.GeneratorURL,
 			Remediation:  h.o.Match(a.Labels),
 			Critical:     h.o.Critical != nil && h.o.Critical(a.Labels),
-		}
+		}})
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.PersistTimeout)
 	defer cancel()
-	res, err := h.o.Store.IngestAlerts(ctx, alerts, h.o.ReopenAfter)
+	res, stored, refused, err := h.persist(ctx, in)
 	if err != nil {
 		h.o.Logger.Error("could not persist webhook delivery; answering 503 so Alertmanager retries",
-			"alerts", len(alerts), "group_key", msg.GroupKey, "err", err)
+			"alerts", len(in), "group_key", msg.GroupKey, "err", err)
 		return http.StatusServiceUnavailable, "could not persist alerts; retry later"
 	}
+	rejected = append(rejected, refused...)
+	if len(rejected) > 0 {
+		h.reject(ctx, msg.GroupKey, rejected)
+		if len(stored) == 0 {
+			return http.StatusBadRequest, "no alert in the delivery can be stored: " + reasons(rejected)
+		}
+	}
+	alerts := stored
 	for _, a := range alerts {
 		h.alerts.WithLabelValues(a.Status).Inc()
 	}
@@ -150,10 +173,107 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 		"jobs_cancelled", res.JobsCancelled, "group_key", msg.GroupKey)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(struct {
-		Status        string `json:"status"`
-		Alerts        int    `json:"alerts"`
-		JobsQueued    int    `json:"jobsQueued"`
-		JobsCancelled int    `json:"jobsCancelled"`
-	}{"success", len(alerts), res.JobsQueued, res.JobsCancelled})
+		Status        string      `json:"status"`
+		Alerts        int         `json:"alerts"`
+		JobsQueued    int         `json:"jobsQueued"`
+		JobsCancelled int         `json:"jobsCancelled"`
+		Rejected      []Rejection `json:"rejected,omitempty"`
+	}{"success", len(alerts), res.JobsQueued, res.JobsCancelled, rejected})
 	return http.StatusOK, ""
+}
+
+// Rejection is an alert of a delivery that can never be stored, and why.
+// The rest of the delivery is stored and answered 200: answering 5xx
+// would have Alertmanager retry the same body for ever, and the other
+// alerts of the group would never be stored.
+type Rejection struct {
+	Index     int    `json:"index"` // in the delivery's alerts
+	Alertname string `json:"alertname"`
+	Reason    string `json:"reason"`
+}
+
+type indexed struct {
+	index int
+	alert store.Alert
+}
+
+// unstorable says why an alert can never be stored, or "". PostgreSQL's
+// text cannot hold a NUL byte, in any label, annotation or URL.
+func unstorable(a template.Alert) string {
+	for k, v := range a.Labels {
+		if strings.ContainsRune(k, 0) || strings.ContainsRune(v, 0) {
+			return fmt.Sprintf("label %q holds a NUL byte", k)
+		}
+	}
+	for k, v := range a.Annotations {
+		if strings.ContainsRune(k, 0) || strings.ContainsRune(v, 0) {
+			return fmt.Sprintf("annotation %q holds a NUL byte", k)
+		}
+	}
+	if strings.ContainsRune(a.GeneratorURL, 0) {
+		return "generatorURL holds a NUL byte"
+	}
+	return ""
+}
+
+// persist stores the alerts in one transaction. When the database refuses
+// the data itself (store.Unstorable), it stores them one at a time to find
+// those that can never be stored, rejects them and keeps the rest. Any
+// other error means the database is unavailable: nothing is rejected, and
+// the caller answers 503.
+func (h *Handler) persist(ctx context.Context, in []indexed) (store.IngestResult, []store.Alert, []Rejection, error) {
+	all := make([]store.Alert, len(in))
+	for i, a := range in {
+		all[i] = a.alert
+	}
+	res, err := h.o.Store.IngestAlerts(ctx, all, h.o.ReopenAfter)
+	if err == nil || !store.Unstorable(err) {
+		return res, all, nil, err
+	}
+	var total store.IngestResult
+	var stored []store.Alert
+	var rejected []Rejection
+	for _, a := range in {
+		r, err := h.o.Store.IngestAlerts(ctx, []store.Alert{a.alert}, h.o.ReopenAfter)
+		switch {
+		case err == nil:
+			total.JobsQueued += r.JobsQueued
+			total.JobsCancelled += r.JobsCancelled
+			stored = append(stored, a.alert)
+		case store.Unstorable(err):
+			rejected = append(rejected, Rejection{Index: a.index, Alertname: a.alert.Alertname,
+				Reason: "the database cannot store it: " + err.Error()})
+		default:
+			return store.IngestResult{}, nil, nil, err
+		}
+	}
+	return total, stored, rejected, nil
+}
+
+// reject logs the rejected alerts and records them as one event.
+func (h *Handler) reject(ctx context.Context, groupKey string, rejected []Rejection) {
+	h.rejected.Add(float64(len(rejected)))
+	h.o.Logger.Warn("rejected alerts that can never be stored; storing the rest", "group_key", groupKey,
+		"rejected", len(rejected), "reasons", reasons(rejected))
+	list := make([]any, len(rejected))
+	for i, r := range rejected {
+		list[i] = map[string]any{"index": r.Index, "alertname": printable(r.Alertname), "reason": r.Reason}
+	}
+	err := h.o.Store.RecordEvent(ctx, store.Event{Severity: "WARNING", Type: "alert_rejected",
+		Message: fmt.Sprintf("%d alert(s) of a delivery rejected: they can never be stored", len(rejected)),
+		Details: map[string]any{"group_key": printable(groupKey), "rejected": list}})
+	if err != nil {
+		h.o.Logger.Warn("could not record the rejected alerts", "err", err)
+	}
+}
+
+// printable makes a client's string storable in the audit trail.
+func printable(s string) string { return strings.ReplaceAll(s, "\x00", `\0`) }
+
+func reasons(rs []Rejection) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("alerts[%d] (%q): %s", r.Index, r.Alertname, r.Reason)
+	}
+	return strings.Join(parts, "; ")
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -33,6 +34,8 @@ func (f *fakeStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Dura
 	f.got = append(f.got, a)
 	return store.IngestResult{JobsQueued: len(a)}, nil
 }
+
+func (f *fakeStore) RecordEvent(context.Context, store.Event) error { return f.err }
 
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
@@ -254,4 +257,66 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTokenFileWithTrailingSpace: a token file with stray whitespace around
+// the token (as editors and `echo` leave it) accepts the token Alertmanager
+// sends from the same file, trimmed the same way.
+func TestTokenFileWithTrailingSpace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("s3cret \r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok, warning, err := ReadSecretFile(path)
+	if err != nil || tok != "s3cret" || warning != "" {
+		t.Fatalf("ReadSecretFile = %q, %q, %v", tok, warning, err)
+	}
+	h := newHandler(&fakeStore{}, Credentials{BearerToken: tok}, nil)
+	if w := post(h, fixture(t, "service-down-firing.json"), bearer("s3cret")); w.Code != 200 {
+		t.Fatalf("the token from the same file: %d %s", w.Code, w.Body)
+	}
+	if w := post(h, fixture(t, "service-down-firing.json"), bearer("s3cret2")); w.Code != 401 {
+		t.Fatalf("another token: %d", w.Code)
+	}
+}
+
+// pickyStore refuses, as PostgreSQL would, any batch holding the alert for
+// service "bad"; it is down when down is set.
+type pickyStore struct {
+	stored []store.Alert
+	down   bool
+}
+
+func (p *pickyStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Duration) (store.IngestResult, error) {
+	if p.down {
+		return store.IngestResult{}, errors.New("dial tcp: connection refused")
+	}
+	for _, x := range a {
+		if x.Labels["service"] == "bad" {
+			return store.IngestResult{}, &pgconn.PgError{Code: "54000", Message: "index row size exceeds btree maximum"}
+		}
+	}
+	p.stored = append(p.stored, a...)
+	return store.IngestResult{JobsQueued: len(a)}, nil
+}
+
+func (p *pickyStore) RecordEvent(context.Context, store.Event) error { return nil }
+
+// TestUnstorableDataFoundOneByOne: when the database refuses a batch for
+// its data (SQLSTATE class 22 or 54), the alerts are stored one at a time:
+// the one it refuses is rejected, the others kept, and the answer is 200;
+// a database that is down is still a 503.
+func TestUnstorableDataFoundOneByOne(t *testing.T) {
+	p := &pickyStore{}
+	h := New(Options{Credentials: Credentials{BearerToken: "t"}, MaxBodyBytes: 1 << 20, PersistTimeout: time.Second,
+		Match: func(map[string]string) string { return "" }, Store: p, Logger: slog.New(slog.DiscardHandler)})
+	body := bytes.Replace(fixture(t, "disk-critical-group-of-3.json"), []byte(`"mountpoint":"/data"`), []byte(`"mountpoint":"/data","service":"bad"`), 1)
+	w := post(h, body, bearer("t"))
+	if w.Code != http.StatusOK || len(p.stored) != 2 || !strings.Contains(w.Body.String(), `"index":1`) {
+		t.Fatalf("answered %d %s; stored %d", w.Code, w.Body, len(p.stored))
+	}
+	p.down = true
+	if w := post(h, body, bearer("t")); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("database down: answered %d", w.Code)
+	}
 }

@@ -1,0 +1,190 @@
+package webhook
+
+// The webhook over a real PostgreSQL: what a client may send that the
+// database can never store must not be answered 5xx (Alertmanager would
+// retry the same body for ever, and the rest of its group would never be
+// stored). Only a database that is down is a 503.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// realHandler serves the webhook over a fresh, migrated database.
+func realHandler(t testing.TB) (*Handler, *pgx.Conn) {
+	t.Helper()
+	dsn := pgtest.DSN(t)
+	ctx := context.Background()
+	st, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	h := New(Options{
+		Credentials:    Credentials{BearerToken: "tok"},
+		MaxBodyBytes:   1 << 20,
+		PersistTimeout: 5 * time.Second,
+		Match: func(l map[string]string) string {
+			if l["alertname"] == "ServiceDown" {
+				return "service-down"
+			}
+			return ""
+		},
+		Store:  st,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	return h, conn
+}
+
+func count(t testing.TB, conn *pgx.Conn, sql string) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// group builds a delivery of n ServiceDown alerts; change edits alert i.
+func group(n int, change func(i int, a map[string]any)) []byte {
+	var alerts []map[string]any
+	for i := range n {
+		a := map[string]any{
+			"status":       "firing",
+			"labels":       map[string]string{"alertname": "ServiceDown", "service": fmt.Sprintf("svc-%d", i), "category": "A"},
+			"annotations":  map[string]string{"summary": "down"},
+			"startsAt":     "2026-11-27T03:00:00.123456789Z",
+			"endsAt":       "0001-01-01T00:00:00Z",
+			"generatorURL": "http://prometheus/graph",
+			"fingerprint":  fmt.Sprintf("%016x", i+1),
+		}
+		if change != nil {
+			change(i, a)
+		}
+		alerts = append(alerts, a)
+	}
+	b, _ := json.Marshal(map[string]any{
+		"version": "4", "status": "firing", "receiver": "selfheal", "groupKey": "{}:{alertname=\"ServiceDown\"}",
+		"groupLabels": map[string]string{}, "commonLabels": map[string]string{}, "commonAnnotations": map[string]string{},
+		"externalURL": "http://am", "alerts": alerts,
+	})
+	return b
+}
+
+// TestNULByteRejectsOnlyItsAlert: one alert of a hundred with a NUL byte
+// in a label is rejected, with the reason in the answer and in an event;
+// the ninety-nine others are stored and queued.
+func TestNULByteRejectsOnlyItsAlert(t *testing.T) {
+	for _, where := range []string{"label value", "label name", "annotation", "generatorURL", "alertname"} {
+		t.Run(where, func(t *testing.T) {
+			h, conn := realHandler(t)
+			body := group(100, func(i int, a map[string]any) {
+				if i != 42 {
+					return
+				}
+				l := a["labels"].(map[string]string)
+				switch where {
+				case "label value":
+					l["service"] = "svc\x00x"
+				case "label name":
+					l["bad\x00"] = "x"
+				case "annotation":
+					a["annotations"] = map[string]string{"summary": "a\x00b"}
+				case "generatorURL":
+					a["generatorURL"] = "http://x/\x00"
+				case "alertname":
+					l["alertname"] = "Service\x00Down"
+				}
+			})
+			w := post(h, body, bearer("tok"))
+			if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"rejected":[{"index":42`) {
+				t.Fatalf("answered %d %s", w.Code, w.Body)
+			}
+			if n := count(t, conn, `SELECT count(*) FROM alert_occurrences`); n != 99 {
+				t.Errorf("%d alerts stored, want 99", n)
+			}
+			if n := count(t, conn, `SELECT count(*) FROM remediation_jobs`); n != 99 {
+				t.Errorf("%d jobs queued, want 99", n)
+			}
+			if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'alert_rejected'
+				AND details->'rejected'->0->>'index' = '42'`); n != 1 {
+				t.Errorf("%d alert_rejected events, want 1", n)
+			}
+		})
+	}
+}
+
+// TestClientFingerprintsAreNotTrusted: a fingerprint that is not 16 hex
+// digits — 100 kB of it, or one with a NUL byte — is recomputed from the
+// labels; the alert is stored.
+func TestClientFingerprintsAreNotTrusted(t *testing.T) {
+	h, conn := realHandler(t)
+	body := group(2, func(i int, a map[string]any) {
+		a["fingerprint"] = []string{strings.Repeat("f", 100<<10), "abc\x00"}[i]
+	})
+	if w := post(h, body, bearer("tok")); w.Code != http.StatusOK {
+		t.Fatalf("answered %d %s", w.Code, w.Body)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM alert_occurrences WHERE length(fingerprint) = 16`); n != 2 {
+		t.Fatalf("%d alerts stored with a computed fingerprint, want 2", n)
+	}
+}
+
+// TestNothingStorableIsBadRequest: a delivery none of whose alerts can be
+// stored is a 400, never a 5xx.
+func TestNothingStorableIsBadRequest(t *testing.T) {
+	h, conn := realHandler(t)
+	body := group(3, func(i int, a map[string]any) { a["labels"].(map[string]string)["x"] = "\x00" })
+	if w := post(h, body, bearer("tok")); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "NUL byte") {
+		t.Fatalf("answered %d %s", w.Code, w.Body)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'alert_rejected'`); n != 1 {
+		t.Errorf("%d alert_rejected events, want 1", n)
+	}
+}
+
+// FuzzWebhookToStore sends arbitrary bodies through the whole webhook →
+// store path on a real PostgreSQL (its seed corpus runs in make test):
+// whatever the body, the answer is never a 5xx while the database is up.
+func FuzzWebhookToStore(f *testing.F) {
+	for _, name := range []string{"service-down-firing.json", "service-down-resolved.json", "disk-critical-group-of-3.json", "gpu-temperature-firing.json"} {
+		f.Add(fixture(f, name))
+	}
+	f.Add(group(3, func(i int, a map[string]any) { a["labels"].(map[string]string)["service"] = "\x00" }))
+	f.Add(group(2, func(i int, a map[string]any) { a["fingerprint"] = strings.Repeat("z", 3000) }))
+	f.Add(group(1, func(i int, a map[string]any) { a["annotations"] = map[string]string{"\x00": "\x00"} }))
+	f.Add(group(1, func(i int, a map[string]any) { a["startsAt"] = "9999-12-31T23:59:59Z" }))
+	f.Add(group(1, func(i int, a map[string]any) { a["startsAt"] = "0001-01-01T00:00:01Z" }))
+	f.Add(group(1, func(i int, a map[string]any) { a["labels"].(map[string]string)["service"] = strings.Repeat("é", 20000) }))
+	f.Add([]byte(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A\u0000"},"startsAt":"2026-11-27T03:00:00Z"}]}`))
+	f.Add([]byte(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"2026-11-27T03:00:00Z","endsAt":"-0001-01-01T00:00:00Z"}]}`))
+	f.Add([]byte(`{"version":"4"`))
+	h, _ := realHandler(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if w := post(h, body, bearer("tok")); w.Code >= 500 {
+			t.Fatalf("answered %d %s to %q", w.Code, w.Body, body)
+		}
+	})
+}
