@@ -177,7 +177,9 @@ func FuzzWebhookToStore(f *testing.F) {
 	f.Add(group(1, func(i int, a map[string]any) { a["annotations"] = map[string]string{"\x00": "\x00"} }))
 	f.Add(group(1, func(i int, a map[string]any) { a["startsAt"] = "9999-12-31T23:59:59Z" }))
 	f.Add(group(1, func(i int, a map[string]any) { a["startsAt"] = "0001-01-01T00:00:01Z" }))
-	f.Add(group(1, func(i int, a map[string]any) { a["labels"].(map[string]string)["service"] = strings.Repeat("é", 20000) }))
+	f.Add(group(1, func(i int, a map[string]any) {
+		a["labels"].(map[string]string)["service"] = strings.Repeat("é", 20000)
+	}))
 	f.Add([]byte(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A\u0000"},"startsAt":"2026-11-27T03:00:00Z"}]}`))
 	f.Add([]byte(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"2026-11-27T03:00:00Z","endsAt":"-0001-01-01T00:00:00Z"}]}`))
 	f.Add([]byte(`{"version":"4"`))
