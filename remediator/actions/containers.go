@@ -15,6 +15,7 @@ import (
 
 // Containers is what the container actions need from Docker.
 type Containers interface {
+	Ping(ctx context.Context) error
 	Permit(ctx context.Context, name string) error
 	Restart(ctx context.Context, name string) (time.Time, error)
 	StopStart(ctx context.Context, name string, wait time.Duration) (time.Time, error)
@@ -32,10 +33,18 @@ type StopStart struct{ Containers Containers }
 
 var (
 	_ engine.Executor        = Restart{}
+	_ engine.Availability    = Restart{}
+	_ engine.Availability    = StopStart{}
 	_ engine.Executor        = StopStart{}
 	_ engine.RecoveryChecker = Restart{}
 	_ engine.RecoveryChecker = StopStart{}
 )
+
+// Available implements engine.Availability: the Docker Engine answers.
+func (a Restart) Available(ctx context.Context) error { return a.Containers.Ping(ctx) }
+
+// Available implements engine.Availability: the Docker Engine answers.
+func (a StopStart) Available(ctx context.Context) error { return a.Containers.Ping(ctx) }
 
 // Permit implements engine.Executor.
 func (a Restart) Permit(ctx context.Context, req engine.Request) error {

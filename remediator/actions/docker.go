@@ -33,10 +33,18 @@ type HardRestart struct{ Fleet Fleet }
 type DockerPrune struct{ Fleet Fleet }
 
 var (
-	_ engine.Executor = HardRestart{}
-	_ engine.Toucher  = HardRestart{}
-	_ engine.Executor = DockerPrune{}
+	_ engine.Executor     = HardRestart{}
+	_ engine.Toucher      = HardRestart{}
+	_ engine.Availability = HardRestart{}
+	_ engine.Availability = DockerPrune{}
+	_ engine.Executor     = DockerPrune{}
 )
+
+// Available implements engine.Availability: the Docker Engine answers.
+func (a HardRestart) Available(ctx context.Context) error { return a.Fleet.Ping(ctx) }
+
+// Available implements engine.Availability: the Docker Engine answers.
+func (a DockerPrune) Available(ctx context.Context) error { return a.Fleet.Ping(ctx) }
 
 // Touches implements engine.Toucher: every service it restarts.
 func (a HardRestart) Touches(ctx context.Context, req engine.Request) ([]string, error) {

@@ -110,6 +110,9 @@ func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, 
 	return names, nil
 }
 
+// Available implements engine.Availability: the Docker Engine answers.
+func (a GPUSessionReset) Available(ctx context.Context) error { return a.Containers.Ping(ctx) }
+
 // Touches implements engine.Toucher: the containers holding the GPU.
 func (a GPUSessionReset) Touches(ctx context.Context, req engine.Request) ([]string, error) {
 	return a.holders(ctx, req.Target)

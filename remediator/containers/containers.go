@@ -22,6 +22,26 @@ import (
 // ErrNotPermitted marks a container selfheal may not touch.
 var ErrNotPermitted = errors.New("not permitted")
 
+// unreachable wraps an error of the Docker Engine that says nothing about
+// the container — the daemon is down, restarting, or slow to answer — so
+// trying again later may succeed. The engine defers such a job rather than
+// refusing it for good.
+type unreachable struct{ err error }
+
+func (u unreachable) Error() string   { return u.err.Error() }
+func (u unreachable) Unwrap() error   { return u.err }
+func (u unreachable) Transient() bool { return true }
+
+// inspect inspects a container; an error other than "no such container" is
+// the daemon's, and transient.
+func (c *Client) inspect(ctx context.Context, name string) (container.InspectResponse, error) {
+	info, err := c.api.ContainerInspect(ctx, name)
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		err = unreachable{fmt.Errorf("inspect container %q: %w", name, err)}
+	}
+	return info, err
+}
+
 // Options configures a Client.
 type Options struct {
 	Host string
@@ -64,8 +84,10 @@ func (c *Client) Close() error { return c.api.Close() }
 
 // Ping checks that the Docker Engine answers.
 func (c *Client) Ping(ctx context.Context) error {
-	_, err := c.api.Ping(ctx)
-	return err
+	if _, err := c.api.Ping(ctx); err != nil {
+		return fmt.Errorf("the Docker Engine does not answer: %w", err)
+	}
+	return nil
 }
 
 // Permit reports whether the container called name exists and is opted in.
@@ -76,12 +98,12 @@ func (c *Client) Permit(ctx context.Context, name string) error {
 }
 
 func (c *Client) permitted(ctx context.Context, name string) (container.InspectResponse, error) {
-	info, err := c.api.ContainerInspect(ctx, name)
+	info, err := c.inspect(ctx, name)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return info, fmt.Errorf("%w: no container named %q", ErrNotPermitted, name)
 		}
-		return info, fmt.Errorf("inspect container %q: %w", name, err)
+		return info, err
 	}
 	if c.allow[strings.TrimPrefix(info.Name, "/")] {
 		return info, nil
@@ -235,9 +257,9 @@ func (c *Client) stable(ctx context.Context, name string, first container.Inspec
 // Running reports the container's current run: whether it is up (running,
 // and healthy if it has a health check) and since when.
 func (c *Client) Running(ctx context.Context, name string) (up bool, startedAt time.Time, err error) {
-	info, err := c.api.ContainerInspect(ctx, name)
+	info, err := c.inspect(ctx, name)
 	if err != nil {
-		return false, time.Time{}, fmt.Errorf("inspect %s: %w", name, err)
+		return false, time.Time{}, err
 	}
 	up, _ = judge(info.State, time.Time{})
 	if info.State != nil {

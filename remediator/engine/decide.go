@@ -24,6 +24,9 @@ const (
 
 // Limits are the global brakes.
 type Limits struct {
+	// UnreachableFor bounds how long a job waits for a target it cannot
+	// reach (the Docker Engine down) before it is refused as unreachable.
+	UnreachableFor       time.Duration
 	MaxConcurrentActions int
 	StormMaxActions      int
 	StormWindow          time.Duration
@@ -46,6 +49,8 @@ type Input struct {
 	Recovery Recovery
 	// Step is the job's step: for a sequence, which of its actions is due.
 	Step int
+	// Waited is how long ago the job was queued.
+	Waited time.Duration
 }
 
 // continuesSequence reports whether the job is a later step of a sequence
@@ -136,6 +141,15 @@ func Decide(in Input, now time.Time) Decision {
 	if in.Limits.StormMaxActions > 0 && st.ActionsInStormWindow >= in.Limits.StormMaxActions {
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf("storm brake: %d actions in the last %s (limit %d)",
 			st.ActionsInStormWindow, policy.Duration(in.Limits.StormWindow), in.Limits.StormMaxActions)}
+	}
+	if in.PermitErr != nil && IsTransient(in.PermitErr) {
+		if bound := in.Limits.UnreachableFor; bound > 0 && in.Waited >= bound {
+			return Decision{Verdict: Refuse, Severity: "CRITICAL", Reason: fmt.Sprintf(
+				"the target stayed unreachable for %s (limit %s): %v", in.Waited.Round(time.Second), policy.Duration(bound), in.PermitErr)}
+		}
+		retry := min(max(in.Waited/2, time.Second), 30*time.Second)
+		return Decision{Verdict: Defer, RetryAfter: retry, Reason: fmt.Sprintf(
+			"cannot reach the target now, trying again in %s: %v", retry.Round(time.Millisecond), in.PermitErr)}
 	}
 	if in.PermitErr != nil {
 		d := Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}

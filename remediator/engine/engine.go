@@ -85,9 +85,24 @@ type Toucher interface {
 	Touches(ctx context.Context, req Request) ([]string, error)
 }
 
+// Availability is implemented by executors that act through a service that
+// may be away (the Docker Engine). While it is, this replica claims none of
+// the jobs that need it: another replica, or this one later, acts on them.
+type Availability interface {
+	Available(ctx context.Context) error
+}
+
+// IsTransient reports whether an error says the target cannot be reached
+// now (the Docker Engine down or slow) rather than that it may not be
+// touched: such a job is deferred, not refused.
+func IsTransient(err error) bool {
+	var t interface{ Transient() bool }
+	return errors.As(err, &t) && t.Transient() || errors.Is(err, context.DeadlineExceeded)
+}
+
 // Store is the database the engine works from.
 type Store interface {
-	ClaimJob(ctx context.Context) (*store.Claim, error)
+	ClaimJob(ctx context.Context, skip []string) (*store.Claim, error)
 	ApplyRetention(ctx context.Context) (map[string]int64, error)
 	JobCounts(ctx context.Context) (map[string]int64, error)
 	DueReverts(ctx context.Context, host string, all bool) ([]store.PendingRevert, error)
@@ -108,6 +123,52 @@ type Engine struct {
 	logger    *slog.Logger
 	wake      chan struct{}
 	m         *metrics
+
+	availMu   sync.Mutex
+	availAt   time.Time
+	skip      []string // remediations this replica cannot act on now
+	skipError string
+}
+
+// availabilityTTL is how long the engine trusts its last look at what it
+// can act on.
+const availabilityTTL = time.Second
+
+// unavailable returns the remediations one of whose actions cannot run now
+// on this replica, looking again at most once per availabilityTTL.
+func (e *Engine) unavailable(ctx context.Context) []string {
+	e.availMu.Lock()
+	defer e.availMu.Unlock()
+	if time.Since(e.availAt) < availabilityTTL {
+		return e.skip
+	}
+	errs := map[string]error{}
+	for t, ex := range e.executors {
+		if a, ok := ex.(Availability); ok {
+			actx, cancel := context.WithTimeout(ctx, availabilityTTL)
+			errs[t] = a.Available(actx)
+			cancel()
+		}
+	}
+	var skip []string
+	var why string
+	for _, r := range e.cfg.Remediations {
+		for _, s := range r.Steps {
+			if err := errs[s.Type]; err != nil {
+				skip, why = append(skip, r.Name), err.Error()
+				break
+			}
+		}
+	}
+	switch {
+	case why != "" && e.skipError == "":
+		e.logger.Warn("cannot act now: leaving these remediations' jobs to other replicas or later", "remediations", skip, "err", why)
+	case why == "" && e.skipError != "":
+		e.logger.Info("can act again on every remediation")
+	}
+	e.m.unavailable.Set(float64(len(skip)))
+	e.skip, e.skipError, e.availAt = skip, why, time.Now()
+	return skip
 }
 
 // New checks that every action the configuration names has an executor and
@@ -259,7 +320,7 @@ func (l *errorLog) due(err error, now time.Time) bool {
 // ProcessOne claims one due job and handles it. It reports whether there
 // was a job.
 func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
-	c, err := e.store.ClaimJob(ctx)
+	c, err := e.store.ClaimJob(ctx, e.unavailable(ctx))
 	if err != nil || c == nil {
 		return false, err
 	}
@@ -351,7 +412,9 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
 		in.PermitErr = exec.Permit(pctx, Request{Target: target, Action: step, Verify: r.Verify, Labels: j.Labels, Remediation: r.Name})
 		if rc, ok := exec.(RecoveryChecker); ok && in.PermitErr == nil && r.Category == policy.CategoryA && !r.IsSequence() {
-			in.Recovery, err = rc.Recovered(pctx, target, j.StartsAt, r.Verify.StableFor.D())
+			if in.Recovery, err = rc.Recovered(pctx, target, j.StartsAt, r.Verify.StableFor.D()); IsTransient(err) {
+				in.PermitErr, err = err, nil
+			}
 		}
 		cancel()
 		if err != nil {
@@ -426,6 +489,7 @@ func nextInSequence(r *policy.Remediation, j store.Job) *store.FollowUp {
 
 func (e *Engine) limits() Limits {
 	return Limits{
+		UnreachableFor:       e.cfg.Engine.UnreachableFor.D(),
 		MaxConcurrentActions: e.cfg.Engine.MaxConcurrentActions,
 		StormMaxActions:      e.cfg.Engine.StormBrake.MaxActions,
 		StormWindow:          e.cfg.Engine.StormBrake.Window.D(),

@@ -15,6 +15,7 @@ type metrics struct {
 	deferred       prometheus.Counter
 	actions        *prometheus.CounterVec
 	actionDuration *prometheus.HistogramVec
+	unavailable    prometheus.Gauge
 	queue          *queueCollector
 }
 
@@ -30,7 +31,7 @@ func newMetrics(st Store) *metrics {
 		}, []string{"outcome"}),
 		deferred: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "selfheal_engine_jobs_deferred_total",
-			Help: "Jobs put back in the queue because their target was busy or too many actions were running.",
+			Help: "Jobs put back in the queue: their target was busy or unreachable, or too many actions were running.",
 		}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "selfheal_actions_total",
@@ -41,6 +42,10 @@ func newMetrics(st Store) *metrics {
 			Help:    "Time an action took, verification included.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}, []string{"action"}),
+		unavailable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "selfheal_engine_remediations_unavailable",
+			Help: "Remediations this replica cannot act on now (an action's service, such as the Docker Engine, does not answer); their jobs are left to other replicas.",
+		}),
 		queue: &queueCollector{store: st, desc: prometheus.NewDesc("selfheal_jobs",
 			"Jobs in the database by state (all replicas); 'running' counts actions in flight.", []string{"state"}, nil)},
 	}
@@ -59,7 +64,7 @@ func newMetrics(st Store) *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) {
-	reg.MustRegister(m.decisions, m.jobs, m.deferred, m.actions, m.actionDuration, m.queue)
+	reg.MustRegister(m.decisions, m.jobs, m.deferred, m.actions, m.actionDuration, m.unavailable, m.queue)
 }
 
 // queueCollector reads job counts from the database at scrape time, with a

@@ -94,6 +94,10 @@ type Engine struct {
 	// ReopenAfter is how long after a finished job a still-firing alert may
 	// get its next step.
 	ReopenAfter Duration `yaml:"reopen_after"`
+	// UnreachableFor is how long a job may wait for a target it cannot
+	// reach (the Docker Engine down) before it is refused as unreachable, a
+	// CRITICAL event.
+	UnreachableFor Duration `yaml:"unreachable_for"`
 	// PollInterval is how often workers look for due jobs when nothing
 	// wakes them sooner.
 	PollInterval Duration `yaml:"poll_interval"`
@@ -262,6 +266,7 @@ const (
 	DefaultStormWindow       = 10 * time.Minute
 	DefaultReopenAfter       = 5 * time.Minute
 	DefaultPollInterval      = time.Second
+	DefaultUnreachableFor    = 5 * time.Minute
 	DefaultRetentionInterval = 10 * time.Minute
 	DefaultRevertInterval    = 2 * time.Second
 	DefaultRebootValidation  = 2 * time.Minute
@@ -500,6 +505,7 @@ func (c *Config) setDefaults() {
 	setDuration(&e.StormBrake.Window, DefaultStormWindow)
 	setDuration(&e.ReopenAfter, DefaultReopenAfter)
 	setDuration(&e.PollInterval, DefaultPollInterval)
+	setDuration(&e.UnreachableFor, DefaultUnreachableFor)
 	setDuration(&e.RetentionInterval, DefaultRetentionInterval)
 	setDuration(&e.RevertInterval, DefaultRevertInterval)
 	setDuration(&e.RebootValidationDelay, DefaultRebootValidation)

@@ -144,7 +144,15 @@ func Run(ctx context.Context, o Options) error {
 		Registerer: reg,
 	})
 
-	r := newRouter(reg, ingest.Ready, log)
+	// Ready: the database is reachable and migrated, and the Docker Engine
+	// selfheal acts through answers.
+	ready := func(ctx context.Context) error {
+		if err := ingest.Ready(ctx); err != nil {
+			return err
+		}
+		return docker.Ping(ctx)
+	}
+	r := newRouter(reg, ready, log)
 	r.Handle("/api/v1/webhook", hook)
 
 	var wg sync.WaitGroup

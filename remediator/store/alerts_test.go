@@ -208,7 +208,7 @@ func TestOutageCountsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		c, err := s.ClaimJob(context.Background())
+		c, err := s.ClaimJob(context.Background(), nil)
 		if err != nil || c == nil {
 			t.Fatalf("claim: %v %v", c, err)
 		}
@@ -243,7 +243,7 @@ func TestLastTouch(t *testing.T) {
 	if _, err := s.IngestAlerts(ctx, []store.Alert{other}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.ClaimJob(ctx)
+	c, err := s.ClaimJob(ctx, nil)
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
@@ -255,7 +255,7 @@ func TestLastTouch(t *testing.T) {
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err = s.ClaimJob(ctx)
+	c, err = s.ClaimJob(ctx, nil)
 	if err != nil || c == nil || c.Job.Remediation != "service-down" {
 		t.Fatal("no service-down job", err)
 	}

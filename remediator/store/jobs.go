@@ -16,6 +16,7 @@ type Job struct {
 	OccurrenceID int64
 	Remediation  string
 	Step         int
+	CreatedAt    time.Time // when the job was queued
 	Fingerprint  string
 	StartsAt     time.Time
 	AlertStatus  string
@@ -41,19 +42,21 @@ type Claim struct {
 }
 
 const claimSQL = `
-SELECT j.id, j.occurrence_id, j.remediation, j.step,
+SELECT j.id, j.occurrence_id, j.remediation, j.step, j.created_at,
        o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations,
        o.remediation IS DISTINCT FROM j.remediation
 FROM remediation_jobs j
 JOIN alert_occurrences o ON o.id = j.occurrence_id
 WHERE j.state = 'queued' AND j.not_before <= now()
+  AND NOT (j.remediation = ANY($1))
 ORDER BY j.not_before, j.id
 LIMIT 1
 FOR NO KEY UPDATE OF j SKIP LOCKED`
 
-// ClaimJob takes the oldest due job no one else holds. It returns nil, nil
-// when there is none.
-func (s *Store) ClaimJob(ctx context.Context) (*Claim, error) {
+// ClaimJob takes the oldest due job no one else holds, leaving alone the
+// jobs of the remediations in skip (those this replica cannot act on now:
+// another replica may). It returns nil, nil when there is none.
+func (s *Store) ClaimJob(ctx context.Context, skip []string) (*Claim, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("claim job: %w", err)
@@ -64,7 +67,10 @@ func (s *Store) ClaimJob(ctx context.Context) (*Claim, error) {
 		return nil, fmt.Errorf("claim job: %w", err)
 	}
 	c := &Claim{pool: s.pool, conn: conn, tx: tx}
-	err = tx.QueryRow(ctx, claimSQL).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step,
+	if skip == nil {
+		skip = []string{}
+	}
+	err = tx.QueryRow(ctx, claimSQL, skip).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step, &c.Job.CreatedAt,
 		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations, &c.Job.Escalated)
 	if err != nil {
 		c.Release()

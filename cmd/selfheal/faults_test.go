@@ -1,0 +1,193 @@
+package main
+
+// Faults of what selfheal acts through: a replica that cannot reach Docker
+// must not swallow the alerts it receives, and a Docker Engine that is away
+// for a while delays healing rather than refusing it.
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/internal/pgtest"
+)
+
+const faultConfig = `
+engine: {poll_interval: 200ms}
+targets:
+  docker: {stop_timeout: 2s}
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart, stop_start]
+    verify: {timeout: 20s, stable_for: 1s}
+`
+
+// TestReplicaWithoutDockerLeavesItsAlertsToAHealthyOne: two replicas on
+// one database; the one every alert is delivered to cannot reach Docker.
+// It reports not ready, claims none of the jobs, and the healthy replica
+// heals every container within seconds.
+func TestReplicaWithoutDockerLeavesItsAlertsToAHealthyOne(t *testing.T) {
+	label := map[string]string{"selfheal.enable": "true"}
+	var names []string
+	for range 5 {
+		names = append(names, dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true}))
+	}
+	dsn := pgtest.DSN(t)
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
+	config := writeFile(t, "selfheal.yml", faultConfig)
+	healthy, dead := freeAddr(t), freeAddr(t)
+	daemon(t, env, config, healthy)
+	background(t, append(env, "DOCKER_HOST=unix://"+filepath.Join(t.TempDir(), "no-docker.sock")), binary,
+		"serve", "--config.file="+config, "--web.listen-address="+dead, "--log.level=debug")
+	waitReady(t, "the replica without Docker (healthy)", "http://"+dead+"/-/healthy")
+	resp, err := http.Get("http://" + dead + "/-/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK || !strings.Contains(string(body), "Docker") {
+		t.Fatalf("/-/ready of the replica without Docker: %d %s", resp.StatusCode, body)
+	}
+
+	for _, n := range names {
+		if code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+n,
+			"--webhook.url=http://"+dead+"/api/v1/webhook"); code != 0 {
+			t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
+		}
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	dockertest.WaitFor(t, 30*time.Second, "every container healed", func() bool {
+		for _, n := range names {
+			if !running(t, n) {
+				return false
+			}
+		}
+		return true
+	})
+	dockertest.WaitFor(t, 10*time.Second, "every restart recorded", func() bool {
+		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE action_type = 'restart' AND status = 'succeeded'`) == 5
+	})
+	if n := queryInt(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused'`); n != 0 {
+		t.Fatalf("%d jobs refused", n)
+	}
+}
+
+// dockerProxy forwards a unix socket to the Docker Engine's until cut:
+// then it refuses every connection, as a stopped dockerd would.
+type dockerProxy struct {
+	path  string
+	mu    sync.Mutex
+	up    bool
+	conns map[net.Conn]bool
+}
+
+func newDockerProxy(t *testing.T) *dockerProxy {
+	t.Helper()
+	p := &dockerProxy{path: filepath.Join(t.TempDir(), "docker.sock"), up: true, conns: map[net.Conn]bool{}}
+	l, err := net.Listen("unix", p.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			up := p.up
+			if up {
+				p.conns[c] = true
+			}
+			p.mu.Unlock()
+			if !up {
+				c.Close()
+				continue
+			}
+			go func() {
+				defer func() {
+					p.mu.Lock()
+					delete(p.conns, c)
+					p.mu.Unlock()
+					c.Close()
+				}()
+				d, err := net.Dial("unix", "/var/run/docker.sock")
+				if err != nil {
+					return
+				}
+				defer d.Close()
+				go func() { _, _ = io.Copy(d, c) }()
+				_, _ = io.Copy(c, d)
+			}()
+		}
+	}()
+	return p
+}
+
+// set lets connections through, or cuts every open one and refuses new
+// ones.
+func (p *dockerProxy) set(up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.up = up
+	if !up {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
+}
+
+// TestDockerAwayDelaysHealing: the Docker Engine does not answer for ten
+// seconds, and an alert arrives meanwhile. Nothing is refused; once Docker
+// answers again the container is healed, with no second delivery.
+func TestDockerAwayDelaysHealing(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Stopped: true})
+	proxy := newDockerProxy(t)
+	dsn := pgtest.DSN(t)
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok", "DOCKER_HOST=unix://" + proxy.path}
+	addr := freeAddr(t)
+	daemon(t, env, writeFile(t, "selfheal.yml", faultConfig), addr)
+
+	proxy.set(false)
+	if code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+name,
+		"--webhook.url=http://"+addr+"/api/v1/webhook"); code != 0 {
+		t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
+	}
+	time.Sleep(10 * time.Second)
+	if running(t, name) {
+		t.Fatal("healed while Docker was away?")
+	}
+	proxy.set(true)
+	back := time.Now()
+	dockertest.WaitFor(t, 30*time.Second, name+" healed once Docker is back", func() bool { return running(t, name) })
+	t.Logf("healed %s after Docker came back", time.Since(back).Round(100*time.Millisecond))
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if n := queryInt(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused'`); n != 0 {
+		t.Fatalf("%d jobs refused while Docker was away", n)
+	}
+	if n := queryInt(t, conn, `SELECT deliveries FROM alert_occurrences`); n != 1 {
+		t.Fatalf("%d deliveries: healing waited for a redelivery", n)
+	}
+}
