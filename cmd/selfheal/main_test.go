@@ -160,7 +160,8 @@ func queryInt(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
 // TestKillBetweenIntentAndOutcome kills selfheal with SIGKILL while a
 // restart is in flight (the container ignores SIGTERM, so Docker waits out
 // the stop timeout). On the next start the action is marked interrupted and
-// never run again, however often the alert is delivered.
+// never run again, however often the alert is delivered; the ladder goes on
+// and the container runs again.
 func TestKillBetweenIntentAndOutcome(t *testing.T) {
 	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
 	dsn := pgtest.DSN(t)
@@ -212,9 +213,12 @@ remediations:
 	})
 	simulate() // Alertmanager delivers again
 	time.Sleep(1500 * time.Millisecond)
-	if n := queryInt(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
-		t.Fatalf("%d actions, want 1: the interrupted one must not run again", n)
+	if n := queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE job_id = (SELECT min(id) FROM remediation_jobs)`); n != 1 {
+		t.Fatalf("%d actions of the first job, want 1: the interrupted one must not run again", n)
 	}
+	// The remediation goes on: the next step checks the container and,
+	// if it did not come back, acts.
+	dockertest.WaitFor(t, 60*time.Second, name+" running", func() bool { return running(t, name) })
 	if n := queryInt(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'interrupted'`); n != 1 {
 		t.Errorf("%d interrupted jobs, want 1", n)
 	}
@@ -222,7 +226,7 @@ remediations:
 		t.Errorf("%d action_interrupted events, want 1", n)
 	}
 
-	code, out, errOut := selfheal(t, env, "events", "--limit=20")
+	code, out, errOut := selfheal(t, env, "events", "--limit=40")
 	if code != 0 {
 		t.Fatalf("events: exit %d %s", code, errOut)
 	}
@@ -322,5 +326,58 @@ remediations:
 		if out, err := check.CombinedOutput(); err != nil {
 			t.Errorf("promtool check metrics on %s: %v\n%s", tc.addr, err, out)
 		}
+	}
+}
+
+// TestKillDuringStopStart: selfheal killed while a stop and start waits for
+// a container that ignores SIGTERM. After the restart the interruption
+// counts as one failure, and the container runs again without any
+// redelivery.
+func TestKillDuringStopStart(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
+	dsn := pgtest.DSN(t)
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
+	config := writeFile(t, "selfheal.yml", `
+engine: {poll_interval: 200ms}
+targets:
+  docker: {stop_timeout: 4s}
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [{type: stop_start, wait: 1s}, restart]
+    verify: {timeout: 30s, stable_for: 1s}
+`)
+	addr := freeAddr(t)
+	first := daemon(t, env, config, addr)
+	if code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+name,
+		"--webhook.url=http://"+addr+"/api/v1/webhook"); code != 0 {
+		t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	dockertest.WaitFor(t, 10*time.Second, "stop_start under way", func() bool {
+		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running' AND action_type = 'stop_start'`) == 1
+	})
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = first.Process.Wait()
+	dockertest.WaitFor(t, 15*time.Second, name+" stopped by the half-done stop_start", func() bool { return !running(t, name) })
+
+	daemon(t, env, config, addr)
+	dockertest.WaitFor(t, 60*time.Second, name+" running again", func() bool { return running(t, name) })
+	if n := queryInt(t, conn, `SELECT count(*) FROM service_failures WHERE service_name = $1 AND status = 'interrupted'`, name); n != 1 {
+		t.Errorf("%d interruptions counted, want 1", n)
+	}
+	if n := queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE action_type = 'stop_start'`); n != 1 {
+		t.Errorf("%d stop_start actions, want 1: the interrupted one is not repeated", n)
+	}
+	if n := queryInt(t, conn, `SELECT deliveries FROM alert_occurrences`); n != 1 {
+		t.Errorf("%d deliveries, want 1: nothing waited for a redelivery", n)
 	}
 }

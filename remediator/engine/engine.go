@@ -336,18 +336,27 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 	log := e.logger.With("job", j.ID, "remediation", j.Remediation, "alertname", j.Alertname, "step", j.Step)
 
 	// A worker died between intent and outcome: the action ran, or partly
-	// ran, with an unknown effect. Record that; never run it again.
-	if actionID, orphaned, err := c.OrphanedAction(ctx); err != nil {
+	// ran, with an unknown effect. Record that; never run it again. It is a
+	// failure of the target, and the remediation goes on at once — the
+	// ladder's next step (which first checks whether the target came back),
+	// or a sequence's — rather than waiting for Alertmanager to redeliver.
+	if orphan, orphaned, err := c.OrphanedAction(ctx); err != nil {
 		return err
 	} else if orphaned {
-		log.Warn("marking an interrupted action", "action_id", actionID)
+		log.Warn("marking an interrupted action", "action_id", orphan.ActionID, "target", orphan.Target)
 		e.m.jobs.WithLabelValues("interrupted").Inc()
+		followUp := &store.FollowUp{}
+		if r := e.cfg.Remediation(j.Remediation); r != nil && r.IsSequence() {
+			followUp = nextInSequence(r, j)
+		}
 		return c.Finish(ctx, store.Outcome{
-			State: "interrupted", Reason: "selfheal stopped between intent and outcome",
-			ActionID: actionID, ActionStatus: "interrupted",
+			State: "interrupted", Reason: "selfheal stopped between intent and outcome", Target: orphan.Target,
+			ActionID: orphan.ActionID, ActionStatus: "interrupted",
 			ActionError: "selfheal stopped between intent and outcome; the effect is unknown",
-			Events: []store.Event{{Severity: "ERROR", Type: "action_interrupted",
-				Message: "the action was interrupted (selfheal stopped while it ran); it is not repeated"}},
+			Failure:     &store.Failure{Type: orphan.Action, Status: "interrupted"},
+			FollowUp:    followUp,
+			Events: []store.Event{{Severity: "ERROR", Type: "action_interrupted", Target: orphan.Target,
+				Message: fmt.Sprintf("%s of %s was interrupted (selfheal stopped while it ran); it is not repeated, and the remediation goes on", orphan.Action, orphan.Target)}},
 		})
 	}
 

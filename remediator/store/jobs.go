@@ -102,19 +102,27 @@ func (c *Claim) commit(ctx context.Context) error {
 	return err
 }
 
-// OrphanedAction returns the id of an action this job started that never
-// recorded its outcome: its worker died between intent and outcome. Holding
-// the job's row lock proves that worker is gone.
-func (c *Claim) OrphanedAction(ctx context.Context) (int64, bool, error) {
-	var id int64
-	err := c.tx.QueryRow(ctx, `SELECT id FROM recovery_actions WHERE job_id = $1 AND status = 'running'`, c.Job.ID).Scan(&id)
+// Orphan is an action a job started that never recorded its outcome.
+type Orphan struct {
+	ActionID int64
+	Target   string
+	Action   string
+}
+
+// OrphanedAction returns the action this job started that never recorded
+// its outcome: its worker died between intent and outcome. Holding the
+// job's row lock proves that worker is gone.
+func (c *Claim) OrphanedAction(ctx context.Context) (Orphan, bool, error) {
+	var o Orphan
+	err := c.tx.QueryRow(ctx, `SELECT id, service_name, action_type FROM recovery_actions WHERE job_id = $1 AND status = 'running'`,
+		c.Job.ID).Scan(&o.ActionID, &o.Target, &o.Action)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, false, nil
+		return Orphan{}, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("look up orphaned action: %w", err)
+		return Orphan{}, false, fmt.Errorf("look up orphaned action: %w", err)
 	}
-	return id, true, nil
+	return o, true, nil
 }
 
 // LockTarget takes the per-target advisory lock for the rest of the claim.
