@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -74,7 +75,7 @@ func TestComposeMountsExist(t *testing.T) {
 func TestSocketProxyAllowsOnlyWhatSelfhealUses(t *testing.T) {
 	allow := map[string]*regexp.Regexp{}
 	for _, arg := range compose(t).Services["socket-proxy"].Command {
-		if m := regexp.MustCompile(`^-allow(GET|HEAD|POST)=(.*)$`).FindStringSubmatch(arg); m != nil {
+		if m := regexp.MustCompile(`^-allow(GET|HEAD|POST|DELETE)=(.*)$`).FindStringSubmatch(arg); m != nil {
 			allow[m[1]] = regexp.MustCompile("^(" + m[2] + ")$")
 		}
 	}
@@ -95,13 +96,15 @@ func TestSocketProxyAllowsOnlyWhatSelfhealUses(t *testing.T) {
 		{"POST", "/v1.41/containers/llm-service/restart", true},
 		{"POST", "/v1.41/containers/4f1c2c3d5e6f/start", true},
 		{"POST", "/v1.41/containers/llm-service/stop", true},
-		{"POST", "/v1.41/containers/prune", true},
 		{"POST", "/v1.41/images/prune", true},
-		{"POST", "/v1.41/build/prune", true},
+		{"DELETE", "/v1.41/containers/4f1c2c3d5e6f", true},
+		{"POST", "/v1.41/containers/prune", false},
+		{"POST", "/v1.41/build/prune", false},
 		{"POST", "/v1.41/containers/create", false},
 		{"POST", "/v1.41/containers/llm-service/exec", false},
 		{"POST", "/v1.41/exec/abc/start", false},
-		{"DELETE", "/v1.41/containers/llm-service", false},
+		{"DELETE", "/v1.41/images/abc", false},
+		{"DELETE", "/v1.41/volumes/data", false},
 		{"POST", "/v1.41/containers/llm-service/kill", false},
 		{"GET", "/v1.41/containers/llm-service/archive", false},
 		{"POST", "/v1.41/images/create", false},
@@ -168,5 +171,60 @@ for (const [id, user, want] of cases) {
 	cmd := exec.Command(node, "-e", script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("polkit rule: %v\n%s", err, out)
+	}
+}
+
+// TestStopTimeoutsCoverTheShutdownBound: the service manager waits longer
+// than selfheal's own --shutdown.timeout, so selfheal always exits by
+// itself (recording what it can) and is never killed mid-write.
+func TestStopTimeoutsCoverTheShutdownBound(t *testing.T) {
+	flag := regexp.MustCompile(`--shutdown\.timeout=(\w+)`)
+	bound := func(file, text string) time.Duration {
+		t.Helper()
+		m := flag.FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("%s runs selfheal serve without --shutdown.timeout", file)
+		}
+		d, err := time.ParseDuration(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	unit, err := os.ReadFile("systemd/selfheal.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^TimeoutStopSec=(\w+)$`).FindSubmatch(unit)
+	if m == nil {
+		t.Fatal("selfheal.service sets no TimeoutStopSec")
+	}
+	stop, err := time.ParseDuration(string(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := bound("selfheal.service", string(unit)); stop <= b {
+		t.Errorf("TimeoutStopSec=%s is not above --shutdown.timeout=%s", stop, b)
+	}
+	compose, err := os.ReadFile("compose/docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]struct {
+			StopGracePeriod string   `yaml:"stop_grace_period"`
+			Command         []string `yaml:"command"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(compose, &c); err != nil {
+		t.Fatal(err)
+	}
+	sh := c.Services["selfheal"]
+	grace, err := time.ParseDuration(sh.StopGracePeriod)
+	if err != nil {
+		t.Fatalf("stop_grace_period %q: %v", sh.StopGracePeriod, err)
+	}
+	if b := bound("docker-compose.yml", strings.Join(sh.Command, " ")); grace <= b {
+		t.Errorf("stop_grace_period %s is not above --shutdown.timeout=%s", grace, b)
 	}
 }

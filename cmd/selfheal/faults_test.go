@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -190,4 +191,46 @@ func TestDockerAwayDelaysHealing(t *testing.T) {
 	if n := queryInt(t, conn, `SELECT deliveries FROM alert_occurrences`); n != 1 {
 		t.Fatalf("%d deliveries: healing waited for a redelivery", n)
 	}
+}
+
+// TestShutdownBound: SIGTERM while a restart waits out a container that
+// ignores SIGTERM. selfheal exits once --shutdown.timeout has passed, not
+// when the action would have ended; the next start records the action as
+// interrupted and goes on.
+func TestShutdownBound(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
+	dsn := pgtest.DSN(t)
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
+	config := writeFile(t, "selfheal.yml", strings.Replace(faultConfig, "stop_timeout: 2s", "stop_timeout: 20s", 1))
+	addr := freeAddr(t)
+	first := daemon(t, env, config, addr, "--shutdown.timeout=2s")
+	if code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+name,
+		"--webhook.url=http://"+addr+"/api/v1/webhook"); code != 0 {
+		t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	dockertest.WaitFor(t, 10*time.Second, "the restart under way", func() bool {
+		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 1
+	})
+	stopped := time.Now()
+	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { _, err := first.Process.Wait(); exited <- err }()
+	select {
+	case <-exited:
+		t.Logf("exited %s after SIGTERM", time.Since(stopped).Round(100*time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("selfheal did not exit within its shutdown timeout")
+	}
+	daemon(t, env, config, addr)
+	dockertest.WaitFor(t, 10*time.Second, "the action recorded as interrupted", func() bool {
+		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'interrupted'`) == 1
+	})
+	dockertest.WaitFor(t, 60*time.Second, name+" running", func() bool { return running(t, name) })
 }

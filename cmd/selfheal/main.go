@@ -45,6 +45,7 @@ func run(args []string) int {
 	serveConfig := serve.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
 	webFlags := kingpinflag.AddFlags(serve, ":9595")
 	serveExporter := serve.Flag("exporter", "Serve the built-in exporter's metrics on /metrics too.").Default("true").Bool()
+	serveShutdown := serve.Flag("shutdown.timeout", "How long a stop waits for actions in flight; past it they are recorded as interrupted and followed up at the next start. Keep it below the service manager's stop timeout.").Default("60s").Duration()
 	serveCollectors := exporter.AddFlags(serve)
 
 	exp := app.Command("exporter", "Run the exporter alone, for hosts that are watched but not remediated.")
@@ -100,7 +101,8 @@ func run(args []string) int {
 			logger.Error("invalid NVML fixture", "err", err)
 			return 1
 		}
-		o := server.Options{Config: cfg, Web: webFlags, Logger: logger, ProcPath: *serveCollectors.ProcPath, NVML: lib}
+		o := server.Options{Config: cfg, Web: webFlags, Logger: logger, ProcPath: *serveCollectors.ProcPath, NVML: lib,
+			ShutdownTimeout: *serveShutdown}
 		if *serveExporter {
 			o.ExporterFlags = serveCollectors
 		}

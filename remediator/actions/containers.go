@@ -16,6 +16,7 @@ import (
 // Containers is what the container actions need from Docker.
 type Containers interface {
 	Ping(ctx context.Context) error
+	Canonical(ctx context.Context, name string) (string, error)
 	Permit(ctx context.Context, name string) error
 	Restart(ctx context.Context, name string) (time.Time, error)
 	StopStart(ctx context.Context, name string, wait time.Duration) (time.Time, error)
@@ -34,11 +35,23 @@ type StopStart struct{ Containers Containers }
 var (
 	_ engine.Executor        = Restart{}
 	_ engine.Availability    = Restart{}
+	_ engine.Canonicalizer   = Restart{}
+	_ engine.Canonicalizer   = StopStart{}
 	_ engine.Availability    = StopStart{}
 	_ engine.Executor        = StopStart{}
 	_ engine.RecoveryChecker = Restart{}
 	_ engine.RecoveryChecker = StopStart{}
 )
+
+// Canonical implements engine.Canonicalizer: the container's own name.
+func (a Restart) Canonical(ctx context.Context, target string) (string, error) {
+	return a.Containers.Canonical(ctx, target)
+}
+
+// Canonical implements engine.Canonicalizer: the container's own name.
+func (a StopStart) Canonical(ctx context.Context, target string) (string, error) {
+	return a.Containers.Canonical(ctx, target)
+}
 
 // Available implements engine.Availability: the Docker Engine answers.
 func (a Restart) Available(ctx context.Context) error { return a.Containers.Ping(ctx) }

@@ -13,7 +13,10 @@ type fakeContainers struct {
 	started time.Time
 }
 
-func (f fakeContainers) Ping(context.Context) error           { return nil }
+func (f fakeContainers) Ping(context.Context) error { return nil }
+func (f fakeContainers) Canonical(_ context.Context, n string) (string, error) {
+	return n, nil
+}
 func (f fakeContainers) Permit(context.Context, string) error { return nil }
 func (f fakeContainers) Restart(context.Context, string) (time.Time, error) {
 	return time.Time{}, nil

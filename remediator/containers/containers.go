@@ -90,6 +90,21 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Canonical returns the container's own name for any way of naming it —
+// its name, "/name", its ID or an ID prefix — so that every spelling of one
+// container is one target. A container that does not exist keeps the name
+// given (the permit check then says so).
+func (c *Client) Canonical(ctx context.Context, name string) (string, error) {
+	info, err := c.inspect(ctx, name)
+	switch {
+	case cerrdefs.IsNotFound(err):
+		return name, nil
+	case err != nil:
+		return "", err
+	}
+	return strings.TrimPrefix(info.Name, "/"), nil
+}
+
 // Permit reports whether the container called name exists and is opted in.
 // It changes nothing.
 func (c *Client) Permit(ctx context.Context, name string) error {

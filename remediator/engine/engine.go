@@ -100,6 +100,14 @@ func IsTransient(err error) bool {
 	return errors.As(err, &t) && t.Transient() || errors.Is(err, context.DeadlineExceeded)
 }
 
+// Canonicalizer is implemented by executors whose targets have several
+// names (a container: its name, "/name", its ID, an ID prefix). The engine
+// keys a target's lock, failures, cooldown and escalation on the canonical
+// name, so every spelling of one target is one target.
+type Canonicalizer interface {
+	Canonical(ctx context.Context, target string) (string, error)
+}
+
 // Store is the database the engine works from.
 type Store interface {
 	ClaimJob(ctx context.Context, skip []string) (*store.Claim, error)
@@ -149,6 +157,9 @@ func (e *Engine) unavailable(ctx context.Context) []string {
 			errs[t] = a.Available(actx)
 			cancel()
 		}
+	}
+	if ctx.Err() != nil {
+		return e.skip // stopping: what was seen last stands
 	}
 	var skip []string
 	var why string
@@ -369,6 +380,21 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})
 	if err != nil {
 		return e.finish(ctx, c, "", Decision{Verdict: Refuse, Reason: err.Error()}, r)
+	}
+	if cz, ok := e.executors[r.Steps[0].Type].(Canonicalizer); ok {
+		cctx, cancel := context.WithTimeout(ctx, permitTimeout)
+		canonical, err := cz.Canonical(cctx, target)
+		cancel()
+		switch {
+		case IsTransient(err):
+			e.m.deferred.Inc()
+			return c.Defer(ctx, time.Second, fmt.Sprintf("cannot resolve %s now: %v", target, err))
+		case err != nil:
+			return err
+		case canonical != target:
+			log.Debug("target resolved", "rendered", target, "canonical", canonical)
+			target = canonical
+		}
 	}
 	locked, err := c.LockTarget(ctx, target)
 	if err != nil {

@@ -39,6 +39,11 @@ type Options struct {
 	ExporterFlags *exporter.Flags
 	// MigrateRetry is how often a failed start-up migration is retried.
 	MigrateRetry time.Duration
+	// ShutdownTimeout bounds how long a stop waits for actions in flight;
+	// past it selfheal exits and the actions are recorded as interrupted,
+	// and followed up, by the next start or another replica. Zero waits for
+	// each action's own timeout.
+	ShutdownTimeout time.Duration
 	// ProcPath is the host's /proc (default /proc).
 	ProcPath string
 	// BootID overrides the kernel's boot ID (tests of reboot validation).
@@ -82,7 +87,15 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	// Past the shutdown timeout, workers still hold connections for their
+	// actions: closing the pools would wait for them, so they are left to
+	// the process's exit.
+	abandoned := false
+	defer func() {
+		if !abandoned {
+			st.Close()
+		}
+	}()
 	ingest, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
 		MaxConns: 12, MinConns: 2, ApplicationName: "selfheal-webhook"})
 	if err != nil {
@@ -186,9 +199,23 @@ func Run(ctx context.Context, o Options) error {
 		wg.Go(func() { exp.Run(runCtx) })
 	}
 	err = serveHTTP(ctx, r, o.Web, o.Listener, log)
-	log.Info("shutting down; waiting for actions in flight")
+	log.Info("shutting down; waiting for actions in flight", "timeout", o.ShutdownTimeout)
 	stop()
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var bound <-chan time.Time
+	if o.ShutdownTimeout > 0 {
+		t := time.NewTimer(o.ShutdownTimeout)
+		defer t.Stop()
+		bound = t.C
+	}
+	select {
+	case <-done:
+	case <-bound:
+		abandoned = true
+		log.Warn("shutdown timeout: exiting with actions in flight; the next start (or another replica) records them as interrupted and goes on",
+			"timeout", o.ShutdownTimeout)
+	}
 	return err
 }
 

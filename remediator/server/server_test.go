@@ -559,3 +559,39 @@ func TestHungDatabaseCannotHangTheWebhook(t *testing.T) {
 		t.Fatalf("503 took %s, want under 2s", took)
 	}
 }
+
+// TestEverySpellingOfAContainerIsOneTarget: four alerts name one stopped
+// container four ways — its name, "/name", its ID and an ID prefix. They
+// share one lock, one failure count and one cooldown: one restart, one
+// outage counted.
+func TestEverySpellingOfAContainerIsOneTarget(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	api, _ := dockertest.Client(t)
+	info, err := api.ContainerInspect(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := pgtest.DSN(t)
+	in, conn := ready(t, config(t, dsn, ""))
+	for i, spelling := range []string{name, "/" + name, info.ID, info.ID[:12]} {
+		body := bytes.ReplaceAll(payload(t, "service-down-firing.json", spelling),
+			[]byte("d03bb581f83ed40e"), []byte(fmt.Sprintf("%016x", i+1)))
+		if code := in.post(t, body); code != 200 {
+			t.Fatalf("webhook answered %d", code)
+		}
+	}
+	waitFor(t, 20*time.Second, name+" running", func() bool { return dockertest.State(t, name).Running })
+	waitFor(t, 20*time.Second, "every alert decided", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state <> 'queued'`) == 4
+	})
+	waitIdle(t, conn)
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
+		t.Errorf("%d actions, want 1", n)
+	}
+	if n := count(t, conn, `SELECT count(DISTINCT target) FROM remediation_jobs`); n != 1 {
+		t.Errorf("%d distinct targets, want 1", n)
+	}
+	if n := count(t, conn, `SELECT get_service_failure_count($1, 10)`, name); n != 1 {
+		t.Errorf("get_service_failure_count = %d, want 1: one outage", n)
+	}
+}

@@ -181,7 +181,8 @@ SELECT clock_timestamp(),
          WHERE service_name = $1 AND remediation = $2
            AND failure_time >= clock_timestamp() - $3 * interval '1 second'),
        EXISTS (SELECT 1 FROM service_failures
-         WHERE occurrence_id = $5 AND remediation = $2 AND failure_type = 'outage'
+         WHERE service_name = $1 AND remediation = $2 AND failure_type = 'outage'
+           AND (occurrence_id = $5 OR failure_time >= $7)
            AND failure_time >= clock_timestamp() - $3 * interval '1 second'),
        esc.created_at, COALESCE(esc.escalate_to, ''),
        (SELECT max(created_at) FROM escalations
@@ -207,7 +208,7 @@ func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
 	var st State
 	var escalatedAt, lastEscalation, lastAction, reboot *time.Time
 	err := c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
-		c.Job.OccurrenceID, rebootPendingFor.Seconds()).Scan(
+		c.Job.OccurrenceID, rebootPendingFor.Seconds(), c.Job.StartsAt).Scan(
 		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &st.OutageCounted, &escalatedAt, &st.EscalatedTo,
 		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &st.RunningActions, &reboot)
 	if err != nil {
@@ -226,14 +227,19 @@ func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
 
 // RecordOutage counts the job's alert occurrence as one failure of target,
 // once: recording it again (a deferred job looked at anew, another
-// replica) changes nothing. It commits with the claim's outcome.
+// replica) changes nothing, and neither does another alert for the same
+// outage — the same container named another way, or a second rule — when
+// the target's last outage was recorded after this alert began. It commits
+// with the claim's outcome.
 func (c *Claim) RecordOutage(ctx context.Context, target string) error {
 	j := c.Job
 	_, err := c.tx.Exec(ctx, `
 		INSERT INTO service_failures (service_name, failure_type, status, failure_time, remediation, job_id, occurrence_id, details)
-		VALUES ($1, 'outage', 'detected', clock_timestamp(), $2, $3, $4, jsonb_build_object('alertname', $5::text))
+		SELECT $1, 'outage', 'detected', clock_timestamp(), $2, $3, $4, jsonb_build_object('alertname', $5::text)
+		WHERE NOT EXISTS (SELECT 1 FROM service_failures
+		                  WHERE service_name = $1 AND remediation = $2 AND failure_type = 'outage' AND failure_time >= $6)
 		ON CONFLICT (occurrence_id, remediation) WHERE failure_type = 'outage' DO NOTHING`,
-		target, j.Remediation, j.ID, j.OccurrenceID, j.Alertname)
+		target, j.Remediation, j.ID, j.OccurrenceID, j.Alertname, j.StartsAt)
 	if err != nil {
 		return fmt.Errorf("record outage of %q: %w", target, err)
 	}

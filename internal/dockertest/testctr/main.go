@@ -52,8 +52,12 @@ func main() {
 		}()
 	}
 	sig := make(chan os.Signal, 1)
+	// SIGINT always ends it; listening for a signal also keeps a goroutine
+	// alive, so a container that ignores SIGTERM and does nothing else is
+	// not taken for a deadlock by the runtime.
 	if *ignoreTerm {
 		signal.Ignore(syscall.SIGTERM)
+		signal.Notify(sig, syscall.SIGINT)
 	} else {
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	}
