@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/version"
 
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
@@ -110,7 +111,8 @@ type Canonicalizer interface {
 
 // Store is the database the engine works from.
 type Store interface {
-	ClaimJob(ctx context.Context, skip []string) (*store.Claim, error)
+	ClaimJob(ctx context.Context, f store.ClaimFilter) (*store.Claim, error)
+	Heartbeat(ctx context.Context, r store.Replica, alive time.Duration) (same, other int, err error)
 	ApplyRetention(ctx context.Context) (map[string]int64, error)
 	JobCounts(ctx context.Context) (map[string]int64, error)
 	DueReverts(ctx context.Context, host string, all bool) ([]store.PendingRevert, error)
@@ -132,10 +134,45 @@ type Engine struct {
 	wake      chan struct{}
 	m         *metrics
 
+	replica  string // this process, as the replicas table knows it
+	mismatch int    // live replicas with another configuration, at the last heartbeat
+
 	availMu   sync.Mutex
 	availAt   time.Time
 	skip      []string // remediations this replica cannot act on now
 	skipError string
+}
+
+// unknownRemediationAfter is how long a job of a remediation this
+// replica's configuration lacks is left to a replica that has it; past it
+// no replica does, and the job is claimed to be refused.
+const unknownRemediationAfter = 5 * time.Minute
+
+// heartbeatInterval is how often a replica says it is alive, and
+// replicaAlive how long one counts as alive after its last heartbeat.
+const (
+	heartbeatInterval = 10 * time.Second
+	replicaAlive      = time.Minute
+)
+
+// heartbeat records this replica and its configuration fingerprint, and
+// counts the live replicas that run the same configuration and another.
+func (e *Engine) heartbeat(ctx context.Context) {
+	same, other, err := e.store.Heartbeat(ctx, store.Replica{ID: e.replica, Host: e.host, Version: version.Version,
+		ConfigFingerprint: e.cfg.Fingerprint(), Remediations: e.cfg.Names()}, replicaAlive)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.logger.Debug("heartbeat failed", "err", err)
+		}
+		return
+	}
+	e.m.replicas.WithLabelValues("same").Set(float64(same))
+	e.m.replicas.WithLabelValues("other").Set(float64(other))
+	if other > 0 && e.mismatch == 0 {
+		e.logger.Warn("replicas on this database run another configuration: each leaves the others' remediations alone",
+			"this_fingerprint", e.cfg.Fingerprint(), "other_replicas", other)
+	}
+	e.mismatch = other
 }
 
 // availabilityTTL is how long the engine trusts its last look at what it
@@ -195,6 +232,7 @@ func New(st Store, cfg *policy.Config, executors map[string]Executor, logger *sl
 	host, _ := os.Hostname()
 	e := &Engine{
 		host:      host,
+		replica:   fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano()),
 		store:     st,
 		cfg:       cfg,
 		executors: executors,
@@ -202,6 +240,9 @@ func New(st Store, cfg *policy.Config, executors map[string]Executor, logger *sl
 		wake:      make(chan struct{}, 1),
 		m:         newMetrics(st),
 	}
+	e.m.configInfo.WithLabelValues(cfg.Fingerprint()).Set(1)
+	e.m.replicas.WithLabelValues("same")
+	e.m.replicas.WithLabelValues("other")
 	if reg != nil {
 		e.m.register(reg)
 	}
@@ -224,6 +265,10 @@ func (e *Engine) Run(ctx context.Context) {
 	for i := range e.cfg.Engine.Workers {
 		wg.Go(func() { e.worker(ctx, i) })
 	}
+	wg.Go(func() {
+		e.heartbeat(ctx)
+		e.every(ctx, heartbeatInterval, e.heartbeat)
+	})
 	wg.Go(func() { e.every(ctx, e.cfg.Engine.RetentionInterval.D(), e.applyRetention) })
 	wg.Go(func() {
 		e.every(ctx, e.cfg.Engine.RevertInterval.D(), func(ctx context.Context) { e.revert(ctx, false) })
@@ -331,7 +376,8 @@ func (l *errorLog) due(err error, now time.Time) bool {
 // ProcessOne claims one due job and handles it. It reports whether there
 // was a job.
 func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
-	c, err := e.store.ClaimJob(ctx, e.unavailable(ctx))
+	c, err := e.store.ClaimJob(ctx, store.ClaimFilter{
+		Known: e.cfg.Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)})
 	if err != nil || c == nil {
 		return false, err
 	}
@@ -373,8 +419,10 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 
 	r := e.cfg.Remediation(j.Remediation)
 	if r == nil {
-		return e.finish(ctx, c, "", Decision{Verdict: Skip,
-			Reason: fmt.Sprintf("remediation %q is no longer configured", j.Remediation)}, nil)
+		// Claimed only after every replica left it for unknownRemediationAfter.
+		return e.finish(ctx, c, "", Decision{Verdict: Refuse, Severity: "ERROR", Reason: fmt.Sprintf(
+			"no replica's configuration has remediation %q (this one's fingerprint %s): nothing runs for this alert",
+			j.Remediation, e.cfg.Fingerprint())}, nil)
 	}
 	target, err := r.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
 		Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})

@@ -16,6 +16,8 @@ type metrics struct {
 	actions        *prometheus.CounterVec
 	actionDuration *prometheus.HistogramVec
 	unavailable    prometheus.Gauge
+	replicas       *prometheus.GaugeVec
+	configInfo     *prometheus.GaugeVec
 	queue          *queueCollector
 }
 
@@ -46,6 +48,14 @@ func newMetrics(st Store) *metrics {
 			Name: "selfheal_engine_remediations_unavailable",
 			Help: "Remediations this replica cannot act on now (an action's service, such as the Docker Engine, does not answer); their jobs are left to other replicas.",
 		}),
+		replicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "selfheal_replicas",
+			Help: "Replicas on this database alive within the last minute, by whether they run this replica's configuration (same) or another (other).",
+		}, []string{"config"}),
+		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "selfheal_config_info",
+			Help: "The fingerprint of the configuration this replica runs (remediations, engine, targets, dry-run).",
+		}, []string{"fingerprint"}),
 		queue: &queueCollector{store: st, desc: prometheus.NewDesc("selfheal_jobs",
 			"Jobs in the database by state (all replicas); 'running' counts actions in flight.", []string{"state"}, nil)},
 	}
@@ -64,7 +74,7 @@ func newMetrics(st Store) *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) {
-	reg.MustRegister(m.decisions, m.jobs, m.deferred, m.actions, m.actionDuration, m.unavailable, m.queue)
+	reg.MustRegister(m.decisions, m.jobs, m.deferred, m.actions, m.actionDuration, m.unavailable, m.replicas, m.configInfo, m.queue)
 }
 
 // queueCollector reads job counts from the database at scrape time, with a

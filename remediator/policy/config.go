@@ -6,6 +6,9 @@ package policy
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -705,6 +708,21 @@ func (r *Remediation) validate(where string, p *problems) {
 			p.add(where, "%s: must be positive", d.name)
 		}
 	}
+}
+
+// Fingerprint identifies what the configuration makes the engine do — its
+// remediations, engine limits, targets and dry-run — so that replicas
+// sharing a database can tell whether they run the same policy. Secrets
+// and the database URL are not part of it.
+func (c *Config) Fingerprint() string {
+	b, _ := json.Marshal(struct {
+		DryRun       bool
+		Engine       Engine
+		Targets      Targets
+		Remediations []*Remediation
+	}{c.DryRun, c.Engine, c.Targets, c.Remediations})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
 }
 
 // Names returns the remediation names in file order.

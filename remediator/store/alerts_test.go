@@ -208,7 +208,7 @@ func TestOutageCountsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		c, err := s.ClaimJob(context.Background(), nil)
+		c, err := s.ClaimJob(context.Background(), store.ClaimFilter{})
 		if err != nil || c == nil {
 			t.Fatalf("claim: %v %v", c, err)
 		}
@@ -243,7 +243,7 @@ func TestLastTouch(t *testing.T) {
 	if _, err := s.IngestAlerts(ctx, []store.Alert{other}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.ClaimJob(ctx, nil)
+	c, err := s.ClaimJob(ctx, store.ClaimFilter{})
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
@@ -255,7 +255,7 @@ func TestLastTouch(t *testing.T) {
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err = s.ClaimJob(ctx, nil)
+	c, err = s.ClaimJob(ctx, store.ClaimFilter{})
 	if err != nil || c == nil || c.Job.Remediation != "service-down" {
 		t.Fatal("no service-down job", err)
 	}
@@ -269,5 +269,54 @@ func TestLastTouch(t *testing.T) {
 	}
 	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE details->'touches' ? 'llm'`); n != 1 {
 		t.Fatalf("%d actions record that they touch llm", n)
+	}
+}
+
+// TestClaimLeavesUnknownRemediationsToOthers: a replica whose configuration
+// lacks a job's remediation does not take the job — a replica that has it
+// does — until it has waited UnknownAfter, and takes nothing it was told to
+// skip.
+func TestClaimLeavesUnknownRemediationsToOthers(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]store.ClaimFilter{
+		"unknown here":    {Known: []string{"other"}, UnknownAfter: time.Hour},
+		"told to skip it": {Known: []string{"service-down"}, Skip: []string{"service-down"}, UnknownAfter: time.Hour},
+	} {
+		if c, err := s.ClaimJob(ctx, f); err != nil || c != nil {
+			t.Fatalf("%s: claimed %v, %v", name, c, err)
+		}
+	}
+	c, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}, UnknownAfter: time.Hour})
+	if err != nil || c == nil {
+		t.Fatalf("a replica that knows it: %v, %v", c, err)
+	}
+	c.Release()
+	if _, err := conn.Exec(ctx, `UPDATE remediation_jobs SET created_at = now() - interval '2 hours'`); err != nil {
+		t.Fatal(err)
+	}
+	c, err = s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"other"}, UnknownAfter: time.Hour})
+	if err != nil || c == nil {
+		t.Fatalf("no replica knew it for an hour: %v, %v", c, err)
+	}
+	c.Release()
+}
+
+// TestHeartbeatCountsReplicasByConfiguration: replicas alive on one
+// database are counted by whether they run the same configuration.
+func TestHeartbeatCountsReplicasByConfiguration(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	for _, r := range []store.Replica{{ID: "a", ConfigFingerprint: "f1"}, {ID: "b", ConfigFingerprint: "f1"}, {ID: "c", ConfigFingerprint: "f2"}} {
+		if _, _, err := s.Heartbeat(ctx, r, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	same, other, err := s.Heartbeat(ctx, store.Replica{ID: "a", ConfigFingerprint: "f1"}, time.Minute)
+	if err != nil || same != 2 || other != 1 {
+		t.Fatalf("same %d, other %d, %v; want 2, 1", same, other, err)
 	}
 }

@@ -162,3 +162,39 @@ func (s *Store) RecordEvent(ctx context.Context, e Event) error {
 	}
 	return nil
 }
+
+// Replica is one engine sharing the database.
+type Replica struct {
+	ID, Host, Version, ConfigFingerprint string
+	Remediations                         []string
+}
+
+// Heartbeat records that the replica is alive with its configuration, and
+// returns how many replicas seen within alive run the same configuration
+// fingerprint and how many another. Replicas silent for a day are removed.
+func (s *Store) Heartbeat(ctx context.Context, r Replica, alive time.Duration) (same, other int, err error) {
+	if r.Remediations == nil {
+		r.Remediations = []string{}
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO replicas (id, host, version, config_fingerprint, remediations)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (id) DO UPDATE SET last_seen = now(), config_fingerprint = EXCLUDED.config_fingerprint,
+				remediations = EXCLUDED.remediations, version = EXCLUDED.version`,
+			r.ID, r.Host, r.Version, r.ConfigFingerprint, r.Remediations); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM replicas WHERE last_seen < now() - interval '1 day'`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE config_fingerprint = $1), count(*) FILTER (WHERE config_fingerprint <> $1)
+			FROM replicas WHERE last_seen >= now() - $2 * interval '1 second'`,
+			r.ConfigFingerprint, alive.Seconds()).Scan(&same, &other)
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("heartbeat: %w", err)
+	}
+	return same, other, nil
+}

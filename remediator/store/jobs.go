@@ -49,14 +49,26 @@ FROM remediation_jobs j
 JOIN alert_occurrences o ON o.id = j.occurrence_id
 WHERE j.state = 'queued' AND j.not_before <= now()
   AND NOT (j.remediation = ANY($1))
+  AND (j.remediation = ANY($2) OR j.created_at < now() - $3 * interval '1 second')
 ORDER BY j.not_before, j.id
 LIMIT 1
 FOR NO KEY UPDATE OF j SKIP LOCKED`
 
-// ClaimJob takes the oldest due job no one else holds, leaving alone the
-// jobs of the remediations in skip (those this replica cannot act on now:
-// another replica may). It returns nil, nil when there is none.
-func (s *Store) ClaimJob(ctx context.Context, skip []string) (*Claim, error) {
+// ClaimFilter says which jobs a replica takes.
+type ClaimFilter struct {
+	// Known are the remediations this replica's configuration has: a job
+	// of another is left to a replica that knows it, until it has waited
+	// UnknownAfter (no replica knows it: it is claimed to be refused).
+	Known        []string
+	UnknownAfter time.Duration
+	// Skip are the remediations this replica cannot act on now (the
+	// Docker Engine away): another replica may.
+	Skip []string
+}
+
+// ClaimJob takes the oldest due job no one else holds that f lets this
+// replica take. It returns nil, nil when there is none.
+func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("claim job: %w", err)
@@ -67,10 +79,14 @@ func (s *Store) ClaimJob(ctx context.Context, skip []string) (*Claim, error) {
 		return nil, fmt.Errorf("claim job: %w", err)
 	}
 	c := &Claim{pool: s.pool, conn: conn, tx: tx}
+	skip, known := f.Skip, f.Known
 	if skip == nil {
 		skip = []string{}
 	}
-	err = tx.QueryRow(ctx, claimSQL, skip).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step, &c.Job.CreatedAt,
+	if known == nil {
+		known = []string{}
+	}
+	err = tx.QueryRow(ctx, claimSQL, skip, known, f.UnknownAfter.Seconds()).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step, &c.Job.CreatedAt,
 		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations, &c.Job.Escalated)
 	if err != nil {
 		c.Release()
