@@ -22,6 +22,10 @@ const (
 	Defer    Verdict = "defer"
 )
 
+// reasonUnreachable starts the reason of a job deferred because its target
+// cannot be reached now.
+const reasonUnreachable = "cannot reach the target now"
+
 // Limits are the global brakes.
 type Limits struct {
 	// UnreachableFor bounds how long a job waits for a target it cannot
@@ -149,7 +153,7 @@ func Decide(in Input, now time.Time) Decision {
 		}
 		retry := min(max(in.Waited/2, time.Second), 30*time.Second)
 		return Decision{Verdict: Defer, RetryAfter: retry, Reason: fmt.Sprintf(
-			"cannot reach the target now, trying again in %s: %v", retry.Round(time.Millisecond), in.PermitErr)}
+			"%s, trying again in %s: %v", reasonUnreachable, retry.Round(time.Millisecond), in.PermitErr)}
 	}
 	if in.PermitErr != nil {
 		d := Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}

@@ -239,3 +239,35 @@ func TestRebootUnderWayHoldsSmallerRemediations(t *testing.T) {
 		t.Fatalf("the reboot itself: %+v", d)
 	}
 }
+
+type transientErr struct{ error }
+
+func (transientErr) Transient() bool { return true }
+
+// TestUnreachableTargetDefers: a target Docker cannot answer for is
+// deferred with a growing backoff, never refused — until the bound, when it
+// is refused as a CRITICAL event.
+func TestUnreachableTargetDefers(t *testing.T) {
+	r := serviceDown(t)
+	away := transientErr{errors.New("inspect container \"llm\": Cannot connect to the Docker daemon")}
+	limits := Limits{UnreachableFor: 5 * time.Minute}
+	for _, tc := range []struct {
+		waited   time.Duration
+		verdict  Verdict
+		retry    time.Duration
+		severity string
+	}{
+		{0, Defer, time.Second, ""},
+		{10 * time.Second, Defer, 5 * time.Second, ""},
+		{4 * time.Minute, Defer, 30 * time.Second, ""},
+		{5 * time.Minute, Refuse, 0, "CRITICAL"},
+	} {
+		d := Decide(Input{Remediation: r, Limits: limits, PermitErr: away, Waited: tc.waited, Step: 1}, t0)
+		if d.Verdict != tc.verdict || d.RetryAfter != tc.retry || d.Severity != tc.severity {
+			t.Errorf("waited %s: %+v; want %s after %s (%s)", tc.waited, d, tc.verdict, tc.retry, tc.severity)
+		}
+	}
+	if !IsTransient(away) || IsTransient(errors.New("not opted in")) {
+		t.Error("IsTransient misjudges")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -509,7 +510,12 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 	switch d.Verdict {
 	case Defer:
 		e.m.deferred.Inc()
-		return c.Defer(ctx, d.RetryAfter, d.Reason)
+		var events []store.Event
+		if IsTransient(in.PermitErr) && !strings.HasPrefix(j.Reason, reasonUnreachable) {
+			// Once per job, not on every retry.
+			events = append(events, store.Event{Severity: "WARNING", Type: "target_unreachable", Target: target, Message: d.Reason})
+		}
+		return c.Defer(ctx, d.RetryAfter, d.Reason, events...)
 	case Run:
 		return e.run(ctx, c, r, target, d, log)
 	default:

@@ -26,6 +26,8 @@ type Job struct {
 	// Escalated is set when the job's remediation took the occurrence over
 	// by escalation rather than by matching the alert.
 	Escalated bool
+	// Reason is why the job was last deferred; empty for a new job.
+	Reason string
 }
 
 // Claim is a job held by one worker. The worker's transaction keeps the
@@ -44,7 +46,7 @@ type Claim struct {
 const claimSQL = `
 SELECT j.id, j.occurrence_id, j.remediation, j.step, j.created_at,
        o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations,
-       o.remediation IS DISTINCT FROM j.remediation
+       o.remediation IS DISTINCT FROM j.remediation, COALESCE(j.reason, '')
 FROM remediation_jobs j
 JOIN alert_occurrences o ON o.id = j.occurrence_id
 WHERE j.state = 'queued' AND j.not_before <= now()
@@ -87,7 +89,7 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 		known = []string{}
 	}
 	err = tx.QueryRow(ctx, claimSQL, skip, known, f.UnknownAfter.Seconds()).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step, &c.Job.CreatedAt,
-		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations, &c.Job.Escalated)
+		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations, &c.Job.Escalated, &c.Job.Reason)
 	if err != nil {
 		c.Release()
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -301,10 +303,19 @@ func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (
 	return t, true, nil
 }
 
-// Defer puts the job back in the queue until d from now, with a reason.
-func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string) error {
+// Defer puts the job back in the queue until d from now, with a reason,
+// and records events, if any, in the same commit.
+func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string, events ...Event) error {
 	_, err := c.tx.Exec(ctx, `UPDATE remediation_jobs SET not_before = clock_timestamp() + $2 * interval '1 second', reason = $3 WHERE id = $1`,
 		c.Job.ID, d.Seconds(), reason)
+	for _, e := range events {
+		if err != nil {
+			break
+		}
+		_, err = c.tx.Exec(ctx, `INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)
+			VALUES (clock_timestamp(), $1, $2, NULLIF($3, ''), $4, $5, $6, $7, $8)`,
+			e.Severity, e.Type, e.Target, c.Job.Remediation, c.Job.ID, c.Job.OccurrenceID, e.Message, jsonObject(e.Details))
+	}
 	if err != nil {
 		c.Release()
 		return fmt.Errorf("defer job %d: %w", c.Job.ID, err)
