@@ -39,8 +39,8 @@ type Running interface {
 // the engine never runs it in dry-run. At most one per window, and none
 // once max_per_day reboots happened within 24 hours (the boot-loop guard,
 // an EMERGENCY). Before the command it saves the running services, key
-// metrics and the reason in reboot_events; after the reboot, ValidateReboots
-// compares.
+// metrics and the reason in reboot_events; after the reboot,
+// RebootValidator compares.
 type Reboot struct {
 	Enabled  bool
 	Store    RebootStore
