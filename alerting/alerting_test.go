@@ -142,7 +142,7 @@ func TestEveryAlertIsComplete(t *testing.T) {
 			t.Errorf("%s: no comment saying why for: %s", r.Alert, r.For)
 		}
 	}
-	// Every trigger of DESIGN.md's table that Prometheus can see.
+	// Every trigger of the A–D table (docs/design.md) that Prometheus can see.
 	for _, want := range []string{"ServiceDown", "ContainerUnhealthy", "HostCPUHigh", "HostMemoryHigh", "GPUUtilizationHigh",
 		"GPUTemperatureHigh", "GPUTemperatureCritical", "DiskSpaceWarning", "DiskSpaceCleanup", "DiskSpaceCritical",
 		"DiskSpaceExhausted", "DatabaseDown", "ObjectStoreUnhealthy", "SelfhealExporterDown", "DiskWillFillIn24Hours",

@@ -1,6 +1,6 @@
 -- The seed system's schema: the tables, helper functions and views that
 -- dashboards, scripts and operators already rely on. Names and meanings are
--- part of selfheal's interface (DESIGN.md, "Database"); later migrations
+-- part of selfheal's interface (docs/design.md, "Database"); later migrations
 -- only add to them.
 --
 -- Windows are inclusive at their far edge: an event exactly N minutes old is

@@ -24,7 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Categories of remediation, as in DESIGN.md's A–D table.
+// Categories of remediation, as in the A–D table of docs/design.md.
 const (
 	CategoryA = "A" // service or container down: restart ladder
 	CategoryB = "B" // overload
