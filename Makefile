@@ -6,7 +6,7 @@ BIN         ?= selfheal
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test scenarios test-gpu lint run bench deps clean
+.PHONY: all build test scenarios test-race test-gpu lint run bench deps clean
 
 all: build
 
@@ -27,6 +27,13 @@ test: deps
 # shipped rules, routing and example configuration (cmd/selfheal/scenarios_test.go).
 scenarios: deps
 	$(GO) test -count=1 -parallel 4 -timeout 10m -run '^TestScenario' ./cmd/selfheal/
+
+# The race detector over the packages whose tests need no external service
+# (the others run real PostgreSQL, Docker and Prometheus processes, where
+# it would mostly slow them down).
+RACE_PKGS = ./remediator/engine/ ./remediator/policy/ ./exporter/system/ ./exporter/gpu/ ./migrations/
+test-race:
+	$(GO) test -race -count=1 $(RACE_PKGS)
 
 # On a machine with an NVIDIA GPU: the gpu collector against the real
 # driver, read-only, checked against nvidia-smi.
