@@ -20,6 +20,7 @@ const CriticalEventsAlert = "CriticalEventsThreshold"
 func (e *Engine) criticalEventsLabels() map[string]string {
 	return map[string]string{
 		"alertname": CriticalEventsAlert, "category": policy.CategoryD, "severity": "critical", "instance": e.host,
+		"node": e.cfg.Node.Name,
 	}
 }
 

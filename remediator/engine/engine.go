@@ -425,6 +425,11 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 			"no replica's configuration has remediation %q (this one's fingerprint %s): nothing runs for this alert",
 			j.Remediation, e.cfg.Fingerprint())}, nil)
 	}
+	// Jobs are queued only for this node's alerts; one queued by a replica
+	// configured otherwise is still never acted on here.
+	if why := e.cfg.Node.Foreign(j.Labels); why != "" {
+		return e.finish(ctx, c, "", Decision{Verdict: Skip, Reason: why}, r)
+	}
 	target, err := r.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
 		Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})
 	if err != nil {

@@ -42,6 +42,7 @@ type Config struct {
 	PausedByEnvironment string `yaml:"-"`
 
 	DatabaseURL  string         `yaml:"database_url"`
+	Node         Node           `yaml:"node"`
 	Webhook      Webhook        `yaml:"webhook"`
 	DryRun       bool           `yaml:"dry_run"`
 	Engine       Engine         `yaml:"engine"`
@@ -315,6 +316,12 @@ func (c *Config) ApplyEnvironment(getenv func(string) string) {
 	if v := getenv(EnvWebhookToken); v != "" {
 		c.Webhook.Token = v
 	}
+	if v := strings.TrimSpace(getenv(EnvNodeName)); v != "" {
+		c.Node.Name = v
+	}
+	if c.Node.Name == "" {
+		c.Node.Name = hostname()
+	}
 	reboot := getenv(EnvRebootEnabled)
 	if reboot == "" {
 		reboot = getenv(EnvSeedRebootEnabled)
@@ -517,6 +524,9 @@ func (c *Config) setDefaults() {
 	}
 	setDuration(&e.CriticalEvents.Window, DefaultCriticalWindow)
 	setDuration(&e.CriticalEvents.Interval, DefaultCriticalInterval)
+	if c.Node.Unlabelled == "" {
+		c.Node.Unlabelled = UnlabelledAct
+	}
 	d := &c.Targets.Docker
 	if d.Host == "" {
 		d.Host, d.hostDefaulted = DefaultDockerHost, true
@@ -586,6 +596,11 @@ func (c *Config) validate() error {
 		if f.v < 0 {
 			p.add("webhook", "%s: must be positive", f.name)
 		}
+	}
+	switch c.Node.Unlabelled {
+	case UnlabelledAct, UnlabelledRefuse:
+	default:
+		p.add("node", "unlabelled: %q is not one of act, refuse", c.Node.Unlabelled)
 	}
 	if c.Targets.Docker.RequireLabel != "" && strings.HasPrefix(c.Targets.Docker.RequireLabel, "=") {
 		p.add("targets.docker", "require_label: %q has no label name", c.Targets.Docker.RequireLabel)

@@ -291,3 +291,45 @@ func TestLogCleanupRefusesSystemDirectories(t *testing.T) {
 		}
 	}
 }
+
+func TestAlertNode(t *testing.T) {
+	n := Node{Name: "edge-01", Aliases: []string{"10.0.0.5"}, Unlabelled: UnlabelledAct}
+	for _, tc := range []struct {
+		labels  map[string]string
+		node    string
+		foreign bool
+	}{
+		{map[string]string{"instance": "edge-01:9595"}, "edge-01", false},
+		{map[string]string{"instance": "EDGE-01:9595"}, "EDGE-01", false},
+		{map[string]string{"instance": "edge-02:9595"}, "edge-02", true},
+		{map[string]string{"instance": "edge-01:9595", "node": "edge-02"}, "edge-02", true},
+		{map[string]string{"instance": "edge-02:9595", "node": "edge-01"}, "edge-01", false},
+		{map[string]string{"instance": "10.0.0.5:9100"}, "10.0.0.5", false},
+		{map[string]string{"instance": "[::1]:9595"}, "::1", false},
+		{map[string]string{"instance": "localhost:9595"}, "localhost", false},
+		{map[string]string{"instance": "edge-02"}, "edge-02", true},
+		{map[string]string{}, "", false},
+	} {
+		if got := AlertNode(tc.labels); got != tc.node {
+			t.Errorf("AlertNode(%v) = %q, want %q", tc.labels, got, tc.node)
+		}
+		if got := n.Foreign(tc.labels) != ""; got != tc.foreign {
+			t.Errorf("Foreign(%v) = %v, want %v", tc.labels, got, tc.foreign)
+		}
+	}
+	n.Unlabelled = UnlabelledRefuse
+	if n.Foreign(map[string]string{"alertname": "x"}) == "" {
+		t.Error("an unlabelled alert acted on with node.unlabelled: refuse")
+	}
+	cfg, err := Parse([]byte("node: {name: edge-01}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ApplyEnvironment(func(k string) string { return map[string]string{EnvNodeName: "edge-07"}[k] })
+	if cfg.Node.Name != "edge-07" || cfg.Node.Unlabelled != UnlabelledAct {
+		t.Errorf("node %+v: SELFHEAL_NODE_NAME must win, unlabelled default to act", cfg.Node)
+	}
+	if _, err := Parse([]byte("node: {unlabelled: maybe}\n")); err == nil || err.Error() != `node: unlabelled: "maybe" is not one of act, refuse` {
+		t.Errorf("bad unlabelled: %v", err)
+	}
+}

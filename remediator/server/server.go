@@ -151,6 +151,7 @@ func Run(ctx context.Context, o Options) error {
 			return ""
 		},
 		Critical:   cfg.IsCriticalAlert,
+		NotHere:    cfg.Node.Foreign,
 		Store:      ingest,
 		Wake:       eng.Wake,
 		Logger:     log.With("component", "webhook"),

@@ -67,6 +67,7 @@ func config(t testing.TB, dsn, extra string) *policy.Config {
 	}
 	cfg.DatabaseURL = dsn
 	cfg.Webhook.Token = token
+	cfg.Node.Name = "edge-01" // the fixtures' instance
 	return cfg
 }
 
@@ -593,5 +594,48 @@ func TestEverySpellingOfAContainerIsOneTarget(t *testing.T) {
 	}
 	if n := count(t, conn, `SELECT get_service_failure_count($1, 10)`, name); n != 1 {
 		t.Errorf("get_service_failure_count = %d, want 1: one outage", n)
+	}
+}
+
+// TestAlertsForAnotherNodeNeverActHere: this selfheal is edge-01. Alerts
+// whose node label or instance names edge-02 are stored and shown, and
+// never touch the local container; the same alert for edge-01 heals it
+// once.
+func TestAlertsForAnotherNodeNeverActHere(t *testing.T) {
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	dsn := pgtest.DSN(t)
+	in, conn := ready(t, config(t, dsn, ""))
+	fp := 0
+	post := func(body []byte) {
+		t.Helper()
+		fp++
+		body = bytes.ReplaceAll(body, []byte("d03bb581f83ed40e"), []byte(fmt.Sprintf("%016x", fp)))
+		if code := in.post(t, body); code != 200 {
+			t.Fatalf("webhook answered %d", code)
+		}
+	}
+	alert := payload(t, "service-down-firing.json", name)
+	post(bytes.ReplaceAll(alert, []byte(`"instance":"edge-01:9100"`), []byte(`"instance":"edge-02:9100"`)))
+	post(bytes.ReplaceAll(alert, []byte(`"instance":"edge-01:9100"`), []byte(`"instance":"edge-01:9100","node":"edge-02"`)))
+	time.Sleep(1500 * time.Millisecond) // time for a wrong action to start
+	if dockertest.State(t, name).Running {
+		t.Fatal("an alert for edge-02 started edge-01's container")
+	}
+	if n := count(t, conn, `SELECT count(*) FROM remediation_jobs`); n != 0 {
+		t.Fatalf("%d jobs queued for another node's alerts", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'alert_not_here'
+		AND message LIKE 'the alert is for node edge-02; this is edge-01%'`); n != 2 {
+		t.Errorf("%d alert_not_here events, want 2", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM alert_occurrences WHERE node = 'edge-02'`); n != 2 {
+		t.Errorf("%d stored alerts for edge-02, want 2", n)
+	}
+
+	post(alert) // edge-01: this node
+	waitFor(t, 20*time.Second, name+" running", func() bool { return dockertest.State(t, name).Running })
+	waitIdle(t, conn)
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
+		t.Errorf("%d actions, want 1", n)
 	}
 }

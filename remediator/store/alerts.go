@@ -24,6 +24,11 @@ type Alert struct {
 	// firing (a database lost, a disk above 95 %): it counts toward the
 	// critical-events threshold.
 	Critical bool
+	// Node is the node the alert is for ("" when it names none).
+	Node string
+	// NotHere, when set, says why this selfheal does not act on the alert
+	// (it is for another node): it is stored and shown, and queues nothing.
+	NotHere string
 }
 
 // IngestResult counts what one delivery changed.
@@ -49,10 +54,10 @@ const ingestAlertSQL = `
 WITH occ AS (
     INSERT INTO alert_occurrences AS o
         (fingerprint, starts_at, alertname, status, labels, annotations, generator_url,
-         remediation, ends_at, resolved_at)
+         remediation, ends_at, resolved_at, node)
     VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''),
             CASE WHEN $4 = 'resolved' THEN $9::timestamptz END,
-            CASE WHEN $4 = 'resolved' THEN now() END)
+            CASE WHEN $4 = 'resolved' THEN now() END, NULLIF($13, ''))
     ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
         last_received_at = now(),
         deliveries       = o.deliveries + 1,
@@ -69,6 +74,14 @@ WITH occ AS (
     FROM occ
     WHERE $11 AND occ.deliveries = 1 AND occ.status = 'firing'
     RETURNING id
+), not_here AS (
+    -- An alert this selfheal does not act on (another node's) says so once.
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details)
+    SELECT 'INFO', 'alert_not_here', NULL, occ.remediation, occ.id, $12,
+           jsonb_build_object('alertname', $3::text, 'node', $13::text)
+    FROM occ
+    WHERE $12 <> '' AND occ.deliveries = 1
+    RETURNING id
 ), job AS (
     INSERT INTO remediation_jobs (occurrence_id, remediation, step)
     SELECT occ.id, occ.remediation, COALESCE(last.step, 0) + 1
@@ -82,6 +95,7 @@ WITH occ AS (
     ) last ON true
     WHERE occ.status = 'firing'
       AND occ.remediation IS NOT NULL
+      AND $12 = ''
       AND (last.step IS NULL
            OR (last.state <> 'queued' AND last.finished_at < now() - $10::interval))
     ON CONFLICT DO NOTHING
@@ -126,7 +140,7 @@ WITH occ AS (
 )
 SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
        (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event),
-       (SELECT count(*) FROM critical_event)`
+       (SELECT count(*) FROM critical_event), (SELECT count(*) FROM not_here)`
 
 // IngestAlerts persists every alert of one delivery in one transaction. It
 // is idempotent: delivering the same alerts again changes only delivery
@@ -147,9 +161,9 @@ func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter ti
 			annotations = map[string]string{}
 		}
 		b.Queue(ingestAlertSQL, a.Fingerprint, a.StartsAt, a.Alertname, a.Status, labels, annotations,
-			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter, a.Critical).QueryRow(func(row pgx.Row) error {
-			var queued, cancelled, cleared, resolved, critical int
-			if err := row.Scan(&queued, &cancelled, &cleared, &resolved, &critical); err != nil {
+			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter, a.Critical, a.NotHere, a.Node).QueryRow(func(row pgx.Row) error {
+			var queued, cancelled, cleared, resolved, critical, notHere int
+			if err := row.Scan(&queued, &cancelled, &cleared, &resolved, &critical, &notHere); err != nil {
 				return err
 			}
 			res.JobsQueued += queued

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -46,7 +47,10 @@ type Options struct {
 	// Critical, if set, reports whether an alert is a critical event when
 	// it starts firing (it counts toward the critical-events threshold).
 	Critical func(labels map[string]string) bool
-	Store    Ingester
+	// NotHere, if set, says why this selfheal does not act on an alert
+	// (another node's), or "".
+	NotHere func(labels map[string]string) string
+	Store   Ingester
 	// Wake, if set, is called after jobs were queued.
 	Wake       func()
 	Logger     *slog.Logger
@@ -145,6 +149,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 			GeneratorURL: a.GeneratorURL,
 			Remediation:  h.o.Match(a.Labels),
 			Critical:     h.o.Critical != nil && h.o.Critical(a.Labels),
+			Node:         policy.AlertNode(a.Labels),
+			NotHere:      notHere(h.o.NotHere, a.Labels),
 		}})
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.PersistTimeout)
@@ -265,6 +271,13 @@ func (h *Handler) reject(ctx context.Context, groupKey string, rejected []Reject
 	if err != nil {
 		h.o.Logger.Warn("could not record the rejected alerts", "err", err)
 	}
+}
+
+func notHere(f func(map[string]string) string, labels map[string]string) string {
+	if f == nil {
+		return ""
+	}
+	return f(labels)
 }
 
 // printable makes a client's string storable in the audit trail.

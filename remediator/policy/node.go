@@ -1,0 +1,78 @@
+package policy
+
+import (
+	"net"
+	"os"
+	"strings"
+)
+
+// Node says which host this selfheal is: it acts only on alerts for itself.
+type Node struct {
+	// Name is this host's name (SELFHEAL_NODE_NAME overrides it; default
+	// the hostname).
+	Name string `yaml:"name"`
+	// Aliases are other names the host goes by in instance labels: its
+	// IP addresses, a DNS name. Loopback names always count.
+	Aliases []string `yaml:"aliases"`
+	// Unlabelled says what to do with an alert that names no node (neither
+	// a node label nor an instance label): "act" on it here (one host) or
+	// "refuse" it (several hosts share the Alertmanager).
+	Unlabelled string `yaml:"unlabelled"`
+}
+
+// What to do with alerts that name no node.
+const (
+	UnlabelledAct    = "act"
+	UnlabelledRefuse = "refuse"
+)
+
+// EnvNodeName overrides node.name.
+const EnvNodeName = "SELFHEAL_NODE_NAME"
+
+// loopback names mean "this host" in any instance label: a Prometheus on
+// the same host scrapes selfheal as localhost.
+var loopback = []string{"localhost", "127.0.0.1", "::1"}
+
+// AlertNode returns the node an alert is for: its node label, else the
+// host part of its instance label ("edge-02:9595" is edge-02); "" when it
+// has neither.
+func AlertNode(labels map[string]string) string {
+	if n := strings.TrimSpace(labels["node"]); n != "" {
+		return n
+	}
+	inst := strings.TrimSpace(labels["instance"])
+	if inst == "" {
+		return ""
+	}
+	if host, _, err := net.SplitHostPort(inst); err == nil {
+		return host
+	}
+	return strings.Trim(inst, "[]")
+}
+
+// Owns reports whether node names this host.
+func (n Node) Owns(node string) bool {
+	for _, name := range append(append([]string{n.Name}, n.Aliases...), loopback...) {
+		if name != "" && strings.EqualFold(name, node) {
+			return true
+		}
+	}
+	return false
+}
+
+// Foreign says why an alert is not this node's to act on, or "".
+func (n Node) Foreign(labels map[string]string) string {
+	switch node := AlertNode(labels); {
+	case node == "" && n.Unlabelled == UnlabelledRefuse:
+		return "the alert names no node (no node or instance label) and node.unlabelled is refuse"
+	case node == "" || n.Owns(node):
+		return ""
+	default:
+		return "the alert is for node " + node + "; this is " + n.Name + ": stored, not acted on here"
+	}
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
