@@ -45,6 +45,7 @@ func run(args []string) int {
 	serveConfig := serve.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
 	webFlags := kingpinflag.AddFlags(serve, ":9595")
 	serveExporter := serve.Flag("exporter", "Serve the built-in exporter's metrics on /metrics too.").Default("true").Bool()
+	serveLifecycle := serve.Flag("web.enable-lifecycle", "Enable POST /-/reload (SIGHUP reloads the configuration either way).").Default("false").Bool()
 	serveShutdown := serve.Flag("shutdown.timeout", "How long a stop waits for actions in flight; past it they are recorded as interrupted and followed up at the next start. Keep it below the service manager's stop timeout.").Default("60s").Duration()
 	serveCollectors := exporter.AddFlags(serve)
 
@@ -102,7 +103,8 @@ func run(args []string) int {
 			return 1
 		}
 		o := server.Options{Config: cfg, Web: webFlags, Logger: logger, ProcPath: *serveCollectors.ProcPath, NVML: lib,
-			ShutdownTimeout: *serveShutdown}
+			ShutdownTimeout: *serveShutdown, EnableLifecycle: *serveLifecycle,
+			Reload: func() (*policy.Config, error) { return loadConfig(*serveConfig) }}
 		if *serveExporter {
 			o.ExporterFlags = serveCollectors
 		}

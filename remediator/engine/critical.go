@@ -20,7 +20,7 @@ const CriticalEventsAlert = "CriticalEventsThreshold"
 func (e *Engine) criticalEventsLabels() map[string]string {
 	return map[string]string{
 		"alertname": CriticalEventsAlert, "category": policy.CategoryD, "severity": "critical", "instance": e.host,
-		"node": e.cfg.Node.Name,
+		"node": e.config().Node.Name,
 	}
 }
 
@@ -29,7 +29,7 @@ func (e *Engine) criticalEventsLabels() map[string]string {
 // It goes through the same ingestion as webhook deliveries, so the same
 // idempotency holds across replicas and restarts.
 func (e *Engine) watchCriticalEvents(ctx context.Context) {
-	ce := e.cfg.Engine.CriticalEvents
+	ce := e.config().Engine.CriticalEvents
 	n, err := e.store.CriticalEvents(ctx, ce.Window.D())
 	if err != nil {
 		e.logger.Debug("cannot count critical events", "err", err)
@@ -53,7 +53,7 @@ func (e *Engine) watchCriticalEvents(ctx context.Context) {
 		} else {
 			e.logger.Warn("critical events over the threshold", "count", n, "window", ce.Window, "threshold", ce.Threshold)
 		}
-		if r := e.cfg.Match(labels); r != nil {
+		if r := e.config().Match(labels); r != nil {
 			a.Remediation = r.Name
 		}
 	case firing:
@@ -61,7 +61,7 @@ func (e *Engine) watchCriticalEvents(ctx context.Context) {
 	default:
 		return
 	}
-	res, err := e.store.IngestAlerts(ctx, []store.Alert{a}, e.cfg.Engine.ReopenAfter.D())
+	res, err := e.store.IngestAlerts(ctx, []store.Alert{a}, e.config().Engine.ReopenAfter.D())
 	if err != nil {
 		e.logger.Warn("cannot record the critical-events alert", "err", err)
 		return

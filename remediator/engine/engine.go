@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -129,7 +130,7 @@ var _ Store = (*store.Store)(nil)
 type Engine struct {
 	host      string // this machine: temporary changes are undone where they were made
 	store     Store
-	cfg       *policy.Config
+	cfg       atomic.Pointer[policy.Config] // swapped by Reload
 	executors map[string]Executor
 	logger    *slog.Logger
 	wake      chan struct{}
@@ -160,7 +161,7 @@ const (
 // counts the live replicas that run the same configuration and another.
 func (e *Engine) heartbeat(ctx context.Context) {
 	same, other, err := e.store.Heartbeat(ctx, store.Replica{ID: e.replica, Host: e.host, Version: version.Version,
-		ConfigFingerprint: e.cfg.Fingerprint(), Remediations: e.cfg.Names()}, replicaAlive)
+		ConfigFingerprint: e.config().Fingerprint(), Remediations: e.config().Names()}, replicaAlive)
 	if err != nil {
 		if ctx.Err() == nil {
 			e.logger.Debug("heartbeat failed", "err", err)
@@ -171,7 +172,7 @@ func (e *Engine) heartbeat(ctx context.Context) {
 	e.m.replicas.WithLabelValues("other").Set(float64(other))
 	if other > 0 && e.mismatch == 0 {
 		e.logger.Warn("replicas on this database run another configuration: each leaves the others' remediations alone",
-			"this_fingerprint", e.cfg.Fingerprint(), "other_replicas", other)
+			"this_fingerprint", e.config().Fingerprint(), "other_replicas", other)
 	}
 	e.mismatch = other
 }
@@ -201,7 +202,7 @@ func (e *Engine) unavailable(ctx context.Context) []string {
 	}
 	var skip []string
 	var why string
-	for _, r := range e.cfg.Remediations {
+	for _, r := range e.config().Remediations {
 		for _, s := range r.Steps {
 			if err := errs[s.Type]; err != nil {
 				skip, why = append(skip, r.Name), err.Error()
@@ -223,24 +224,20 @@ func (e *Engine) unavailable(ctx context.Context) []string {
 // New checks that every action the configuration names has an executor and
 // returns an Engine. It registers the engine's metrics with reg.
 func New(st Store, cfg *policy.Config, executors map[string]Executor, logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
-	for _, r := range cfg.Remediations {
-		for _, s := range r.Steps {
-			if executors[s.Type] == nil {
-				return nil, fmt.Errorf("remediation %q: no executor for action %q", r.Name, s.Type)
-			}
-		}
+	if err := checkExecutors(cfg, executors); err != nil {
+		return nil, err
 	}
 	host, _ := os.Hostname()
 	e := &Engine{
 		host:      host,
 		replica:   fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano()),
 		store:     st,
-		cfg:       cfg,
 		executors: executors,
 		logger:    logger,
 		wake:      make(chan struct{}, 1),
 		m:         newMetrics(st),
 	}
+	e.cfg.Store(cfg)
 	e.m.configInfo.WithLabelValues(cfg.Fingerprint()).Set(1)
 	e.m.replicas.WithLabelValues("same")
 	e.m.replicas.WithLabelValues("other")
@@ -263,18 +260,18 @@ func (e *Engine) Wake() {
 // every temporary change still in place.
 func (e *Engine) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for i := range e.cfg.Engine.Workers {
+	for i := range e.config().Engine.Workers {
 		wg.Go(func() { e.worker(ctx, i) })
 	}
 	wg.Go(func() {
 		e.heartbeat(ctx)
 		e.every(ctx, heartbeatInterval, e.heartbeat)
 	})
-	wg.Go(func() { e.every(ctx, e.cfg.Engine.RetentionInterval.D(), e.applyRetention) })
+	wg.Go(func() { e.every(ctx, e.config().Engine.RetentionInterval.D(), e.applyRetention) })
 	wg.Go(func() {
-		e.every(ctx, e.cfg.Engine.RevertInterval.D(), func(ctx context.Context) { e.revert(ctx, false) })
+		e.every(ctx, e.config().Engine.RevertInterval.D(), func(ctx context.Context) { e.revert(ctx, false) })
 	})
-	wg.Go(func() { e.every(ctx, e.cfg.Engine.CriticalEvents.Interval.D(), e.watchCriticalEvents) })
+	wg.Go(func() { e.every(ctx, e.config().Engine.CriticalEvents.Interval.D(), e.watchCriticalEvents) })
 	wg.Wait()
 	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -348,7 +345,7 @@ func (e *Engine) worker(ctx context.Context, id int) {
 		}
 		// Idle, or an error (the database is down, say): wait before trying
 		// again rather than spin on it.
-		poll.Reset(e.cfg.Engine.PollInterval.D())
+		poll.Reset(e.config().Engine.PollInterval.D())
 		select {
 		case <-ctx.Done():
 			return
@@ -378,7 +375,7 @@ func (l *errorLog) due(err error, now time.Time) bool {
 // was a job.
 func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 	c, err := e.store.ClaimJob(ctx, store.ClaimFilter{
-		Known: e.cfg.Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)})
+		Known: e.config().Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)})
 	if err != nil || c == nil {
 		return false, err
 	}
@@ -390,6 +387,8 @@ func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 const permitTimeout = 5 * time.Second
 
 func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
+	// The job runs under the policy it started with, whatever a reload does.
+	cfg := e.config()
 	j := c.Job
 	log := e.logger.With("job", j.ID, "remediation", j.Remediation, "alertname", j.Alertname, "step", j.Step)
 
@@ -404,7 +403,7 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		log.Warn("marking an interrupted action", "action_id", orphan.ActionID, "target", orphan.Target)
 		e.m.jobs.WithLabelValues("interrupted").Inc()
 		followUp := &store.FollowUp{}
-		if r := e.cfg.Remediation(j.Remediation); r != nil && r.IsSequence() {
+		if r := cfg.Remediation(j.Remediation); r != nil && r.IsSequence() {
 			followUp = nextInSequence(r, j)
 		}
 		return c.Finish(ctx, store.Outcome{
@@ -418,16 +417,16 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		})
 	}
 
-	r := e.cfg.Remediation(j.Remediation)
+	r := cfg.Remediation(j.Remediation)
 	if r == nil {
 		// Claimed only after every replica left it for unknownRemediationAfter.
 		return e.finish(ctx, c, "", Decision{Verdict: Refuse, Severity: "ERROR", Reason: fmt.Sprintf(
 			"no replica's configuration has remediation %q (this one's fingerprint %s): nothing runs for this alert",
-			j.Remediation, e.cfg.Fingerprint())}, nil)
+			j.Remediation, cfg.Fingerprint())}, nil)
 	}
 	// Jobs are queued only for this node's alerts; one queued by a replica
 	// configured otherwise is still never acted on here.
-	if why := e.cfg.Node.Foreign(j.Labels); why != "" {
+	if why := cfg.Node.Foreign(j.Labels); why != "" {
 		return e.finish(ctx, c, "", Decision{Verdict: Skip, Reason: why}, r)
 	}
 	target, err := r.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
@@ -478,17 +477,17 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		}
 	}
 	st, err := c.LoadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,
-		FailureWindow: r.FailureWindow.D(), StormWindow: e.cfg.Engine.StormBrake.Window.D()})
+		FailureWindow: r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()})
 	if err != nil {
 		return err
 	}
-	if why := e.cfg.PausedByEnvironment; why != "" && !st.Paused {
+	if why := cfg.PausedByEnvironment; why != "" && !st.Paused {
 		st.Paused, st.PauseReason = true, "this replica's environment says "+why
 	}
 	in := Input{
 		Remediation: r,
-		DryRun:      e.cfg.IsDryRun(r),
-		Limits:      e.limits(),
+		DryRun:      cfg.IsDryRun(r),
+		Limits:      limitsOf(cfg),
 		State:       st,
 		// An escalation runs whether or not the alert has resolved since.
 		AlertResolved: j.AlertStatus == "resolved" && !j.Escalated,
@@ -581,13 +580,48 @@ func nextInSequence(r *policy.Remediation, j store.Job) *store.FollowUp {
 	return &store.FollowUp{Sequence: true}
 }
 
-func (e *Engine) limits() Limits {
+func limitsOf(cfg *policy.Config) Limits {
 	return Limits{
-		UnreachableFor:       e.cfg.Engine.UnreachableFor.D(),
-		MaxConcurrentActions: e.cfg.Engine.MaxConcurrentActions,
-		StormMaxActions:      e.cfg.Engine.StormBrake.MaxActions,
-		StormWindow:          e.cfg.Engine.StormBrake.Window.D(),
+		UnreachableFor:       cfg.Engine.UnreachableFor.D(),
+		MaxConcurrentActions: cfg.Engine.MaxConcurrentActions,
+		StormMaxActions:      cfg.Engine.StormBrake.MaxActions,
+		StormWindow:          cfg.Engine.StormBrake.Window.D(),
 	}
+}
+
+// config is the policy in force now.
+func (e *Engine) config() *policy.Config { return e.cfg.Load() }
+
+// Config is the policy in force now.
+func (e *Engine) Config() *policy.Config { return e.config() }
+
+// Reload puts cfg in force for the jobs decided from now on; jobs already
+// being handled finish under the policy they started with. It refuses a
+// configuration naming an action this build cannot run. Settings read only
+// at start (workers, intervals, the database, the listener) keep their
+// values until a restart.
+func (e *Engine) Reload(cfg *policy.Config) error {
+	if err := checkExecutors(cfg, e.executors); err != nil {
+		return err
+	}
+	e.cfg.Store(cfg)
+	e.m.configInfo.Reset()
+	e.m.configInfo.WithLabelValues(cfg.Fingerprint()).Set(1)
+	e.availMu.Lock()
+	e.availAt = time.Time{} // the remediations changed: look again
+	e.availMu.Unlock()
+	return nil
+}
+
+func checkExecutors(cfg *policy.Config, executors map[string]Executor) error {
+	for _, r := range cfg.Remediations {
+		for _, s := range r.Steps {
+			if executors[s.Type] == nil {
+				return fmt.Errorf("remediation %q: no executor for action %q", r.Name, s.Type)
+			}
+		}
+	}
+	return nil
 }
 
 // finish records a decision that runs nothing.

@@ -50,6 +50,10 @@ type Options struct {
 	BootID func() (string, error)
 	// GPUs overrides NVML for the GPU actions (tests use go-nvml's mock).
 	GPUs actions.GPUs
+	// Reload, when set, re-reads the configuration: on SIGHUP, and on
+	// POST /-/reload when EnableLifecycle is set.
+	Reload          func() (*policy.Config, error)
+	EnableLifecycle bool
 	// NVML, when set, replaces the driver's library for the gpu collector
 	// and, unless GPUs is set, the GPU actions (go-nvml's mock).
 	NVML NVML
@@ -144,14 +148,15 @@ func Run(ctx context.Context, o Options) error {
 		MaxBodyBytes:   cfg.Webhook.MaxBodyBytes,
 		PersistTimeout: cfg.Webhook.PersistTimeout.D(),
 		ReopenAfter:    cfg.Engine.ReopenAfter.D(),
+		// The policy in force now: a reload changes what new alerts match.
 		Match: func(l map[string]string) string {
-			if r := cfg.Match(l); r != nil {
+			if r := eng.Config().Match(l); r != nil {
 				return r.Name
 			}
 			return ""
 		},
-		Critical:   cfg.IsCriticalAlert,
-		NotHere:    cfg.Node.Foreign,
+		Critical:   func(l map[string]string) bool { return eng.Config().IsCriticalAlert(l) },
+		NotHere:    func(l map[string]string) string { return eng.Config().Node.Foreign(l) },
 		Store:      ingest,
 		Wake:       eng.Wake,
 		Logger:     log.With("component", "webhook"),
@@ -168,6 +173,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	r := newRouter(reg, ready, log)
 	r.Handle("/api/v1/webhook", hook)
+	var reload *reloader
+	if o.Reload != nil {
+		reload = newReloader(o.Reload, eng.Reload, log.With("component", "reload"), reg)
+		if o.EnableLifecycle {
+			r.Handle("/-/reload", reload)
+		}
+	}
 
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)
@@ -198,6 +210,9 @@ func Run(ctx context.Context, o Options) error {
 
 	if exp != nil {
 		wg.Go(func() { exp.Run(runCtx) })
+	}
+	if reload != nil {
+		wg.Go(func() { reload.run(runCtx) })
 	}
 	err = serveHTTP(ctx, r, o.Web, o.Listener, log)
 	log.Info("shutting down; waiting for actions in flight", "timeout", o.ShutdownTimeout)
