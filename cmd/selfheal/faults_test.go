@@ -5,7 +5,6 @@ package main
 // for a while delays healing rather than refusing it.
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -15,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
@@ -64,16 +61,9 @@ func TestReplicaWithoutDockerLeavesItsAlertsToAHealthyOne(t *testing.T) {
 	}
 
 	for _, n := range names {
-		if code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+n,
-			"--webhook.url=http://"+dead+"/api/v1/webhook"); code != 0 {
-			t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
-		}
+		post(t, env, dead, "ServiceDown", "service="+n)
 	}
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := connect(t, dsn)
 	dockertest.WaitFor(t, 30*time.Second, "every container healed", func() bool {
 		for _, n := range names {
 			if !running(t, n) {
@@ -168,10 +158,7 @@ func TestDockerAwayDelaysHealing(t *testing.T) {
 	daemon(t, env, writeFile(t, "selfheal.yml", faultConfig), addr)
 
 	proxy.set(false)
-	if code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+name,
-		"--webhook.url=http://"+addr+"/api/v1/webhook"); code != 0 {
-		t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
-	}
+	post(t, env, addr, "ServiceDown", "service="+name)
 	time.Sleep(10 * time.Second)
 	if running(t, name) {
 		t.Fatal("healed while Docker was away?")
@@ -180,11 +167,7 @@ func TestDockerAwayDelaysHealing(t *testing.T) {
 	back := time.Now()
 	dockertest.WaitFor(t, 30*time.Second, name+" healed once Docker is back", func() bool { return running(t, name) })
 	t.Logf("healed %s after Docker came back", time.Since(back).Round(100*time.Millisecond))
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := connect(t, dsn)
 	if n := queryInt(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused'`); n != 0 {
 		t.Fatalf("%d jobs refused while Docker was away", n)
 	}
@@ -204,15 +187,8 @@ func TestShutdownBound(t *testing.T) {
 	config := writeFile(t, "selfheal.yml", strings.Replace(faultConfig, "stop_timeout: 2s", "stop_timeout: 20s", 1))
 	addr := freeAddr(t)
 	first := daemon(t, env, config, addr, "--shutdown.timeout=2s")
-	if code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+name,
-		"--webhook.url=http://"+addr+"/api/v1/webhook"); code != 0 {
-		t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
-	}
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	post(t, env, addr, "ServiceDown", "service="+name)
+	conn := connect(t, dsn)
 	dockertest.WaitFor(t, 10*time.Second, "the restart under way", func() bool {
 		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 1
 	})

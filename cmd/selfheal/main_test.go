@@ -148,6 +148,26 @@ func daemonOf(t testing.TB, bin string, env []string, config, addr string, args 
 	return cmd
 }
 
+// post runs `selfheal simulate` against the webhook at addr.
+func post(t testing.TB, env []string, addr string, args ...string) {
+	t.Helper()
+	args = append([]string{"simulate", "--webhook.url=http://" + addr + "/api/v1/webhook"}, args...)
+	if code, out, errOut := selfheal(t, env, args...); code != 0 {
+		t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
+	}
+}
+
+// connect opens a connection to dsn for the rest of the test.
+func connect(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
 func queryInt(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
 	t.Helper()
 	var n int
@@ -181,21 +201,9 @@ remediations:
 	first := daemon(t, env, config, addr)
 
 	startsAt := time.Now().UTC().Format(time.RFC3339Nano)
-	simulate := func() {
-		t.Helper()
-		code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+name,
-			"--webhook.url=http://"+addr+"/api/v1/webhook", "--starts-at="+startsAt)
-		if code != 0 {
-			t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
-		}
-	}
+	simulate := func() { post(t, env, addr, "ServiceDown", "service="+name, "--starts-at="+startsAt) }
 	simulate()
-
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := connect(t, dsn)
 	dockertest.WaitFor(t, 10*time.Second, "intent recorded", func() bool {
 		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 1
 	})
@@ -351,15 +359,8 @@ remediations:
 `)
 	addr := freeAddr(t)
 	first := daemon(t, env, config, addr)
-	if code, out, errOut := selfheal(t, env, "simulate", "ServiceDown", "service="+name,
-		"--webhook.url=http://"+addr+"/api/v1/webhook"); code != 0 {
-		t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
-	}
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	post(t, env, addr, "ServiceDown", "service="+name)
+	conn := connect(t, dsn)
 	dockertest.WaitFor(t, 10*time.Second, "stop_start under way", func() bool {
 		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running' AND action_type = 'stop_start'`) == 1
 	})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"os"
@@ -9,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
@@ -52,11 +49,7 @@ func TestReload(t *testing.T) {
 	config := writeFile(t, "selfheal.yml", reloadConfigA)
 	addr := freeAddr(t)
 	proc := daemon(t, env, config, addr, "--web.enable-lifecycle", "--log.level=debug")
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := connect(t, dsn)
 	metric := func(name string) string {
 		t.Helper()
 		resp, err := http.Get("http://" + addr + "/metrics")
@@ -82,12 +75,7 @@ func TestReload(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	simulate := func(args ...string) {
-		t.Helper()
-		if code, out, errOut := selfheal(t, env, append([]string{"simulate", "--webhook.url=http://" + addr + "/api/v1/webhook"}, args...)...); code != 0 {
-			t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
-		}
-	}
+	simulate := func(args ...string) { t.Helper(); post(t, env, addr, args...) }
 
 	// A stop and start under way (it waits 3 s between the two) ...
 	simulate("ServiceDown", "service="+name)
