@@ -486,6 +486,7 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 	}
 	in := Input{
 		Remediation: r,
+		Waited:      st.Now.Sub(j.CreatedAt),
 		DryRun:      cfg.IsDryRun(r),
 		Limits:      limitsOf(cfg),
 		State:       st,
