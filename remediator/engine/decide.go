@@ -51,7 +51,9 @@ type Input struct {
 	// Recovery is the target's own state, for category A: it may have come
 	// back by itself since the alert began.
 	Recovery Recovery
-	// Step is the job's step: for a sequence, which of its actions is due.
+	// Step is, for a sequence, which of its actions is due: 1 for a job
+	// the alert itself queued (its first, or a reopening), more for the
+	// sequence's later steps.
 	Step int
 	// Waited is how long ago the job was queued.
 	Waited time.Duration

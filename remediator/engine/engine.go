@@ -492,7 +492,7 @@ func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
 		State:       st,
 		// An escalation runs whether or not the alert has resolved since.
 		AlertResolved: j.AlertStatus == "resolved" && !j.Escalated,
-		Step:          j.Step,
+		Step:          j.Position,
 	}
 	d := Decide(in, st.Now)
 	if d.Verdict.Acts() {
@@ -575,10 +575,10 @@ func (e *Engine) ownOutage(ctx context.Context, c *store.Claim, r *policy.Remedi
 // nextInSequence queues the next action of a sequence once a step ended,
 // whatever its outcome; nil when the job is not part of one or was the last.
 func nextInSequence(r *policy.Remediation, j store.Job) *store.FollowUp {
-	if r == nil || !r.IsSequence() || j.Step >= len(r.Steps) {
+	if r == nil || !r.IsSequence() || j.Position >= len(r.Steps) {
 		return nil
 	}
-	return &store.FollowUp{Sequence: true}
+	return &store.FollowUp{Sequence: true, Position: j.Position + 1}
 }
 
 func limitsOf(cfg *policy.Config) Limits {

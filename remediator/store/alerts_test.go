@@ -320,3 +320,46 @@ func TestHeartbeatCountsReplicasByConfiguration(t *testing.T) {
 		t.Fatalf("same %d, other %d, %v; want 2, 1", same, other, err)
 	}
 }
+
+// TestSequencePosition: a sequence's later steps carry their position; a
+// job the alert queues again after reopen_after starts the sequence anew.
+func TestSequencePosition(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	ingest := func() {
+		t.Helper()
+		if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim := func() *store.Claim {
+		t.Helper()
+		c, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}})
+		if err != nil || c == nil {
+			t.Fatalf("claim: %v %v", c, err)
+		}
+		return c
+	}
+	ingest()
+	c := claim()
+	if c.Job.Step != 1 || c.Job.Position != 1 {
+		t.Fatalf("first job: step %d position %d", c.Job.Step, c.Job.Position)
+	}
+	if err := c.Finish(ctx, store.Outcome{State: "done", Result: "succeeded", FollowUp: &store.FollowUp{Sequence: true, Position: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	c = claim()
+	if c.Job.Step != 2 || c.Job.Position != 2 {
+		t.Fatalf("the sequence's next job: step %d position %d", c.Job.Step, c.Job.Position)
+	}
+	if err := c.Finish(ctx, store.Outcome{State: "done", Result: "succeeded"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	ingest() // still firing, reopen_after passed
+	c = claim()
+	defer c.Release()
+	if c.Job.Step != 3 || c.Job.Position != 1 {
+		t.Fatalf("a reopening: step %d position %d, want 3 and 1", c.Job.Step, c.Job.Position)
+	}
+}

@@ -28,6 +28,9 @@ type Job struct {
 	Escalated bool
 	// Reason is why the job was last deferred; empty for a new job.
 	Reason string
+	// Position is which action of a sequence the job runs (1 for a job the
+	// alert itself queued).
+	Position int
 }
 
 // Claim is a job held by one worker. The worker's transaction keeps the
@@ -46,7 +49,7 @@ type Claim struct {
 const claimSQL = `
 SELECT j.id, j.occurrence_id, j.remediation, j.step, j.created_at,
        o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations,
-       o.remediation IS DISTINCT FROM j.remediation, COALESCE(j.reason, '')
+       o.remediation IS DISTINCT FROM j.remediation, COALESCE(j.reason, ''), COALESCE(j.position, 1)
 FROM remediation_jobs j
 JOIN alert_occurrences o ON o.id = j.occurrence_id
 WHERE j.state = 'queued' AND j.not_before <= now()
@@ -89,7 +92,7 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 		known = []string{}
 	}
 	err = tx.QueryRow(ctx, claimSQL, skip, known, f.UnknownAfter.Seconds()).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step, &c.Job.CreatedAt,
-		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations, &c.Job.Escalated, &c.Job.Reason)
+		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations, &c.Job.Escalated, &c.Job.Reason, &c.Job.Position)
 	if err != nil {
 		c.Release()
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -430,9 +433,11 @@ type Revert struct {
 // FollowUp queues the next step after a delay.
 type FollowUp struct {
 	After time.Duration
-	// Sequence queues the next step of a sequence: it is queued whether or
-	// not the alert still fires, and a resolution does not cancel it.
+	// Sequence queues the next step of a sequence, at Position: it is
+	// queued whether or not the alert still fires, and a resolution does
+	// not cancel it.
 	Sequence bool
+	Position int
 }
 
 // Finish records the outcome and ends the claim.
@@ -475,10 +480,10 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 			VALUES (NULLIF($1, 0), $2, $3, $4, $5, $6)`, o.ActionID, j.OccurrenceID, r.ActionType, r.Target, jsonObject(r.Data), r.Host)
 	}
 	if f := o.FollowUp; f != nil {
-		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before, keep_on_resolve)
-			SELECT $1, $2, $3, clock_timestamp() + $4 * interval '1 second', $5
+		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before, keep_on_resolve, position)
+			SELECT $1, $2, $3, clock_timestamp() + $4 * interval '1 second', $5, NULLIF($6, 0)
 			FROM alert_occurrences WHERE id = $1 AND (status = 'firing' OR $5)
-			ON CONFLICT DO NOTHING`, j.OccurrenceID, j.Remediation, j.Step+1, f.After.Seconds(), f.Sequence)
+			ON CONFLICT DO NOTHING`, j.OccurrenceID, j.Remediation, j.Step+1, f.After.Seconds(), f.Sequence, f.Position)
 	}
 	for _, e := range o.Events {
 		b.Queue(`INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)
