@@ -189,12 +189,14 @@ func (e *Engine) unavailable(ctx context.Context) []string {
 	if time.Since(e.availAt) < availabilityTTL {
 		return e.skip
 	}
+	// One bound for all the checks: a Docker Engine that hangs holds the
+	// workers back a second, not a second per action type.
+	actx, cancel := context.WithTimeout(ctx, availabilityTTL)
+	defer cancel()
 	errs := map[string]error{}
 	for t, ex := range e.executors {
 		if a, ok := ex.(Availability); ok {
-			actx, cancel := context.WithTimeout(ctx, availabilityTTL)
 			errs[t] = a.Available(actx)
-			cancel()
 		}
 	}
 	if ctx.Err() != nil {
