@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/selfheal/selfheal/exporter"
+	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/report"
 	"github.com/selfheal/selfheal/remediator/server"
@@ -68,6 +70,13 @@ func run(args []string) int {
 	simAnnotations := sim.Flag("annotation", "An annotation as name=value (repeatable).").Strings()
 	simResolved := sim.Flag("resolved", "Send the alert as resolved.").Bool()
 	simStartsAt := sim.Flag("starts-at", "The alert's start (RFC 3339); reuse it to resolve the same occurrence. Default: now.").String()
+
+	plan := app.Command("plan", "Say what selfheal would do if an alert started firing now, changing nothing. Exit 0 when it would act, 3 when not.")
+	planConfig := plan.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
+	planName := plan.Arg("alertname", "Alert name, e.g. ServiceDown (not with --alertmanager.url).").String()
+	planLabels := plan.Arg("labels", "More labels as label=value.").Strings()
+	planAM := plan.Flag("alertmanager.url", "Plan every alert firing in this Alertmanager now (not silenced or inhibited).").String()
+	planOutput := plan.Flag("output", "table or json.").Default("table").Enum("table", "json")
 
 	events := app.Command("events", "Print recent alerts, decisions and actions.")
 	eventsConfig := events.Flag("config.file", "Configuration file with database_url (SELFHEAL_DATABASE_URL overrides it).").String()
@@ -146,6 +155,21 @@ func run(args []string) int {
 		return 0
 	case sim.FullCommand():
 		return exitCode(logger, runSimulate(ctx, *simName, *simLabels, *simAnnotations, *simResolved, *simStartsAt, *simWebhook, *simAM))
+	case plan.FullCommand():
+		cfg, err := loadConfig(*planConfig)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		acts, err := runPlan(ctx, cfg, logger, *planName, *planLabels, *planAM, *planOutput)
+		if err != nil {
+			logger.Error("plan failed", "err", err)
+			return 1
+		}
+		if !acts {
+			return 3
+		}
+		return 0
 	case events.FullCommand():
 		return withStore(ctx, logger, *eventsConfig, func(st *store.Store) error {
 			acts, err := st.RecentActivity(ctx, *eventsLimit, time.Now().Add(-*eventsSince))
@@ -241,4 +265,60 @@ func exitCode(logger *slog.Logger, err error) int {
 	}
 	logger.Error("selfheal failed", "err", err)
 	return 1
+}
+
+// runPlan prints the plan for one alert, or for every alert firing in an
+// Alertmanager, and reports whether any of them would act.
+func runPlan(ctx context.Context, cfg *policy.Config, logger *slog.Logger, name string, labelArgs []string, amURL, output string) (bool, error) {
+	var alerts []map[string]string
+	switch {
+	case amURL != "" && name != "":
+		return false, errors.New("give an alert or --alertmanager.url, not both")
+	case amURL != "":
+		var err error
+		if alerts, err = simulate.FiringAlerts(ctx, amURL); err != nil {
+			return false, err
+		}
+	case name == "":
+		return false, errors.New("give an alert name (and labels), or --alertmanager.url")
+	default:
+		labels, err := simulate.ParseLabels(labelArgs)
+		if err != nil {
+			return false, err
+		}
+		labels["alertname"] = name
+		alerts = append(alerts, labels)
+	}
+	p, err := server.NewPlanner(ctx, cfg, logger)
+	if err != nil {
+		return false, err
+	}
+	defer p.Close()
+	acts := false
+	var plans []engine.Plan
+	for _, labels := range alerts {
+		pl, err := p.Plan(ctx, labels)
+		if err != nil {
+			return false, err
+		}
+		acts = acts || pl.Acts()
+		plans = append(plans, pl)
+	}
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return acts, enc.Encode(plans)
+	}
+	for i, pl := range plans {
+		if i > 0 {
+			fmt.Println()
+		}
+		if err := report.WritePlan(os.Stdout, pl); err != nil {
+			return false, err
+		}
+	}
+	if len(plans) == 0 {
+		fmt.Println("no alert is firing")
+	}
+	return acts, nil
 }

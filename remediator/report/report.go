@@ -4,10 +4,12 @@ package report
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -34,4 +36,53 @@ func dash(s string) string {
 // oneLine keeps each row on one line: tabs and newlines would break the table.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// WritePlan prints what selfheal would do with one alert, a field a line.
+func WritePlan(w io.Writer, p engine.Plan) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, oneLine(v)) }
+	row("ALERT", labelString(p.Labels))
+	if p.Remediation == "" {
+		row("REMEDIATION", "none")
+	} else {
+		row("REMEDIATION", fmt.Sprintf("%s (category %s)", p.Remediation, p.Category))
+	}
+	row("NODE", dash(p.Node))
+	if p.Target != "" {
+		row("TARGET", p.Target)
+		row("PERMITTED", map[bool]string{true: "yes", false: "no: " + p.Permit}[p.Permit == ""])
+		row("FAILURES", fmt.Sprintf("%d within %s, this alert counted (escalates at %d)", p.Failures, p.FailureWindow, p.MaxFailures))
+		cooldown := "none"
+		if p.CooldownUntil != nil {
+			cooldown = "until " + p.CooldownUntil.Format(time.RFC3339)
+		}
+		row("COOLDOWN", cooldown)
+		row("ESCALATED", map[bool]string{true: "no", false: "to " + p.EscalatedTo}[p.EscalatedTo == ""])
+	}
+	verdict := string(p.Verdict)
+	if p.Action != "" {
+		verdict += fmt.Sprintf(": %s (attempt %d)", p.Action, p.Attempt)
+	}
+	row("VERDICT", verdict)
+	row("REASON", p.Reason)
+	if p.IfItFails != "" {
+		row("IF IT FAILS", p.IfItFails)
+	}
+	return tw.Flush()
+}
+
+func labelString(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		if k != "alertname" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%q", k, l[k])
+	}
+	return l["alertname"] + "{" + strings.Join(parts, ", ") + "}"
 }

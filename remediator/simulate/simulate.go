@@ -123,3 +123,34 @@ func post(ctx context.Context, url, token string, v any) error {
 	}
 	return nil
 }
+
+// FiringAlerts returns the labels of every alert an Alertmanager has
+// active now and neither silenced nor inhibited (its API v2).
+func FiringAlerts(ctx context.Context, amURL string) ([]map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	url := strings.TrimRight(amURL, "/") + "/api/v2/alerts?active=true&silenced=false&inhibited=false&unprocessed=false"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("read alerts from %s: %s", amURL, resp.Status)
+	}
+	var alerts []struct {
+		Labels map[string]string `json:"labels"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&alerts); err != nil {
+		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
+	}
+	out := make([]map[string]string, len(alerts))
+	for i, a := range alerts {
+		out[i] = a.Labels
+	}
+	return out, nil
+}

@@ -226,10 +226,27 @@ LEFT JOIN LATERAL (
 
 // LoadState reads the decision state for q, with the database's clock.
 func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
+	return scanState(c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
+		c.Job.OccurrenceID, rebootPendingFor.Seconds(), c.Job.StartsAt), q)
+}
+
+// ReadState reads the state a decision on q would meet now, for an alert
+// that starts now, changing nothing (selfheal plan).
+func (s *Store) ReadState(ctx context.Context, q StateQuery) (State, error) {
+	var st State
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		st, err = scanState(tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
+			int64(0), rebootPendingFor.Seconds(), time.Now()), q)
+		return err
+	})
+	return st, err
+}
+
+func scanState(row pgx.Row, q StateQuery) (State, error) {
 	var st State
 	var escalatedAt, lastEscalation, lastAction, reboot *time.Time
-	err := c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
-		c.Job.OccurrenceID, rebootPendingFor.Seconds(), c.Job.StartsAt).Scan(
+	err := row.Scan(
 		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &st.OutageCounted, &escalatedAt, &st.EscalatedTo,
 		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &st.RunningActions, &reboot)
 	if err != nil {

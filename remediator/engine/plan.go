@@ -1,0 +1,141 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// StateReader reads, changing nothing, the state a decision would meet now.
+type StateReader interface {
+	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
+}
+
+var _ StateReader = (*store.Store)(nil)
+
+// Plan is what the engine would do if an alert with these labels started
+// firing now: the same matching, target resolution, checks and Decide as a
+// job meets, with nothing written and nothing touched.
+type Plan struct {
+	Labels      map[string]string `json:"labels"`
+	Remediation string            `json:"remediation,omitempty"`
+	Category    string            `json:"category,omitempty"`
+	Node        string            `json:"node,omitempty"`
+	Target      string            `json:"target,omitempty"`
+	// Permit is why the target may not be touched; empty when it may.
+	Permit string `json:"permit,omitempty"`
+	// The state the decision meets.
+	Failures      int        `json:"failures_in_window"`
+	FailureWindow string     `json:"failure_window,omitempty"`
+	MaxFailures   int        `json:"max_failures,omitempty"`
+	CooldownUntil *time.Time `json:"cooldown_until,omitempty"`
+	EscalatedTo   string     `json:"escalated_to,omitempty"`
+	Paused        bool       `json:"paused,omitempty"`
+	Verdict       Verdict    `json:"verdict"`
+	Reason        string     `json:"reason"`
+	Action        string     `json:"action,omitempty"`
+	Attempt       int        `json:"attempt,omitempty"`
+	// IfItFails is what follows a failure of the action.
+	IfItFails string `json:"if_it_fails,omitempty"`
+}
+
+// Acts reports whether the plan would run (or, in dry-run, record) an action.
+func (p Plan) Acts() bool { return p.Verdict == Run || p.Verdict == DryRun || p.Verdict == Defer }
+
+// Plan says what the engine would do with an alert with labels that started
+// firing now.
+func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string]string) (Plan, error) {
+	cfg := e.config()
+	p := Plan{Labels: labels, Node: policy.AlertNode(labels)}
+	r := cfg.Match(labels)
+	if r == nil {
+		p.Verdict, p.Reason = Skip, "no remediation matches the alert"
+		return p, nil
+	}
+	p.Remediation, p.Category = r.Name, r.Category
+	if why := cfg.Node.Foreign(labels); why != "" {
+		p.Verdict, p.Reason = Skip, why
+		return p, nil
+	}
+	target, err := r.RenderTarget(policy.TemplateData{Status: "firing", Labels: labels, StartsAt: time.Now()})
+	if err != nil {
+		p.Verdict, p.Reason = Refuse, err.Error()
+		return p, nil
+	}
+	if cz, ok := e.executors[r.Steps[0].Type].(Canonicalizer); ok {
+		cctx, cancel := context.WithTimeout(ctx, permitTimeout)
+		canonical, err := cz.Canonical(cctx, target)
+		cancel()
+		if err == nil {
+			target = canonical
+		}
+	}
+	p.Target = target
+	st, err := states.ReadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,
+		FailureWindow: r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()})
+	if err != nil {
+		return p, err
+	}
+	if countsOutage(r, store.Job{AlertStatus: "firing"}) {
+		// The alert starting now would be one more outage.
+		st.FailuresInWindow++
+		st.OutageCounted = true
+	}
+	if why := cfg.PausedByEnvironment; why != "" && !st.Paused {
+		st.Paused, st.PauseReason = true, "this replica's environment says "+why
+	}
+	in := Input{Remediation: r, DryRun: cfg.IsDryRun(r), Limits: limitsOf(cfg), State: st, Step: 1}
+	d := Decide(in, st.Now)
+	step, _ := in.NextAction()
+	exec := e.executors[step.Type]
+	pctx, cancel := context.WithTimeout(ctx, permitTimeout)
+	in.PermitErr = exec.Permit(pctx, Request{Target: target, Action: step, Verify: r.Verify, Labels: labels, Remediation: r.Name})
+	cancel()
+	if in.PermitErr != nil {
+		p.Permit = in.PermitErr.Error()
+	}
+	if d.Verdict.Acts() {
+		d = Decide(in, st.Now)
+	}
+	p.Failures, p.MaxFailures, p.EscalatedTo, p.Paused = st.FailuresInWindow, r.MaxFailures, st.EscalatedTo, st.Paused
+	p.FailureWindow = r.FailureWindow.String()
+	if cd := r.Cooldown.D(); cd > 0 && !st.LastActionAt.IsZero() && st.Now.Before(st.LastActionAt.Add(cd)) {
+		until := st.LastActionAt.Add(cd).UTC()
+		p.CooldownUntil = &until
+	}
+	p.Verdict, p.Reason, p.Action, p.Attempt = d.Verdict, d.Reason, d.Action.Type, d.Attempt
+	if d.Verdict == Run || d.Verdict == DryRun {
+		p.IfItFails = ifItFails(r, in)
+	}
+	return p, nil
+}
+
+// ifItFails says what follows a failure of the planned action.
+func ifItFails(r *policy.Remediation, in Input) string {
+	if r.IsSequence() {
+		var rest []string
+		for _, s := range r.Steps[1:] {
+			rest = append(rest, s.Type)
+		}
+		if len(rest) == 0 {
+			return "the failure is counted; the sequence ends"
+		}
+		return "the failure is counted; the sequence goes on: " + strings.Join(rest, ", ")
+	}
+	failures := in.State.FailuresInWindow + 1
+	if r.MaxFailures > 0 && failures >= r.MaxFailures {
+		to := r.EscalateTo
+		if to == "" {
+			to = "nobody (no escalate_to)"
+		}
+		return fmt.Sprintf("%d failures within %s: escalate to %s", failures, r.FailureWindow, to)
+	}
+	next := in
+	next.State.FailuresInWindow = failures
+	action, attempt := next.NextAction()
+	return fmt.Sprintf("%d failures within %s: %s (attempt %d)", failures, r.FailureWindow, action.Type, attempt)
+}
