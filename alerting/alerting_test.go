@@ -173,6 +173,8 @@ func TestRoutes(t *testing.T) {
 			{[]string{"alertname=DiskSpaceExhausted", "category=D", "severity=critical"}, "selfheal,operators"},
 			{[]string{"alertname=DiskSpaceWarning", "category=notify", "severity=warning"}, "operators"},
 			{[]string{"alertname=SelfhealExporterDown", "category=notify", "severity=critical"}, "operators"},
+			// selfheal's hand-off: to people only, never back to selfheal.
+			{[]string{"alertname=SelfhealEscalated", "category=A", "severity=critical", "source=selfheal"}, "operators"},
 		} {
 			args := append([]string{"config", "routes", "test", "--config.file=" + f, "--verify.receivers=" + tc.want}, tc.labels...)
 			out, err := exec.Command(tool(t, "amtool"), args...).CombinedOutput()

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -48,7 +49,24 @@ type Config struct {
 	Engine       Engine         `yaml:"engine"`
 	Targets      Targets        `yaml:"targets"`
 	Exporter     Exporter       `yaml:"exporter"`
+	Alertmanager Alertmanager   `yaml:"alertmanager"`
 	Remediations []*Remediation `yaml:"remediations"`
+}
+
+// Alertmanager is where selfheal hands off to people what it cannot fix:
+// its own alerts, posted to Alertmanager's API v2.
+type Alertmanager struct {
+	// URL is Alertmanager's base URL; empty hands nothing off.
+	URL string `yaml:"url"`
+	// Interval is how often the alerts are sent again (Alertmanager
+	// resolves an alert that is not).
+	Interval Duration `yaml:"interval"`
+	// PausedFor is how long remediation may stay paused before people are
+	// told.
+	PausedFor Duration `yaml:"paused_for"`
+	// Lookback is how far back a failed or refused action still counts as
+	// unresolved, when the target has had no success since.
+	Lookback Duration `yaml:"lookback"`
 }
 
 // Exporter configures the built-in exporter beyond its flags.
@@ -524,6 +542,9 @@ func (c *Config) setDefaults() {
 	}
 	setDuration(&e.CriticalEvents.Window, DefaultCriticalWindow)
 	setDuration(&e.CriticalEvents.Interval, DefaultCriticalInterval)
+	setDuration(&c.Alertmanager.Interval, 15*time.Second)
+	setDuration(&c.Alertmanager.PausedFor, 15*time.Minute)
+	setDuration(&c.Alertmanager.Lookback, time.Hour)
 	if c.Node.Unlabelled == "" {
 		c.Node.Unlabelled = UnlabelledAct
 	}
@@ -595,6 +616,11 @@ func (c *Config) validate() error {
 	}{{"persist_timeout", w.PersistTimeout}} {
 		if f.v < 0 {
 			p.add("webhook", "%s: must be positive", f.name)
+		}
+	}
+	if u := c.Alertmanager.URL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			p.add("alertmanager", "url: %q is not an http or https URL", u)
 		}
 	}
 	switch c.Node.Unlabelled {

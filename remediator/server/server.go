@@ -22,6 +22,7 @@ import (
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
+	"github.com/selfheal/selfheal/remediator/handoff"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 	"github.com/selfheal/selfheal/remediator/webhook"
@@ -150,6 +151,9 @@ func Run(ctx context.Context, o Options) error {
 		ReopenAfter:    cfg.Engine.ReopenAfter.D(),
 		// The policy in force now: a reload changes what new alerts match.
 		Match: func(l map[string]string) string {
+			if l["source"] == handoff.Source {
+				return "" // selfheal's own hand-off alerts: for people, never acted on
+			}
 			if r := eng.Config().Match(l); r != nil {
 				return r.Name
 			}
@@ -202,6 +206,10 @@ func Run(ctx context.Context, o Options) error {
 					log.Error("reboot validation failed", "err", err)
 				}
 			})
+		}
+		if cfg.Alertmanager.URL != "" {
+			h := handoff.New(cfg.Alertmanager.URL, eng.Config, st, log.With("component", "handoff"), reg)
+			wg.Go(func() { h.Run(runCtx) })
 		}
 		log.Info("engine started", "workers", cfg.Engine.Workers, "dry_run", cfg.DryRun,
 			"remediations", len(cfg.Remediations))

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/internal/pgtest"
+)
+
+// TestHandoffToAlertmanager: a crash-looping container escalates; selfheal
+// posts SelfhealEscalated to a real Alertmanager, with the target and the
+// reason, where amtool finds it; once the container's alert resolves the
+// hand-off resolves too.
+func TestHandoffToAlertmanager(t *testing.T) {
+	amtool := requireTool(t, "amtool")
+	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Stopped: true,
+		Args: []string{"-exit-after=300ms"}})
+	dsn := pgtest.DSN(t)
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
+	dir := t.TempDir()
+	amAddr := freeAddr(t)
+	amConfig := writeFile(t, "alertmanager.yml", shipped(t, "alerting/alertmanager.yml",
+		"/etc/alertmanager/selfheal-token", filepath.Join(dir, "token")))
+	background(t, nil, requireTool(t, "prometheus-alertmanager"), "--config.file="+amConfig,
+		"--storage.path="+filepath.Join(dir, "am"), "--web.listen-address="+amAddr, "--cluster.listen-address=")
+	waitReady(t, "alertmanager", "http://"+amAddr+"/-/ready")
+
+	config := writeFile(t, "selfheal.yml", `
+engine: {poll_interval: 200ms}
+alertmanager: {url: 'http://`+amAddr+`', interval: 1s}
+targets:
+  docker: {stop_timeout: 2s}
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart, stop_start]
+    verify: {timeout: 10s, stable_for: 1s}
+    escalate_to: critical-recovery
+  - name: critical-recovery
+    match: ['alertname="SelfhealEscalation"']
+    category: C
+    target: '{{ .Labels.service }}'
+    action: restart
+    max_failures: 0
+    verify: {timeout: 10s, stable_for: 1s}
+`)
+	addr := freeAddr(t)
+	daemon(t, env, config, addr)
+	startsAt := time.Now().UTC().Format(time.RFC3339Nano)
+	post(t, env, addr, "ServiceDown", "service="+name, "--starts-at="+startsAt)
+
+	query := func() []map[string]any {
+		t.Helper()
+		out, err := exec.Command(amtool, "alert", "query", "--alertmanager.url=http://"+amAddr, "-o", "json",
+			"alertname=SelfhealEscalated", "target="+name).Output()
+		if err != nil {
+			t.Fatalf("amtool alert query: %v", err)
+		}
+		var alerts []map[string]any
+		if err := json.Unmarshal(out, &alerts); err != nil {
+			t.Fatalf("amtool output %q: %v", out, err)
+		}
+		return alerts
+	}
+	dockertest.WaitFor(t, 60*time.Second, "SelfhealEscalated in Alertmanager", func() bool { return len(query()) == 1 })
+	a := query()[0]
+	labels, _ := a["labels"].(map[string]any)
+	annotations, _ := a["annotations"].(map[string]any)
+	if labels["source"] != "selfheal" || labels["remediation"] != "service-down" || labels["category"] != "A" ||
+		!strings.Contains(annotations["description"].(string), "3 failures within 10m (limit 3): escalating to critical-recovery") {
+		t.Fatalf("hand-off alert %v", a)
+	}
+
+	// The container's alert resolves: so does the hand-off.
+	post(t, env, addr, "ServiceDown", "service="+name, "--starts-at="+startsAt, "--resolved")
+	dockertest.WaitFor(t, 30*time.Second, "SelfhealEscalated resolved", func() bool { return len(query()) == 0 })
+}
