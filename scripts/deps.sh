@@ -29,6 +29,7 @@ need prometheus-alertmanager prometheus-alertmanager
 need amtool prometheus-alertmanager
 need docker-compose docker-compose
 need curl curl
+need chromium chromium   # the status page's browser test
 if [ "${1:-}" = bench ]; then
 	need prometheus-node-exporter prometheus-node-exporter
 fi

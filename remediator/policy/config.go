@@ -50,6 +50,7 @@ type Config struct {
 	Targets      Targets        `yaml:"targets"`
 	Exporter     Exporter       `yaml:"exporter"`
 	Alertmanager Alertmanager   `yaml:"alertmanager"`
+	StatusPage   StatusPage     `yaml:"status_page"`
 	Remediations []*Remediation `yaml:"remediations"`
 }
 
@@ -67,6 +68,13 @@ type Alertmanager struct {
 	// Lookback is how far back a failed or refused action still counts as
 	// unresolved, when the target has had no success since.
 	Lookback Duration `yaml:"lookback"`
+}
+
+// StatusPage configures the read-only page at /.
+type StatusPage struct {
+	// PrometheusURL, when set, is linked from the page (alertmanager.url
+	// is too).
+	PrometheusURL string `yaml:"prometheus_url"`
 }
 
 // Exporter configures the built-in exporter beyond its flags.

@@ -177,6 +177,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	r := newRouter(reg, ready, log)
 	r.Handle("/api/v1/webhook", hook)
+	r.Handle("/", statusPage{st: ingest, config: eng.Config, log: log.With("component", "status")})
 	var reload *reloader
 	if o.Reload != nil {
 		reload = newReloader(o.Reload, eng.Reload, log.With("component", "reload"), reg)

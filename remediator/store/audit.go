@@ -198,3 +198,57 @@ func (s *Store) Heartbeat(ctx context.Context, r Replica, alive time.Duration) (
 	}
 	return same, other, nil
 }
+
+// TargetState is a target the status page lists: in cooldown or escalated.
+type TargetState struct {
+	Target      string
+	Remediation string
+	LastAction  time.Time // zero when none
+	EscalatedTo string    // set while an escalation is open
+	EscalatedAt time.Time
+}
+
+// HeldTargets returns the targets with an action in the last `within`
+// (their cooldowns are judged by the caller, who knows each remediation's)
+// and those with an open escalation, newest first.
+func (s *Store) HeldTargets(ctx context.Context, within time.Duration) ([]TargetState, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT service_name, remediation, max(last_action), max(escalate_to), max(escalated_at) FROM (
+		    SELECT service_name, COALESCE(remediation, '') AS remediation, max(started_at) AS last_action,
+		           NULL::text AS escalate_to, NULL::timestamptz AS escalated_at
+		    FROM recovery_actions
+		    WHERE started_at >= now() - $1 * interval '1 second' AND status <> 'dry_run'
+		    GROUP BY service_name, remediation
+		    UNION ALL
+		    SELECT service_name, remediation, NULL, COALESCE(escalate_to, 'nobody'), created_at
+		    FROM escalations WHERE cleared_at IS NULL AND created_at >= now() - interval '1 hour'
+		) t
+		GROUP BY service_name, remediation
+		ORDER BY greatest(max(last_action), max(escalated_at)) DESC
+		LIMIT 100`, within.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("read held targets: %w", err)
+	}
+	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TargetState, error) {
+		var t TargetState
+		var last, esc *time.Time
+		var to *string
+		if err := r.Scan(&t.Target, &t.Remediation, &last, &to, &esc); err != nil {
+			return t, err
+		}
+		if last != nil {
+			t.LastAction = *last
+		}
+		if to != nil {
+			t.EscalatedTo = *to
+		}
+		if esc != nil {
+			t.EscalatedAt = *esc
+		}
+		return t, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read held targets: %w", err)
+	}
+	return ts, nil
+}

@@ -1,0 +1,129 @@
+package server
+
+import (
+	"context"
+	"embed"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/common/version"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+//go:embed templates/status.html
+var templates embed.FS
+
+var statusTemplate = template.Must(template.ParseFS(templates, "templates/status.html"))
+
+// statusStore is what the status page reads.
+type statusStore interface {
+	Paused(ctx context.Context) (bool, string, error)
+	JobCounts(ctx context.Context) (map[string]int64, error)
+	HeldTargets(ctx context.Context, within time.Duration) ([]store.TargetState, error)
+	RecentActivity(ctx context.Context, limit int, since time.Time) ([]store.Activity, error)
+}
+
+var _ statusStore = (*store.Store)(nil)
+
+// statusPage serves GET /: a read-only page of what selfheal is doing, for
+// hosts without Grafana. Server-rendered, no external assets.
+type statusPage struct {
+	st     statusStore
+	config func() *policy.Config
+	log    *slog.Logger
+}
+
+type heldRow struct{ Target, Remediation, LastAction, CooldownUntil, Escalated string }
+
+type decisionRow struct{ Time, Severity, Target, Remediation, What, Detail string }
+
+type statusData struct {
+	Node, Version, Fingerprint, Now string
+	DryRun                          bool
+	Error                           string
+	Paused                          bool
+	PauseReason                     string
+	Queued, Running                 int64
+	PrometheusURL, AlertmanagerURL  string
+	Held                            []heldRow
+	Decisions                       []decisionRow
+}
+
+const timeFormat = "2006-01-02 15:04:05 MST"
+
+func (p statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		http.NotFound(w, r)
+		return
+	}
+	cfg := p.config()
+	now := time.Now()
+	d := statusData{Node: cfg.Node.Name, Version: version.Version, Fingerprint: cfg.Fingerprint(), DryRun: cfg.DryRun,
+		Now: now.Format(timeFormat), PrometheusURL: cfg.StatusPage.PrometheusURL, AlertmanagerURL: cfg.Alertmanager.URL}
+	if d.Version == "" {
+		d.Version = "(development)"
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	code := http.StatusOK
+	if err := p.fill(ctx, cfg, now, &d); err != nil {
+		code, d.Error = http.StatusServiceUnavailable, err.Error()
+		p.log.Warn("status page: cannot read the database", "err", err)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	if err := statusTemplate.Execute(w, d); err != nil {
+		p.log.Warn("status page: render", "err", err)
+	}
+}
+
+func (p statusPage) fill(ctx context.Context, cfg *policy.Config, now time.Time, d *statusData) error {
+	var err error
+	if d.Paused, d.PauseReason, err = p.st.Paused(ctx); err != nil {
+		return err
+	}
+	counts, err := p.st.JobCounts(ctx)
+	if err != nil {
+		return err
+	}
+	d.Queued, d.Running = counts["queued"], counts["running"]
+	var longest time.Duration
+	for _, r := range cfg.Remediations {
+		longest = max(longest, r.Cooldown.D())
+	}
+	held, err := p.st.HeldTargets(ctx, longest)
+	if err != nil {
+		return err
+	}
+	for _, h := range held {
+		row := heldRow{Target: h.Target, Remediation: h.Remediation, LastAction: "-", CooldownUntil: "-", Escalated: "-"}
+		if !h.LastAction.IsZero() {
+			row.LastAction = h.LastAction.Local().Format(timeFormat)
+			if r := cfg.Remediation(h.Remediation); r != nil && h.LastAction.Add(r.Cooldown.D()).After(now) {
+				row.CooldownUntil = h.LastAction.Add(r.Cooldown.D()).Local().Format(timeFormat)
+			}
+		}
+		if h.EscalatedTo != "" {
+			row.Escalated = "to " + h.EscalatedTo + " at " + h.EscalatedAt.Local().Format(timeFormat)
+		}
+		if row.CooldownUntil != "-" || row.Escalated != "-" {
+			d.Held = append(d.Held, row)
+		}
+	}
+	acts, err := p.st.RecentActivity(ctx, 200, now.Add(-24*time.Hour))
+	if err != nil {
+		return err
+	}
+	for _, a := range acts {
+		if a.Kind != "event" || len(d.Decisions) == 30 {
+			continue
+		}
+		d.Decisions = append(d.Decisions, decisionRow{Time: a.Time.Local().Format(timeFormat), Severity: a.Severity,
+			Target: a.Target, Remediation: a.Remediation, What: a.What, Detail: a.Detail})
+	}
+	return nil
+}
