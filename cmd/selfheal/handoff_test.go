@@ -78,6 +78,13 @@ remediations:
 		t.Fatalf("hand-off alert %v", a)
 	}
 
+	// selfheal plan over what Alertmanager has firing: only the hand-off,
+	// which no remediation acts on.
+	code, out, errOut := selfheal(t, env, "plan", "--config.file="+config, "--alertmanager.url=http://"+amAddr)
+	if code != 3 || !strings.Contains(out, "SelfhealEscalated") || !strings.Contains(out, "no remediation matches the alert") {
+		t.Errorf("plan --alertmanager.url: exit %d\n%s%s", code, out, errOut)
+	}
+
 	// The container's alert resolves: so does the hand-off.
 	post(t, env, addr, "ServiceDown", "service="+name, "--starts-at="+startsAt, "--resolved")
 	dockertest.WaitFor(t, 30*time.Second, "SelfhealEscalated resolved", func() bool { return len(query()) == 0 })

@@ -79,17 +79,25 @@ type alert struct {
 	EndsAt      time.Time         `json:"endsAt"`
 }
 
-// Run sends the alerts every interval until ctx ends.
+// Run sends the alerts every interval until ctx ends. After a failed post
+// it waits twice as long each time, up to ten intervals, so an Alertmanager
+// that is down is not hammered; the alerts it missed go with the next post.
 func (h *Handoff) Run(ctx context.Context) {
+	failures := 0
 	for {
 		interval := h.config().Alertmanager.Interval.D()
+		wait := interval
 		if err := h.Sync(ctx); err != nil && ctx.Err() == nil {
-			h.log.Warn("could not hand off to Alertmanager; trying again", "url", h.url, "err", err, "in", interval)
+			failures++
+			wait = min(interval<<min(failures, 4), 10*interval)
+			h.log.Warn("could not hand off to Alertmanager; trying again", "url", h.url, "err", err, "in", wait)
+		} else {
+			failures = 0
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
 	}
 }
