@@ -69,7 +69,7 @@ func New(api API, o Options, logger *slog.Logger) *Collector {
 		running: prometheus.NewDesc("selfheal_container_running",
 			"Whether the container is running (1) or not (0).", l, nil),
 		health: prometheus.NewDesc("selfheal_container_health_status",
-			"The container's health-check status: 1 for the current one (containers with a health check only).",
+			"The container's health-check status: 1 for the current one (running containers with a health check only).",
 			[]string{"name", "status"}, nil),
 		restarts: prometheus.NewDesc("selfheal_container_restarts_total",
 			"Restarts by the container's restart policy (Docker's RestartCount).", l, nil),
@@ -186,7 +186,10 @@ func (c *Collector) inspect(ctx context.Context, id string) (state, error) {
 		st.running = s.Running && !s.Restarting
 		st.exitCode = s.ExitCode
 		st.startedAt, _ = time.Parse(time.RFC3339Nano, s.StartedAt)
-		if s.Health != nil && s.Health.Status != container.NoHealthcheck {
+		// Docker marks a container unhealthy when it stops; that is an
+		// outage (ServiceDown), not a failing health check, so the health
+		// of a container that does not run is not reported.
+		if s.Health != nil && s.Health.Status != container.NoHealthcheck && st.running {
 			st.health = s.Health.Status
 		}
 	}

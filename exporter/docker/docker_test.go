@@ -93,6 +93,20 @@ func TestUnhealthy(t *testing.T) {
 	}
 }
 
+// TestStoppedContainerReportsNoHealth: Docker calls a container it stops
+// unhealthy; the collector reports no health for it, so ContainerUnhealthy
+// does not fire beside ServiceDown for every kill.
+func TestStoppedContainerReportsNoHealth(t *testing.T) {
+	c, _, label := start(t, false)
+	name := dockertest.Run(t, dockertest.Spec{Labels: label, Health: 200 * time.Millisecond})
+	waitFor(t, c, 10*time.Second, `selfheal_container_health_status{name="`+name+`",status="healthy"} 1`)
+	dockertest.Kill(t, name)
+	waitFor(t, c, 5*time.Second, `selfheal_container_running{name="`+name+`"} 0`)
+	if out := scrape(t, c); strings.Contains(out, `selfheal_container_health_status{name="`+name+`"`) {
+		t.Errorf("health reported for a stopped container:\n%s", out)
+	}
+}
+
 func TestRestartCount(t *testing.T) {
 	c, _, label := start(t, false)
 	name := dockertest.Run(t, dockertest.Spec{Labels: label, Args: []string{"-exit-after=200ms"},
