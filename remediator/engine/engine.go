@@ -111,6 +111,24 @@ type Canonicalizer interface {
 	Canonical(ctx context.Context, target string) (string, error)
 }
 
+// Claim is a job held by one worker, and everything the engine reads and
+// writes while it holds it; *store.Claim is one, backed by a transaction.
+// Every write commits with Finish or Defer; Release gives the job back.
+type Claim interface {
+	Job() store.Job
+	OrphanedAction(ctx context.Context) (store.Orphan, bool, error)
+	LockTarget(ctx context.Context, target string) (bool, error)
+	RecordOutage(ctx context.Context, target string) error
+	LoadState(ctx context.Context, q store.StateQuery) (store.State, error)
+	LastTouch(ctx context.Context, target string, since time.Time) (store.Touch, bool, error)
+	RecordIntent(ctx context.Context, in store.Intent) (int64, error)
+	Defer(ctx context.Context, d time.Duration, reason string, events ...store.Event) error
+	Finish(ctx context.Context, o store.Outcome) error
+	Release()
+}
+
+var _ Claim = (*store.Claim)(nil)
+
 // Store is the database the engine works from.
 type Store interface {
 	ClaimJob(ctx context.Context, f store.ClaimFilter) (*store.Claim, error)
@@ -130,7 +148,8 @@ var _ Store = (*store.Store)(nil)
 type Engine struct {
 	host      string // this machine: temporary changes are undone where they were made
 	store     Store
-	cfg       atomic.Pointer[policy.Config] // swapped by Reload
+	claim     func(ctx context.Context, f store.ClaimFilter) (Claim, error) // the Store's; tests give their own
+	cfg       atomic.Pointer[policy.Config]                                 // swapped by Reload
 	executors map[string]Executor
 	logger    *slog.Logger
 	wake      chan struct{}
@@ -239,6 +258,7 @@ func New(st Store, cfg *policy.Config, executors map[string]Executor, logger *sl
 		wake:      make(chan struct{}, 1),
 		m:         newMetrics(st),
 	}
+	e.claim = e.claimFromStore
 	e.cfg.Store(cfg)
 	e.m.configInfo.WithLabelValues(cfg.Fingerprint()).Set(1)
 	e.m.replicas.WithLabelValues("same")
@@ -376,7 +396,7 @@ func (l *errorLog) due(err error, now time.Time) bool {
 // ProcessOne claims one due job and handles it. It reports whether there
 // was a job.
 func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
-	c, err := e.store.ClaimJob(ctx, store.ClaimFilter{
+	c, err := e.claim(ctx, store.ClaimFilter{
 		Known: e.config().Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)})
 	if err != nil || c == nil {
 		return false, err
@@ -385,13 +405,22 @@ func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 	return true, e.handle(ctx, c)
 }
 
+// claimFromStore claims through the Store, as a Claim.
+func (e *Engine) claimFromStore(ctx context.Context, f store.ClaimFilter) (Claim, error) {
+	c, err := e.store.ClaimJob(ctx, f)
+	if c == nil { // no job: a nil *store.Claim must not become a non-nil Claim
+		return nil, err
+	}
+	return c, err
+}
+
 // permitTimeout bounds the read-only target check before a decision.
 const permitTimeout = 5 * time.Second
 
-func (e *Engine) handle(ctx context.Context, c *store.Claim) error {
+func (e *Engine) handle(ctx context.Context, c Claim) error {
 	// The job runs under the policy it started with, whatever a reload does.
 	cfg := e.config()
-	j := c.Job
+	j := c.Job()
 	log := e.logger.With("job", j.ID, "remediation", j.Remediation, "alertname", j.Alertname, "step", j.Step)
 
 	// A worker died between intent and outcome: the action ran, or partly
@@ -549,8 +578,8 @@ const ownOutageSlack = 10 * time.Minute
 // restart by another remediation), and the target runs now in a run that
 // action started. Such an alert is no failure of the service: it is
 // skipped, uncounted. While the action still runs, the job waits for it.
-func (e *Engine) ownOutage(ctx context.Context, c *store.Claim, r *policy.Remediation, target string) (Decision, bool, error) {
-	touch, found, err := c.LastTouch(ctx, target, c.Job.StartsAt.Add(-ownOutageSlack))
+func (e *Engine) ownOutage(ctx context.Context, c Claim, r *policy.Remediation, target string) (Decision, bool, error) {
+	touch, found, err := c.LastTouch(ctx, target, c.Job().StartsAt.Add(-ownOutageSlack))
 	if err != nil || !found {
 		return Decision{}, false, err
 	}
@@ -628,7 +657,7 @@ func checkExecutors(cfg *policy.Config, executors map[string]Executor) error {
 }
 
 // finish records a decision that runs nothing.
-func (e *Engine) finish(ctx context.Context, c *store.Claim, target string, d Decision, r *policy.Remediation) error {
+func (e *Engine) finish(ctx context.Context, c Claim, target string, d Decision, r *policy.Remediation) error {
 	e.m.decisions.WithLabelValues(string(d.Verdict)).Inc()
 	e.m.jobs.WithLabelValues(string(d.Verdict)).Inc()
 	o := store.Outcome{State: "done", Result: string(d.Verdict), Target: target, Reason: d.Reason}
@@ -647,11 +676,11 @@ func (e *Engine) finish(ctx context.Context, c *store.Claim, target string, d De
 		ev.Details["escalate_to"] = r.EscalateTo
 		o.Escalation = &store.Escalation{To: r.EscalateTo, Reason: d.Reason}
 	case Skip:
-		if c.Job.AlertStatus == "resolved" {
+		if c.Job().AlertStatus == "resolved" {
 			ev.Severity = "INFO"
 		}
 	case Refuse:
-		o.FollowUp = nextInSequence(r, c.Job)
+		o.FollowUp = nextInSequence(r, c.Job())
 	}
 	o.Events = []store.Event{ev}
 	return c.Finish(ctx, o)
@@ -660,10 +689,10 @@ func (e *Engine) finish(ctx context.Context, c *store.Claim, target string, d De
 // run writes the intent, runs the action under its timeout, and records
 // the outcome. A failure is counted against the target and queues the next
 // step of the ladder (or, at the limit, its escalation).
-func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation, target string, d Decision, log *slog.Logger) error {
+func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target string, d Decision, log *slog.Logger) error {
 	e.m.decisions.WithLabelValues(string(Run)).Inc()
 	details := map[string]any{"cooldown_seconds": r.Cooldown.D().Seconds()}
-	req := Request{Target: target, Action: d.Action, Verify: r.Verify, Labels: c.Job.Labels, Remediation: r.Name, Reason: d.Reason}
+	req := Request{Target: target, Action: d.Action, Verify: r.Verify, Labels: c.Job().Labels, Remediation: r.Name, Reason: d.Reason}
 	if t, ok := e.executors[d.Action.Type].(Toucher); ok {
 		tctx, cancel := context.WithTimeout(ctx, permitTimeout)
 		touches, err := t.Touches(tctx, req)
@@ -705,7 +734,7 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 		}
 		return c.Finish(rctx, store.Outcome{State: "done", Result: "succeeded", Target: target, Reason: d.Reason,
 			ActionID: actionID, ActionStatus: "succeeded", ActionDetail: res.Details, Revert: revert,
-			FollowUp: nextInSequence(r, c.Job),
+			FollowUp: nextInSequence(r, c.Job()),
 			Events: []store.Event{{Severity: "INFO", Type: "action_succeeded", Target: target,
 				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
 				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
@@ -716,7 +745,7 @@ func (e *Engine) run(ctx context.Context, c *store.Claim, r *policy.Remediation,
 	e.m.jobs.WithLabelValues("failed").Inc()
 	followUp := &store.FollowUp{} // the ladder's next step
 	if r.IsSequence() {
-		followUp = nextInSequence(r, c.Job)
+		followUp = nextInSequence(r, c.Job())
 	}
 	return c.Finish(rctx, store.Outcome{State: "done", Result: "failed", Target: target, Reason: d.Reason,
 		ActionID: actionID, ActionStatus: "failed", ActionError: err.Error(), ActionDetail: res.Details,

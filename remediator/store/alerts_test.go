@@ -256,7 +256,7 @@ func TestLastTouch(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err = s.ClaimJob(ctx, store.ClaimFilter{})
-	if err != nil || c == nil || c.Job.Remediation != "service-down" {
+	if err != nil || c == nil || c.Job().Remediation != "service-down" {
 		t.Fatal("no service-down job", err)
 	}
 	defer c.Release()
@@ -342,15 +342,15 @@ func TestSequencePosition(t *testing.T) {
 	}
 	ingest()
 	c := claim()
-	if c.Job.Step != 1 || c.Job.Position != 1 {
-		t.Fatalf("first job: step %d position %d", c.Job.Step, c.Job.Position)
+	if c.Job().Step != 1 || c.Job().Position != 1 {
+		t.Fatalf("first job: step %d position %d", c.Job().Step, c.Job().Position)
 	}
 	if err := c.Finish(ctx, store.Outcome{State: "done", Result: "succeeded", FollowUp: &store.FollowUp{Sequence: true, Position: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	c = claim()
-	if c.Job.Step != 2 || c.Job.Position != 2 {
-		t.Fatalf("the sequence's next job: step %d position %d", c.Job.Step, c.Job.Position)
+	if c.Job().Step != 2 || c.Job().Position != 2 {
+		t.Fatalf("the sequence's next job: step %d position %d", c.Job().Step, c.Job().Position)
 	}
 	if err := c.Finish(ctx, store.Outcome{State: "done", Result: "succeeded"}); err != nil {
 		t.Fatal(err)
@@ -359,7 +359,7 @@ func TestSequencePosition(t *testing.T) {
 	ingest() // still firing, reopen_after passed
 	c = claim()
 	defer c.Release()
-	if c.Job.Step != 3 || c.Job.Position != 1 {
-		t.Fatalf("a reopening: step %d position %d, want 3 and 1", c.Job.Step, c.Job.Position)
+	if c.Job().Step != 3 || c.Job().Position != 1 {
+		t.Fatalf("a reopening: step %d position %d, want 3 and 1", c.Job().Step, c.Job().Position)
 	}
 }

@@ -40,7 +40,7 @@ type Job struct {
 // intent, written on another connection) can still be inserted.
 // Every write a Claim makes commits with Finish or Defer, atomically.
 type Claim struct {
-	Job  Job
+	job  Job
 	pool *pgxpool.Pool
 	conn *pgxpool.Conn
 	tx   pgx.Tx
@@ -91,8 +91,8 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 	if known == nil {
 		known = []string{}
 	}
-	err = tx.QueryRow(ctx, claimSQL, skip, known, f.UnknownAfter.Seconds()).Scan(&c.Job.ID, &c.Job.OccurrenceID, &c.Job.Remediation, &c.Job.Step, &c.Job.CreatedAt,
-		&c.Job.Fingerprint, &c.Job.StartsAt, &c.Job.AlertStatus, &c.Job.Alertname, &c.Job.Labels, &c.Job.Annotations, &c.Job.Escalated, &c.Job.Reason, &c.Job.Position)
+	err = tx.QueryRow(ctx, claimSQL, skip, known, f.UnknownAfter.Seconds()).Scan(&c.job.ID, &c.job.OccurrenceID, &c.job.Remediation, &c.job.Step, &c.job.CreatedAt,
+		&c.job.Fingerprint, &c.job.StartsAt, &c.job.AlertStatus, &c.job.Alertname, &c.job.Labels, &c.job.Annotations, &c.job.Escalated, &c.job.Reason, &c.job.Position)
 	if err != nil {
 		c.Release()
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -102,6 +102,9 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 	}
 	return c, nil
 }
+
+// Job is the claimed job.
+func (c *Claim) Job() Job { return c.job }
 
 // Release ends the claim without recording anything: the job goes back to
 // the queue. Safe to call after Finish or Defer.
@@ -136,7 +139,7 @@ type Orphan struct {
 func (c *Claim) OrphanedAction(ctx context.Context) (Orphan, bool, error) {
 	var o Orphan
 	err := c.tx.QueryRow(ctx, `SELECT id, service_name, action_type FROM recovery_actions WHERE job_id = $1 AND status = 'running'`,
-		c.Job.ID).Scan(&o.ActionID, &o.Target, &o.Action)
+		c.job.ID).Scan(&o.ActionID, &o.Target, &o.Action)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Orphan{}, false, nil
 	}
@@ -227,7 +230,7 @@ LEFT JOIN LATERAL (
 // LoadState reads the decision state for q, with the database's clock.
 func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
 	return scanState(c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
-		c.Job.OccurrenceID, rebootPendingFor.Seconds(), c.Job.StartsAt), q)
+		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt), q)
 }
 
 // ReadState reads the state a decision on q would meet now, for an alert
@@ -270,7 +273,7 @@ func scanState(row pgx.Row, q StateQuery) (State, error) {
 // the target's last outage was recorded after this alert began. It commits
 // with the claim's outcome.
 func (c *Claim) RecordOutage(ctx context.Context, target string) error {
-	j := c.Job
+	j := c.job
 	_, err := c.tx.Exec(ctx, `
 		INSERT INTO service_failures (service_name, failure_type, status, failure_time, remediation, job_id, occurrence_id, details)
 		SELECT $1, 'outage', 'detected', clock_timestamp(), $2, $3, $4, jsonb_build_object('alertname', $5::text)
@@ -310,7 +313,7 @@ func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (
 		  AND (completed_at IS NULL OR completed_at >= $2)
 		  AND NOT EXISTS (SELECT 1 FROM remediation_jobs j WHERE j.id = recovery_actions.job_id AND j.occurrence_id = $3)
 		ORDER BY status = 'running' DESC, started_at DESC
-		LIMIT 1`, target, since, c.Job.OccurrenceID).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
+		LIMIT 1`, target, since, c.job.OccurrenceID).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Touch{}, false, nil
 	}
@@ -327,21 +330,21 @@ func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (
 // and records events, if any, in the same commit.
 func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string, events ...Event) error {
 	_, err := c.tx.Exec(ctx, `UPDATE remediation_jobs SET not_before = clock_timestamp() + $2 * interval '1 second', reason = $3 WHERE id = $1`,
-		c.Job.ID, d.Seconds(), reason)
+		c.job.ID, d.Seconds(), reason)
 	for _, e := range events {
 		if err != nil {
 			break
 		}
 		_, err = c.tx.Exec(ctx, `INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)
 			VALUES (clock_timestamp(), $1, $2, NULLIF($3, ''), $4, $5, $6, $7, $8)`,
-			e.Severity, e.Type, e.Target, c.Job.Remediation, c.Job.ID, c.Job.OccurrenceID, e.Message, jsonObject(e.Details))
+			e.Severity, e.Type, e.Target, c.job.Remediation, c.job.ID, c.job.OccurrenceID, e.Message, jsonObject(e.Details))
 	}
 	if err != nil {
 		c.Release()
-		return fmt.Errorf("defer job %d: %w", c.Job.ID, err)
+		return fmt.Errorf("defer job %d: %w", c.job.ID, err)
 	}
 	if err := c.commit(ctx); err != nil {
-		return fmt.Errorf("defer job %d: %w", c.Job.ID, err)
+		return fmt.Errorf("defer job %d: %w", c.job.ID, err)
 	}
 	return nil
 }
@@ -375,7 +378,7 @@ SELECT id FROM action`
 // transaction stays open.
 func (c *Claim) RecordIntent(ctx context.Context, in Intent) (int64, error) {
 	var id int64
-	j := c.Job
+	j := c.job
 	err := c.pool.QueryRow(ctx, intentSQL, in.Target, in.Action, j.ID, j.Remediation, in.Category, in.Attempt,
 		jsonObject(in.Details), j.OccurrenceID, in.Reason).Scan(&id)
 	if err != nil {
@@ -460,7 +463,7 @@ type FollowUp struct {
 // Finish records the outcome and ends the claim.
 func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 	defer c.Release()
-	j := c.Job
+	j := c.job
 	b := &pgx.Batch{}
 	var result any
 	if o.Result != "" {

@@ -1,0 +1,562 @@
+package engine
+
+// The engine's control flow — claim, resolve, lock, count, decide, act,
+// record — table-tested with a fake claim and fake executors, without
+// PostgreSQL or Docker. The store's own tests and the end-to-end tests run
+// the real ones.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// fakeClaim records what the engine writes through a claim.
+type fakeClaim struct {
+	job      store.Job
+	orphan   *store.Orphan
+	busy     bool
+	state    store.State
+	touch    *store.Touch
+	outages  []string
+	intent   *store.Intent
+	deferred string
+	events   []store.Event
+	outcome  *store.Outcome
+	released bool
+}
+
+func (c *fakeClaim) Job() store.Job { return c.job }
+func (c *fakeClaim) OrphanedAction(context.Context) (store.Orphan, bool, error) {
+	if c.orphan == nil {
+		return store.Orphan{}, false, nil
+	}
+	return *c.orphan, true, nil
+}
+func (c *fakeClaim) LockTarget(context.Context, string) (bool, error) { return !c.busy, nil }
+func (c *fakeClaim) RecordOutage(_ context.Context, target string) error {
+	c.outages = append(c.outages, target)
+	c.state.FailuresInWindow++
+	c.state.OutageCounted = true
+	return nil
+}
+func (c *fakeClaim) LoadState(context.Context, store.StateQuery) (store.State, error) {
+	st := c.state
+	if st.Now.IsZero() {
+		st.Now = t0
+	}
+	return st, nil
+}
+func (c *fakeClaim) LastTouch(context.Context, string, time.Time) (store.Touch, bool, error) {
+	if c.touch == nil {
+		return store.Touch{}, false, nil
+	}
+	return *c.touch, true, nil
+}
+func (c *fakeClaim) RecordIntent(_ context.Context, in store.Intent) (int64, error) {
+	c.intent = &in
+	return 7, nil
+}
+func (c *fakeClaim) Defer(_ context.Context, _ time.Duration, reason string, events ...store.Event) error {
+	c.deferred, c.events = reason, events
+	return nil
+}
+func (c *fakeClaim) Finish(_ context.Context, o store.Outcome) error {
+	c.outcome = &o
+	return nil
+}
+func (c *fakeClaim) Release() { c.released = true }
+
+// fakeExec is every kind of executor the engine knows.
+type fakeExec struct {
+	permit    error
+	execErr   error
+	recovery  Recovery
+	recErr    error
+	canonical string
+	canonErr  error
+	touches   []string
+	ran       []Request
+}
+
+func (x *fakeExec) Permit(context.Context, Request) error { return x.permit }
+func (x *fakeExec) Execute(_ context.Context, r Request) (Result, error) {
+	x.ran = append(x.ran, r)
+	return Result{Details: map[string]any{"ok": x.execErr == nil}}, x.execErr
+}
+func (x *fakeExec) Recovered(context.Context, string, time.Time, time.Duration) (Recovery, error) {
+	return x.recovery, x.recErr
+}
+func (x *fakeExec) Canonical(_ context.Context, t string) (string, error) {
+	if x.canonical != "" || x.canonErr != nil {
+		return x.canonical, x.canonErr
+	}
+	return t, nil
+}
+func (x *fakeExec) Touches(context.Context, Request) ([]string, error) { return x.touches, nil }
+func (x *fakeExec) Available(context.Context) error                   { return nil }
+
+// fakeStore is the rest of the Store, recording what the background
+// loops ask of it.
+type fakeStore struct {
+	critical  int
+	firing    bool
+	ingested  []store.Alert
+	reverts   []store.PendingRevert
+	reverted  []error
+	other     int
+	retention int
+}
+
+func (*fakeStore) ClaimJob(context.Context, store.ClaimFilter) (*store.Claim, error) { return nil, nil }
+func (f *fakeStore) ApplyRetention(context.Context) (map[string]int64, error) {
+	f.retention++
+	return map[string]int64{}, nil
+}
+func (*fakeStore) JobCounts(context.Context) (map[string]int64, error) { return map[string]int64{}, nil }
+func (f *fakeStore) DueReverts(context.Context, string, bool) ([]store.PendingRevert, error) {
+	due := f.reverts
+	f.reverts = nil
+	return due, nil
+}
+func (f *fakeStore) MarkReverted(_ context.Context, _ store.PendingRevert, err error) error {
+	f.reverted = append(f.reverted, err)
+	return nil
+}
+func (f *fakeStore) CriticalEvents(context.Context, time.Duration) (int, error) { return f.critical, nil }
+func (f *fakeStore) FiringSince(context.Context, string) (time.Time, bool, error) {
+	return t0, f.firing, nil
+}
+func (f *fakeStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Duration) (store.IngestResult, error) {
+	f.ingested = append(f.ingested, a...)
+	return store.IngestResult{JobsQueued: len(a)}, nil
+}
+func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (int, int, error) {
+	return 1, f.other, nil
+}
+
+const engineConfig = `
+node: {name: edge-01}
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart, stop_start]
+    escalate_to: recovery
+  - name: recovery
+    match: ['alertname="Never"']
+    category: C
+    target: application
+    sequence: [hard_restart, docker_prune]
+  - name: cpu
+    match: ['alertname="HostCPUHigh"']
+    category: B
+    target: llm
+    action: {type: http, url: 'http://x/clear'}
+    dry_run: true
+`
+
+func newTestEngine(t *testing.T, execs map[string]*fakeExec) *Engine {
+	t.Helper()
+	cfg, err := policy.Parse([]byte(engineConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Node.Name = "edge-01"
+	m := map[string]Executor{}
+	for _, typ := range []string{"restart", "stop_start", "hard_restart", "docker_prune", "http"} {
+		if execs[typ] == nil {
+			execs[typ] = &fakeExec{}
+		}
+		m[typ] = execs[typ]
+	}
+	e, err := New(&fakeStore{}, cfg, m, slog.New(slog.DiscardHandler), prometheus.NewPedanticRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func job(remediation, service string, step int) store.Job {
+	return store.Job{ID: 1, OccurrenceID: 1, Remediation: remediation, Step: step, Position: step, StartsAt: t0.Add(-time.Minute),
+		CreatedAt: t0.Add(-time.Second), AlertStatus: "firing", Alertname: "ServiceDown",
+		Labels: map[string]string{"alertname": "ServiceDown", "service": service, "instance": "edge-01:9595"}}
+}
+
+// TestHandle walks the engine's paths through one job each.
+func TestHandle(t *testing.T) {
+	transient := transientErr{errors.New("Docker away")}
+	for _, tc := range []struct {
+		name    string
+		claim   *fakeClaim
+		execs   map[string]*fakeExec
+		check   func(t *testing.T, c *fakeClaim, x map[string]*fakeExec)
+		wantErr bool
+	}{
+		{name: "a restart that works",
+			claim: &fakeClaim{job: job("service-down", "llm", 1)},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				o := c.outcome
+				if o == nil || o.Result != "succeeded" || o.ActionID != 7 || o.FollowUp != nil || len(x["restart"].ran) != 1 {
+					t.Fatalf("outcome %+v", o)
+				}
+				if len(c.outages) != 1 || c.intent == nil || c.intent.Action != "restart" || c.intent.Attempt != 1 {
+					t.Fatalf("outages %v intent %+v", c.outages, c.intent)
+				}
+			}},
+		{name: "a restart that fails: counted, the ladder goes on",
+			claim: &fakeClaim{job: job("service-down", "llm", 1)},
+			execs: map[string]*fakeExec{"restart": {execErr: errors.New("boom")}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				o := c.outcome
+				if o.Result != "failed" || o.Failure == nil || o.FollowUp == nil || o.FollowUp.Sequence || !strings.Contains(o.ActionError, "boom") {
+					t.Fatalf("outcome %+v", o)
+				}
+			}},
+		{name: "the second failure stops and starts",
+			claim: &fakeClaim{job: job("service-down", "llm", 2), state: store.State{FailuresInWindow: 1, OutageCounted: true}},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				if c.intent.Action != "stop_start" || len(x["stop_start"].ran) != 1 {
+					t.Fatalf("intent %+v", c.intent)
+				}
+			}},
+		{name: "the third failure escalates",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), state: store.State{FailuresInWindow: 2}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				o := c.outcome
+				if o.Result != "escalated" || o.Escalation == nil || o.Escalation.To != "recovery" || o.Events[0].Severity != "CRITICAL" {
+					t.Fatalf("outcome %+v", o)
+				}
+			}},
+		{name: "not opted in: refused, nothing runs",
+			claim: &fakeClaim{job: job("service-down", "db", 1)},
+			execs: map[string]*fakeExec{"restart": {permit: errors.New("not opted in")}},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				if c.outcome.Result != "refused" || len(x["restart"].ran) != 0 || c.intent != nil {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+		{name: "Docker away: deferred with one event",
+			claim: &fakeClaim{job: job("service-down", "llm", 1)},
+			execs: map[string]*fakeExec{"restart": {permit: transient}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome != nil || !strings.HasPrefix(c.deferred, reasonUnreachable) || len(c.events) != 1 || c.events[0].Type != "target_unreachable" {
+					t.Fatalf("deferred %q events %+v outcome %+v", c.deferred, c.events, c.outcome)
+				}
+			}},
+		{name: "Docker still away: deferred without a second event",
+			claim: func() *fakeClaim {
+				j := job("service-down", "llm", 1)
+				j.Reason = reasonUnreachable + ", trying again"
+				return &fakeClaim{job: j}
+			}(),
+			execs: map[string]*fakeExec{"restart": {permit: transient}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.deferred == "" || len(c.events) != 0 {
+					t.Fatalf("deferred %q events %+v", c.deferred, c.events)
+				}
+			}},
+		{name: "Docker away while checking recovery: deferred",
+			claim: &fakeClaim{job: job("service-down", "llm", 1)},
+			execs: map[string]*fakeExec{"restart": {recErr: transient}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome != nil || c.deferred == "" {
+					t.Fatalf("outcome %+v deferred %q", c.outcome, c.deferred)
+				}
+			}},
+		{name: "came back by itself: skipped",
+			claim: &fakeClaim{job: job("service-down", "llm", 1)},
+			execs: map[string]*fakeExec{"restart": {recovery: Recovery{Recovered: true, Reason: "up again"}}},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				if c.outcome.Result != "skipped" || c.outcome.Reason != "up again" || len(x["restart"].ran) != 0 {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+		{name: "target busy: deferred",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), busy: true},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.deferred != "another action on llm is in progress" || len(c.outages) != 0 {
+					t.Fatalf("deferred %q outages %v", c.deferred, c.outages)
+				}
+			}},
+		{name: "every spelling is one target",
+			claim: &fakeClaim{job: job("service-down", "/llm", 1)},
+			execs: map[string]*fakeExec{"restart": {canonical: "llm"}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome.Target != "llm" || c.outages[0] != "llm" {
+					t.Fatalf("target %q outages %v", c.outcome.Target, c.outages)
+				}
+			}},
+		{name: "name not resolvable now: deferred",
+			claim: &fakeClaim{job: job("service-down", "llm", 1)},
+			execs: map[string]*fakeExec{"restart": {canonErr: transient}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if !strings.HasPrefix(c.deferred, "cannot resolve llm now") {
+					t.Fatalf("deferred %q", c.deferred)
+				}
+			}},
+		{name: "another node's alert: skipped",
+			claim: func() *fakeClaim {
+				j := job("service-down", "llm", 1)
+				j.Labels["instance"] = "edge-02:9595"
+				return &fakeClaim{job: j}
+			}(),
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome.Result != "skipped" || !strings.Contains(c.outcome.Reason, "for node edge-02") {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+		{name: "no replica knows the remediation: refused loudly",
+			claim: &fakeClaim{job: job("gone", "llm", 1)},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome.Result != "refused" || c.outcome.Events[0].Severity != "ERROR" {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+		{name: "empty target: refused",
+			claim: &fakeClaim{job: job("service-down", "", 1)},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome.Result != "refused" {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+		{name: "an interrupted action: counted, the ladder goes on",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), orphan: &store.Orphan{ActionID: 3, Target: "llm", Action: "restart"}},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				o := c.outcome
+				if o.State != "interrupted" || o.ActionStatus != "interrupted" || o.Failure == nil || o.FollowUp == nil || len(x["restart"].ran) != 0 {
+					t.Fatalf("outcome %+v", o)
+				}
+			}},
+		{name: "selfheal's own outage, action still running: deferred",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), touch: &store.Touch{ActionID: 9, Action: "hard_restart", Running: true}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if !strings.HasPrefix(c.deferred, "selfheal's hard_restart") || len(c.outages) != 0 {
+					t.Fatalf("deferred %q outages %v", c.deferred, c.outages)
+				}
+			}},
+		{name: "selfheal's own outage, over: skipped, not counted",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), touch: &store.Touch{ActionID: 9, Action: "hard_restart",
+				Started: t0.Add(-time.Minute), Completed: t0.Add(-50 * time.Second)}},
+			execs: map[string]*fakeExec{"restart": {recovery: Recovery{Recovered: true, Since: t0.Add(-55 * time.Second)}}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome.Result != "skipped" || !strings.Contains(c.outcome.Reason, "not an outage") || len(c.outages) != 0 {
+					t.Fatalf("outcome %+v outages %v", c.outcome, c.outages)
+				}
+			}},
+		{name: "a sequence's step queues the next, whatever its outcome",
+			claim: &fakeClaim{job: job("recovery", "x", 1)},
+			execs: map[string]*fakeExec{"hard_restart": {execErr: errors.New("one service failed"), touches: []string{"a", "b"}}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				o := c.outcome
+				if o.Result != "failed" || o.FollowUp == nil || !o.FollowUp.Sequence || o.FollowUp.Position != 2 {
+					t.Fatalf("outcome %+v", o)
+				}
+				if touches, _ := c.intent.Details["touches"].([]string); len(touches) != 2 {
+					t.Fatalf("intent details %+v", c.intent.Details)
+				}
+			}},
+		{name: "a refused step of a sequence queues the next",
+			claim: &fakeClaim{job: job("recovery", "x", 1)},
+			execs: map[string]*fakeExec{"hard_restart": {permit: errors.New("not opted in")}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome.Result != "refused" || c.outcome.FollowUp == nil || c.outcome.FollowUp.Position != 2 {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+		{name: "a sequence's last step ends it",
+			claim: &fakeClaim{job: job("recovery", "x", 2)},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				if c.outcome.Result != "succeeded" || c.outcome.FollowUp != nil || len(x["docker_prune"].ran) != 1 {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+		{name: "dry-run records what would run",
+			claim: func() *fakeClaim {
+				j := job("cpu", "", 1)
+				j.Labels = map[string]string{"alertname": "HostCPUHigh"}
+				return &fakeClaim{job: j}
+			}(),
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				if c.outcome.Result != "dry_run" || c.outcome.DryRun == nil || len(x["http"].ran) != 0 {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			execs := tc.execs
+			if execs == nil {
+				execs = map[string]*fakeExec{}
+			}
+			e := newTestEngine(t, execs)
+			e.claim = func(context.Context, store.ClaimFilter) (Claim, error) { return tc.claim, nil }
+			worked, err := e.ProcessOne(context.Background())
+			if (err != nil) != tc.wantErr || !worked || !tc.claim.released {
+				t.Fatalf("ProcessOne = %v, %v; released %v", worked, err, tc.claim.released)
+			}
+			tc.check(t, tc.claim, execs)
+		})
+	}
+}
+
+func TestPausedByEnvironment(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	cfg := *e.Config()
+	cfg.PausedByEnvironment = "SELF_HEALING_ENABLED=false"
+	if err := e.Reload(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	c := &fakeClaim{job: job("service-down", "llm", 1)}
+	e.claim = func(context.Context, store.ClaimFilter) (Claim, error) { return c, nil }
+	if _, err := e.ProcessOne(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c.outcome.Result != "skipped" || !strings.Contains(c.outcome.Reason, "SELF_HEALING_ENABLED=false") {
+		t.Fatalf("outcome %+v", c.outcome)
+	}
+}
+
+func TestReloadRefusesUnknownActions(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	cfg, err := policy.Parse([]byte("remediations:\n  - {name: r, match: ['a=\"b\"'], category: D, target: h, action: reboot}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reload(cfg); err == nil || !strings.Contains(err.Error(), `no executor for action "reboot"`) {
+		t.Fatalf("Reload = %v", err)
+	}
+	if e.Config().Remediation("service-down") == nil {
+		t.Fatal("a refused reload replaced the configuration")
+	}
+}
+
+func TestNoJob(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	if worked, err := e.ProcessOne(context.Background()); worked || err != nil {
+		t.Fatalf("ProcessOne with no job = %v, %v", worked, err)
+	}
+}
+
+func (x *fakeExec) Revert(context.Context, string, map[string]any) error { return x.execErr }
+
+// TestCriticalEventsRaiseAndResolve: the engine raises its own alert at
+// the threshold, with the node's label, and resolves it below.
+func TestCriticalEventsRaiseAndResolve(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	st := e.store.(*fakeStore)
+	st.critical = 3
+	e.watchCriticalEvents(context.Background())
+	if len(st.ingested) != 1 || st.ingested[0].Status != "firing" || st.ingested[0].Labels["node"] != "edge-01" {
+		t.Fatalf("ingested %+v", st.ingested)
+	}
+	st.critical, st.firing = 1, true
+	e.watchCriticalEvents(context.Background())
+	if len(st.ingested) != 2 || st.ingested[1].Status != "resolved" {
+		t.Fatalf("ingested %+v", st.ingested)
+	}
+	st.firing = false
+	e.watchCriticalEvents(context.Background())
+	if len(st.ingested) != 2 {
+		t.Fatal("below the threshold and not firing: nothing to say")
+	}
+}
+
+// TestRevertsAndBackgroundLoops: a due revert goes to its executor and is
+// marked; Run starts the loops and stops with its context.
+func TestRevertsAndBackgroundLoops(t *testing.T) {
+	execs := map[string]*fakeExec{}
+	e := newTestEngine(t, execs)
+	st := e.store.(*fakeStore)
+	st.reverts = []store.PendingRevert{{ActionType: "restart", Target: "llm"}, {ActionType: "reboot", Target: "host"}}
+	e.revert(context.Background(), false)
+	if len(st.reverted) != 2 || st.reverted[0] != nil || st.reverted[1] == nil {
+		t.Fatalf("reverted %v: want the restart undone, the unknown type reported", st.reverted)
+	}
+	st.other = 1
+	e.heartbeat(context.Background())
+	if e.mismatch != 1 {
+		t.Fatal("a replica with another configuration went unnoticed")
+	}
+
+	cfg := *e.Config()
+	cfg.Engine.RetentionInterval = policy.Duration(10 * time.Millisecond)
+	cfg.Engine.RevertInterval = policy.Duration(10 * time.Millisecond)
+	cfg.Engine.CriticalEvents.Interval = policy.Duration(10 * time.Millisecond)
+	cfg.Engine.PollInterval = policy.Duration(10 * time.Millisecond)
+	if err := e.Reload(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	e.Run(ctx)
+	if st.retention == 0 {
+		t.Fatal("retention never ran")
+	}
+}
+
+type unavailableExec struct{ fakeExec }
+
+func (unavailableExec) Available(context.Context) error { return errors.New("the Docker Engine does not answer") }
+
+// TestUnavailableRemediationsAreLeft: a remediation one of whose actions
+// cannot run now is skipped when claiming.
+func TestUnavailableRemediationsAreLeft(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	e.executors["stop_start"] = &unavailableExec{}
+	var got store.ClaimFilter
+	e.claim = func(_ context.Context, f store.ClaimFilter) (Claim, error) { got = f; return nil, nil }
+	if _, err := e.ProcessOne(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.Skip, ",") != "service-down" || len(got.Known) != 3 {
+		t.Fatalf("claim filter %+v", got)
+	}
+}
+
+type fakeStates struct{ st store.State }
+
+func (f fakeStates) ReadState(context.Context, store.StateQuery) (store.State, error) {
+	st := f.st
+	st.Now = t0
+	return st, nil
+}
+
+// TestPlan: the plan for an alert that would start now.
+func TestPlan(t *testing.T) {
+	execs := map[string]*fakeExec{}
+	e := newTestEngine(t, execs)
+	labels := map[string]string{"alertname": "ServiceDown", "service": "llm", "instance": "edge-01:9595"}
+	p, err := e.Plan(context.Background(), fakeStates{}, labels)
+	if err != nil || p.Verdict != Run || p.Action != "restart" || p.Failures != 1 || p.IfItFails != "2 failures within 10m: stop_start (attempt 2)" || !p.Acts() {
+		t.Fatalf("plan %+v, %v", p, err)
+	}
+	p, _ = e.Plan(context.Background(), fakeStates{store.State{FailuresInWindow: 1}}, labels)
+	if p.Verdict != Run || p.IfItFails != "3 failures within 10m: escalate to recovery" {
+		t.Fatalf("plan %+v", p)
+	}
+	execs["restart"].permit = errors.New("not opted in")
+	if p, _ = e.Plan(context.Background(), fakeStates{}, labels); p.Verdict != Refuse || p.Permit != "not opted in" || p.Acts() {
+		t.Fatalf("plan %+v", p)
+	}
+	if p, _ = e.Plan(context.Background(), fakeStates{}, map[string]string{"alertname": "Nothing"}); p.Verdict != Skip || p.Remediation != "" {
+		t.Fatalf("plan %+v", p)
+	}
+	other := map[string]string{"alertname": "ServiceDown", "service": "llm", "node": "edge-02"}
+	if p, _ = e.Plan(context.Background(), fakeStates{}, other); p.Verdict != Skip || !strings.Contains(p.Reason, "edge-02") {
+		t.Fatalf("plan %+v", p)
+	}
+	seq := map[string]string{"alertname": "Never"}
+	p, _ = e.Plan(context.Background(), fakeStates{store.State{LastActionAt: t0.Add(-time.Hour)}}, seq)
+	if p.Verdict != Run || p.Action != "hard_restart" || p.IfItFails != "the failure is counted; the sequence goes on: docker_prune" {
+		t.Fatalf("plan %+v", p)
+	}
+}
