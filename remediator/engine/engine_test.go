@@ -102,7 +102,7 @@ func (x *fakeExec) Canonical(_ context.Context, t string) (string, error) {
 	return t, nil
 }
 func (x *fakeExec) Touches(context.Context, Request) ([]string, error) { return x.touches, nil }
-func (x *fakeExec) Available(context.Context) error                   { return nil }
+func (x *fakeExec) Available(context.Context) error                    { return nil }
 
 // fakeStore is the rest of the Store, recording what the background
 // loops ask of it.
@@ -121,7 +121,9 @@ func (f *fakeStore) ApplyRetention(context.Context) (map[string]int64, error) {
 	f.retention++
 	return map[string]int64{}, nil
 }
-func (*fakeStore) JobCounts(context.Context) (map[string]int64, error) { return map[string]int64{}, nil }
+func (*fakeStore) JobCounts(context.Context) (map[string]int64, error) {
+	return map[string]int64{}, nil
+}
 func (f *fakeStore) DueReverts(context.Context, string, bool) ([]store.PendingRevert, error) {
 	due := f.reverts
 	f.reverts = nil
@@ -131,7 +133,9 @@ func (f *fakeStore) MarkReverted(_ context.Context, _ store.PendingRevert, err e
 	f.reverted = append(f.reverted, err)
 	return nil
 }
-func (f *fakeStore) CriticalEvents(context.Context, time.Duration) (int, error) { return f.critical, nil }
+func (f *fakeStore) CriticalEvents(context.Context, time.Duration) (int, error) {
+	return f.critical, nil
+}
 func (f *fakeStore) FiringSince(context.Context, string) (time.Time, bool, error) {
 	return t0, f.firing, nil
 }
@@ -505,7 +509,9 @@ func TestRevertsAndBackgroundLoops(t *testing.T) {
 
 type unavailableExec struct{ fakeExec }
 
-func (unavailableExec) Available(context.Context) error { return errors.New("the Docker Engine does not answer") }
+func (unavailableExec) Available(context.Context) error {
+	return errors.New("the Docker Engine does not answer")
+}
 
 // TestUnavailableRemediationsAreLeft: a remediation one of whose actions
 // cannot run now is skipped when claiming.
