@@ -10,6 +10,7 @@ import (
 
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // Fleet is what the actions over many containers need from Docker.
@@ -66,7 +67,7 @@ func (a HardRestart) Permit(ctx context.Context, req engine.Request) error {
 		return err
 	}
 	if len(svcs) == 0 {
-		return &engine.Refusal{Severity: "WARNING", Reason: "hard restart: no opted-in services"}
+		return &engine.Refusal{Severity: store.SeverityWarning, Reason: "hard restart: no opted-in services"}
 	}
 	var refused []string
 	for _, s := range svcs {

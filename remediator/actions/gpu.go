@@ -15,6 +15,7 @@ import (
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
 	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // GPUs is what the GPU actions need from NVML; *gpuctl.GPUs has it.
@@ -99,7 +100,7 @@ func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, 
 		seen[name] = true
 	}
 	if len(refused) > 0 {
-		return nil, &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf(
+		return nil, &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf(
 			"GPU %s session reset refused, nothing touched: %s", target, strings.Join(refused, "; "))}
 	}
 	names := make([]string, 0, len(seen))
@@ -146,7 +147,7 @@ func (a GPUSessionReset) Execute(ctx context.Context, req engine.Request) (engin
 // Permit implements engine.Executor.
 func (a GPUThrottle) Permit(_ context.Context, req engine.Request) error {
 	if _, _, err := a.GPUs.Device(req.Target); err != nil {
-		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf("GPU throttle: %v", err)}
+		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf("GPU throttle: %v", err)}
 	}
 	return nil
 }
@@ -210,10 +211,10 @@ func (a GPUReset) Permit(_ context.Context, req engine.Request) error {
 func (a GPUReset) idle(gpu string) error {
 	pids, err := a.GPUs.Processes(gpu)
 	if err != nil {
-		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf("GPU reset: %v", err)}
+		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf("GPU reset: %v", err)}
 	}
 	if len(pids) > 0 {
-		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf(
+		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf(
 			"GPU %s reset refused: %d process(es) hold it (pids %v)", gpu, len(pids), pids)}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // LogCleanup deletes old files: regular files under the configured roots
@@ -35,14 +36,14 @@ var _ engine.Executor = LogCleanup{}
 func (LogCleanup) Permit(_ context.Context, req engine.Request) error {
 	for _, r := range req.Action.Roots {
 		if d, sys := policy.SystemRoot(r); sys && !req.Action.UnsafeAllowSystemRoots {
-			return &engine.Refusal{Severity: "ERROR", Reason: fmt.Sprintf("log cleanup: root %s leads into the system directory %s", r, d)}
+			return &engine.Refusal{Severity: store.SeverityError, Reason: fmt.Sprintf("log cleanup: root %s leads into the system directory %s", r, d)}
 		}
 		fi, err := os.Stat(r)
 		if err != nil {
-			return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf("log cleanup: root %s: %v", r, err)}
+			return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf("log cleanup: root %s: %v", r, err)}
 		}
 		if !fi.IsDir() {
-			return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf("log cleanup: root %s is not a directory", r)}
+			return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf("log cleanup: root %s is not a directory", r)}
 		}
 	}
 	return nil

@@ -80,10 +80,10 @@ func (a Reboot) bootID() (string, error) {
 // Permit implements engine.Executor: the guards.
 func (a Reboot) Permit(ctx context.Context, req engine.Request) error {
 	if !a.Enabled {
-		return &engine.Refusal{Severity: "WARNING", Reason: "reboot refused: reboots are disabled (SELFHEAL_REBOOT_ENABLED is not true)"}
+		return &engine.Refusal{Severity: store.SeverityWarning, Reason: "reboot refused: reboots are disabled (SELFHEAL_REBOOT_ENABLED is not true)"}
 	}
 	if m, ok := req.Labels["mountpoint"]; ok && !slices.Contains(req.Action.Mountpoints, m) {
-		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf(
+		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf(
 			"reboot refused: a reboot cannot free %s (rebootable mount points: %s)", m, strings.Join(req.Action.Mountpoints, ", "))}
 	}
 	now := a.now()
@@ -92,11 +92,11 @@ func (a Reboot) Permit(ctx context.Context, req engine.Request) error {
 		return err
 	}
 	if inDay >= req.Action.MaxPerDay {
-		return &engine.Refusal{Severity: "EMERGENCY", Reason: fmt.Sprintf(
+		return &engine.Refusal{Severity: store.SeverityEmergency, Reason: fmt.Sprintf(
 			"boot-loop guard: %d reboots in the last 24h (limit %d); no more reboots until a person looks", inDay, req.Action.MaxPerDay)}
 	}
 	if w := req.Action.Window.D(); !last.IsZero() && now.Sub(last) < w {
-		return &engine.Refusal{Severity: "WARNING", Reason: fmt.Sprintf(
+		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf(
 			"reboot refused: the last one was at %s, within the %s window", last.UTC().Format(time.RFC3339), req.Action.Window)}
 	}
 	return nil
@@ -203,7 +203,7 @@ func (v RebootValidator) Settle(ctx context.Context) ([]store.Reboot, error) {
 			rebooted = append(rebooted, r)
 		case now().Sub(r.Started) > 10*time.Minute:
 			// Same boot, long after the command: the machine never rebooted.
-			if err := v.Store.CompleteReboot(ctx, r, store.RebootValidation{Status: "failed", Severity: "CRITICAL",
+			if err := v.Store.CompleteReboot(ctx, r, store.RebootValidation{Status: "failed", Severity: store.SeverityCritical,
 				Message: fmt.Sprintf("the reboot requested at %s did not happen (same boot)", r.Started.UTC().Format(time.RFC3339))}); err != nil {
 				return nil, err
 			}
@@ -242,11 +242,11 @@ func (v RebootValidator) Validate(ctx context.Context, rebooted []store.Reboot) 
 				}
 			}
 		}
-		val := store.RebootValidation{Status: "validated", Severity: "INFO",
+		val := store.RebootValidation{Status: "validated", Severity: store.SeverityInfo,
 			PostState: map[string]any{"services": running, "missing": missing},
 			Message:   fmt.Sprintf("after the reboot all %d services that ran before run again", len(before))}
 		if len(missing) > 0 {
-			val.Status, val.Severity = "validation_failed", "CRITICAL"
+			val.Status, val.Severity = "validation_failed", store.SeverityCritical
 			val.Message = fmt.Sprintf("after the reboot %d of %d services are not running: %s",
 				len(missing), len(before), strings.Join(missing, ", "))
 		}

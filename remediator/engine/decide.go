@@ -109,7 +109,7 @@ type Decision struct {
 	RetryAfter time.Duration
 	// Severity overrides the event's usual severity (a refusal that is an
 	// emergency, say).
-	Severity string
+	Severity store.Severity
 }
 
 // LadderStep returns the step for the next attempt: attempt n runs step n,
@@ -150,7 +150,7 @@ func Decide(in Input, now time.Time) Decision {
 	}
 	if in.PermitErr != nil && IsTransient(in.PermitErr) {
 		if bound := in.Limits.UnreachableFor; bound > 0 && in.Waited >= bound {
-			return Decision{Verdict: Refuse, Severity: "CRITICAL", Reason: fmt.Sprintf(
+			return Decision{Verdict: Refuse, Severity: store.SeverityCritical, Reason: fmt.Sprintf(
 				"the target stayed unreachable for %s (limit %s): %v", in.Waited.Round(time.Second), policy.Duration(bound), in.PermitErr)}
 		}
 		retry := min(max(in.Waited/2, time.Second), 30*time.Second)
@@ -227,6 +227,21 @@ func escalationTarget(name string) string {
 		return "nobody (no escalate_to configured)"
 	}
 	return name
+}
+
+// Outcome is the job outcome a verdict that ends a job records.
+func (v Verdict) Outcome() store.JobOutcome {
+	switch v {
+	case Skip:
+		return store.OutcomeSkipped
+	case Refuse:
+		return store.OutcomeRefused
+	case Escalate:
+		return store.OutcomeEscalated
+	case DryRun:
+		return store.OutcomeDryRun
+	}
+	return store.JobOutcome(v)
 }
 
 // Acts reports whether the verdict would touch the target (or pretend to,

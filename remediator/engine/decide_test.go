@@ -255,7 +255,7 @@ func TestUnreachableTargetDefers(t *testing.T) {
 		waited   time.Duration
 		verdict  Verdict
 		retry    time.Duration
-		severity string
+		severity store.Severity
 	}{
 		{0, Defer, time.Second, ""},
 		{10 * time.Second, Defer, 5 * time.Second, ""},

@@ -64,7 +64,7 @@ type Reverter interface {
 // Refusal is a Permit error that carries the severity of its event; a
 // plain error is a WARNING.
 type Refusal struct {
-	Severity string
+	Severity store.Severity
 	Reason   string
 }
 
@@ -432,18 +432,18 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 		return err
 	} else if orphaned {
 		log.Warn("marking an interrupted action", "action_id", orphan.ActionID, "target", orphan.Target)
-		e.m.jobs.WithLabelValues("interrupted").Inc()
+		e.m.jobs.WithLabelValues(string(store.JobInterrupted)).Inc()
 		followUp := &store.FollowUp{}
 		if r := cfg.Remediation(j.Remediation); r != nil && r.IsSequence() {
 			followUp = nextInSequence(r, j)
 		}
 		return c.Finish(ctx, store.Outcome{
-			State: "interrupted", Reason: "selfheal stopped between intent and outcome", Target: orphan.Target,
-			ActionID: orphan.ActionID, ActionStatus: "interrupted",
+			State: store.JobInterrupted, Reason: "selfheal stopped between intent and outcome", Target: orphan.Target,
+			ActionID: orphan.ActionID, ActionStatus: store.ActionInterrupted,
 			ActionError: "selfheal stopped between intent and outcome; the effect is unknown",
-			Failure:     &store.Failure{Type: orphan.Action, Status: "interrupted"},
+			Failure:     &store.Failure{Type: orphan.Action, Status: string(store.ActionInterrupted)},
 			FollowUp:    followUp,
-			Events: []store.Event{{Severity: "ERROR", Type: "action_interrupted", Target: orphan.Target,
+			Events: []store.Event{{Severity: store.SeverityError, Type: "action_interrupted", Target: orphan.Target,
 				Message: fmt.Sprintf("%s of %s was interrupted (selfheal stopped while it ran); it is not repeated, and the remediation goes on", orphan.Action, orphan.Target)}},
 		})
 	}
@@ -451,7 +451,7 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	r := cfg.Remediation(j.Remediation)
 	if r == nil {
 		// Claimed only after every replica left it for unknownRemediationAfter.
-		return e.finish(ctx, c, "", Decision{Verdict: Refuse, Severity: "ERROR", Reason: fmt.Sprintf(
+		return e.finish(ctx, c, "", Decision{Verdict: Refuse, Severity: store.SeverityError, Reason: fmt.Sprintf(
 			"no replica's configuration has remediation %q (this one's fingerprint %s): nothing runs for this alert",
 			j.Remediation, cfg.Fingerprint())}, nil)
 	}
@@ -549,7 +549,7 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 		var events []store.Event
 		if IsTransient(in.PermitErr) && !strings.HasPrefix(j.Reason, reasonUnreachable) {
 			// Once per job, not on every retry.
-			events = append(events, store.Event{Severity: "WARNING", Type: "target_unreachable", Target: target, Message: d.Reason})
+			events = append(events, store.Event{Severity: store.SeverityWarning, Type: "target_unreachable", Target: target, Message: d.Reason})
 		}
 		return c.Defer(ctx, d.RetryAfter, d.Reason, events...)
 	case Run:
@@ -659,25 +659,25 @@ func checkExecutors(cfg *policy.Config, executors map[string]Executor) error {
 // finish records a decision that runs nothing.
 func (e *Engine) finish(ctx context.Context, c Claim, target string, d Decision, r *policy.Remediation) error {
 	e.m.decisions.WithLabelValues(string(d.Verdict)).Inc()
-	e.m.jobs.WithLabelValues(string(d.Verdict)).Inc()
-	o := store.Outcome{State: "done", Result: string(d.Verdict), Target: target, Reason: d.Reason}
-	ev := store.Event{Severity: "WARNING", Type: "decision", Target: target, Message: d.Reason,
+	e.m.jobs.WithLabelValues(string(d.Verdict.Outcome())).Inc()
+	o := store.Outcome{State: store.JobDone, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason}
+	ev := store.Event{Severity: store.SeverityWarning, Type: "decision", Target: target, Message: d.Reason,
 		Details: map[string]any{"verdict": string(d.Verdict)}}
 	if d.Severity != "" {
 		ev.Severity = d.Severity
 	}
 	switch d.Verdict {
 	case DryRun:
-		ev.Severity = "INFO"
+		ev.Severity = store.SeverityInfo
 		ev.Details["action"], ev.Details["attempt"] = d.Action.Type, d.Attempt
 		o.DryRun = &store.Intent{Target: target, Action: d.Action.Type, Category: r.Category, Attempt: d.Attempt}
 	case Escalate:
-		ev.Severity, ev.Type = "CRITICAL", "escalation"
+		ev.Severity, ev.Type = store.SeverityCritical, "escalation"
 		ev.Details["escalate_to"] = r.EscalateTo
 		o.Escalation = &store.Escalation{To: r.EscalateTo, Reason: d.Reason}
 	case Skip:
 		if c.Job().AlertStatus == "resolved" {
-			ev.Severity = "INFO"
+			ev.Severity = store.SeverityInfo
 		}
 	case Refuse:
 		o.FollowUp = nextInSequence(r, c.Job())
@@ -726,32 +726,32 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 	defer rcancel()
 	if err == nil {
 		log.Info("action succeeded", "duration", elapsed)
-		e.m.actions.WithLabelValues(d.Action.Type, "succeeded").Inc()
-		e.m.jobs.WithLabelValues("succeeded").Inc()
+		e.m.actions.WithLabelValues(d.Action.Type, string(store.ActionSucceeded)).Inc()
+		e.m.jobs.WithLabelValues(string(store.OutcomeSucceeded)).Inc()
 		var revert *store.Revert
 		if res.Revert != nil {
 			revert = &store.Revert{Host: e.host, ActionType: d.Action.Type, Target: target, Data: res.Revert}
 		}
-		return c.Finish(rctx, store.Outcome{State: "done", Result: "succeeded", Target: target, Reason: d.Reason,
-			ActionID: actionID, ActionStatus: "succeeded", ActionDetail: res.Details, Revert: revert,
+		return c.Finish(rctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: target, Reason: d.Reason,
+			ActionID: actionID, ActionStatus: store.ActionSucceeded, ActionDetail: res.Details, Revert: revert,
 			FollowUp: nextInSequence(r, c.Job()),
-			Events: []store.Event{{Severity: "INFO", Type: "action_succeeded", Target: target,
+			Events: []store.Event{{Severity: store.SeverityInfo, Type: "action_succeeded", Target: target,
 				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
 				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
 		})
 	}
 	log.Warn("action failed", "duration", elapsed, "err", err)
-	e.m.actions.WithLabelValues(d.Action.Type, "failed").Inc()
-	e.m.jobs.WithLabelValues("failed").Inc()
+	e.m.actions.WithLabelValues(d.Action.Type, string(store.ActionFailed)).Inc()
+	e.m.jobs.WithLabelValues(string(store.OutcomeFailed)).Inc()
 	followUp := &store.FollowUp{} // the ladder's next step
 	if r.IsSequence() {
 		followUp = nextInSequence(r, c.Job())
 	}
-	return c.Finish(rctx, store.Outcome{State: "done", Result: "failed", Target: target, Reason: d.Reason,
-		ActionID: actionID, ActionStatus: "failed", ActionError: err.Error(), ActionDetail: res.Details,
-		Failure:  &store.Failure{Type: d.Action.Type, Status: "failed"},
+	return c.Finish(rctx, store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: target, Reason: d.Reason,
+		ActionID: actionID, ActionStatus: store.ActionFailed, ActionError: err.Error(), ActionDetail: res.Details,
+		Failure:  &store.Failure{Type: d.Action.Type, Status: string(store.ActionFailed)},
 		FollowUp: followUp,
-		Events: []store.Event{{Severity: "ERROR", Type: "action_failed", Target: target,
+		Events: []store.Event{{Severity: store.SeverityError, Type: "action_failed", Target: target,
 			Message: fmt.Sprintf("%s of %s failed (attempt %d): %v", d.Action.Type, target, d.Attempt, err),
 			Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
 	})

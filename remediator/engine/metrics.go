@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
 )
 
 type metrics struct {
@@ -62,12 +63,13 @@ func newMetrics(st Store) *metrics {
 	for _, v := range []Verdict{Run, DryRun, Skip, Refuse, Escalate, Defer} {
 		m.decisions.WithLabelValues(string(v))
 	}
-	for _, o := range []string{"succeeded", "failed", "refused", "skipped", "dry_run", "escalated", "interrupted"} {
-		m.jobs.WithLabelValues(o)
+	for _, o := range store.JobOutcomes {
+		m.jobs.WithLabelValues(string(o))
 	}
+	m.jobs.WithLabelValues(string(store.JobInterrupted))
 	for _, a := range policy.ActionTypes {
-		m.actions.WithLabelValues(a, "succeeded")
-		m.actions.WithLabelValues(a, "failed")
+		m.actions.WithLabelValues(a, string(store.ActionSucceeded))
+		m.actions.WithLabelValues(a, string(store.ActionFailed))
 		m.actionDuration.WithLabelValues(a)
 	}
 	return m
@@ -94,7 +96,16 @@ func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		return
 	}
-	for _, s := range []string{"queued", "running", "done", "cancelled", "interrupted"} {
+	// The job states, and "running": actions in flight.
+	for _, s := range append([]string{string(store.ActionRunning)}, jobStateNames()...) {
 		ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(counts[s]), s)
 	}
+}
+
+func jobStateNames() []string {
+	names := make([]string, len(store.JobStates))
+	for i, s := range store.JobStates {
+		names[i] = string(s)
+	}
+	return names
 }

@@ -389,7 +389,7 @@ func (c *Claim) RecordIntent(ctx context.Context, in Intent) (int64, error) {
 
 // Event is one row of the audit trail.
 type Event struct {
-	Severity string // INFO, WARNING, ERROR, CRITICAL or EMERGENCY
+	Severity Severity
 	Type     string
 	Target   string
 	Message  string
@@ -398,17 +398,16 @@ type Event struct {
 
 // Outcome is everything a finished job records, written in one commit.
 type Outcome struct {
-	// State is "done" or "interrupted".
-	State string
-	// Result is the job's outcome: succeeded, failed, refused, skipped,
-	// dry_run or escalated; empty for an interrupted job.
-	Result string
+	// State is JobDone or JobInterrupted.
+	State JobState
+	// Result is the job's outcome; empty for an interrupted job.
+	Result JobOutcome
 	Target string
 	Reason string
 
 	// ActionID, when set, completes that recovery_actions row.
 	ActionID     int64
-	ActionStatus string // succeeded, failed or interrupted
+	ActionStatus ActionStatus // succeeded, failed or interrupted
 	ActionError  string
 	ActionDetail map[string]any
 

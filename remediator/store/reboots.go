@@ -77,7 +77,7 @@ type RebootValidation struct {
 	// Status is validated, validation_failed, or failed (no reboot happened).
 	Status    string
 	PostState map[string]any
-	Severity  string
+	Severity  Severity
 	Message   string
 }
 

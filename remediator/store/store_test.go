@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"os"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -409,4 +411,53 @@ func TestSeedOperatorQueriesRunUnchanged(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestStatusSetsMatchTheSchema keeps the typed closed sets equal to the
+// CHECK constraints of the migrated schema.
+func TestStatusSetsMatchTheSchema(t *testing.T) {
+	_, conn := open(t)
+	check := func(constraint string) []string {
+		t.Helper()
+		var def string
+		if err := conn.QueryRow(context.Background(), `SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = $1`,
+			constraint).Scan(&def); err != nil {
+			t.Fatalf("%s: %v", constraint, err)
+		}
+		var vals []string
+		for _, part := range strings.Split(def, "'")[1:] {
+			if !strings.HasPrefix(part, "::") && !strings.HasPrefix(part, ",") && !strings.HasPrefix(part, "]") {
+				vals = append(vals, part)
+			}
+		}
+		sort.Strings(vals)
+		return vals
+	}
+	sorted := func(vs ...string) []string { sort.Strings(vs); return vs }
+	var sev, states, outcomes, actions []string
+	for _, v := range store.Severities {
+		sev = append(sev, string(v))
+	}
+	for _, v := range store.JobStates {
+		states = append(states, string(v))
+	}
+	for _, v := range store.JobOutcomes {
+		outcomes = append(outcomes, string(v))
+	}
+	for _, v := range store.ActionStatuses {
+		actions = append(actions, string(v))
+	}
+	for _, tc := range []struct {
+		constraint string
+		want       []string
+	}{
+		{"self_healing_events_severity_check", sorted(sev...)},
+		{"remediation_jobs_state_check", sorted(states...)},
+		{"remediation_jobs_outcome_check", sorted(outcomes...)},
+		{"recovery_actions_status_check", sorted(actions...)},
+	} {
+		if got := check(tc.constraint); strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%s holds %v; the Go constants %v", tc.constraint, got, tc.want)
+		}
+	}
 }

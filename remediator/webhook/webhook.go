@@ -265,7 +265,7 @@ func (h *Handler) reject(ctx context.Context, groupKey string, rejected []Reject
 	for i, r := range rejected {
 		list[i] = map[string]any{"index": r.Index, "alertname": printable(r.Alertname), "reason": r.Reason}
 	}
-	err := h.o.Store.RecordEvent(ctx, store.Event{Severity: "WARNING", Type: "alert_rejected",
+	err := h.o.Store.RecordEvent(ctx, store.Event{Severity: store.SeverityWarning, Type: "alert_rejected",
 		Message: fmt.Sprintf("%d alert(s) of a delivery rejected: they can never be stored", len(rejected)),
 		Details: map[string]any{"group_key": printable(groupKey), "rejected": list}})
 	if err != nil {
