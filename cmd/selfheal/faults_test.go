@@ -5,6 +5,7 @@ package main
 // for a while delays healing rather than refusing it.
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -87,9 +88,30 @@ type dockerProxy struct {
 	mu    sync.Mutex
 	up    bool
 	conns map[net.Conn]bool
+	// restarts, if set, receives the time each restart request arrives.
+	restarts chan time.Time
 }
 
-func newDockerProxy(t *testing.T) *dockerProxy {
+// watch copies what selfheal sends to the daemon, noting restart requests.
+type watch struct {
+	r io.Reader
+	p *dockerProxy
+}
+
+func (w watch) Read(b []byte) (int, error) {
+	n, err := w.r.Read(b)
+	if w.p.restarts != nil && n > 0 && bytes.HasPrefix(b[:n], []byte("POST ")) {
+		if line, _, _ := bytes.Cut(b[:n], []byte("\r\n")); bytes.Contains(line, []byte("/restart")) {
+			select {
+			case w.p.restarts <- time.Now():
+			default:
+			}
+		}
+	}
+	return n, err
+}
+
+func newDockerProxy(t testing.TB) *dockerProxy {
 	t.Helper()
 	p := &dockerProxy{path: filepath.Join(t.TempDir(), "docker.sock"), up: true, conns: map[net.Conn]bool{}}
 	l, err := net.Listen("unix", p.path)
@@ -125,7 +147,7 @@ func newDockerProxy(t *testing.T) *dockerProxy {
 					return
 				}
 				defer d.Close()
-				go func() { _, _ = io.Copy(d, c) }()
+				go func() { _, _ = io.Copy(d, watch{c, p}) }()
 				_, _ = io.Copy(c, d)
 			}()
 		}

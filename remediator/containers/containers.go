@@ -95,6 +95,13 @@ func (c *Client) Ping(ctx context.Context) error {
 // container is one target. A container that does not exist keeps the name
 // given (the permit check then says so).
 func (c *Client) Canonical(ctx context.Context, name string) (string, error) {
+	// A plain name is already canonical: Docker resolves an exact name
+	// before an ID prefix, and a name cannot be another container's. Only
+	// "/name" and what may be an ID (prefix) need a lookup, which spares the
+	// Docker Engine a call per job in a storm.
+	if !strings.HasPrefix(name, "/") && !maybeID(name) {
+		return name, nil
+	}
 	info, err := c.inspect(ctx, name)
 	switch {
 	case cerrdefs.IsNotFound(err):
@@ -103,6 +110,19 @@ func (c *Client) Canonical(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	return strings.TrimPrefix(info.Name, "/"), nil
+}
+
+// maybeID reports whether s could be a container ID or a prefix of one.
+func maybeID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Permit reports whether the container called name exists and is opted in.
