@@ -20,6 +20,8 @@ import (
 	"github.com/selfheal/selfheal/internal/pgtest"
 )
 
+// faultConfig is a service-down ladder that acts fast, for the tests of
+// one process (the plan and status tests build on it).
 const faultConfig = `
 engine: {poll_interval: 200ms}
 targets:

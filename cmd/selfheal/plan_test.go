@@ -11,18 +11,9 @@ import (
 	"github.com/selfheal/selfheal/remediator/engine"
 )
 
-const planConfig = `
-engine: {poll_interval: 200ms}
-targets:
-  docker: {stop_timeout: 2s}
-remediations:
-  - name: service-down
-    match: ['alertname="ServiceDown"']
-    category: A
-    target: '{{ .Labels.service }}'
-    steps: [restart, stop_start]
-    verify: {timeout: 20s, stable_for: 1s}
-  - name: memory-high
+// planConfig is the fault tests' service-down, and a B remediation with a
+// cooldown.
+const planConfig = faultConfig + `  - name: memory-high
     match: ['alertname="HostMemoryHigh"']
     category: B
     target: '{{ .Labels.service }}'
