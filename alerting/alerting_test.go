@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/selfheal/selfheal/internal/testenv"
+	_ "github.com/selfheal/selfheal/remediator/actions" // registers the action types the example configuration names
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/simulate"

@@ -20,6 +20,7 @@ import (
 	"github.com/selfheal/selfheal/exporter/gpu/gputest"
 	"github.com/selfheal/selfheal/exporter/system"
 	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/remediator/optin"
 )
 
 func discard(c exporter.Collector, b *testing.B) {
@@ -50,7 +51,7 @@ func dockerCollector(b *testing.B, n int) *docker.Collector {
 	for range n {
 		dockertest.Run(b, dockertest.Spec{Labels: map[string]string{key: "yes"}, Stopped: true})
 	}
-	c := docker.New(api, docker.Options{RequireLabel: key + "=yes"}, slog.New(slog.DiscardHandler))
+	c := docker.New(api, docker.Options{OptIn: optin.New(key+"=yes", nil)}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	go c.Run(ctx)

@@ -11,6 +11,7 @@ import (
 	"github.com/selfheal/selfheal/exporter/gpu"
 	"github.com/selfheal/selfheal/exporter/probe"
 	"github.com/selfheal/selfheal/exporter/system"
+	"github.com/selfheal/selfheal/remediator/optin"
 )
 
 // Collector names, as in --[no-]collector.<name>.
@@ -37,15 +38,49 @@ type flagGroup interface {
 	Flag(name, help string) *kingpin.FlagClause
 }
 
+// collectors is every collector this build has: its name (as in
+// --[no-]collector.<name>), its help, and how to build it from the flags.
+// A build that returns nil has nothing to collect here (no Docker
+// configured, no probes). A new collector is one row here and its package.
+var collectors = []struct {
+	name, help string
+	build      func(f *Flags, d Deps) (Collector, error)
+}{
+	{System, "CPU, memory, filesystems, temperatures and load from /proc and /sys.", func(f *Flags, _ Deps) (Collector, error) {
+		return system.New(system.Options{
+			ProcPath: *f.ProcPath, SysPath: *f.SysPath, RootfsPath: *f.RootfsPath,
+			FSTypesExclude: *f.FSTypesExclude, MountPointsExclude: *f.MountPointsExclude,
+		})
+	}},
+	{GPU, "NVIDIA GPUs through NVML (no series without a driver).", func(f *Flags, d Deps) (Collector, error) {
+		lib := d.NVML
+		if lib == nil {
+			var opts []nvml.LibraryOption
+			if *f.NVMLLibrary != "" {
+				opts = append(opts, nvml.WithLibraryPath(*f.NVMLLibrary))
+			}
+			lib = nvml.New(opts...)
+		}
+		return gpu.New(lib, d.Logger.With("collector", GPU)), nil
+	}},
+	{Docker, "State of opted-in containers from the Docker events stream.", func(f *Flags, d Deps) (Collector, error) {
+		if d.DockerAPI == nil {
+			return nil, nil
+		}
+		return docker.New(d.DockerAPI, docker.Options{OptIn: d.OptedIn, All: *f.DockerAll}, d.Logger.With("collector", Docker)), nil
+	}},
+	{Probe, "The HTTP, TCP and PostgreSQL probes in the configuration's exporter.probes.", func(_ *Flags, d Deps) (Collector, error) {
+		if len(d.Probes) == 0 {
+			return nil, nil
+		}
+		return probe.New(d.Probes)
+	}},
+}
+
 // AddFlags defines the exporter's flags on a command.
 func AddFlags(g flagGroup) *Flags {
 	f := &Flags{Enabled: map[string]*bool{}}
-	for _, c := range []struct{ name, help string }{
-		{System, "CPU, memory, filesystems, temperatures and load from /proc and /sys."},
-		{GPU, "NVIDIA GPUs through NVML (no series without a driver)."},
-		{Docker, "State of opted-in containers from the Docker events stream."},
-		{Probe, "The HTTP, TCP and PostgreSQL probes in the configuration's exporter.probes."},
-	} {
+	for _, c := range collectors {
 		f.Enabled[c.name] = g.Flag("collector."+c.name, "Enable the "+c.name+" collector: "+c.help).Default("true").Bool()
 	}
 	f.DockerAll = g.Flag("collector.docker.all", "Report every container, not only those with the opt-in label.").Default("false").Bool()
@@ -61,10 +96,12 @@ func AddFlags(g flagGroup) *Flags {
 // Deps are what the collectors need besides flags.
 type Deps struct {
 	// DockerAPI is nil when Docker is not configured.
-	DockerAPI    docker.API
-	RequireLabel string
-	Probes       []probe.Probe
-	Logger       *slog.Logger
+	DockerAPI docker.API
+	// OptedIn is selfheal's opt-in rule: the containers the docker
+	// collector reports.
+	OptedIn optin.Rule
+	Probes  []probe.Probe
+	Logger  *slog.Logger
 	// NVML, when set, replaces the driver's library (go-nvml's mock).
 	NVML gpu.Library
 }
@@ -72,36 +109,17 @@ type Deps struct {
 // Build returns an exporter with the enabled collectors.
 func Build(f *Flags, d Deps) (*Exporter, error) {
 	cs := map[string]Collector{}
-	if *f.Enabled[System] {
-		c, err := system.New(system.Options{
-			ProcPath: *f.ProcPath, SysPath: *f.SysPath, RootfsPath: *f.RootfsPath,
-			FSTypesExclude: *f.FSTypesExclude, MountPointsExclude: *f.MountPointsExclude,
-		})
+	for _, c := range collectors {
+		if !*f.Enabled[c.name] {
+			continue
+		}
+		col, err := c.build(f, d)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("collector %s: %w", c.name, err)
 		}
-		cs[System] = c
-	}
-	if *f.Enabled[GPU] {
-		var opts []nvml.LibraryOption
-		if *f.NVMLLibrary != "" {
-			opts = append(opts, nvml.WithLibraryPath(*f.NVMLLibrary))
+		if col != nil {
+			cs[c.name] = col
 		}
-		var lib gpu.Library = nvml.New(opts...)
-		if d.NVML != nil {
-			lib = d.NVML
-		}
-		cs[GPU] = gpu.New(lib, d.Logger.With("collector", GPU))
-	}
-	if *f.Enabled[Docker] && d.DockerAPI != nil {
-		cs[Docker] = docker.New(d.DockerAPI, docker.Options{RequireLabel: d.RequireLabel, All: *f.DockerAll}, d.Logger.With("collector", Docker))
-	}
-	if *f.Enabled[Probe] && len(d.Probes) > 0 {
-		c, err := probe.New(d.Probes)
-		if err != nil {
-			return nil, err
-		}
-		cs[Probe] = c
 	}
 	if len(cs) == 0 {
 		return nil, fmt.Errorf("every collector is disabled")

@@ -18,6 +18,8 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/remediator/optin"
 )
 
 // API is the part of the Docker client the collector uses.
@@ -29,14 +31,15 @@ type API interface {
 
 // Options selects the containers.
 type Options struct {
-	// RequireLabel is the opt-in label ("key=value" or "key").
-	RequireLabel string
+	// OptIn is selfheal's opt-in rule: the containers reported.
+	OptIn optin.Rule
 	// All reports every container, opted in or not.
 	All bool
 }
 
 type state struct {
 	id, name, image string
+	optedIn         bool
 	running         bool
 	health          string // "" without a health check
 	restarts        int
@@ -81,9 +84,11 @@ func New(api API, o Options, logger *slog.Logger) *Collector {
 }
 
 func (c *Collector) filters() filters.Args {
+	// Docker's filters cannot say "this label or one of these names": with
+	// names listed, every container's events come and Allows chooses.
 	f := filters.NewArgs()
-	if !c.opts.All && c.opts.RequireLabel != "" {
-		f.Add("label", c.opts.RequireLabel)
+	if !c.opts.All && c.opts.OptIn.Label() != "" && len(c.opts.OptIn.Names()) == 0 {
+		f.Add("label", c.opts.OptIn.Label())
 	}
 	return f
 }
@@ -142,8 +147,8 @@ func (c *Collector) resync(ctx context.Context) error {
 	fresh := make(map[string]state, len(list))
 	for _, s := range list {
 		st, err := c.inspect(ctx, s.ID)
-		if err != nil {
-			continue // removed in between
+		if err != nil || !st.optedIn && !c.opts.All {
+			continue // removed in between, or not opted in
 		}
 		fresh[s.ID] = st
 	}
@@ -164,8 +169,8 @@ func (c *Collector) apply(ctx context.Context, m events.Message) {
 	st, err := c.inspect(ctx, id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err != nil {
-		delete(c.containers, id) // gone already
+	if err != nil || !st.optedIn && !c.opts.All {
+		delete(c.containers, id) // gone already, or no longer opted in
 		return
 	}
 	c.containers[id] = st
@@ -181,6 +186,9 @@ func (c *Collector) inspect(ctx context.Context, id string) (state, error) {
 	st := state{id: info.ID, name: strings.TrimPrefix(info.Name, "/"), restarts: info.RestartCount}
 	if info.Config != nil {
 		st.image = info.Config.Image
+		st.optedIn = c.opts.OptIn.Allows(info.Name, info.Config.Labels)
+	} else {
+		st.optedIn = c.opts.OptIn.Allows(info.Name, nil)
 	}
 	if s := info.State; s != nil {
 		st.running = s.Running && !s.Restarting

@@ -13,6 +13,7 @@ import (
 
 	"github.com/selfheal/selfheal/exporter/exportertest"
 	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/remediator/optin"
 )
 
 // countingAPI counts the Docker calls the collector makes.
@@ -39,7 +40,7 @@ func start(t *testing.T, all bool) (*Collector, *countingAPI, map[string]string)
 	key := dockertest.UniqueName("selfheal.test.collector")
 	label := map[string]string{key: "yes"}
 	capi := &countingAPI{API: api}
-	c := New(capi, Options{RequireLabel: key + "=yes", All: all}, slog.New(slog.DiscardHandler))
+	c := New(capi, Options{OptIn: optin.New(key+"=yes", nil), All: all}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -160,5 +161,28 @@ func TestNotSyncedFails(t *testing.T) {
 	ch := make(chan prometheus.Metric, 10)
 	if err := c.Update(ch); err == nil || !strings.Contains(err.Error(), "container state unknown") {
 		t.Fatalf("Update before sync = %v", err)
+	}
+}
+
+// TestOptedInByName: the collector reports what selfheal may touch — a
+// container named in targets.docker.containers counts though it lacks the
+// label — and nothing else.
+func TestOptedInByName(t *testing.T) {
+	api, _ := dockertest.Client(t)
+	key := dockertest.UniqueName("selfheal.test.byname")
+	listed := dockertest.Run(t, dockertest.Spec{})
+	other := dockertest.Run(t, dockertest.Spec{})
+	labelled := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{key: "yes"}})
+	c := New(api, Options{OptIn: optin.New(key+"=yes", []string{listed})}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, c, 10*time.Second, `selfheal_container_running{name="`+listed+`"} 1`)
+	waitFor(t, c, 5*time.Second, `selfheal_container_running{name="`+labelled+`"} 1`)
+	dockertest.Kill(t, listed)
+	waitFor(t, c, 5*time.Second, `selfheal_container_running{name="`+listed+`"} 0`)
+	if out := scrape(t, c); strings.Contains(out, `name="`+other+`"`) {
+		t.Errorf("a container neither labelled nor listed is reported:\n%s", out)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,16 +27,56 @@ const (
 	Postgres = "postgres"
 )
 
+// probers is every probe type and how it checks its target. A new probe
+// type is one row here.
+var probers = map[string]func(c *Collector, ctx context.Context, target string) error{
+	HTTP:     (*Collector).checkHTTP,
+	TCP:      func(_ *Collector, ctx context.Context, target string) error { return checkTCP(ctx, target) },
+	Postgres: func(_ *Collector, ctx context.Context, target string) error { return checkPostgres(ctx, target) },
+}
+
+// Types returns the probe types, sorted.
+func Types() []string {
+	t := make([]string, 0, len(probers))
+	for k := range probers {
+		t = append(t, k)
+	}
+	sort.Strings(t)
+	return t
+}
+
 // DefaultTimeout bounds a probe that sets none.
 const DefaultTimeout = 2 * time.Second
 
-// Probe is one endpoint to check.
+// Probe is one endpoint to check, as the configuration's exporter.probes
+// lists it.
 type Probe struct {
-	Name string
-	Type string
+	Name string `yaml:"name"`
+	// Type is one of Types.
+	Type string `yaml:"type"`
 	// Target is a URL (http), host:port (tcp) or connection string (postgres).
-	Target  string
-	Timeout time.Duration
+	Target string `yaml:"target"`
+	// Timeout bounds one check; zero means DefaultTimeout.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Problems returns what is wrong with the probe, one message each,
+// beginning with the key it is about.
+func (p Probe) Problems() []string {
+	var probs []string
+	if p.Name == "" {
+		probs = append(probs, "name: must be set")
+	}
+	if _, ok := probers[p.Type]; !ok {
+		probs = append(probs, fmt.Sprintf("type: %q is not one of %s", p.Type, strings.Join(Types(), ", ")))
+	}
+	if p.Target == "" {
+		probs = append(probs, "target: must be set")
+	}
+	if p.Timeout < 0 {
+		probs = append(probs, "timeout: must not be negative")
+	}
+	return probs
 }
 
 // Collector is the probe collector.
@@ -48,10 +90,8 @@ type Collector struct {
 // New returns a probe collector.
 func New(probes []Probe) (*Collector, error) {
 	for _, p := range probes {
-		switch p.Type {
-		case HTTP, TCP, Postgres:
-		default:
-			return nil, fmt.Errorf("probe %q: unknown type %q (http, tcp or postgres)", p.Name, p.Type)
+		if probs := p.Problems(); len(probs) > 0 {
+			return nil, fmt.Errorf("probe %q: %s", p.Name, strings.Join(probs, "; "))
 		}
 	}
 	return &Collector{
@@ -97,40 +137,48 @@ func (c *Collector) Update(ch chan<- prometheus.Metric) error {
 func (c *Collector) Check(ctx context.Context, p Probe) error { return c.check(ctx, p) }
 
 func (c *Collector) check(ctx context.Context, p Probe) error {
-	switch p.Type {
-	case HTTP:
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.Target, nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("User-Agent", "selfheal-probe")
-		resp, err := c.client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			return fmt.Errorf("status %s", resp.Status)
-		}
-		return nil
-	case TCP:
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", p.Target)
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	case Postgres:
-		conn, err := pgx.Connect(ctx, p.Target)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
-		var one int
-		return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+	check, ok := probers[p.Type]
+	if !ok {
+		return fmt.Errorf("unknown probe type %q", p.Type)
 	}
-	return fmt.Errorf("unknown probe type %q", p.Type)
+	return check(c, ctx, p.Target)
+}
+
+func (c *Collector) checkHTTP(ctx context.Context, target string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "selfheal-probe")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
+}
+
+func checkTCP(ctx context.Context, target string) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", target)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func checkPostgres(ctx context.Context, target string) error {
+	conn, err := pgx.Connect(ctx, target)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var one int
+	return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
 }
 
 func boolFloat(b bool) float64 {

@@ -85,7 +85,7 @@ func TestProbeTimeoutBoundsTheScrape(t *testing.T) {
 }
 
 func TestUnknownType(t *testing.T) {
-	if _, err := New([]Probe{{Name: "x", Type: "icmp"}}); err == nil || err.Error() != `probe "x": unknown type "icmp" (http, tcp or postgres)` {
+	if _, err := New([]Probe{{Name: "x", Type: "icmp"}}); err == nil || err.Error() != `probe "x": type: "icmp" is not one of http, postgres, tcp; target: must be set` {
 		t.Fatalf("got %v", err)
 	}
 }

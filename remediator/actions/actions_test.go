@@ -12,8 +12,7 @@ import (
 	"time"
 
 	"github.com/selfheal/selfheal/internal/pgtest"
-	"github.com/selfheal/selfheal/remediator/engine"
-	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/action"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -33,16 +32,16 @@ func TestHTTP(t *testing.T) {
 	}))
 	defer srv.Close()
 	a := HTTP{}
-	req := engine.Request{Target: "llm", Action: policy.Action{Type: "http", Method: "POST", URL: srv.URL + "/cache/clear", Headers: map[string]string{"X-Token": "k"}}}
+	req := action.Request{Target: "llm", Params: &HTTPParams{Method: "POST", URL: srv.URL + "/cache/clear", Headers: map[string]string{"X-Token": "k"}}}
 	res, err := a.Execute(context.Background(), req)
 	if err != nil || gotMethod != "POST" || gotHeader != "k" || res.Details["status"] != 204 {
 		t.Fatalf("2xx: %v %v %s %s", res, err, gotMethod, gotHeader)
 	}
-	req.Action.URL = srv.URL + "/broken"
+	req.Params.(*HTTPParams).URL = srv.URL + "/broken"
 	if _, err := a.Execute(context.Background(), req); err == nil || !strings.Contains(err.Error(), "500 Internal Server Error: nope") {
 		t.Fatalf("500: %v", err)
 	}
-	req.Action.URL = srv.URL + "/slow"
+	req.Params.(*HTTPParams).URL = srv.URL + "/slow"
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if _, err := a.Execute(ctx, req); !errors.Is(err, context.DeadlineExceeded) {
@@ -52,7 +51,7 @@ func TestHTTP(t *testing.T) {
 
 func TestVacuum(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	res, err := Vacuum{}.Execute(context.Background(), engine.Request{Action: policy.Action{Type: "vacuum", Databases: []string{dsn}}})
+	res, err := Vacuum{}.Execute(context.Background(), action.Request{Params: &VacuumParams{Databases: []string{dsn}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +63,7 @@ func TestVacuum(t *testing.T) {
 	if secs, ok := d["seconds"].(float64); !ok || secs <= 0 || strings.Contains(d["database"].(string), "@") {
 		t.Fatalf("details %v (no duration, or credentials recorded)", d)
 	}
-	_, err = Vacuum{}.Execute(context.Background(), engine.Request{Action: policy.Action{Type: "vacuum",
+	_, err = Vacuum{}.Execute(context.Background(), action.Request{Params: &VacuumParams{
 		Databases: []string{"postgres://nobody:secret@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"}}})
 	if err == nil || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("unreachable database: %v", err)
@@ -121,8 +120,8 @@ func TestLogCleanup(t *testing.T) {
 	}
 
 	a := LogCleanup{}
-	req := engine.Request{Action: policy.Action{Type: "log_cleanup", Roots: []string{root},
-		Patterns: []string{"*.log.*"}, OlderThan: policy.Duration(7 * 24 * time.Hour)}}
+	req := action.Request{Params: &LogCleanupParams{Roots: []string{root},
+		Patterns: []string{"*.log.*"}, OlderThan: action.Duration(7 * 24 * time.Hour)}}
 	if err := a.Permit(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +144,7 @@ func TestLogCleanup(t *testing.T) {
 		t.Errorf("details %v", res.Details)
 	}
 
-	req.Action.Roots = []string{filepath.Join(root, "missing")}
+	req.Params.(*LogCleanupParams).Roots = []string{filepath.Join(root, "missing")}
 	if err := a.Permit(context.Background(), req); err == nil {
 		t.Error("a missing root is not refused")
 	}
@@ -160,6 +159,19 @@ func TestWritableFlags(t *testing.T) {
 	} {
 		if got := writable(info); got != want {
 			t.Errorf("writable(%q) = %v", info, got)
+		}
+	}
+}
+
+func TestSystemRoot(t *testing.T) {
+	for _, root := range []string{"/", "/etc", "/etc/nginx", "/var/lib/docker", "/usr/../etc", "/proc/1"} {
+		if _, sys := SystemRoot(root); !sys {
+			t.Errorf("%s is not seen as a system directory", root)
+		}
+	}
+	for _, ok := range []string{"/var/log/apps", "/var/cache/llm", "/srv/logs", "/opt/app/log", "/var/libfoo"} {
+		if d, sys := SystemRoot(ok); sys {
+			t.Errorf("%s refused as inside %s", ok, d)
 		}
 	}
 }

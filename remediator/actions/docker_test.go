@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/containers"
-	"github.com/selfheal/selfheal/remediator/engine"
-	"github.com/selfheal/selfheal/remediator/policy"
 )
 
 // fleet returns a Docker adapter whose opt-in label is unique to the test,
@@ -28,7 +27,7 @@ func fleet(t *testing.T) (*containers.Client, map[string]string) {
 	return c, map[string]string{key: "true"}
 }
 
-var quickVerify = policy.Verify{Timeout: policy.Duration(10 * time.Second), StableFor: policy.Duration(300 * time.Millisecond)}
+var quickVerify = action.Verify{Timeout: 10 * time.Second, StableFor: 300 * time.Millisecond}
 
 func startedAt(t *testing.T, name string) time.Time {
 	t.Helper()
@@ -46,8 +45,8 @@ func TestHardRestartInOrderAndVerified(t *testing.T) {
 	d := dockertest.Run(t, dockertest.Spec{Labels: label})
 	hr := HardRestart{Fleet: c}
 	before := time.Now()
-	req := engine.Request{Target: "application", Verify: quickVerify,
-		Action: policy.Action{Type: "hard_restart", Services: []string{d, a, b}, Concurrency: 1}}
+	req := action.Request{Target: "application", Verify: quickVerify,
+		Params: &HardRestartParams{Services: []string{d, a, b}, Concurrency: 1}}
 	if err := hr.Permit(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +63,7 @@ func TestHardRestartInOrderAndVerified(t *testing.T) {
 	// after starting fails the action; the others are still restarted.
 	dockertest.Run(t, dockertest.Spec{Labels: label, Args: []string{"-exit-after=100ms"}, Stopped: true})
 	before = time.Now()
-	req.Action = policy.Action{Type: "hard_restart", Concurrency: 2}
+	req.Params = &HardRestartParams{Concurrency: 2}
 	res, err = hr.Execute(context.Background(), req)
 	if err == nil || !strings.Contains(err.Error(), "1 of 4 services failed") {
 		t.Fatalf("want one failure of four: %v", err)
@@ -84,8 +83,8 @@ func TestHardRestartRefusesUnlabelled(t *testing.T) {
 	a := dockertest.Run(t, dockertest.Spec{Labels: label})
 	plain := dockertest.Run(t, dockertest.Spec{})
 	before := dockertest.State(t, a).StartedAt
-	err := HardRestart{Fleet: c}.Permit(context.Background(), engine.Request{
-		Action: policy.Action{Type: "hard_restart", Services: []string{a, plain}, Concurrency: 1}})
+	err := HardRestart{Fleet: c}.Permit(context.Background(), action.Request{
+		Params: &HardRestartParams{Services: []string{a, plain}, Concurrency: 1}})
 	if !errors.Is(err, containers.ErrNotPermitted) || !strings.Contains(err.Error(), plain) {
 		t.Fatalf("Permit = %v", err)
 	}
@@ -100,8 +99,8 @@ func TestPrune(t *testing.T) {
 	runningOptedIn := dockertest.Run(t, dockertest.Spec{Labels: label})
 	stoppedOther := dockertest.Run(t, dockertest.Spec{Stopped: true})
 	// The default spares containers stopped less than a day ago.
-	if _, err := (DockerPrune{Fleet: c}).Execute(context.Background(), engine.Request{Action: policy.Action{Type: "docker_prune",
-		StoppedFor: policy.Duration(24 * time.Hour)}}); err != nil {
+	if _, err := (DockerPrune{Fleet: c}).Execute(context.Background(), action.Request{Params: &DockerPruneParams{
+		StoppedFor: action.Duration(24 * time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
 	api, _ := dockertest.Client(t)
@@ -115,7 +114,7 @@ func TestPrune(t *testing.T) {
 	danglingOther := dockertest.BuildImage(t, otherTag, "first")
 	dockertest.BuildImage(t, otherTag, "second")
 
-	res, err := DockerPrune{Fleet: c}.Execute(context.Background(), engine.Request{Action: policy.Action{Type: "docker_prune"}})
+	res, err := DockerPrune{Fleet: c}.Execute(context.Background(), action.Request{Params: &DockerPruneParams{StoppedFor: 0}})
 	if err != nil {
 		t.Fatal(err)
 	}

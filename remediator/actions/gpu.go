@@ -6,17 +6,58 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"text/template"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/containers"
-	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
-	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
+
+func init() {
+	register("gpu_session_reset", noParams, func(d Deps) action.Executor {
+		return GPUSessionReset{GPUs: d.GPUs, Containers: d.Docker, ProcPath: d.ProcPath}
+	})
+	register("gpu_throttle", func() action.Params { return &GPUThrottleParams{} }, func(d Deps) action.Executor { return GPUThrottle{GPUs: d.GPUs} })
+	register("gpu_reset", newGPUResetParams, func(d Deps) action.Executor { return GPUReset{GPUs: d.GPUs} })
+}
+
+// GPUThrottleParams are gpu_throttle's parameters.
+type GPUThrottleParams struct {
+	// PowerLimitRatio is the new power limit as a fraction of the default
+	// limit (clamped to what NVML allows).
+	PowerLimitRatio float64 `yaml:"power_limit_ratio"`
+}
+
+// Problems implements action.Params.
+func (p *GPUThrottleParams) Problems() []string {
+	if p.PowerLimitRatio <= 0 || p.PowerLimitRatio > 1 {
+		return []string{fmt.Sprintf("power_limit_ratio: %v is not in (0, 1]", p.PowerLimitRatio)}
+	}
+	return nil
+}
+
+// DefaultGPUResetCommand resets one GPU; {{ .GPU }} is its index.
+var DefaultGPUResetCommand = []string{"nvidia-smi", "--gpu-reset", "-i", "{{ .GPU }}"}
+
+// GPUResetParams are gpu_reset's parameters.
+type GPUResetParams struct {
+	// Command and its arguments, each a template ({{ .GPU }}, {{ .Target }}).
+	Command []string `yaml:"command"`
+	// AllGPUs: every GPU of the host that no process holds, rather than
+	// the target's (critical recovery).
+	AllGPUs bool `yaml:"all"`
+}
+
+func newGPUResetParams() action.Params {
+	return &GPUResetParams{Command: slices.Clone(DefaultGPUResetCommand)}
+}
+
+// Problems implements action.Params.
+func (p *GPUResetParams) Problems() []string { return commandProblems(p.Command) }
 
 // GPUs is what the GPU actions need from NVML; *gpuctl.GPUs has it.
 type GPUs interface {
@@ -60,11 +101,11 @@ type GPUReset struct {
 }
 
 var (
-	_ engine.Executor = GPUSessionReset{}
-	_ engine.Toucher  = GPUSessionReset{}
-	_ engine.Executor = GPUThrottle{}
-	_ engine.Reverter = GPUThrottle{}
-	_ engine.Executor = GPUReset{}
+	_ action.Executor = GPUSessionReset{}
+	_ action.Toucher  = GPUSessionReset{}
+	_ action.Executor = GPUThrottle{}
+	_ action.Reverter = GPUThrottle{}
+	_ action.Executor = GPUReset{}
 )
 
 // holders maps the GPU's processes to opted-in containers.
@@ -100,7 +141,7 @@ func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, 
 		seen[name] = true
 	}
 	if len(refused) > 0 {
-		return nil, &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf(
+		return nil, &action.Refusal{Severity: action.Warning, Reason: fmt.Sprintf(
 			"GPU %s session reset refused, nothing touched: %s", target, strings.Join(refused, "; "))}
 	}
 	names := make([]string, 0, len(seen))
@@ -111,27 +152,27 @@ func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, 
 	return names, nil
 }
 
-// Available implements engine.Availability: the Docker Engine answers.
+// Available implements action.Availability: the Docker Engine answers.
 func (a GPUSessionReset) Available(ctx context.Context) error { return a.Containers.Ping(ctx) }
 
-// Touches implements engine.Toucher: the containers holding the GPU.
-func (a GPUSessionReset) Touches(ctx context.Context, req engine.Request) ([]string, error) {
+// Touches implements action.Toucher: the containers holding the GPU.
+func (a GPUSessionReset) Touches(ctx context.Context, req action.Request) ([]string, error) {
 	return a.holders(ctx, req.Target)
 }
 
-// Permit implements engine.Executor.
-func (a GPUSessionReset) Permit(ctx context.Context, req engine.Request) error {
+// Permit implements action.Executor.
+func (a GPUSessionReset) Permit(ctx context.Context, req action.Request) error {
 	_, err := a.holders(ctx, req.Target)
 	return err
 }
 
-// Execute implements engine.Executor.
-func (a GPUSessionReset) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
+// Execute implements action.Executor.
+func (a GPUSessionReset) Execute(ctx context.Context, req action.Request) (action.Result, error) {
 	names, err := a.holders(ctx, req.Target) // again: holders change
 	if err != nil {
-		return engine.Result{}, err
+		return action.Result{}, err
 	}
-	res := engine.Result{Details: map[string]any{"gpu": req.Target, "containers": names}}
+	res := action.Result{Details: map[string]any{"gpu": req.Target, "containers": names}}
 	for _, n := range names {
 		since, err := a.Containers.Restart(ctx, n)
 		if err == nil {
@@ -144,22 +185,22 @@ func (a GPUSessionReset) Execute(ctx context.Context, req engine.Request) (engin
 	return res, nil
 }
 
-// Permit implements engine.Executor.
-func (a GPUThrottle) Permit(_ context.Context, req engine.Request) error {
+// Permit implements action.Executor.
+func (a GPUThrottle) Permit(_ context.Context, req action.Request) error {
 	if _, _, err := a.GPUs.Device(req.Target); err != nil {
-		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf("GPU throttle: %v", err)}
+		return &action.Refusal{Severity: action.Warning, Reason: fmt.Sprintf("GPU throttle: %v", err)}
 	}
 	return nil
 }
 
-// Execute implements engine.Executor.
-func (a GPUThrottle) Execute(_ context.Context, req engine.Request) (engine.Result, error) {
+// Execute implements action.Executor.
+func (a GPUThrottle) Execute(_ context.Context, req action.Request) (action.Result, error) {
 	l, err := a.GPUs.Limits(req.Target)
 	if err != nil {
-		return engine.Result{}, err
+		return action.Result{}, err
 	}
-	want := l.Clamp(req.Action.PowerLimitRatio)
-	res := engine.Result{Details: map[string]any{
+	want := l.Clamp(paramsOf[*GPUThrottleParams](req, func() action.Params { return &GPUThrottleParams{PowerLimitRatio: 1} }).PowerLimitRatio)
+	res := action.Result{Details: map[string]any{
 		"gpu": req.Target, "previous_mw": l.Current, "limit_mw": want, "default_mw": l.Default,
 		"min_mw": l.Min, "max_mw": l.Max,
 	}}
@@ -174,7 +215,7 @@ func (a GPUThrottle) Execute(_ context.Context, req engine.Request) (engine.Resu
 	return res, nil
 }
 
-// Revert implements engine.Reverter: it restores the previous limit, unless
+// Revert implements action.Reverter: it restores the previous limit, unless
 // someone changed the limit since (then theirs stays).
 func (a GPUThrottle) Revert(_ context.Context, target string, data map[string]any) error {
 	prev, ok1 := data["previous_mw"].(float64)
@@ -199,10 +240,10 @@ func (a GPUReset) run(ctx context.Context, args []string) ([]byte, error) {
 	return exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
 }
 
-// Permit implements engine.Executor. With all set, nothing is refused up
+// Permit implements action.Executor. With all set, nothing is refused up
 // front: each GPU is checked as it comes.
-func (a GPUReset) Permit(_ context.Context, req engine.Request) error {
-	if req.Action.AllGPUs {
+func (a GPUReset) Permit(_ context.Context, req action.Request) error {
+	if paramsOf[*GPUResetParams](req, newGPUResetParams).AllGPUs {
 		return nil
 	}
 	return a.idle(req.Target)
@@ -211,37 +252,38 @@ func (a GPUReset) Permit(_ context.Context, req engine.Request) error {
 func (a GPUReset) idle(gpu string) error {
 	pids, err := a.GPUs.Processes(gpu)
 	if err != nil {
-		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf("GPU reset: %v", err)}
+		return &action.Refusal{Severity: action.Warning, Reason: fmt.Sprintf("GPU reset: %v", err)}
 	}
 	if len(pids) > 0 {
-		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf(
+		return &action.Refusal{Severity: action.Warning, Reason: fmt.Sprintf(
 			"GPU %s reset refused: %d process(es) hold it (pids %v)", gpu, len(pids), pids)}
 	}
 	return nil
 }
 
-// Execute implements engine.Executor.
-func (a GPUReset) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
-	if req.Action.AllGPUs {
-		return a.resetIdle(ctx, req)
+// Execute implements action.Executor.
+func (a GPUReset) Execute(ctx context.Context, req action.Request) (action.Result, error) {
+	p := paramsOf[*GPUResetParams](req, newGPUResetParams)
+	if p.AllGPUs {
+		return a.resetIdle(ctx, p.Command)
 	}
-	return a.reset(ctx, req.Action, req.Target)
+	return a.reset(ctx, p.Command, req.Target)
 }
 
-func (a GPUReset) reset(ctx context.Context, action policy.Action, gpu string) (engine.Result, error) {
+func (a GPUReset) reset(ctx context.Context, command []string, gpu string) (action.Result, error) {
 	if err := a.idle(gpu); err != nil { // a process may have started since
-		return engine.Result{}, err
+		return action.Result{}, err
 	}
 	_, index, err := a.GPUs.Device(gpu)
 	if err != nil {
-		return engine.Result{}, err
+		return action.Result{}, err
 	}
-	args, err := renderCommand(action.Command, map[string]any{"GPU": index, "Target": gpu})
+	args, err := renderCommand(command, map[string]any{"GPU": index, "Target": gpu})
 	if err != nil {
-		return engine.Result{}, err
+		return action.Result{}, err
 	}
 	out, err := a.run(ctx, args)
-	res := engine.Result{Details: map[string]any{"command": args, "output": string(truncate(out, 2048))}}
+	res := action.Result{Details: map[string]any{"command": args, "output": string(truncate(out, 2048))}}
 	if err != nil {
 		return res, fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(truncate(out, 512)))
 	}
@@ -251,10 +293,10 @@ func (a GPUReset) reset(ctx context.Context, action policy.Action, gpu string) (
 // resetIdle resets every GPU of the host that no process holds, as
 // critical recovery does; a held GPU is left alone and reported, and a host
 // without GPUs has nothing to do.
-func (a GPUReset) resetIdle(ctx context.Context, req engine.Request) (engine.Result, error) {
+func (a GPUReset) resetIdle(ctx context.Context, command []string) (action.Result, error) {
 	n, err := a.GPUs.Count()
 	if err != nil {
-		return engine.Result{}, fmt.Errorf("GPU reset: %w", err)
+		return action.Result{}, fmt.Errorf("GPU reset: %w", err)
 	}
 	var reset, held []string
 	var errs []error
@@ -264,17 +306,32 @@ func (a GPUReset) resetIdle(ctx context.Context, req engine.Request) (engine.Res
 			held = append(held, err.Error())
 			continue
 		}
-		if _, err := a.reset(ctx, req.Action, gpu); err != nil {
+		if _, err := a.reset(ctx, command, gpu); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		reset = append(reset, gpu)
 	}
-	res := engine.Result{Details: map[string]any{"gpus": n, "reset": reset, "left_alone": held}}
+	res := action.Result{Details: map[string]any{"gpus": n, "reset": reset, "left_alone": held}}
 	if len(errs) > 0 {
 		return res, fmt.Errorf("GPU reset: %w", errors.Join(errs...))
 	}
 	return res, nil
+}
+
+// commandProblems checks a configured command: not empty, each argument a
+// template that parses.
+func commandProblems(command []string) []string {
+	if len(command) == 0 {
+		return []string{"command: must not be empty"}
+	}
+	var probs []string
+	for _, arg := range command {
+		if _, err := template.New("").Parse(arg); err != nil {
+			probs = append(probs, fmt.Sprintf("command: %v", err))
+		}
+	}
+	return probs
 }
 
 // renderCommand executes each argument as a template over data.

@@ -12,9 +12,8 @@ import (
 
 	"github.com/selfheal/selfheal/exporter/gpu/gputest"
 	"github.com/selfheal/selfheal/internal/dockertest"
-	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
-	"github.com/selfheal/selfheal/remediator/policy"
 )
 
 // mockGPUs is a go-nvml mock of two H100s reading like the fixture.
@@ -31,7 +30,7 @@ func mockGPUs(t *testing.T) (*gputest.Server, *gpuctl.GPUs) {
 func TestGPUThrottleSetsAndRestoresThePowerLimit(t *testing.T) {
 	s, gpus := mockGPUs(t)
 	a := GPUThrottle{GPUs: gpus}
-	req := engine.Request{Target: "1", Action: policy.Action{Type: "gpu_throttle", PowerLimitRatio: 0.7}}
+	req := action.Request{Target: "1", Params: &GPUThrottleParams{PowerLimitRatio: 0.7}}
 	if err := a.Permit(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +54,7 @@ func TestGPUThrottleSetsAndRestoresThePowerLimit(t *testing.T) {
 	}
 
 	// Clamped to NVML's constraints (200 W at the least).
-	req.Action.PowerLimitRatio = 0.1
+	req.Params.(*GPUThrottleParams).PowerLimitRatio = 0.1
 	if _, err := a.Execute(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +79,7 @@ func TestGPUThrottleAlreadyLowIsANoOp(t *testing.T) {
 	if err := gpus.SetLimit("0", 300000); err != nil {
 		t.Fatal(err)
 	}
-	res, err := GPUThrottle{GPUs: gpus}.Execute(context.Background(), engine.Request{Target: "0", Action: policy.Action{Type: "gpu_throttle", PowerLimitRatio: 0.7}})
+	res, err := GPUThrottle{GPUs: gpus}.Execute(context.Background(), action.Request{Target: "0", Params: &GPUThrottleParams{PowerLimitRatio: 0.7}})
 	if err != nil || res.Revert != nil || len(s.PowerLimits[0]) != 1 {
 		t.Fatalf("%v %v %v: a limit already below the target must be left alone, with nothing to revert", res, err, s.PowerLimits[0])
 	}
@@ -93,7 +92,7 @@ func TestGPUResetRefusedWhileHeld(t *testing.T) {
 		ran = append(ran, args)
 		return []byte("GPU reset"), nil
 	}}
-	req := engine.Request{Target: "1", Action: policy.Action{Type: "gpu_reset", Command: policy.DefaultGPUResetCommand}}
+	req := action.Request{Target: "1", Params: &GPUResetParams{Command: DefaultGPUResetCommand}}
 	s.SetProcesses(1, []nvml.ProcessInfo{{Pid: 4242}})
 	err := a.Permit(context.Background(), req)
 	if err == nil || !strings.Contains(err.Error(), "GPU 1 reset refused: 1 process(es) hold it (pids [4242])") {
@@ -154,7 +153,7 @@ func TestGPUSessionReset(t *testing.T) {
 		300: "12:memory:/docker/" + containerID(t, plain),
 	})
 	a := GPUSessionReset{GPUs: gpus, Containers: c, ProcPath: proc}
-	req := engine.Request{Target: "0", Verify: quickVerify, Action: policy.Action{Type: "gpu_session_reset"}}
+	req := action.Request{Target: "0", Verify: quickVerify}
 
 	for _, tc := range []struct {
 		pids []uint32

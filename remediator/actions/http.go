@@ -5,10 +5,37 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
-	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/action"
 )
+
+func init() {
+	register("http", newHTTPParams, func(d Deps) action.Executor { return HTTP{Client: d.HTTPClient} })
+}
+
+// HTTPParams are http's parameters: the request to send.
+type HTTPParams struct {
+	URL     string            `yaml:"url"`
+	Method  string            `yaml:"method"`
+	Headers map[string]string `yaml:"headers"`
+}
+
+func newHTTPParams() action.Params { return &HTTPParams{Method: http.MethodPost} }
+
+// Problems implements action.Params.
+func (p *HTTPParams) Problems() []string {
+	var probs []string
+	if u, err := url.Parse(p.URL); p.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		probs = append(probs, fmt.Sprintf("url: %q is not an http or https URL", p.URL))
+	}
+	if p.Method == "" || strings.ContainsAny(p.Method, " \t\r\n") {
+		probs = append(probs, fmt.Sprintf("method: %q is not an HTTP method", p.Method))
+	}
+	return probs
+}
 
 // HTTP calls a configured URL, such as an LLM server's cache-clearing
 // endpoint. Success is a 2xx answer within the remediation's timeout.
@@ -16,18 +43,18 @@ type HTTP struct {
 	Client *http.Client
 }
 
-var _ engine.Executor = HTTP{}
+var _ action.Executor = HTTP{}
 
-// Permit implements engine.Executor: the URL comes from the configuration,
+// Permit implements action.Executor: the URL comes from the configuration,
 // never from the alert, so there is nothing to refuse.
-func (HTTP) Permit(context.Context, engine.Request) error { return nil }
+func (HTTP) Permit(context.Context, action.Request) error { return nil }
 
-// Execute implements engine.Executor.
-func (a HTTP) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
-	act := req.Action
+// Execute implements action.Executor.
+func (a HTTP) Execute(ctx context.Context, req action.Request) (action.Result, error) {
+	act := paramsOf[*HTTPParams](req, newHTTPParams)
 	r, err := http.NewRequestWithContext(ctx, act.Method, act.URL, nil)
 	if err != nil {
-		return engine.Result{}, err
+		return action.Result{}, err
 	}
 	r.Header.Set("User-Agent", "selfheal")
 	for k, v := range act.Headers {
@@ -40,11 +67,11 @@ func (a HTTP) Execute(ctx context.Context, req engine.Request) (engine.Result, e
 	start := time.Now()
 	resp, err := client.Do(r)
 	if err != nil {
-		return engine.Result{}, fmt.Errorf("%s %s: %w", act.Method, act.URL, err)
+		return action.Result{}, fmt.Errorf("%s %s: %w", act.Method, act.URL, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	res := engine.Result{Details: map[string]any{
+	res := action.Result{Details: map[string]any{
 		"url": act.URL, "status": resp.StatusCode, "seconds": time.Since(start).Seconds(),
 	}}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,9 +14,67 @@ import (
 
 	"github.com/prometheus/procfs"
 
-	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/store"
 )
+
+func init() {
+	register("reboot", newRebootParams, func(d Deps) action.Executor {
+		return Reboot{Enabled: d.RebootEnabled, Store: d.Store, Services: d.Docker, BootID: d.BootID, ProcPath: d.ProcPath}
+	})
+}
+
+// Reboot defaults.
+const (
+	DefaultRebootWindow  = 6 * time.Hour
+	DefaultRebootsPerDay = 3
+)
+
+var (
+	// DefaultRebootCommand reboots the host through systemd.
+	DefaultRebootCommand = []string{"systemctl", "reboot"}
+	// DefaultRebootMountpoints is where a reboot can free space: the root
+	// filesystem (its /tmp, a runaway journal), not a data volume.
+	DefaultRebootMountpoints = []string{"/"}
+)
+
+// RebootParams are reboot's parameters.
+type RebootParams struct {
+	// Command and its arguments, each a template ({{ .Target }}).
+	Command []string `yaml:"command"`
+	// At most one reboot per Window, and none once MaxPerDay reboots
+	// happened in 24 hours (the boot-loop guard).
+	Window    action.Duration `yaml:"window"`
+	MaxPerDay int             `yaml:"max_per_day"`
+	// Mountpoints: for an alert about a filesystem (a mountpoint label),
+	// the mount points a reboot can free — temporary files, a journal in
+	// RAM. A reboot cannot free a data volume, so any other is refused.
+	Mountpoints []string `yaml:"mountpoints"`
+}
+
+func newRebootParams() action.Params {
+	return &RebootParams{
+		Command: slices.Clone(DefaultRebootCommand), Window: action.Duration(DefaultRebootWindow),
+		MaxPerDay: DefaultRebootsPerDay, Mountpoints: slices.Clone(DefaultRebootMountpoints),
+	}
+}
+
+// Problems implements action.Params.
+func (p *RebootParams) Problems() []string {
+	probs := commandProblems(p.Command)
+	if p.MaxPerDay < 1 {
+		probs = append(probs, "max_per_day: must be at least 1")
+	}
+	if p.Window < 0 {
+		probs = append(probs, "window: must not be negative")
+	}
+	for _, m := range p.Mountpoints {
+		if !filepath.IsAbs(m) {
+			probs = append(probs, fmt.Sprintf("mountpoints: %q is not an absolute path", m))
+		}
+	}
+	return probs
+}
 
 // RebootStore is the history the reboot guard reads and writes.
 type RebootStore interface {
@@ -55,7 +114,7 @@ type Reboot struct {
 	ProcPath string
 }
 
-var _ engine.Executor = Reboot{}
+var _ action.Executor = Reboot{}
 
 func (a Reboot) now() time.Time {
 	if a.Now != nil {
@@ -77,50 +136,51 @@ func (a Reboot) bootID() (string, error) {
 	return ReadBootID()
 }
 
-// Permit implements engine.Executor: the guards.
-func (a Reboot) Permit(ctx context.Context, req engine.Request) error {
+// Permit implements action.Executor: the guards.
+func (a Reboot) Permit(ctx context.Context, req action.Request) error {
 	if !a.Enabled {
-		return &engine.Refusal{Severity: store.SeverityWarning, Reason: "reboot refused: reboots are disabled (SELFHEAL_REBOOT_ENABLED is not true)"}
+		return &action.Refusal{Severity: action.Warning, Reason: "reboot refused: reboots are disabled (SELFHEAL_REBOOT_ENABLED is not true)"}
 	}
-	if m, ok := req.Labels["mountpoint"]; ok && !slices.Contains(req.Action.Mountpoints, m) {
-		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf(
-			"reboot refused: a reboot cannot free %s (rebootable mount points: %s)", m, strings.Join(req.Action.Mountpoints, ", "))}
+	p := paramsOf[*RebootParams](req, newRebootParams)
+	if m, ok := req.Labels["mountpoint"]; ok && !slices.Contains(p.Mountpoints, m) {
+		return &action.Refusal{Severity: action.Warning, Reason: fmt.Sprintf(
+			"reboot refused: a reboot cannot free %s (rebootable mount points: %s)", m, strings.Join(p.Mountpoints, ", "))}
 	}
 	now := a.now()
 	inDay, last, err := a.Store.RebootHistory(ctx, now.Add(-24*time.Hour))
 	if err != nil {
 		return err
 	}
-	if inDay >= req.Action.MaxPerDay {
-		return &engine.Refusal{Severity: store.SeverityEmergency, Reason: fmt.Sprintf(
-			"boot-loop guard: %d reboots in the last 24h (limit %d); no more reboots until a person looks", inDay, req.Action.MaxPerDay)}
+	if inDay >= p.MaxPerDay {
+		return &action.Refusal{Severity: action.Emergency, Reason: fmt.Sprintf(
+			"boot-loop guard: %d reboots in the last 24h (limit %d); no more reboots until a person looks", inDay, p.MaxPerDay)}
 	}
-	if w := req.Action.Window.D(); !last.IsZero() && now.Sub(last) < w {
-		return &engine.Refusal{Severity: store.SeverityWarning, Reason: fmt.Sprintf(
-			"reboot refused: the last one was at %s, within the %s window", last.UTC().Format(time.RFC3339), req.Action.Window)}
+	if w := p.Window.D(); !last.IsZero() && now.Sub(last) < w {
+		return &action.Refusal{Severity: action.Warning, Reason: fmt.Sprintf(
+			"reboot refused: the last one was at %s, within the %s window", last.UTC().Format(time.RFC3339), p.Window)}
 	}
 	return nil
 }
 
-// Execute implements engine.Executor.
-func (a Reboot) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
+// Execute implements action.Executor.
+func (a Reboot) Execute(ctx context.Context, req action.Request) (action.Result, error) {
 	if !a.Enabled { // never without the switch, whatever called it
-		return engine.Result{}, fmt.Errorf("reboots are disabled")
+		return action.Result{}, fmt.Errorf("reboots are disabled")
 	}
 	services, err := a.Services.RunningOptedIn(ctx)
 	if err != nil {
-		return engine.Result{}, fmt.Errorf("save the running services: %w", err)
+		return action.Result{}, fmt.Errorf("save the running services: %w", err)
 	}
 	boot, err := a.bootID()
 	if err != nil {
-		return engine.Result{}, fmt.Errorf("read the boot ID: %w", err)
+		return action.Result{}, fmt.Errorf("read the boot ID: %w", err)
 	}
 	pre := map[string]any{"services": services, "metrics": a.metrics(), "remediation": req.Remediation, "target": req.Target}
 	id, err := a.Store.StartReboot(ctx, store.Reboot{ActionID: req.ActionID, Reason: req.Reason, BootID: boot, PreState: pre})
 	if err != nil {
-		return engine.Result{}, err
+		return action.Result{}, err
 	}
-	args, err := renderCommand(req.Action.Command, map[string]any{"Target": req.Target})
+	args, err := renderCommand(paramsOf[*RebootParams](req, newRebootParams).Command, map[string]any{"Target": req.Target})
 	if err == nil {
 		var out []byte
 		if a.Run != nil {
@@ -132,7 +192,7 @@ func (a Reboot) Execute(ctx context.Context, req engine.Request) (engine.Result,
 			err = fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(truncate(out, 512)))
 		}
 	}
-	res := engine.Result{Details: map[string]any{"reboot_event": id, "command": args, "services": services}}
+	res := action.Result{Details: map[string]any{"reboot_event": id, "command": args, "services": services}}
 	if err != nil {
 		_ = a.Store.FailReboot(context.WithoutCancel(ctx), id, err.Error())
 		return res, err

@@ -3,9 +3,8 @@ package actions
 import (
 	"net/http"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/containers"
-	"github.com/selfheal/selfheal/remediator/engine"
-	"github.com/selfheal/selfheal/remediator/policy"
 )
 
 // Deps are what the actions act through.
@@ -21,20 +20,40 @@ type Deps struct {
 	BootID func() (string, error)
 }
 
-// Registry returns an executor for every action type this build knows.
-func Registry(d Deps) map[string]engine.Executor {
-	return map[string]engine.Executor{
-		policy.ActionRestart:         Restart{Containers: d.Docker},
-		policy.ActionStopStart:       StopStart{Containers: d.Docker},
-		policy.ActionHTTP:            HTTP{Client: d.HTTPClient},
-		policy.ActionHardRestart:     HardRestart{Fleet: d.Docker},
-		policy.ActionDockerPrune:     DockerPrune{Fleet: d.Docker},
-		policy.ActionLogCleanup:      LogCleanup{ProcPath: d.ProcPath},
-		policy.ActionVacuum:          Vacuum{},
-		policy.ActionGPUSessionReset: GPUSessionReset{GPUs: d.GPUs, Containers: d.Docker, ProcPath: d.ProcPath},
-		policy.ActionGPUThrottle:     GPUThrottle{GPUs: d.GPUs},
-		policy.ActionGPUReset:        GPUReset{GPUs: d.GPUs},
-		policy.ActionReboot: Reboot{Enabled: d.RebootEnabled, Store: d.Store, Services: d.Docker,
-			BootID: d.BootID, ProcPath: d.ProcPath},
+// kind is one action type this package implements.
+type kind struct {
+	name     string
+	params   func() action.Params
+	executor func(Deps) action.Executor
+}
+
+var kinds []kind
+
+// register makes an action type known to the configuration (its name and
+// parameters, through package action) and to Registry (its executor). Each
+// action's file calls it from init, so a new action type is one new file.
+func register(name string, params func() action.Params, executor func(Deps) action.Executor) {
+	action.Register(action.Type{Name: name, NewParams: params})
+	kinds = append(kinds, kind{name, params, executor})
+}
+
+// noParams is the parameters of an action that takes none.
+func noParams() action.Params { return &action.None{} }
+
+// paramsOf returns a request's parameters as the executor's own type, or
+// the type's defaults for a request that carries none.
+func paramsOf[P action.Params](req action.Request, defaults func() action.Params) P {
+	if p, ok := req.Params.(P); ok {
+		return p
 	}
+	return defaults().(P)
+}
+
+// Registry returns an executor for every action type this build knows.
+func Registry(d Deps) map[string]action.Executor {
+	m := make(map[string]action.Executor, len(kinds))
+	for _, k := range kinds {
+		m[k.name] = k.executor(d)
+	}
+	return m
 }

@@ -8,27 +8,48 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/action"
 )
+
+func init() {
+	register("vacuum", func() action.Params { return &VacuumParams{} }, func(Deps) action.Executor { return Vacuum{} })
+}
+
+// VacuumParams are vacuum's parameters.
+type VacuumParams struct {
+	// Databases are connection URLs of the application's databases.
+	Databases []string `yaml:"databases"`
+}
+
+// Problems implements action.Params.
+func (p *VacuumParams) Problems() []string {
+	if len(p.Databases) == 0 {
+		return []string{"databases: needs the application's database URL(s); selfheal's own is kept by its retention"}
+	}
+	return nil
+}
 
 // Vacuum runs VACUUM ANALYZE on the application's databases, as
 // configured, and records how long each took. It never picks a database by
 // itself: selfheal's own is kept small by its retention.
 type Vacuum struct{}
 
-var _ engine.Executor = Vacuum{}
+var _ action.Executor = Vacuum{}
 
-// Permit implements engine.Executor.
-func (Vacuum) Permit(context.Context, engine.Request) error { return nil }
+// Permit implements action.Executor.
+func (Vacuum) Permit(context.Context, action.Request) error { return nil }
 
-// Execute implements engine.Executor.
-func (Vacuum) Execute(ctx context.Context, req engine.Request) (engine.Result, error) {
-	dbs := req.Action.Databases
+// Execute implements action.Executor.
+func (Vacuum) Execute(ctx context.Context, req action.Request) (action.Result, error) {
+	var dbs []string
+	if p, ok := req.Params.(*VacuumParams); ok {
+		dbs = p.Databases
+	}
 	if len(dbs) == 0 {
-		return engine.Result{}, fmt.Errorf("vacuum: no database configured")
+		return action.Result{}, fmt.Errorf("vacuum: no database configured")
 	}
 	var done []any
-	res := engine.Result{Details: map[string]any{}}
+	res := action.Result{Details: map[string]any{}}
 	for _, dsn := range dbs {
 		name := databaseName(dsn)
 		start := time.Now()

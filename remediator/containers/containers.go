@@ -17,6 +17,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
+
+	"github.com/selfheal/selfheal/remediator/optin"
 )
 
 // ErrNotPermitted marks a container selfheal may not touch.
@@ -56,10 +58,7 @@ type Options struct {
 // Client changes opted-in containers.
 type Client struct {
 	api         client.APIClient
-	labelKey    string
-	labelValue  string
-	anyValue    bool
-	allow       map[string]bool
+	optIn       optin.Rule
 	stopTimeout time.Duration
 }
 
@@ -70,14 +69,15 @@ func New(o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client for %s: %w", o.Host, err)
 	}
-	c := &Client{api: api, allow: map[string]bool{}, stopTimeout: o.StopTimeout}
-	c.labelKey, c.labelValue, _ = strings.Cut(o.RequireLabel, "=")
-	c.anyValue = !strings.Contains(o.RequireLabel, "=")
-	for _, n := range o.Allow {
-		c.allow[strings.TrimPrefix(n, "/")] = true
-	}
-	return c, nil
+	return &Client{api: api, optIn: optin.New(o.RequireLabel, o.Allow), stopTimeout: o.StopTimeout}, nil
 }
+
+// API is the client's connection to the Docker Engine, for the exporter's
+// docker collector to share.
+func (c *Client) API() client.APIClient { return c.api }
+
+// OptIn is the rule the client enforces.
+func (c *Client) OptIn() optin.Rule { return c.optIn }
 
 // Close releases the client's connections.
 func (c *Client) Close() error { return c.api.Close() }
@@ -140,25 +140,15 @@ func (c *Client) permitted(ctx context.Context, name string) (container.InspectR
 		}
 		return info, err
 	}
-	if c.allow[strings.TrimPrefix(info.Name, "/")] {
-		return info, nil
-	}
 	var labels map[string]string
 	if info.Config != nil {
 		labels = info.Config.Labels
 	}
-	if v, ok := labels[c.labelKey]; ok && (c.anyValue || v == c.labelValue) && c.labelKey != "" {
+	if c.optIn.Allows(info.Name, labels) {
 		return info, nil
 	}
 	return info, fmt.Errorf("%w: container %q lacks the opt-in label %s and is not listed in targets.docker.containers",
-		ErrNotPermitted, name, c.requirement())
-}
-
-func (c *Client) requirement() string {
-	if c.anyValue {
-		return c.labelKey
-	}
-	return c.labelKey + "=" + c.labelValue
+		ErrNotPermitted, name, c.optIn.Label())
 }
 
 func (c *Client) stopOptions() container.StopOptions {
@@ -306,11 +296,7 @@ func (c *Client) Running(ctx context.Context, name string) (up bool, startedAt t
 // labelFilter selects opted-in containers by label in Docker's own filters.
 func (c *Client) labelFilter() filters.Args {
 	f := filters.NewArgs()
-	if c.anyValue {
-		f.Add("label", c.labelKey)
-	} else {
-		f.Add("label", c.labelKey+"="+c.labelValue)
-	}
+	f.Add("label", c.optIn.Label())
 	return f
 }
 
@@ -327,7 +313,7 @@ func (c *Client) OptedIn(ctx context.Context) ([]string, error) {
 			seen[strings.TrimPrefix(s.Names[0], "/")] = true
 		}
 	}
-	for name := range c.allow {
+	for _, name := range c.optIn.Names() {
 		if _, err := c.api.ContainerInspect(ctx, name); err == nil {
 			seen[name] = true
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -50,7 +51,7 @@ type Input struct {
 	PermitErr error
 	// Recovery is the target's own state, for category A: it may have come
 	// back by itself since the alert began.
-	Recovery Recovery
+	Recovery action.Recovery
 	// Step is, for a sequence, which of its actions is due: 1 for a job
 	// the alert itself queued (its first, or a reopening), more for the
 	// sequence's later steps.
@@ -81,21 +82,6 @@ func (in Input) NextAction() (policy.Action, int) {
 		prior--
 	}
 	return LadderStep(r, max(prior, 0))
-}
-
-// Recovery says whether a target recovered on its own since its alert
-// began. The zero value means it did not (or was not checked).
-type Recovery struct {
-	// Recovered is set when the target runs again, healthy, since before
-	// the alert; Reason says so.
-	Recovered bool
-	// Settling is how much longer a target that came back by itself must
-	// stay up before it counts as recovered.
-	Settling time.Duration
-	Reason   string
-	// Since is when the target's current run started (zero when it does
-	// not run, or did not start after the time asked about).
-	Since time.Time
 }
 
 // Decision is the outcome of Decide.
@@ -148,7 +134,7 @@ func Decide(in Input, now time.Time) Decision {
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf("storm brake: %d actions in the last %s (limit %d)",
 			st.ActionsInStormWindow, policy.Duration(in.Limits.StormWindow), in.Limits.StormMaxActions)}
 	}
-	if in.PermitErr != nil && IsTransient(in.PermitErr) {
+	if in.PermitErr != nil && action.IsTransient(in.PermitErr) {
 		if bound := in.Limits.UnreachableFor; bound > 0 && in.Waited >= bound {
 			return Decision{Verdict: Refuse, Severity: store.SeverityCritical, Reason: fmt.Sprintf(
 				"the target stayed unreachable for %s (limit %s): %v", in.Waited.Round(time.Second), policy.Duration(bound), in.PermitErr)}
@@ -159,9 +145,9 @@ func Decide(in Input, now time.Time) Decision {
 	}
 	if in.PermitErr != nil {
 		d := Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}
-		var r *Refusal
+		var r *action.Refusal
 		if errors.As(in.PermitErr, &r) {
-			d.Severity = r.Severity
+			d.Severity = store.Severity(r.Severity)
 		}
 		return d
 	}

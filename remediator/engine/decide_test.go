@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -102,11 +103,11 @@ func TestDecideOrderOfChecks(t *testing.T) {
 			DryRun, "dry-run: would run stop_start (attempt 2)"},
 		{"concurrency limit defers", Input{Remediation: r, Limits: limits, State: store.State{RunningActions: 2}},
 			Defer, "2 actions running (limit 2)"},
-		{"recovered by itself", Input{Remediation: r, Recovery: Recovery{Recovered: true, Reason: "llm is running again"}},
+		{"recovered by itself", Input{Remediation: r, Recovery: action.Recovery{Recovered: true, Reason: "llm is running again"}},
 			Skip, "llm is running again"},
-		{"came back, still settling", Input{Remediation: r, Recovery: Recovery{Settling: 2 * time.Second, Reason: "waiting"}},
+		{"came back, still settling", Input{Remediation: r, Recovery: action.Recovery{Settling: 2 * time.Second, Reason: "waiting"}},
 			Defer, "waiting"},
-		{"refusal before recovery", Input{Remediation: r, PermitErr: refused, Recovery: Recovery{Recovered: true}},
+		{"refusal before recovery", Input{Remediation: r, PermitErr: refused, Recovery: action.Recovery{Recovered: true}},
 			Refuse, `container "db" lacks label selfheal.enable=true`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,7 +268,7 @@ func TestUnreachableTargetDefers(t *testing.T) {
 			t.Errorf("waited %s: %+v; want %s after %s (%s)", tc.waited, d, tc.verdict, tc.retry, tc.severity)
 		}
 	}
-	if !IsTransient(away) || IsTransient(errors.New("not opted in")) {
-		t.Error("IsTransient misjudges")
+	if !action.IsTransient(away) || action.IsTransient(errors.New("not opted in")) {
+		t.Error("action.IsTransient misjudges")
 	}
 }

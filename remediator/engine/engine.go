@@ -19,97 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/version"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
-
-// Executor runs one type of action.
-type Executor interface {
-	// Permit reports, changing nothing, whether the request's target may
-	// be touched; the error says why not (a *Refusal to choose the event's
-	// severity).
-	Permit(ctx context.Context, req Request) error
-	// Execute runs the action and verifies its effect.
-	Execute(ctx context.Context, req Request) (Result, error)
-}
-
-// Request is one action to run.
-type Request struct {
-	Target string
-	Action policy.Action
-	Verify policy.Verify
-	// Labels are the alert's, for actions that need more than the target.
-	Labels map[string]string
-	// Remediation and Reason say why, for actions that record it (reboot).
-	Remediation string
-	Reason      string
-	// ActionID is the intent's row in recovery_actions.
-	ActionID int64
-}
-
-// Result is what an action reports.
-type Result struct {
-	// Details are stored with the action.
-	Details map[string]any
-	// Revert, when set, is handed back to the executor's Revert when the
-	// alert resolves or selfheal stops (a lowered power limit, say).
-	Revert map[string]any
-}
-
-// Reverter is implemented by executors whose changes are temporary.
-type Reverter interface {
-	Revert(ctx context.Context, target string, data map[string]any) error
-}
-
-// Refusal is a Permit error that carries the severity of its event; a
-// plain error is a WARNING.
-type Refusal struct {
-	Severity store.Severity
-	Reason   string
-}
-
-func (r *Refusal) Error() string { return r.Reason }
-
-// RecoveryChecker is implemented by executors that can tell whether a
-// target came back by itself since its alert began (a container restarted
-// by its restart policy, or by a person). The engine asks before acting on
-// a category A alert, so a brief stop that Prometheus happened to see costs
-// no needless restart.
-type RecoveryChecker interface {
-	Recovered(ctx context.Context, target string, since time.Time, stableFor time.Duration) (Recovery, error)
-}
-
-// Toucher is implemented by executors that act on containers other than
-// their target (a hard restart of every service). The engine records them
-// with the intent, so that an alert the action itself causes — a service
-// seen down while it restarts — is known as selfheal's own doing rather
-// than a failure of that service.
-type Toucher interface {
-	Touches(ctx context.Context, req Request) ([]string, error)
-}
-
-// Availability is implemented by executors that act through a service that
-// may be away (the Docker Engine). While it is, this replica claims none of
-// the jobs that need it: another replica, or this one later, acts on them.
-type Availability interface {
-	Available(ctx context.Context) error
-}
-
-// IsTransient reports whether an error says the target cannot be reached
-// now (the Docker Engine down or slow) rather than that it may not be
-// touched: such a job is deferred, not refused.
-func IsTransient(err error) bool {
-	var t interface{ Transient() bool }
-	return errors.As(err, &t) && t.Transient() || errors.Is(err, context.DeadlineExceeded)
-}
-
-// Canonicalizer is implemented by executors whose targets have several
-// names (a container: its name, "/name", its ID, an ID prefix). The engine
-// keys a target's lock, failures, cooldown and escalation on the canonical
-// name, so every spelling of one target is one target.
-type Canonicalizer interface {
-	Canonical(ctx context.Context, target string) (string, error)
-}
 
 // Claim is a job held by one worker, and everything the engine reads and
 // writes while it holds it; *store.Claim is one, backed by a transaction.
@@ -150,7 +63,7 @@ type Engine struct {
 	store     Store
 	claim     func(ctx context.Context, f store.ClaimFilter) (Claim, error) // the Store's; tests give their own
 	cfg       atomic.Pointer[policy.Config]                                 // swapped by Reload
-	executors map[string]Executor
+	executors map[string]action.Executor
 	logger    *slog.Logger
 	wake      chan struct{}
 	m         *metrics
@@ -214,7 +127,7 @@ func (e *Engine) unavailable(ctx context.Context) []string {
 	defer cancel()
 	errs := map[string]error{}
 	for t, ex := range e.executors {
-		if a, ok := ex.(Availability); ok {
+		if a, ok := ex.(action.Availability); ok {
 			errs[t] = a.Available(actx)
 		}
 	}
@@ -244,7 +157,7 @@ func (e *Engine) unavailable(ctx context.Context) []string {
 
 // New checks that every action the configuration names has an executor and
 // returns an Engine. It registers the engine's metrics with reg.
-func New(st Store, cfg *policy.Config, executors map[string]Executor, logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+func New(st Store, cfg *policy.Config, executors map[string]action.Executor, logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
 	if err := checkExecutors(cfg, executors); err != nil {
 		return nil, err
 	}
@@ -335,7 +248,7 @@ func (e *Engine) revert(ctx context.Context, all bool) {
 	}
 	for _, p := range due {
 		var err error
-		if rv, ok := e.executors[p.ActionType].(Reverter); ok {
+		if rv, ok := e.executors[p.ActionType].(action.Reverter); ok {
 			err = rv.Revert(ctx, p.Target, p.Data)
 		} else {
 			err = fmt.Errorf("action %s cannot be undone by this build", p.ActionType)
@@ -465,12 +378,12 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	if err != nil {
 		return e.finish(ctx, c, "", Decision{Verdict: Refuse, Reason: err.Error()}, r)
 	}
-	if cz, ok := e.executors[r.Steps[0].Type].(Canonicalizer); ok {
+	if cz, ok := e.executors[r.Steps[0].Type].(action.Canonicalizer); ok {
 		cctx, cancel := context.WithTimeout(ctx, permitTimeout)
 		canonical, err := cz.Canonical(cctx, target)
 		cancel()
 		switch {
-		case IsTransient(err):
+		case action.IsTransient(err):
 			e.m.deferred.Inc()
 			return c.Defer(ctx, time.Second, fmt.Sprintf("cannot resolve %s now: %v", target, err))
 		case err != nil:
@@ -530,9 +443,9 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 		step, _ := in.NextAction()
 		exec := e.executors[step.Type]
 		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
-		in.PermitErr = exec.Permit(pctx, Request{Target: target, Action: step, Verify: r.Verify, Labels: j.Labels, Remediation: r.Name})
-		if rc, ok := exec.(RecoveryChecker); ok && in.PermitErr == nil && r.Category == policy.CategoryA && !r.IsSequence() {
-			if in.Recovery, err = rc.Recovered(pctx, target, j.StartsAt, r.Verify.StableFor.D()); IsTransient(err) {
+		in.PermitErr = exec.Permit(pctx, action.Request{Target: target, Params: step.Params, Verify: verification(r.Verify), Labels: j.Labels, Remediation: r.Name})
+		if rc, ok := exec.(action.RecoveryChecker); ok && in.PermitErr == nil && r.Category == policy.CategoryA && !r.IsSequence() {
+			if in.Recovery, err = rc.Recovered(pctx, target, j.StartsAt, r.Verify.StableFor.D()); action.IsTransient(err) {
 				in.PermitErr, err = err, nil
 			}
 		}
@@ -547,7 +460,7 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	case Defer:
 		e.m.deferred.Inc()
 		var events []store.Event
-		if IsTransient(in.PermitErr) && !strings.HasPrefix(j.Reason, reasonUnreachable) {
+		if action.IsTransient(in.PermitErr) && !strings.HasPrefix(j.Reason, reasonUnreachable) {
 			// Once per job, not on every retry.
 			events = append(events, store.Event{Severity: store.SeverityWarning, Type: "target_unreachable", Target: target, Message: d.Reason})
 		}
@@ -588,7 +501,7 @@ func (e *Engine) ownOutage(ctx context.Context, c Claim, r *policy.Remediation, 
 			"selfheal's %s (%s, action %d) is acting on %s: waiting for it to finish", touch.Action, touch.Remediation, touch.ActionID, target)}, true, nil
 	}
 	step, _ := LadderStep(r, 0)
-	rc, ok := e.executors[step.Type].(RecoveryChecker)
+	rc, ok := e.executors[step.Type].(action.RecoveryChecker)
 	if !ok {
 		return Decision{}, false, nil
 	}
@@ -645,7 +558,7 @@ func (e *Engine) Reload(cfg *policy.Config) error {
 	return nil
 }
 
-func checkExecutors(cfg *policy.Config, executors map[string]Executor) error {
+func checkExecutors(cfg *policy.Config, executors map[string]action.Executor) error {
 	for _, r := range cfg.Remediations {
 		for _, s := range r.Steps {
 			if executors[s.Type] == nil {
@@ -692,8 +605,8 @@ func (e *Engine) finish(ctx context.Context, c Claim, target string, d Decision,
 func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target string, d Decision, log *slog.Logger) error {
 	e.m.decisions.WithLabelValues(string(Run)).Inc()
 	details := map[string]any{"cooldown_seconds": r.Cooldown.D().Seconds()}
-	req := Request{Target: target, Action: d.Action, Verify: r.Verify, Labels: c.Job().Labels, Remediation: r.Name, Reason: d.Reason}
-	if t, ok := e.executors[d.Action.Type].(Toucher); ok {
+	req := action.Request{Target: target, Params: d.Action.Params, Verify: verification(r.Verify), Labels: c.Job().Labels, Remediation: r.Name, Reason: d.Reason}
+	if t, ok := e.executors[d.Action.Type].(action.Toucher); ok {
 		tctx, cancel := context.WithTimeout(ctx, permitTimeout)
 		touches, err := t.Touches(tctx, req)
 		cancel()
@@ -755,4 +668,9 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 			Message: fmt.Sprintf("%s of %s failed (attempt %d): %v", d.Action.Type, target, d.Attempt, err),
 			Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
 	})
+}
+
+// verification is what an action needs of a remediation's verify block.
+func verification(v policy.Verify) action.Verify {
+	return action.Verify{Timeout: v.Timeout.D(), StableFor: v.StableFor.D()}
 }

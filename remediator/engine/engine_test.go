@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/selfheal/selfheal/remediator/action"
+	_ "github.com/selfheal/selfheal/remediator/actions" // registers the action types the configurations name
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -79,20 +81,20 @@ func (c *fakeClaim) Release() { c.released = true }
 type fakeExec struct {
 	permit    error
 	execErr   error
-	recovery  Recovery
+	recovery  action.Recovery
 	recErr    error
 	canonical string
 	canonErr  error
 	touches   []string
-	ran       []Request
+	ran       []action.Request
 }
 
-func (x *fakeExec) Permit(context.Context, Request) error { return x.permit }
-func (x *fakeExec) Execute(_ context.Context, r Request) (Result, error) {
+func (x *fakeExec) Permit(context.Context, action.Request) error { return x.permit }
+func (x *fakeExec) Execute(_ context.Context, r action.Request) (action.Result, error) {
 	x.ran = append(x.ran, r)
-	return Result{Details: map[string]any{"ok": x.execErr == nil}}, x.execErr
+	return action.Result{Details: map[string]any{"ok": x.execErr == nil}}, x.execErr
 }
-func (x *fakeExec) Recovered(context.Context, string, time.Time, time.Duration) (Recovery, error) {
+func (x *fakeExec) Recovered(context.Context, string, time.Time, time.Duration) (action.Recovery, error) {
 	return x.recovery, x.recErr
 }
 func (x *fakeExec) Canonical(_ context.Context, t string) (string, error) {
@@ -101,8 +103,8 @@ func (x *fakeExec) Canonical(_ context.Context, t string) (string, error) {
 	}
 	return t, nil
 }
-func (x *fakeExec) Touches(context.Context, Request) ([]string, error) { return x.touches, nil }
-func (x *fakeExec) Available(context.Context) error                    { return nil }
+func (x *fakeExec) Touches(context.Context, action.Request) ([]string, error) { return x.touches, nil }
+func (x *fakeExec) Available(context.Context) error                           { return nil }
 
 // fakeStore is the rest of the Store, recording what the background
 // loops ask of it.
@@ -176,7 +178,7 @@ func newTestEngine(t *testing.T, execs map[string]*fakeExec) *Engine {
 		t.Fatal(err)
 	}
 	cfg.Node.Name = "edge-01"
-	m := map[string]Executor{}
+	m := map[string]action.Executor{}
 	for _, typ := range []string{"restart", "stop_start", "hard_restart", "docker_prune", "http"} {
 		if execs[typ] == nil {
 			execs[typ] = &fakeExec{}
@@ -279,7 +281,7 @@ func TestHandle(t *testing.T) {
 			}},
 		{name: "came back by itself: skipped",
 			claim: &fakeClaim{job: job("service-down", "llm", 1)},
-			execs: map[string]*fakeExec{"restart": {recovery: Recovery{Recovered: true, Reason: "up again"}}},
+			execs: map[string]*fakeExec{"restart": {recovery: action.Recovery{Recovered: true, Reason: "up again"}}},
 			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
 				if c.outcome.Result != "skipped" || c.outcome.Reason != "up again" || len(x["restart"].ran) != 0 {
 					t.Fatalf("outcome %+v", c.outcome)
@@ -351,7 +353,7 @@ func TestHandle(t *testing.T) {
 		{name: "selfheal's own outage, over: skipped, not counted",
 			claim: &fakeClaim{job: job("service-down", "llm", 1), touch: &store.Touch{ActionID: 9, Action: "hard_restart",
 				Started: t0.Add(-time.Minute), Completed: t0.Add(-50 * time.Second)}},
-			execs: map[string]*fakeExec{"restart": {recovery: Recovery{Recovered: true, Since: t0.Add(-55 * time.Second)}}},
+			execs: map[string]*fakeExec{"restart": {recovery: action.Recovery{Recovered: true, Since: t0.Add(-55 * time.Second)}}},
 			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
 				if c.outcome.Result != "skipped" || !strings.Contains(c.outcome.Reason, "not an outage") || len(c.outages) != 0 {
 					t.Fatalf("outcome %+v outages %v", c.outcome, c.outages)

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -67,7 +67,7 @@ func newMetrics(st Store) *metrics {
 		m.jobs.WithLabelValues(string(o))
 	}
 	m.jobs.WithLabelValues(string(store.JobInterrupted))
-	for _, a := range policy.ActionTypes {
+	for _, a := range action.Types() {
 		m.actions.WithLabelValues(a, string(store.ActionSucceeded))
 		m.actions.WithLabelValues(a, string(store.ActionFailed))
 		m.actionDuration.WithLabelValues(a)

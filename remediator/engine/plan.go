@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -66,7 +67,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		p.Verdict, p.Reason = Refuse, err.Error()
 		return p, nil
 	}
-	if cz, ok := e.executors[r.Steps[0].Type].(Canonicalizer); ok {
+	if cz, ok := e.executors[r.Steps[0].Type].(action.Canonicalizer); ok {
 		cctx, cancel := context.WithTimeout(ctx, permitTimeout)
 		canonical, err := cz.Canonical(cctx, target)
 		cancel()
@@ -93,7 +94,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 	step, _ := in.NextAction()
 	exec := e.executors[step.Type]
 	pctx, cancel := context.WithTimeout(ctx, permitTimeout)
-	in.PermitErr = exec.Permit(pctx, Request{Target: target, Action: step, Verify: r.Verify, Labels: labels, Remediation: r.Name})
+	in.PermitErr = exec.Permit(pctx, action.Request{Target: target, Params: step.Params, Verify: verification(r.Verify), Labels: labels, Remediation: r.Name})
 	cancel()
 	if in.PermitErr != nil {
 		p.Permit = in.PermitErr.Error()

@@ -6,7 +6,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/selfheal/selfheal/remediator/actions" // registers the action types
 )
+
+func wait(a Action) time.Duration { return a.Params.(*actions.StopStartParams).Wait.D() }
 
 func TestLoadGood(t *testing.T) {
 	cfg, err := Load("testdata/good.yml")
@@ -17,7 +21,7 @@ func TestLoadGood(t *testing.T) {
 		t.Fatalf("names = %s", got)
 	}
 	sd := cfg.Remediation("service-down")
-	if len(sd.Steps) != 2 || sd.Steps[0].Type != "restart" || sd.Steps[1].Type != "stop_start" || sd.Steps[1].Wait.D() != 5*time.Second {
+	if len(sd.Steps) != 2 || sd.Steps[0].Type != "restart" || sd.Steps[1].Type != "stop_start" || wait(sd.Steps[1]) != 5*time.Second {
 		t.Errorf("ladder = %+v", sd.Steps)
 	}
 	if sd.Cooldown.D() != 0 {
@@ -31,8 +35,8 @@ func TestLoadGood(t *testing.T) {
 		t.Errorf("action becomes the single step: %+v", mp.Steps)
 	}
 	cr := cfg.Remediation("critical-recovery")
-	if cr.Steps[0].Wait.D() != DefaultStopStartWait {
-		t.Errorf("stop_start default wait = %s", cr.Steps[0].Wait)
+	if wait(cr.Steps[0]) != actions.DefaultStopStartWait {
+		t.Errorf("stop_start default wait = %s", wait(cr.Steps[0]))
 	}
 	if !cfg.IsDryRun(cr) || cfg.IsDryRun(sd) {
 		t.Error("per-remediation dry_run")
@@ -227,8 +231,8 @@ remediations:
 		t.Errorf("unset fields lost their defaults: %+v", b.Verify)
 	}
 	c := cfg.Remediation("c")
-	if c.Cooldown.D() != DefaultCooldownB || c.Steps[0].Wait != 0 {
-		t.Errorf("c: cooldown %s, wait %s", c.Cooldown, c.Steps[0].Wait)
+	if c.Cooldown.D() != DefaultCooldownB || wait(c.Steps[0]) != 0 {
+		t.Errorf("c: cooldown %s, wait %s", c.Cooldown, wait(c.Steps[0]))
 	}
 }
 
@@ -284,11 +288,6 @@ func TestLogCleanupRefusesSystemDirectories(t *testing.T) {
 				t.Fatalf("with the override: %v", err)
 			}
 		})
-	}
-	for _, ok := range []string{"/var/log/apps", "/var/cache/llm", "/srv/logs", "/opt/app/log", "/var/libfoo"} {
-		if d, sys := SystemRoot(ok); sys {
-			t.Errorf("%s refused as inside %s", ok, d)
-		}
 	}
 }
 

@@ -2,38 +2,36 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 
-	"github.com/docker/docker/client"
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/selfheal/selfheal/exporter"
-	"github.com/selfheal/selfheal/exporter/probe"
+	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/policy"
 )
 
 // buildExporter assembles the built-in exporter from the flags and the
-// configuration (Docker host and opt-in label, probes).
-func buildExporter(cfg *policy.Config, f *exporter.Flags, lib NVML, log *slog.Logger) (*exporter.Exporter, error) {
-	var deps exporter.Deps
+// configuration (probes), sharing docker — selfheal's one Docker client and
+// opt-in rule — with the actions.
+func buildExporter(cfg *policy.Config, f *exporter.Flags, lib NVML, docker *containers.Client, log *slog.Logger) (*exporter.Exporter, error) {
+	deps := exporter.Deps{Probes: cfg.Exporter.Probes, Logger: log.With("component", "exporter")}
 	if lib != nil {
 		deps.NVML = lib
 	}
-	deps.Logger = log.With("component", "exporter")
-	deps.RequireLabel = cfg.Targets.Docker.RequireLabel
-	if cfg.Targets.Docker.Host != "" {
-		api, err := client.NewClientWithOpts(client.WithHost(cfg.Targets.Docker.Host), client.WithAPIVersionNegotiation())
-		if err != nil {
-			return nil, fmt.Errorf("docker client for %s: %w", cfg.Targets.Docker.Host, err)
-		}
-		deps.DockerAPI = api
-	}
-	for _, p := range cfg.Exporter.Probes {
-		deps.Probes = append(deps.Probes, probe.Probe{Name: p.Name, Type: p.Type, Target: p.Target, Timeout: p.Timeout.D()})
+	if docker != nil {
+		deps.DockerAPI, deps.OptedIn = docker.API(), docker.OptIn()
 	}
 	return exporter.Build(f, deps)
+}
+
+// dockerClient is selfheal's one way to open its Docker client.
+func dockerClient(cfg *policy.Config) (*containers.Client, error) {
+	return containers.New(containers.Options{
+		Host: cfg.Targets.Docker.Host, RequireLabel: cfg.Targets.Docker.RequireLabel,
+		Allow: cfg.Targets.Docker.Containers, StopTimeout: cfg.Targets.Docker.StopTimeout.D(),
+	})
 }
 
 // ExporterOptions configures RunExporter.
@@ -48,7 +46,16 @@ type ExporterOptions struct {
 // RunExporter serves the exporter alone (`selfheal exporter`), for hosts
 // that are watched but not remediated, until ctx ends.
 func RunExporter(ctx context.Context, o ExporterOptions) error {
-	exp, err := buildExporter(o.Config, o.Flags, nil, o.Logger)
+	var docker *containers.Client
+	if o.Config.Targets.Docker.Host != "" {
+		d, err := dockerClient(o.Config)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		docker = d
+	}
+	exp, err := buildExporter(o.Config, o.Flags, nil, docker, o.Logger)
 	if err != nil {
 		return err
 	}

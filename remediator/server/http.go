@@ -9,7 +9,6 @@ import (
 	"net/http/pprof"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -29,13 +28,14 @@ func newRegistry() *prometheus.Registry {
 }
 
 // newRouter returns the endpoints every selfheal process has: /metrics,
-// /-/healthy, /-/ready (asking ready) and /debug/pprof/.
-func newRouter(reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) *mux.Router {
-	r := mux.NewRouter()
-	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+// /-/healthy, /-/ready (asking ready) and /debug/pprof/. Routes carry their
+// methods; another method is answered 405 with an Allow header.
+func newRouter(reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) *http.ServeMux {
+	r := http.NewServeMux()
+	r.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError), ErrorHandling: promhttp.ContinueOnError}))
-	r.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("OK\n")) }) //nolint:errcheck
-	r.HandleFunc("/-/ready", func(w http.ResponseWriter, req *http.Request) {
+	r.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("OK\n")) }) //nolint:errcheck
+	r.HandleFunc("GET /-/ready", func(w http.ResponseWriter, req *http.Request) {
 		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
@@ -49,7 +49,7 @@ func newRouter(reg *prometheus.Registry, ready func(context.Context) error, log 
 	r.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	r.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	r.PathPrefix("/debug/pprof/").HandlerFunc(pprof.Index)
+	r.HandleFunc("/debug/pprof/", pprof.Index)
 	return r
 }
 

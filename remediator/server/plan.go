@@ -30,10 +30,7 @@ func NewPlanner(ctx context.Context, cfg *policy.Config, log *slog.Logger) (*Pla
 	if err != nil {
 		return nil, err
 	}
-	docker, err := containers.New(containers.Options{
-		Host: cfg.Targets.Docker.Host, RequireLabel: cfg.Targets.Docker.RequireLabel,
-		Allow: cfg.Targets.Docker.Containers, StopTimeout: cfg.Targets.Docker.StopTimeout.D(),
-	})
+	docker, err := dockerClient(cfg)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/selfheal/selfheal/exporter/gpu/gputest"
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/actions"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/server"
@@ -236,7 +237,7 @@ func TestLadderEscalatesToHardRestart(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	cfg := config(t, dsn, "")
 	cr := cfg.Remediation("critical-recovery")
-	cr.Steps = []policy.Action{{Type: "hard_restart", Services: []string{other, dying}, Concurrency: 1}}
+	cr.Steps = []policy.Action{{Type: "hard_restart", Params: &actions.HardRestartParams{Services: []string{other, dying}, Concurrency: 1}}}
 	cr.Target = "application"
 	in, conn := ready(t, cfg)
 	if code := in.post(t, payload(t, "service-down-firing.json", dying)); code != 200 {

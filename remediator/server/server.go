@@ -19,7 +19,6 @@ import (
 	"github.com/selfheal/selfheal/exporter"
 	"github.com/selfheal/selfheal/exporter/gpu"
 	"github.com/selfheal/selfheal/remediator/actions"
-	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
 	"github.com/selfheal/selfheal/remediator/handoff"
@@ -108,10 +107,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer ingest.Close()
 
-	docker, err := containers.New(containers.Options{
-		Host: cfg.Targets.Docker.Host, RequireLabel: cfg.Targets.Docker.RequireLabel,
-		Allow: cfg.Targets.Docker.Containers, StopTimeout: cfg.Targets.Docker.StopTimeout.D(),
-	})
+	docker, err := dockerClient(cfg)
 	if err != nil {
 		return err
 	}
@@ -120,7 +116,7 @@ func Run(ctx context.Context, o Options) error {
 	reg := newRegistry()
 	var exp *exporter.Exporter
 	if o.ExporterFlags != nil {
-		if exp, err = buildExporter(cfg, o.ExporterFlags, o.NVML, log); err != nil {
+		if exp, err = buildExporter(cfg, o.ExporterFlags, o.NVML, docker, log); err != nil {
 			return err
 		}
 		reg.MustRegister(exp)
@@ -176,13 +172,14 @@ func Run(ctx context.Context, o Options) error {
 		return docker.Ping(ctx)
 	}
 	r := newRouter(reg, ready, log)
-	r.Handle("/api/v1/webhook", hook)
-	r.Handle("/", statusPage{st: ingest, config: eng.Config, log: log.With("component", "status")})
+	r.Handle("POST /api/v1/webhook", hook)
+	r.Handle("GET /{$}", statusPage{st: ingest, config: eng.Config, log: log.With("component", "status")})
 	var reload *reloader
 	if o.Reload != nil {
 		reload = newReloader(o.Reload, eng.Reload, log.With("component", "reload"), reg)
 		if o.EnableLifecycle {
-			r.Handle("/-/reload", reload)
+			r.Handle("POST /-/reload", reload)
+			r.Handle("PUT /-/reload", reload)
 		}
 	}
 
@@ -193,21 +190,8 @@ func Run(ctx context.Context, o Options) error {
 		if err := migrateUntilDone(runCtx, st, o.MigrateRetry, log); err != nil {
 			return
 		}
-		// A reboot selfheal asked for completes before the engine could call
-		// it interrupted; the services are checked once they had time to start.
-		validator := actions.RebootValidator{Store: st, Services: docker, BootID: o.BootID, Delay: cfg.Engine.RebootValidationDelay.D()}
-		rebooted, err := validator.Settle(runCtx)
-		if err != nil {
-			log.Error("cannot check for a finished reboot", "err", err)
-		}
-		if len(rebooted) > 0 {
-			log.Info("selfheal rebooted this host; validating services soon", "delay", cfg.Engine.RebootValidationDelay)
-			wg.Go(func() {
-				if err := validator.Validate(runCtx, rebooted); err != nil && runCtx.Err() == nil {
-					log.Error("reboot validation failed", "err", err)
-				}
-			})
-		}
+		settleReboots(runCtx, actions.RebootValidator{Store: st, Services: docker, BootID: o.BootID,
+			Delay: cfg.Engine.RebootValidationDelay.D()}, &wg, log)
 		if cfg.Alertmanager.URL != "" {
 			h := handoff.New(cfg.Alertmanager.URL, eng.Config, st, log.With("component", "handoff"), reg)
 			wg.Go(func() { h.Run(runCtx) })
@@ -296,4 +280,23 @@ func Credentials(cfg *policy.Config) (webhook.Credentials, []string, error) {
 		return webhook.Credentials{}, nil, nil
 	}
 	return webhook.Credentials{}, nil, errors.New("webhook: no credentials configured: set bearer_token_file, basic_auth or SELFHEAL_WEBHOOK_TOKEN (or allow_unauthenticated: true)")
+}
+
+// settleReboots completes a reboot selfheal asked for before the engine
+// could call it interrupted, and checks the services in the background once
+// they had time to start.
+func settleReboots(ctx context.Context, v actions.RebootValidator, wg *sync.WaitGroup, log *slog.Logger) {
+	rebooted, err := v.Settle(ctx)
+	if err != nil {
+		log.Error("cannot check for a finished reboot", "err", err)
+	}
+	if len(rebooted) == 0 {
+		return
+	}
+	log.Info("selfheal rebooted this host; validating services soon", "delay", v.Delay)
+	wg.Go(func() {
+		if err := v.Validate(ctx, rebooted); err != nil && ctx.Err() == nil {
+			log.Error("reboot validation failed", "err", err)
+		}
+	})
 }

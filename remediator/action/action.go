@@ -1,0 +1,139 @@
+// Package action is the contract between the engine and the actions it
+// runs, and the registry of action types. An action type registers its
+// name and its parameters — a struct with its defaults, yaml keys and
+// validation — so the configuration decodes and checks every step without
+// knowing the type, and the engine runs it through Executor without
+// knowing what it does. It depends on nothing of selfheal's.
+package action
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Executor runs one type of action.
+type Executor interface {
+	// Permit reports, changing nothing, whether the request's target may
+	// be touched; the error says why not (a *Refusal to choose the event's
+	// severity).
+	Permit(ctx context.Context, req Request) error
+	// Execute runs the action and verifies its effect.
+	Execute(ctx context.Context, req Request) (Result, error)
+}
+
+// Request is one action to run.
+type Request struct {
+	Target string
+	// Params are the step's parameters, of the type its action registered.
+	Params Params
+	Verify Verify
+	// Labels are the alert's, for actions that need more than the target.
+	Labels map[string]string
+	// Remediation and Reason say why, for actions that record it (reboot).
+	Remediation string
+	Reason      string
+	// ActionID is the intent's row in recovery_actions.
+	ActionID int64
+}
+
+// Verify says how an action's effect on a container is checked.
+type Verify struct {
+	// Timeout bounds the wait for the target to be running (and healthy).
+	Timeout time.Duration
+	// StableFor is how long the target must then stay up.
+	StableFor time.Duration
+}
+
+// Result is what an action reports.
+type Result struct {
+	// Details are stored with the action.
+	Details map[string]any
+	// Revert, when set, is handed back to the executor's Revert when the
+	// alert resolves or selfheal stops (a lowered power limit, say).
+	Revert map[string]any
+}
+
+// Reverter is implemented by executors whose changes are temporary.
+type Reverter interface {
+	Revert(ctx context.Context, target string, data map[string]any) error
+}
+
+// Severity is the severity of the event a refusal writes; the values are
+// the audit trail's.
+type Severity string
+
+// Severities a refusal may carry.
+const (
+	Warning   Severity = "WARNING"
+	Error     Severity = "ERROR"
+	Critical  Severity = "CRITICAL"
+	Emergency Severity = "EMERGENCY"
+)
+
+// Severities lists every Severity, for the test that keeps them the
+// audit trail's.
+var Severities = []Severity{Warning, Error, Critical, Emergency}
+
+// Refusal is a Permit error that carries the severity of its event; a
+// plain error is a WARNING.
+type Refusal struct {
+	Severity Severity
+	Reason   string
+}
+
+func (r *Refusal) Error() string { return r.Reason }
+
+// Recovery is what a RecoveryChecker found.
+type Recovery struct {
+	// Recovered: the target came back by itself and stayed up.
+	Recovered bool
+	// Since is when it came back.
+	Since time.Time
+	// Settling, when positive, is how much longer it must stay up before
+	// it counts as recovered; the engine waits that long.
+	Settling time.Duration
+	// Reason is for the audit trail.
+	Reason string
+}
+
+// RecoveryChecker is implemented by executors that can tell whether a
+// target came back by itself since its alert began (a container restarted
+// by its restart policy, or by a person). The engine asks before acting on
+// a category A alert, so a brief stop that Prometheus happened to see costs
+// no needless restart.
+type RecoveryChecker interface {
+	Recovered(ctx context.Context, target string, since time.Time, stableFor time.Duration) (Recovery, error)
+}
+
+// Toucher is implemented by executors that act on containers other than
+// their target (a hard restart of every service). The engine records them
+// with the intent, so that an alert the action itself causes — a service
+// seen down while it restarts — is known as selfheal's own doing rather
+// than a failure of that service.
+type Toucher interface {
+	Touches(ctx context.Context, req Request) ([]string, error)
+}
+
+// Availability is implemented by executors that act through a service that
+// may be away (the Docker Engine). While it is, this replica claims none of
+// the jobs that need it: another replica, or this one later, acts on them.
+type Availability interface {
+	Available(ctx context.Context) error
+}
+
+// Canonicalizer is implemented by executors whose targets have several
+// names (a container: its name, "/name", its ID, an ID prefix). The engine
+// keys a target's lock, failures, cooldown and escalation on the canonical
+// name, so every spelling of one target is one target.
+type Canonicalizer interface {
+	Canonical(ctx context.Context, target string) (string, error)
+}
+
+// IsTransient reports whether an error says the target cannot be reached
+// now (the Docker Engine down or slow) rather than that it may not be
+// touched: such a job is deferred, not refused.
+func IsTransient(err error) bool {
+	var t interface{ Transient() bool }
+	return errors.As(err, &t) && t.Transient() || errors.Is(err, context.DeadlineExceeded)
+}

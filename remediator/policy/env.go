@@ -1,0 +1,52 @@
+package policy
+
+import (
+	"strings"
+)
+
+// Environment variables that override the file.
+const (
+	EnvDatabaseURL   = "SELFHEAL_DATABASE_URL"
+	EnvWebhookToken  = "SELFHEAL_WEBHOOK_TOKEN"
+	EnvRebootEnabled = "SELFHEAL_REBOOT_ENABLED"
+)
+
+// The seed system's names, understood too; selfheal's own win when both are
+// set.
+const (
+	EnvSeedRebootEnabled = "SELF_HEALING_REBOOT_ENABLED"
+	// EnvSeedEnabled=false pauses this replica: every decision is recorded
+	// as skipped, nothing runs.
+	EnvSeedEnabled  = "SELF_HEALING_ENABLED"
+	EnvSeedLogLevel = "SELF_HEALING_LOG_LEVEL"
+)
+
+// ApplyEnvironment lets the environment override the file: the database URL
+// and the webhook token, secrets that often come from the service manager.
+func (c *Config) ApplyEnvironment(getenv func(string) string) {
+	if v := getenv(EnvDatabaseURL); v != "" {
+		c.DatabaseURL = v
+	}
+	if v := getenv(EnvWebhookToken); v != "" {
+		c.Webhook.Token = v
+	}
+	if v := strings.TrimSpace(getenv(EnvNodeName)); v != "" {
+		c.Node.Name = v
+	}
+	if c.Node.Name == "" {
+		c.Node.Name = hostname()
+	}
+	reboot := getenv(EnvRebootEnabled)
+	if reboot == "" {
+		reboot = getenv(EnvSeedRebootEnabled)
+	}
+	c.RebootEnabled = strings.EqualFold(strings.TrimSpace(reboot), "true")
+	if v := strings.TrimSpace(getenv(EnvSeedEnabled)); strings.EqualFold(v, "false") {
+		c.PausedByEnvironment = EnvSeedEnabled + "=" + v
+	}
+	// Docker's own variable, as the docker CLI reads it; a host written in
+	// the file wins.
+	if v := getenv("DOCKER_HOST"); v != "" && c.Targets.Docker.hostDefaulted {
+		c.Targets.Docker.Host = v
+	}
+}
