@@ -2,11 +2,9 @@ package containers
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // containerIDInCgroup finds a Docker container ID in a cgroup path, in the
@@ -19,17 +17,20 @@ var containerIDInCgroup = regexp.MustCompile(`(?:^|/)(?:docker[-/])?([0-9a-f]{64
 // host. procPath is the host's /proc (when selfheal runs in a container,
 // it needs the host's PID namespace to see GPU processes at all).
 func ContainerIDOfPID(procPath string, pid uint32) (id string, ok bool, err error) {
-	b, err := os.ReadFile(filepath.Join(procPath, strconv.FormatUint(uint64(pid), 10), "cgroup"))
+	fs, err := procfs.NewFS(procPath)
+	if err != nil {
+		return "", false, err
+	}
+	proc, err := fs.Proc(int(pid))
 	if err != nil {
 		return "", false, fmt.Errorf("cgroup of process %d: %w", pid, err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// hierarchy-ID:controllers:path
-		fields := strings.SplitN(line, ":", 3)
-		if len(fields) != 3 {
-			continue
-		}
-		if m := containerIDInCgroup.FindStringSubmatch(fields[2]); m != nil {
+	cgroups, err := proc.Cgroups()
+	if err != nil {
+		return "", false, fmt.Errorf("cgroup of process %d: %w", pid, err)
+	}
+	for _, cg := range cgroups {
+		if m := containerIDInCgroup.FindStringSubmatch(cg.Path); m != nil {
 			return m[1], true, nil
 		}
 	}
