@@ -15,6 +15,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/selfheal/selfheal/internal/testenv"
+	_ "github.com/selfheal/selfheal/remediator/actions" // registers the action types the examples name
+	"github.com/selfheal/selfheal/remediator/policy"
 )
 
 func TestComposeConfig(t *testing.T) {
@@ -226,5 +228,40 @@ func TestStopTimeoutsCoverTheShutdownBound(t *testing.T) {
 	}
 	if b := bound("docker-compose.yml", strings.Join(sh.Command, " ")); grace <= b {
 		t.Errorf("stop_grace_period %s is not above --shutdown.timeout=%s", grace, b)
+	}
+}
+
+// The examples are configurations people copy: each must load, and the
+// gateway/proxy compose file must say what the README says it does.
+func TestExamples(t *testing.T) {
+	configs, _ := filepath.Glob("examples/*/selfheal.yml")
+	if len(configs) == 0 {
+		t.Fatal("no example configurations")
+	}
+	for _, p := range configs {
+		if _, err := policy.Load(p); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	b, err := os.ReadFile("examples/gateway-proxy/compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]struct {
+			NetworkMode string            `yaml:"network_mode"`
+			Labels      map[string]string `yaml:"labels"`
+			DependsOn   map[string]struct {
+				Restart bool `yaml:"restart"`
+			} `yaml:"depends_on"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	proxy := c.Services["proxy"]
+	if proxy.NetworkMode != "service:gateway" || !proxy.DependsOn["gateway"].Restart ||
+		proxy.Labels["selfheal.enable"] != "true" || c.Services["gateway"].Labels["selfheal.enable"] != "true" {
+		t.Errorf("the gateway/proxy example is not the classic case: %+v", c.Services)
 	}
 }

@@ -137,6 +137,9 @@ type Spec struct {
 	// Restart is the restart policy, e.g. "on-failure" with MaxRetries.
 	Restart    container.RestartPolicyMode
 	MaxRetries int
+	// NetworkMode is the container's network ("container:<name>" to share
+	// another's namespace); empty is Docker's default bridge.
+	NetworkMode string
 }
 
 // Run creates (and unless s.Stopped, starts) a container and returns its
@@ -159,7 +162,8 @@ func Run(t testing.TB, s Spec) string {
 		}
 	}
 	_ = c.ContainerRemove(ctx, s.Name, container.RemoveOptions{Force: true})
-	host := &container.HostConfig{RestartPolicy: container.RestartPolicy{Name: s.Restart, MaximumRetryCount: s.MaxRetries}}
+	host := &container.HostConfig{RestartPolicy: container.RestartPolicy{Name: s.Restart, MaximumRetryCount: s.MaxRetries},
+		NetworkMode: container.NetworkMode(s.NetworkMode)}
 	created, err := c.ContainerCreate(ctx, cfg, host, nil, nil, s.Name)
 	if err != nil {
 		t.Fatalf("create container %s: %v", s.Name, err)
@@ -264,6 +268,14 @@ func labelLines(labels map[string]string) string {
 // Exec runs cmd inside the running container and waits for it to exit 0.
 func Exec(t testing.TB, name string, cmd ...string) {
 	t.Helper()
+	if code := ExecCode(t, name, cmd...); code != 0 {
+		t.Fatalf("exec %v in %s: exit code %d", cmd, name, code)
+	}
+}
+
+// ExecCode runs cmd inside the running container and returns its exit code.
+func ExecCode(t testing.TB, name string, cmd ...string) int {
+	t.Helper()
 	c, _ := Client(t)
 	ctx := context.Background()
 	created, err := c.ContainerExecCreate(ctx, name, container.ExecOptions{Cmd: cmd})
@@ -279,7 +291,20 @@ func Exec(t testing.TB, name string, cmd ...string) {
 		code = info.ExitCode
 		return err == nil && !info.Running
 	})
-	if code != 0 {
-		t.Fatalf("exec %v in %s: exit code %d", cmd, name, code)
+	return code
+}
+
+// IP returns the container's address on Docker's default bridge.
+func IP(t testing.TB, name string) string {
+	t.Helper()
+	c, _ := Client(t)
+	info, err := c.ContainerInspect(context.Background(), name)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", name, err)
 	}
+	if n, ok := info.NetworkSettings.Networks["bridge"]; ok && n.IPAddress != "" {
+		return n.IPAddress
+	}
+	t.Fatalf("%s has no address on the default bridge", name)
+	return ""
 }

@@ -52,6 +52,29 @@ type Result struct {
 	// Revert, when set, is handed back to the executor's Revert when the
 	// alert resolves or selfheal stops (a lowered power limit, say).
 	Revert map[string]any
+	// Touched are the containers the action acted on beside its target —
+	// dependents, a compose project's other services — in the order it
+	// did, and those it chose to leave alone. Reported whether the action
+	// succeeded or not.
+	Touched []Touched
+}
+
+// Touched is one container an action acted on beside its target, or left
+// alone. The engine records each one acted on as its own row in
+// recovery_actions under the same job, and each left alone as an event.
+type Touched struct {
+	Target string
+	// Action is what was done to it (restart, stop_start).
+	Action string
+	// Role says why it was touched: "dependent of gateway", "service of
+	// project app".
+	Role string
+	// Skipped, when set, says why it was left alone; nothing was done.
+	Skipped string
+	// Started and Ended bound what was done.
+	Started, Ended time.Time
+	// Err is why what was done failed.
+	Err error
 }
 
 // Reverter is implemented by executors whose changes are temporary.

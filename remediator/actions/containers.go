@@ -15,9 +15,19 @@ import (
 )
 
 func init() {
-	register("restart", noParams, func(d Deps) action.Executor { return Restart{Containers: d.Docker} })
+	register("restart", func() action.Params { return &RestartParams{} }, func(d Deps) action.Executor { return Restart{Containers: d.Docker} })
 	register("stop_start", newStopStartParams, func(d Deps) action.Executor { return StopStart{Containers: d.Docker} })
 }
+
+// RestartParams are restart's parameters.
+type RestartParams struct {
+	// Dependents: "restart" restarts, once the target is up again, the
+	// containers that depend on it (see restartDependents).
+	Dependents string `yaml:"dependents"`
+}
+
+// Problems implements action.Params.
+func (p *RestartParams) Problems() []string { return dependentsProblems(p.Dependents) }
 
 // DefaultStopStartWait is stop_start's pause between stop and start.
 const DefaultStopStartWait = 2 * time.Second
@@ -26,6 +36,8 @@ const DefaultStopStartWait = 2 * time.Second
 type StopStartParams struct {
 	// Wait is the pause between stop and start.
 	Wait action.Duration `yaml:"wait"`
+	// Dependents, as restart's.
+	Dependents string `yaml:"dependents"`
 }
 
 func newStopStartParams() action.Params {
@@ -34,10 +46,11 @@ func newStopStartParams() action.Params {
 
 // Problems implements action.Params.
 func (p *StopStartParams) Problems() []string {
+	probs := dependentsProblems(p.Dependents)
 	if p.Wait < 0 {
-		return []string{"wait: must not be negative"}
+		probs = append(probs, "wait: must not be negative")
 	}
-	return nil
+	return probs
 }
 
 // Containers is what the container actions need from Docker.
@@ -49,6 +62,8 @@ type Containers interface {
 	StopStart(ctx context.Context, name string, wait time.Duration) (time.Time, error)
 	Verify(ctx context.Context, name string, since time.Time, v containers.Verification) error
 	Running(ctx context.Context, name string) (bool, time.Time, error)
+	Graph(ctx context.Context) (*containers.Graph, error)
+	Allows(n *containers.Node) bool
 }
 
 var _ Containers = (*containers.Client)(nil)
@@ -68,7 +83,28 @@ var (
 	_ action.Executor        = StopStart{}
 	_ action.RecoveryChecker = Restart{}
 	_ action.RecoveryChecker = StopStart{}
+	_ action.Toucher         = Restart{}
+	_ action.Toucher         = StopStart{}
 )
+
+// Touches implements action.Toucher: the target, and its dependents when
+// the step restarts them.
+func (a Restart) Touches(ctx context.Context, req action.Request) ([]string, error) {
+	return touches(ctx, a.Containers, req.Target, paramsOf[*RestartParams](req, func() action.Params { return &RestartParams{} }).Dependents)
+}
+
+// Touches implements action.Toucher, as Restart's.
+func (a StopStart) Touches(ctx context.Context, req action.Request) ([]string, error) {
+	return touches(ctx, a.Containers, req.Target, paramsOf[*StopStartParams](req, newStopStartParams).Dependents)
+}
+
+func touches(ctx context.Context, c Containers, target, dependents string) ([]string, error) {
+	if dependents != DependentsRestart {
+		return []string{target}, nil
+	}
+	deps, err := dependentsOf(ctx, c, target)
+	return append([]string{target}, deps...), err
+}
 
 // Canonical implements action.Canonicalizer: the container's own name.
 func (a Restart) Canonical(ctx context.Context, target string) (string, error) {
@@ -97,7 +133,14 @@ func (a Restart) Execute(ctx context.Context, req action.Request) (action.Result
 	if err != nil {
 		return action.Result{}, err
 	}
-	return action.Result{}, a.Containers.Verify(ctx, req.Target, since, verification(req.Verify))
+	if err := a.Containers.Verify(ctx, req.Target, since, verification(req.Verify)); err != nil {
+		return action.Result{}, err
+	}
+	if paramsOf[*RestartParams](req, func() action.Params { return &RestartParams{} }).Dependents != DependentsRestart {
+		return action.Result{}, nil
+	}
+	touched, err := restartDependents(ctx, a.Containers, req.Target, req.Verify)
+	return action.Result{Touched: touched}, err
 }
 
 // Permit implements action.Executor.
@@ -107,13 +150,17 @@ func (a StopStart) Permit(ctx context.Context, req action.Request) error {
 
 // Execute implements action.Executor.
 func (a StopStart) Execute(ctx context.Context, req action.Request) (action.Result, error) {
-	wait := paramsOf[*StopStartParams](req, newStopStartParams).Wait.D()
-	since, err := a.Containers.StopStart(ctx, req.Target, wait)
+	p := paramsOf[*StopStartParams](req, newStopStartParams)
+	since, err := a.Containers.StopStart(ctx, req.Target, p.Wait.D())
 	if err != nil {
 		return action.Result{}, err
 	}
-	res := action.Result{Details: map[string]any{"wait_seconds": wait.Seconds()}}
-	return res, a.Containers.Verify(ctx, req.Target, since, verification(req.Verify))
+	res := action.Result{Details: map[string]any{"wait_seconds": p.Wait.D().Seconds()}}
+	if err := a.Containers.Verify(ctx, req.Target, since, verification(req.Verify)); err != nil || p.Dependents != DependentsRestart {
+		return res, err
+	}
+	res.Touched, err = restartDependents(ctx, a.Containers, req.Target, req.Verify)
+	return res, err
 }
 
 // Recovered implements action.RecoveryChecker.
@@ -129,7 +176,9 @@ func (a StopStart) Recovered(ctx context.Context, target string, since time.Time
 // recovered: a container that is up in a run that started after the alert
 // began has recovered once it has stayed up for stableFor; until then it
 // is settling.
-func recovered(ctx context.Context, c Containers, target string, since time.Time, stableFor time.Duration, now time.Time) (action.Recovery, error) {
+func recovered(ctx context.Context, c interface {
+	Running(ctx context.Context, name string) (bool, time.Time, error)
+}, target string, since time.Time, stableFor time.Duration, now time.Time) (action.Recovery, error) {
 	up, started, err := c.Running(ctx, target)
 	if err != nil || !up || !started.After(since) {
 		return action.Recovery{}, err

@@ -24,6 +24,10 @@ import (
 // ErrNotPermitted marks a container selfheal may not touch.
 var ErrNotPermitted = errors.New("not permitted")
 
+// ErrNoSuchContainer is wrapped by errors about a container that does not
+// exist (any more).
+var ErrNoSuchContainer = errors.New("no container named")
+
 // unreachable wraps an error of the Docker Engine that says nothing about
 // the container — the daemon is down, restarting, or slow to answer — so
 // trying again later may succeed. The engine defers such a job rather than
@@ -136,7 +140,7 @@ func (c *Client) permitted(ctx context.Context, name string) (container.InspectR
 	info, err := c.inspect(ctx, name)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
-			return info, fmt.Errorf("%w: no container named %q", ErrNotPermitted, name)
+			return info, fmt.Errorf("%w: %w %q", ErrNotPermitted, ErrNoSuchContainer, name)
 		}
 		return info, err
 	}
@@ -186,6 +190,31 @@ func (c *Client) StopStart(ctx context.Context, name string, wait time.Duration)
 		return began, fmt.Errorf("stop %s: waiting to start it again: %w", name, ctx.Err())
 	case <-time.After(wait):
 	}
+	if err := c.api.ContainerStart(ctx, info.ID, container.StartOptions{}); err != nil {
+		return began, fmt.Errorf("start %s: %w", name, err)
+	}
+	return began, nil
+}
+
+// Stop stops an opted-in container (within the stop timeout).
+func (c *Client) Stop(ctx context.Context, name string) error {
+	info, err := c.permitted(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := c.api.ContainerStop(ctx, info.ID, c.stopOptions()); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	return nil
+}
+
+// Start starts an opted-in container and returns the time just before.
+func (c *Client) Start(ctx context.Context, name string) (time.Time, error) {
+	info, err := c.permitted(ctx, name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	began := time.Now()
 	if err := c.api.ContainerStart(ctx, info.ID, container.StartOptions{}); err != nil {
 		return began, fmt.Errorf("start %s: %w", name, err)
 	}

@@ -637,6 +637,7 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer rcancel()
+	others, otherEvents := touched(res.Touched)
 	if err == nil {
 		log.Info("action succeeded", "duration", elapsed)
 		e.m.actions.WithLabelValues(d.Action.Type, string(store.ActionSucceeded)).Inc()
@@ -647,10 +648,10 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 		}
 		return c.Finish(rctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: target, Reason: d.Reason,
 			ActionID: actionID, ActionStatus: store.ActionSucceeded, ActionDetail: res.Details, Revert: revert,
-			FollowUp: nextInSequence(r, c.Job()),
-			Events: []store.Event{{Severity: store.SeverityInfo, Type: "action_succeeded", Target: target,
+			FollowUp: nextInSequence(r, c.Job()), Touched: others,
+			Events: append(otherEvents, store.Event{Severity: store.SeverityInfo, Type: "action_succeeded", Target: target,
 				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
-				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
+				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}),
 		})
 	}
 	log.Warn("action failed", "duration", elapsed, "err", err)
@@ -663,11 +664,41 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 	return c.Finish(rctx, store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: target, Reason: d.Reason,
 		ActionID: actionID, ActionStatus: store.ActionFailed, ActionError: err.Error(), ActionDetail: res.Details,
 		Failure:  &store.Failure{Type: d.Action.Type, Status: string(store.ActionFailed)},
-		FollowUp: followUp,
-		Events: []store.Event{{Severity: store.SeverityError, Type: "action_failed", Target: target,
+		FollowUp: followUp, Touched: others,
+		Events: append(otherEvents, store.Event{Severity: store.SeverityError, Type: "action_failed", Target: target,
 			Message: fmt.Sprintf("%s of %s failed (attempt %d): %v", d.Action.Type, target, d.Attempt, err),
-			Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}},
+			Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}),
 	})
+}
+
+// touched turns what an action did beside its target into a row for each
+// container it acted on and an event for each, acted on or left alone.
+func touched(list []action.Touched) ([]store.TouchedAction, []store.Event) {
+	var rows []store.TouchedAction
+	var events []store.Event
+	for _, t := range list {
+		details := map[string]any{"role": t.Role, "action": t.Action}
+		if t.Skipped != "" {
+			details["skipped"] = t.Skipped
+			events = append(events, store.Event{Severity: store.SeverityWarning, Type: "left_alone", Target: t.Target,
+				Message: fmt.Sprintf("%s (%s) left alone: %s", t.Target, t.Role, t.Skipped), Details: details})
+			continue
+		}
+		row := store.TouchedAction{Target: t.Target, Action: t.Action, Status: store.ActionSucceeded,
+			Started: t.Started, Ended: t.Ended, Details: details}
+		took := t.Ended.Sub(t.Started).Round(time.Millisecond)
+		details["seconds"] = t.Ended.Sub(t.Started).Seconds()
+		ev := store.Event{Severity: store.SeverityInfo, Type: "touched", Target: t.Target, Details: details,
+			Message: fmt.Sprintf("%s of %s (%s) succeeded in %s", t.Action, t.Target, t.Role, took)}
+		if t.Err != nil {
+			row.Status, row.Error = store.ActionFailed, t.Err.Error()
+			ev.Severity = store.SeverityError
+			ev.Message = fmt.Sprintf("%s of %s (%s) failed after %s: %v", t.Action, t.Target, t.Role, took, t.Err)
+		}
+		rows = append(rows, row)
+		events = append(events, ev)
+	}
+	return rows, events
 }
 
 // verification is what an action needs of a remediation's verify block.

@@ -8,6 +8,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -86,13 +87,14 @@ type fakeExec struct {
 	canonical string
 	canonErr  error
 	touches   []string
+	touched   []action.Touched
 	ran       []action.Request
 }
 
 func (x *fakeExec) Permit(context.Context, action.Request) error { return x.permit }
 func (x *fakeExec) Execute(_ context.Context, r action.Request) (action.Result, error) {
 	x.ran = append(x.ran, r)
-	return action.Result{Details: map[string]any{"ok": x.execErr == nil}}, x.execErr
+	return action.Result{Details: map[string]any{"ok": x.execErr == nil}, Touched: x.touched}, x.execErr
 }
 func (x *fakeExec) Recovered(context.Context, string, time.Time, time.Duration) (action.Recovery, error) {
 	return x.recovery, x.recErr
@@ -217,6 +219,28 @@ func TestHandle(t *testing.T) {
 				}
 				if len(c.outages) != 1 || c.intent == nil || c.intent.Action != "restart" || c.intent.Attempt != 1 {
 					t.Fatalf("outages %v intent %+v", c.outages, c.intent)
+				}
+			}},
+		{name: "dependents: a row for each restarted, an event for each",
+			claim: &fakeClaim{job: job("service-down", "gateway", 1)},
+			execs: map[string]*fakeExec{"restart": {touched: []action.Touched{
+				{Target: "proxy", Action: "restart", Role: "dependent of gateway", Started: t0, Ended: t0.Add(time.Second)},
+				{Target: "vpn-ui", Action: "restart", Role: "dependent of gateway", Skipped: "not opted in"},
+				{Target: "sidecar", Action: "restart", Role: "dependent of gateway", Started: t0, Ended: t0.Add(time.Second), Err: errors.New("exited")},
+			}}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				o := c.outcome
+				if len(o.Touched) != 2 || o.Touched[0].Target != "proxy" || o.Touched[0].Status != store.ActionSucceeded ||
+					o.Touched[1].Target != "sidecar" || o.Touched[1].Status != store.ActionFailed || o.Touched[1].Error != "exited" {
+					t.Fatalf("touched %+v", o.Touched)
+				}
+				var kinds []string
+				for _, e := range o.Events {
+					kinds = append(kinds, fmt.Sprintf("%s %s %s", e.Severity, e.Type, e.Target))
+				}
+				want := "INFO touched proxy,WARNING left_alone vpn-ui,ERROR touched sidecar,INFO action_succeeded gateway"
+				if strings.Join(kinds, ",") != want {
+					t.Fatalf("events %v, want %s", kinds, want)
 				}
 			}},
 		{name: "a restart that fails: counted, the ladder goes on",

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,9 @@ type Plan struct {
 	Reason        string     `json:"reason"`
 	Action        string     `json:"action,omitempty"`
 	Attempt       int        `json:"attempt,omitempty"`
+	// Touches are the containers the action would act on beside the
+	// target (its dependents, its compose project), in order.
+	Touches []string `json:"touches,omitempty"`
 	// IfItFails is what follows a failure of the action.
 	IfItFails string `json:"if_it_fails,omitempty"`
 }
@@ -111,6 +115,14 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 	p.Verdict, p.Reason, p.Action, p.Attempt = d.Verdict, d.Reason, d.Action.Type, d.Attempt
 	if d.Verdict == Run || d.Verdict == DryRun {
 		p.IfItFails = ifItFails(r, in)
+		if t, ok := e.executors[d.Action.Type].(action.Toucher); ok {
+			tctx, cancel := context.WithTimeout(ctx, permitTimeout)
+			touches, err := t.Touches(tctx, action.Request{Target: target, Params: d.Action.Params, Labels: labels, Remediation: r.Name})
+			cancel()
+			if err == nil {
+				p.Touches = slices.DeleteFunc(touches, func(s string) bool { return s == target })
+			}
+		}
 	}
 	return p, nil
 }

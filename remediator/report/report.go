@@ -65,6 +65,9 @@ func WritePlan(w io.Writer, p engine.Plan) error {
 		verdict += fmt.Sprintf(": %s (attempt %d)", p.Action, p.Attempt)
 	}
 	row("VERDICT", verdict)
+	if len(p.Touches) > 0 {
+		row("ALSO TOUCHES", strings.Join(p.Touches, ", "))
+	}
 	row("REASON", p.Reason)
 	if p.IfItFails != "" {
 		row("IF IT FAILS", p.IfItFails)

@@ -363,3 +363,44 @@ func TestSequencePosition(t *testing.T) {
 		t.Fatalf("a reopening: step %d position %d, want 3 and 1", c.Job().Step, c.Job().Position)
 	}
 }
+
+// TestTouchedContainers: each container an action touched beside its
+// target is its own row under the same job, pointing at the job's action;
+// the job still has exactly one action of its own.
+func TestTouchedContainers(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.ClaimJob(ctx, store.ClaimFilter{})
+	if err != nil || c == nil {
+		t.Fatal(c, err)
+	}
+	id, err := c.RecordIntent(ctx, store.Intent{Target: "gateway", Action: "restart", Category: "A", Attempt: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if err := c.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: "gateway",
+		ActionID: id, ActionStatus: store.ActionFailed, ActionError: "a dependent failed",
+		Touched: []store.TouchedAction{
+			{Target: "proxy", Action: "restart", Status: store.ActionSucceeded, Started: began, Ended: began.Add(time.Second)},
+			{Target: "sidecar", Action: "restart", Status: store.ActionFailed, Error: "exited", Started: began, Ended: began.Add(2 * time.Second)},
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE parent_action_id = $1
+		AND job_id = (SELECT job_id FROM recovery_actions WHERE id = $1) AND remediation = 'service-down' AND category = 'A'`, id); n != 2 {
+		t.Fatalf("%d rows under the action, want 2", n)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE service_name = 'sidecar' AND status = 'failed'
+		AND error_message = 'exited' AND completed_at - started_at = interval '2 seconds'`); n != 1 {
+		t.Fatal("the failed dependent's row is not as recorded")
+	}
+	// The database still refuses a second action of the job's own.
+	if _, err := conn.Exec(ctx, `INSERT INTO recovery_actions (service_name, action_type, status, job_id)
+		SELECT 'gateway', 'restart', 'succeeded', job_id FROM recovery_actions WHERE id = $1`, id); err == nil {
+		t.Fatal("a second action for the job was accepted")
+	}
+}

@@ -414,6 +414,10 @@ type Outcome struct {
 	// DryRun, when set, records the action that would have run.
 	DryRun *Intent
 
+	// Touched are the other containers the action acted on, each recorded
+	// as its own row under ActionID.
+	Touched []TouchedAction
+
 	// Failure, when set, records a failure of Target.
 	Failure *Failure
 
@@ -427,6 +431,17 @@ type Outcome struct {
 	Revert *Revert
 
 	Events []Event
+}
+
+// TouchedAction is a container an action acted on beside its target.
+type TouchedAction struct {
+	Target  string
+	Action  string
+	Status  ActionStatus // succeeded or failed
+	Error   string
+	Started time.Time
+	Ended   time.Time
+	Details map[string]any
 }
 
 // Failure is one failed attempt on a service.
@@ -473,6 +488,16 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 	if o.ActionID != 0 {
 		b.Queue(`UPDATE recovery_actions SET status = $2, error_message = NULLIF($3, ''), completed_at = clock_timestamp(),
 			details = details || $4 WHERE id = $1`, o.ActionID, o.ActionStatus, o.ActionError, jsonObject(o.ActionDetail))
+	}
+	for _, t := range o.Touched {
+		if o.ActionID == 0 {
+			break
+		}
+		b.Queue(`INSERT INTO recovery_actions (service_name, action_type, status, job_id, remediation, category, attempt,
+				details, error_message, started_at, completed_at, parent_action_id)
+			SELECT $1, $2, $3, job_id, remediation, category, attempt, $4, NULLIF($5, ''), $6, $7, id
+			FROM recovery_actions WHERE id = $8`,
+			t.Target, t.Action, t.Status, jsonObject(t.Details), t.Error, t.Started, t.Ended, o.ActionID)
 	}
 	if d := o.DryRun; d != nil {
 		b.Queue(`INSERT INTO recovery_actions (service_name, action_type, status, job_id, remediation, category, attempt, details, completed_at)

@@ -32,6 +32,22 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 2 && os.Args[1] == "fetch" {
+		// Run with docker exec: GET a URL from inside the container's
+		// network namespace; exit 0 on a 2xx answer within 2s.
+		client := http.Client{Timeout: 2 * time.Second}
+		resp, err := client.Get(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			fmt.Fprintln(os.Stderr, resp.Status)
+			os.Exit(1)
+		}
+		return
+	}
 	exitAfter := flag.Duration("exit-after", 0, "exit this long after starting (0: never)")
 	exitCode := flag.Int("exit-code", 1, "exit code for -exit-after")
 	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM (so a stop waits for its timeout)")
