@@ -58,7 +58,7 @@ func newMetrics(st Store) *metrics {
 			Help: "The fingerprint of the configuration this replica runs (remediations, engine, targets, dry-run).",
 		}, []string{"fingerprint"}),
 		queue: &queueCollector{store: st, desc: prometheus.NewDesc("selfheal_jobs",
-			"Jobs in the database by state (all replicas); 'running' counts actions in flight.", []string{"state"}, nil)},
+			"Unfinished work in the database (all replicas): 'queued' jobs and 'running' actions. Finished jobs are counted by selfheal_engine_jobs_finished_total.", []string{"state"}, nil)},
 	}
 	for _, v := range []Verdict{Run, DryRun, Skip, Refuse, Escalate, Defer} {
 		m.decisions.WithLabelValues(string(v))
@@ -96,16 +96,7 @@ func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		return
 	}
-	// The job states, and "running": actions in flight.
-	for _, s := range append([]string{string(store.ActionRunning)}, jobStateNames()...) {
+	for _, s := range []string{string(store.JobQueued), string(store.ActionRunning)} {
 		ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(counts[s]), s)
 	}
-}
-
-func jobStateNames() []string {
-	names := make([]string, len(store.JobStates))
-	for i, s := range store.JobStates {
-		names[i] = string(s)
-	}
-	return names
 }

@@ -404,3 +404,30 @@ func TestTouchedContainers(t *testing.T) {
 		t.Fatal("a second action for the job was accepted")
 	}
 }
+
+// TestCooldownUntil: an action with a cooldown records when it ends, for
+// the dashboard's index-backed "Active cooldowns"; one without records none.
+func TestCooldownUntil(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.ClaimJob(ctx, store.ClaimFilter{})
+	if err != nil || c == nil {
+		t.Fatal(c, err)
+	}
+	defer c.Release()
+	id, err := c.RecordIntent(ctx, store.Intent{Target: "llm", Action: "http", Category: "B", Attempt: 1,
+		Details: map[string]any{"cooldown_seconds": 300.0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE id = $1
+		AND cooldown_until BETWEEN started_at + interval '299 seconds' AND started_at + interval '301 seconds'`, id); n != 1 {
+		t.Fatal("cooldown_until not recorded")
+	}
+	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE cooldown_until IS NOT NULL`); n != 1 {
+		t.Fatal("an action without a cooldown records one")
+	}
+}

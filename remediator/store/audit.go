@@ -20,9 +20,11 @@ type Activity struct {
 	Detail      string
 }
 
+// activitySQL takes the newest $1 of each source through its time index
+// and merges them: its cost is bounded by the limit, not by the window.
 const activitySQL = `
 SELECT t, kind, severity, target, remediation, what, detail FROM (
-    SELECT first_received_at AS t, 0 AS rank, 'alert' AS kind,
+    (SELECT first_received_at AS t, 0 AS rank, 'alert' AS kind,
            CASE status WHEN 'firing' THEN 'FIRING' ELSE 'RESOLVED' END AS severity,
            COALESCE(labels->>'service', labels->>'container', labels->>'instance', '') AS target,
            COALESCE(remediation, '') AS remediation,
@@ -31,13 +33,15 @@ SELECT t, kind, severity, target, remediation, what, detail FROM (
                 ELSE format('%s delivery(ies)', deliveries) END AS detail
     FROM alert_occurrences
     WHERE first_received_at >= $2
+    ORDER BY first_received_at DESC LIMIT $1)
     UNION ALL
-    SELECT event_time, 1, 'event', severity, COALESCE(service_name, ''), COALESCE(remediation, ''),
+    (SELECT event_time, 1, 'event', severity, COALESCE(service_name, ''), COALESCE(remediation, ''),
            event_type, message
     FROM self_healing_events
     WHERE event_time >= $2
+    ORDER BY event_time DESC LIMIT $1)
     UNION ALL
-    SELECT started_at, 2, 'action', upper(status), service_name, COALESCE(remediation, ''),
+    (SELECT started_at, 2, 'action', upper(status), service_name, COALESCE(remediation, ''),
            action_type,
            concat_ws(' ', CASE WHEN attempt IS NOT NULL THEN format('attempt %s', attempt) END,
                      CASE WHEN completed_at IS NOT NULL
@@ -45,6 +49,7 @@ SELECT t, kind, severity, target, remediation, what, detail FROM (
                      error_message)
     FROM recovery_actions
     WHERE started_at >= $2
+    ORDER BY started_at DESC LIMIT $1)
 ) a
 -- at the same instant: alert, then the decision, then the action
 ORDER BY t DESC, rank DESC
@@ -94,11 +99,13 @@ func (s *Store) Paused(ctx context.Context) (bool, string, error) {
 	return paused, reason, nil
 }
 
-// JobCounts returns how many jobs are in each state, and how many actions
-// are running now.
+// JobCounts returns the work not yet done: how many jobs are queued and how
+// many actions are running now. Both read a partial index of unfinished
+// rows only, so a scrape costs the same whatever the history; finished jobs
+// are counted by selfheal_jobs_total as they finish.
 func (s *Store) JobCounts(ctx context.Context) (map[string]int64, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT state, count(*) FROM remediation_jobs GROUP BY state
+		SELECT 'queued', count(*) FROM remediation_jobs WHERE state = 'queued'
 		UNION ALL
 		SELECT 'running', count(*) FROM recovery_actions WHERE status = 'running'`)
 	if err != nil {

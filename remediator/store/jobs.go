@@ -199,35 +199,38 @@ type StateQuery struct {
 const rebootPendingFor = 10 * time.Minute
 
 const stateSQL = `
-SELECT clock_timestamp(),
+SELECT statement_timestamp(),
        s.paused, s.reason,
        (SELECT count(*) FROM service_failures
          WHERE service_name = $1 AND remediation = $2
-           AND failure_time >= clock_timestamp() - $3 * interval '1 second'),
+           AND failure_time >= statement_timestamp() - $3 * interval '1 second'),
        EXISTS (SELECT 1 FROM service_failures
          WHERE service_name = $1 AND remediation = $2 AND failure_type = 'outage'
            AND (occurrence_id = $5 OR failure_time >= $7)
-           AND failure_time >= clock_timestamp() - $3 * interval '1 second'),
+           AND failure_time >= statement_timestamp() - $3 * interval '1 second'),
        esc.created_at, COALESCE(esc.escalate_to, ''),
        (SELECT max(created_at) FROM escalations
          WHERE service_name = $1 AND remediation = $2
-           AND created_at >= clock_timestamp() - $3 * interval '1 second'),
+           AND created_at >= statement_timestamp() - $3 * interval '1 second'),
        (SELECT max(started_at) FROM recovery_actions WHERE service_name = $1 AND remediation = $2),
        (SELECT count(*) FROM recovery_actions
-         WHERE started_at >= clock_timestamp() - $4 * interval '1 second' AND status <> 'dry_run'),
+         WHERE started_at >= statement_timestamp() - $4 * interval '1 second' AND status <> 'dry_run'),
        (SELECT count(*) FROM recovery_actions WHERE status = 'running'),
        (SELECT min(requested_at) FROM reboot_events
          WHERE status IN ('pending', 'rebooting')
-           AND requested_at >= clock_timestamp() - $6 * interval '1 second')
+           AND requested_at >= statement_timestamp() - $6 * interval '1 second')
 FROM engine_settings s
 LEFT JOIN LATERAL (
     SELECT created_at, escalate_to FROM escalations
     WHERE service_name = $1 AND remediation = $2 AND cleared_at IS NULL
-      AND created_at >= clock_timestamp() - $3 * interval '1 second'
+      AND created_at >= statement_timestamp() - $3 * interval '1 second'
     ORDER BY created_at DESC LIMIT 1
 ) esc ON true`
 
-// LoadState reads the decision state for q, with the database's clock.
+// LoadState reads the decision state for q, with the database's clock. The
+// clock is statement_timestamp(): stable within the statement, so every
+// time bound above is an index range (clock_timestamp() is volatile, and a
+// bound on it is evaluated row by row — a scan of the whole table).
 func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
 	return scanState(c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
 		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt), q)
@@ -362,8 +365,10 @@ type Intent struct {
 
 const intentSQL = `
 WITH action AS (
-    INSERT INTO recovery_actions (service_name, action_type, status, job_id, remediation, category, attempt, details)
-    VALUES ($1, $2, 'running', $3, $4, NULLIF($5, ''), $6, $7)
+    INSERT INTO recovery_actions (service_name, action_type, status, job_id, remediation, category, attempt, details, cooldown_until)
+    VALUES ($1, $2, 'running', $3, $4, NULLIF($5, ''), $6, $7,
+            CASE WHEN COALESCE(($7::jsonb->>'cooldown_seconds')::float8, 0) > 0
+                 THEN now() + make_interval(secs => ($7::jsonb->>'cooldown_seconds')::float8) END)
     RETURNING id
 ), decision AS (
     INSERT INTO self_healing_events (severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)
