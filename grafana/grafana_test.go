@@ -27,6 +27,7 @@ import (
 
 	"github.com/selfheal/selfheal/exporter"
 	"github.com/selfheal/selfheal/exporter/system"
+	"github.com/selfheal/selfheal/internal/dashsql"
 	"github.com/selfheal/selfheal/internal/pgtest"
 	"github.com/selfheal/selfheal/internal/testenv"
 	"github.com/selfheal/selfheal/remediator/policy"
@@ -174,20 +175,6 @@ func TestDashboardsAreValid(t *testing.T) {
 	}
 }
 
-var (
-	timeFilter    = regexp.MustCompile(`\$__timeFilter\(([a-z_.]+)\)`)
-	timeGroup     = regexp.MustCompile(`\$__timeGroupAlias\(([a-z_.]+), '(\d+)m'\)`)
-	unknownMacros = regexp.MustCompile(`\$__\w+`)
-)
-
-// expandSQL does what Grafana's PostgreSQL data source does to the macros
-// the dashboards use, for the last day.
-func expandSQL(sql string) string {
-	sql = timeFilter.ReplaceAllString(sql, `$1 BETWEEN now() - interval '1 day' AND now() + interval '1 minute'`)
-	sql = timeGroup.ReplaceAllString(sql, `floor(extract(epoch from $1) / ($2 * 60)) * ($2 * 60) AS "time"`)
-	return sql
-}
-
 // sample fills the schema with a little of everything the panels show.
 const sample = `
 INSERT INTO alert_occurrences (fingerprint, starts_at, alertname, status, labels, remediation, ends_at, resolved_at)
@@ -234,20 +221,21 @@ func TestSQLPanelsReturnRows(t *testing.T) {
 	if _, err := conn.Exec(ctx, `DELETE FROM self_healing_events`); err == nil {
 		t.Fatal("the dashboard role can delete rows")
 	}
+	queries, err := dashsql.Queries("dashboards")
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
-	for _, q := range panelQueries(t) {
-		if q.RawSQL == "" {
-			continue
-		}
+	for _, q := range queries {
 		n++
-		sql := expandSQL(q.RawSQL)
-		if m := unknownMacros.FindString(sql); m != "" {
-			t.Errorf("%s: panel %q uses %s, which this test does not expand", q.file, q.panel, m)
+		sql, err := dashsql.Expand(q.SQL, "1 day")
+		if err != nil {
+			t.Errorf("%s: panel %q: %v", q.File, q.Panel, err)
 			continue
 		}
 		rows, err := conn.Query(ctx, sql)
 		if err != nil {
-			t.Errorf("%s: panel %q: %v", q.file, q.panel, err)
+			t.Errorf("%s: panel %q: %v", q.File, q.Panel, err)
 			continue
 		}
 		count := 0
@@ -255,10 +243,10 @@ func TestSQLPanelsReturnRows(t *testing.T) {
 			count++
 		}
 		if err := rows.Err(); err != nil {
-			t.Errorf("%s: panel %q: %v", q.file, q.panel, err)
+			t.Errorf("%s: panel %q: %v", q.File, q.Panel, err)
 		}
 		if count == 0 {
-			t.Errorf("%s: panel %q returned no rows over the sample", q.file, q.panel)
+			t.Errorf("%s: panel %q returned no rows over the sample", q.File, q.Panel)
 		}
 	}
 	if n < 10 {

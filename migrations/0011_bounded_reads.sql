@@ -15,3 +15,6 @@ UPDATE recovery_actions
  WHERE COALESCE((details->>'cooldown_seconds')::float8, 0) > 0;
 CREATE INDEX recovery_actions_cooldown_idx ON recovery_actions (cooldown_until)
     WHERE cooldown_until IS NOT NULL;
+
+-- Retention deletes occurrences by when they were last received.
+CREATE INDEX alert_occurrences_last_received_idx ON alert_occurrences (last_received_at);

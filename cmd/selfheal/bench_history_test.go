@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/selfheal/selfheal/internal/dashsql"
+	"github.com/selfheal/selfheal/internal/dockertest"
+)
+
+// historySQL fills the four tables that grow with use with n rows each of
+// finished history, spread uniformly over each table's retention before the
+// last day (alerts and events 30 days, jobs and actions 7), then adds the
+// same recent activity at every size: the last day's 1,000 alerts, jobs and
+// actions and 3,000 events. History is what the dashboards' default window
+// (24 h) and `selfheal events` do not show: a read whose cost grows with it
+// is a read not bounded by its window.
+const historySQL = `
+INSERT INTO alert_occurrences (fingerprint, starts_at, alertname, status, labels, remediation, ends_at, resolved_at,
+                               first_received_at, last_received_at)
+SELECT lpad(to_hex(i), 16, '0'), t, 'ServiceDown', 'resolved',
+       jsonb_build_object('alertname', 'ServiceDown', 'service', 'svc-' || (i % 500)), 'service-down',
+       t + interval '90 seconds', t + interval '90 seconds', t, t + interval '90 seconds'
+FROM (SELECT i, now() - interval '1 day' - random() * interval '29 days' AS t FROM generate_series(1, $1) i) g;
+
+INSERT INTO remediation_jobs (occurrence_id, remediation, step, state, outcome, target, reason, not_before, created_at, finished_at)
+SELECT id, 'service-down', 1, 'done', 'succeeded', labels->>'service', 'running restart (attempt 1)', t, t, t + interval '2 seconds'
+FROM (SELECT id, labels, now() - interval '1 day' - random() * interval '6 days' AS t FROM alert_occurrences LIMIT $1) o;
+
+INSERT INTO recovery_actions (service_name, action_type, status, started_at, completed_at, remediation, category, attempt, details)
+SELECT 'svc-' || (i % 500), 'restart', CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'succeeded' END, t, t + interval '2 seconds',
+       'service-down', 'A', 1, '{"cooldown_seconds": 0}'
+FROM (SELECT i, now() - interval '1 day' - random() * interval '6 days' AS t FROM generate_series(1, $1) i) g;
+
+INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, message)
+SELECT t, (ARRAY['INFO', 'INFO', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'])[1 + i % 6], 'decision', 'svc-' || (i % 500),
+       'service-down', 'running restart (attempt 1)'
+FROM (SELECT i, now() - interval '1 day' - random() * interval '29 days' AS t FROM generate_series(1, $1) i) g;
+`
+
+const recentSQL = `
+INSERT INTO alert_occurrences (fingerprint, starts_at, alertname, status, labels, remediation, ends_at, resolved_at,
+                               first_received_at, last_received_at)
+SELECT 'recent' || lpad(to_hex(i), 10, '0'), t, 'ServiceDown', 'resolved',
+       jsonb_build_object('alertname', 'ServiceDown', 'service', 'svc-' || (i % 50)), 'service-down',
+       t + interval '90 seconds', t + interval '90 seconds', t, t + interval '90 seconds'
+FROM (SELECT i, now() - interval '1 hour' - (i / 1000.0) * interval '22 hours' AS t FROM generate_series(1, 1000) i) g;
+
+INSERT INTO recovery_actions (service_name, action_type, status, started_at, completed_at, remediation, category, attempt, details)
+SELECT 'svc-' || (i % 50), 'restart', 'succeeded', t, t + interval '2 seconds', 'service-down', 'A', 1, '{"cooldown_seconds": 0}'
+FROM (SELECT i, now() - interval '1 hour' - (i / 1000.0) * interval '22 hours' AS t FROM generate_series(1, 1000) i) g;
+
+INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, message)
+SELECT t, (ARRAY['INFO', 'INFO', 'WARNING'])[1 + i % 3], 'decision', 'svc-' || (i % 50), 'service-down', 'running restart (attempt 1)'
+FROM (SELECT i, now() - interval '1 hour' - (i / 3000.0) * interval '22 hours' AS t FROM generate_series(1, 3000) i) g;
+`
+
+// BenchmarkHistory measures every read on a hot path with 0, 1M and 10M
+// rows of history in each table (SELFHEAL_BENCH_HISTORY, a comma-separated
+// list): the decision (alert received → Docker restart request, as in
+// BenchmarkDecisionLatency), a scrape of /metrics, `selfheal events`, and
+// each dashboard SQL panel over its default 24 h. Each size starts on a
+// fresh durable cluster.
+func BenchmarkHistory(b *testing.B) {
+	sizes := []int{0, 1_000_000, 10_000_000}
+	if v := os.Getenv("SELFHEAL_BENCH_HISTORY"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				b.Fatalf("SELFHEAL_BENCH_HISTORY: %v", err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	panels, err := dashsql.Queries("../../grafana/dashboards")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) { historyAt(b, n, panels) })
+	}
+}
+
+func historyAt(b *testing.B, n int, panels []dashsql.Query) {
+	decisions := envInt("SELFHEAL_BENCH_DECISIONS", 30)
+	name := dockertest.Run(b, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
+	proxy := newDockerProxy(b)
+	proxy.restarts = make(chan time.Time, 1)
+	url, conn := benchDaemon(b, fmt.Sprintf("engine: {storm_brake: {max_actions: %d}}\n", decisions+1), "DOCKER_HOST=unix://"+proxy.path)
+	waitReady(b, "selfheal", url+"/-/ready")
+	ctx := context.Background()
+	loadStart := time.Now()
+	for _, stmt := range strings.Split(strings.TrimSpace(historySQL), ";\n") {
+		if _, err := conn.Exec(ctx, stmt, n); err != nil {
+			b.Fatalf("load history: %v", err)
+		}
+	}
+	if _, err := conn.Exec(ctx, recentSQL); err != nil {
+		b.Fatalf("load recent activity: %v", err)
+	}
+	if _, err := conn.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		b.Fatal(err)
+	}
+	fmt.Printf("rows=%d: history loaded in %s\n", n, time.Since(loadStart).Round(time.Second))
+
+	p50 := func(lat []time.Duration) time.Duration {
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		return lat[len(lat)/2]
+	}
+
+	// The decision, as BenchmarkDecisionLatency measures it.
+	var lat []time.Duration
+	for i := range decisions {
+		dockertest.Kill(b, name)
+		body := alerts("ServiceDown", fmt.Sprintf("h%d-%d", n, i), []string{name}, time.Now(), 1)
+		sent := time.Now()
+		if err := postAlerts(url, body); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case at := <-proxy.restarts:
+			lat = append(lat, at.Sub(sent))
+		case <-time.After(10 * time.Second):
+			b.Fatalf("alert %d: no restart request within 10s", i)
+		}
+		dockertest.WaitFor(b, 20*time.Second, "action finished", func() bool {
+			return queryInt(b, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0 &&
+				queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0
+		})
+	}
+	b.ReportMetric(ms(p50(lat)), "decision-p50-ms")
+
+	// A scrape of /metrics.
+	lat = lat[:0]
+	for range 50 {
+		start := time.Now()
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		lat = append(lat, time.Since(start))
+	}
+	b.ReportMetric(ms(p50(lat)), "metrics-p50-ms")
+
+	// selfheal events, the command as people run it.
+	lat = lat[:0]
+	for range 10 {
+		start := time.Now()
+		cmd := exec.Command(binary, "events", "--limit=50")
+		cmd.Env = append(os.Environ(), "SELFHEAL_DATABASE_URL="+conn.Config().ConnString())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("selfheal events: %v\n%s", err, out)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.ReportMetric(ms(p50(lat)), "events-p50-ms")
+
+	// Every SQL panel over its default window.
+	var slowest time.Duration
+	for _, q := range panels {
+		sql, err := dashsql.Expand(q.SQL, "24 hours")
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = lat[:0]
+		for range 10 {
+			start := time.Now()
+			rows, err := conn.Query(ctx, sql)
+			if err != nil {
+				b.Fatalf("panel %q: %v", q.Panel, err)
+			}
+			for rows.Next() {
+			}
+			rows.Close()
+			lat = append(lat, time.Since(start))
+		}
+		d := p50(lat)
+		slowest = max(slowest, d)
+		fmt.Printf("rows=%d: panel %-34q p50 %.2f ms\n", n, q.Panel, ms(d))
+	}
+	b.ReportMetric(ms(slowest), "slowest-panel-p50-ms")
+}
