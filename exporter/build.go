@@ -67,7 +67,7 @@ var collectors = []struct {
 		if d.DockerAPI == nil {
 			return nil, nil
 		}
-		return docker.New(d.DockerAPI, docker.Options{OptIn: d.OptedIn, All: *f.DockerAll}, d.Logger.With("collector", Docker)), nil
+		return docker.New(d.DockerAPI, docker.Options{OptIn: d.OptedIn, All: *f.DockerAll, OnEvent: d.OnDockerEvent}, d.Logger.With("collector", Docker)), nil
 	}},
 	{Probe, "The HTTP, TCP and PostgreSQL probes in the configuration's exporter.probes.", func(_ *Flags, d Deps) (Collector, error) {
 		if len(d.Probes) == 0 {
@@ -100,6 +100,9 @@ type Deps struct {
 	// OptedIn is selfheal's opt-in rule: the containers the docker
 	// collector reports.
 	OptedIn optin.Rule
+	// OnDockerEvent, when set, is told of opted-in containers' deaths and
+	// failed health checks (selfheal's fast path); it must not block.
+	OnDockerEvent func(docker.Event)
 	Probes  []probe.Probe
 	Logger  *slog.Logger
 	// NVML, when set, replaces the driver's library (go-nvml's mock).

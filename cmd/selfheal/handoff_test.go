@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,13 +21,7 @@ func TestHandoffToAlertmanager(t *testing.T) {
 		Args: []string{"-exit-after=300ms"}})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	dir := t.TempDir()
-	amAddr := freeAddr(t)
-	amConfig := writeFile(t, "alertmanager.yml", shipped(t, "alerting/alertmanager.yml",
-		"/etc/alertmanager/selfheal-token", filepath.Join(dir, "token")))
-	background(t, nil, requireTool(t, "prometheus-alertmanager"), "--config.file="+amConfig,
-		"--storage.path="+filepath.Join(dir, "am"), "--web.listen-address="+amAddr, "--cluster.listen-address=")
-	waitReady(t, "alertmanager", "http://"+amAddr+"/-/ready")
+	amAddr := alertmanager(t)
 
 	config := writeFile(t, "selfheal.yml", `
 engine: {poll_interval: 200ms}

@@ -35,11 +35,28 @@ type Options struct {
 	OptIn optin.Rule
 	// All reports every container, opted in or not.
 	All bool
+	// OnEvent, when set, is told of every die and health_status: unhealthy
+	// of an opted-in container, after the state is updated (selfheal's fast
+	// path). It must not block.
+	OnEvent func(Event)
+}
+
+// Event is a die or unhealthy of an opted-in container.
+type Event struct {
+	Container string
+	// Action is "die" or "unhealthy".
+	Action string
+	Time   time.Time
+	// RestartPolicy is the container's ("no", "always", "on-failure",
+	// "unless-stopped"): one that is not "no" may be restarted by Docker.
+	RestartPolicy string
+	ExitCode      int
 }
 
 type state struct {
 	id, name, image string
 	optedIn         bool
+	restartPolicy   string
 	running         bool
 	health          string // "" without a health check
 	restarts        int
@@ -174,6 +191,23 @@ func (c *Collector) apply(ctx context.Context, m events.Message) {
 		return
 	}
 	c.containers[id] = st
+	if c.opts.OnEvent == nil || !st.optedIn {
+		return
+	}
+	kind := ""
+	switch m.Action {
+	case events.ActionDie:
+		kind = "die"
+	case events.ActionHealthStatusUnhealthy:
+		kind = "unhealthy"
+	default:
+		return
+	}
+	at := time.Unix(0, m.TimeNano)
+	if m.TimeNano == 0 {
+		at = time.Unix(m.Time, 0)
+	}
+	c.opts.OnEvent(Event{Container: st.name, Action: kind, Time: at, RestartPolicy: st.restartPolicy, ExitCode: st.exitCode})
 }
 
 func (c *Collector) inspect(ctx context.Context, id string) (state, error) {
@@ -183,7 +217,10 @@ func (c *Collector) inspect(ctx context.Context, id string) (state, error) {
 	if err != nil {
 		return state{}, err
 	}
-	st := state{id: info.ID, name: strings.TrimPrefix(info.Name, "/"), restarts: info.RestartCount}
+	st := state{id: info.ID, name: strings.TrimPrefix(info.Name, "/"), restarts: info.RestartCount, restartPolicy: "no"}
+	if info.HostConfig != nil && info.HostConfig.RestartPolicy.Name != "" {
+		st.restartPolicy = string(info.HostConfig.RestartPolicy.Name)
+	}
 	if info.Config != nil {
 		st.image = info.Config.Image
 		st.optedIn = c.opts.OptIn.Allows(info.Name, info.Config.Labels)

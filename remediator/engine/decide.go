@@ -87,6 +87,8 @@ func (in Input) NextAction() (policy.Action, int) {
 // Decision is the outcome of Decide.
 type Decision struct {
 	Verdict Verdict
+	// JoinedTo, for a Skip, is the fast path's occurrence the alert joins.
+	JoinedTo int64
 	// Action and Attempt are set for Run and DryRun.
 	Action  policy.Action
 	Attempt int

@@ -34,6 +34,7 @@ type Claim interface {
 	RecordOutage(ctx context.Context, target string) error
 	LoadState(ctx context.Context, q store.StateQuery) (store.State, error)
 	LastTouch(ctx context.Context, target string, since time.Time) (store.Touch, bool, error)
+	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (int64, bool, error)
 	RecordIntent(ctx context.Context, in store.Intent) (int64, error)
 	Defer(ctx context.Context, d time.Duration, reason string, events ...store.Event) error
 	Finish(ctx context.Context, o store.Outcome) error
@@ -401,6 +402,18 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 		e.m.deferred.Inc()
 		return c.Defer(ctx, 500*time.Millisecond, "another action on "+target+" is in progress")
 	}
+	// Alertmanager's delivery of an outage the fast path already opened
+	// joins it: one outage, one ladder, one count.
+	if r.FastPath != nil && j.Step == 1 && !policy.IsFastAlert(j.Labels) {
+		fast, joined, err := c.FastOccurrence(ctx, r.Name, target, j.StartsAt, r.FastPath.JoinWithin.D())
+		if err != nil {
+			return err
+		}
+		if joined {
+			return e.finish(ctx, c, target, Decision{Verdict: Skip, JoinedTo: fast, Severity: store.SeverityInfo, Reason: fmt.Sprintf(
+				"the fast path opened this outage of %s from Docker's events (occurrence %d): Alertmanager's alert joins it", target, fast)}, r)
+		}
+	}
 	if countsOutage(r, j) {
 		if j.Step == 1 {
 			d, own, err := e.ownOutage(ctx, c, r, target)
@@ -573,7 +586,8 @@ func checkExecutors(cfg *policy.Config, executors map[string]action.Executor) er
 func (e *Engine) finish(ctx context.Context, c Claim, target string, d Decision, r *policy.Remediation) error {
 	e.m.decisions.WithLabelValues(string(d.Verdict)).Inc()
 	e.m.jobs.WithLabelValues(string(d.Verdict.Outcome())).Inc()
-	o := store.Outcome{State: store.JobDone, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason}
+	o := store.Outcome{State: store.JobDone, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason,
+		JoinedTo: d.JoinedTo, ResolveOccurrence: fastHealed(c.Job(), d.Verdict.Outcome())}
 	ev := store.Event{Severity: store.SeverityWarning, Type: "decision", Target: target, Message: d.Reason,
 		Details: map[string]any{"verdict": string(d.Verdict)}}
 	if d.Severity != "" {
@@ -647,7 +661,8 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 			revert = &store.Revert{Host: e.host, ActionType: d.Action.Type, Target: target, Data: res.Revert}
 		}
 		return c.Finish(rctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: target, Reason: d.Reason,
-			ActionID: actionID, ActionStatus: store.ActionSucceeded, ActionDetail: res.Details, Revert: revert,
+			ResolveOccurrence: fastHealed(c.Job(), store.OutcomeSucceeded),
+			ActionID:          actionID, ActionStatus: store.ActionSucceeded, ActionDetail: res.Details, Revert: revert,
 			FollowUp: nextInSequence(r, c.Job()), Touched: others,
 			Events: append(otherEvents, store.Event{Severity: store.SeverityInfo, Type: "action_succeeded", Target: target,
 				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
@@ -699,6 +714,13 @@ func touched(list []action.Touched) ([]store.TouchedAction, []store.Event) {
 		events = append(events, ev)
 	}
 	return rows, events
+}
+
+// fastHealed reports whether a job's end ends its occurrence: the fast
+// path's occurrences have no Alertmanager resolution, so one ends when a
+// job on it ends other than failed or escalated (the ladder goes on then).
+func fastHealed(j store.Job, outcome store.JobOutcome) bool {
+	return policy.IsFastAlert(j.Labels) && outcome != store.OutcomeFailed && outcome != store.OutcomeEscalated
 }
 
 // verification is what an action needs of a remediation's verify block.

@@ -34,6 +34,7 @@ type fakeClaim struct {
 	deferred string
 	events   []store.Event
 	outcome  *store.Outcome
+	fast     int64 // the fast path's occurrence an alert joins
 	released bool
 }
 
@@ -63,6 +64,9 @@ func (c *fakeClaim) LastTouch(context.Context, string, time.Time) (store.Touch, 
 		return store.Touch{}, false, nil
 	}
 	return *c.touch, true, nil
+}
+func (c *fakeClaim) FastOccurrence(context.Context, string, string, time.Time, time.Duration) (int64, bool, error) {
+	return c.fast, c.fast != 0, nil
 }
 func (c *fakeClaim) RecordIntent(_ context.Context, in store.Intent) (int64, error) {
 	c.intent = &in
@@ -153,6 +157,7 @@ func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (in
 
 const engineConfig = `
 node: {name: edge-01}
+alertmanager: {url: 'http://alertmanager:9093'}
 remediations:
   - name: service-down
     match: ['alertname="ServiceDown"']
@@ -160,6 +165,7 @@ remediations:
     target: '{{ .Labels.service }}'
     steps: [restart, stop_start]
     escalate_to: recovery
+    fast_path: {on: die}
   - name: recovery
     match: ['alertname="Never"']
     category: C
@@ -198,6 +204,14 @@ func job(remediation, service string, step int) store.Job {
 	return store.Job{ID: 1, OccurrenceID: 1, Remediation: remediation, Step: step, Position: step, StartsAt: t0.Add(-time.Minute),
 		CreatedAt: t0.Add(-time.Second), AlertStatus: "firing", Alertname: "ServiceDown",
 		Labels: map[string]string{"alertname": "ServiceDown", "service": service, "instance": "edge-01:9595"}}
+}
+
+// fastJob is the job the fast path queues for a container that died.
+func fastJob(service string) store.Job {
+	j := job("service-down", service, 1)
+	j.Labels = map[string]string{"alertname": "ServiceDown", "service": service, "node": "edge-01",
+		policy.LabelPath: "fast", policy.LabelTarget: service}
+	return j
 }
 
 // TestHandle walks the engine's paths through one job each.
@@ -241,6 +255,31 @@ func TestHandle(t *testing.T) {
 				want := "INFO touched proxy,WARNING left_alone vpn-ui,ERROR touched sidecar,INFO action_succeeded gateway"
 				if strings.Join(kinds, ",") != want {
 					t.Fatalf("events %v, want %s", kinds, want)
+				}
+			}},
+		{name: "Alertmanager's alert for an outage the fast path opened joins it",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: 41},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				o := c.outcome
+				if o.Result != "skipped" || o.JoinedTo != 41 || o.ResolveOccurrence || len(c.outages) != 0 || len(x["restart"].ran) != 0 ||
+					!strings.Contains(o.Reason, "fast path opened this outage") {
+					t.Fatalf("outcome %+v outages %v", o, c.outages)
+				}
+			}},
+		{name: "the fast path's own occurrence: healed, it is resolved",
+			claim: &fakeClaim{job: fastJob("llm"), fast: 41},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				o := c.outcome
+				if o.Result != "succeeded" || !o.ResolveOccurrence || o.JoinedTo != 0 || len(c.outages) != 1 || len(x["restart"].ran) != 1 {
+					t.Fatalf("outcome %+v outages %v", o, c.outages)
+				}
+			}},
+		{name: "the fast path's restart fails: the occurrence stays open for the ladder",
+			claim: &fakeClaim{job: fastJob("llm")},
+			execs: map[string]*fakeExec{"restart": {execErr: errors.New("boom")}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if o := c.outcome; o.Result != "failed" || o.ResolveOccurrence || o.FollowUp == nil {
+					t.Fatalf("outcome %+v", o)
 				}
 			}},
 		{name: "a restart that fails: counted, the ladder goes on",

@@ -332,3 +332,41 @@ func TestAlertNode(t *testing.T) {
 		t.Errorf("bad unlabelled: %v", err)
 	}
 }
+
+func TestFastPath(t *testing.T) {
+	base := "node: {name: edge-01}\nalertmanager: {url: 'http://am:9093'}\nremediations:\n"
+	cfg, err := Parse([]byte(base + `  - {name: down, match: ['alertname="ServiceDown"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.FastPathFor(FastPathDie)
+	if r == nil || r.FastPath.JoinWithin.D() != DefaultFastPathJoin || cfg.FastPathFor(FastPathUnhealthy) != nil {
+		t.Fatalf("fast path = %+v", r)
+	}
+	l := r.FastAlert("llm", "edge-01")
+	if l["alertname"] != "ServiceDown" || l["service"] != "llm" || l["node"] != "edge-01" || !IsFastAlert(l) || cfg.Match(l) != r {
+		t.Errorf("fast alert %v", l)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{`  - {name: a, match: ['alertname="X"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: exit}}`,
+			`remediation "a": fast_path.on: "exit" is not die or unhealthy`},
+		{`  - {name: a, match: ['alertname="X"'], category: B, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}`,
+			`remediation "a": fast_path: only for category A (a container down or unhealthy)`},
+		{`  - {name: a, match: ['alertname=~"X|Y"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}`,
+			`remediation "a": fast_path: the remediation needs an alertname="…" matcher, the alert the fast path stands for`},
+		{`  - {name: a, match: ['alertname="X"', 'severity="critical"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}`,
+			`remediation "a": fast_path: the remediation's matchers do not match the fast path's alert`},
+		{`  - {name: a, match: ['alertname="X"'], category: A, target: 'llm-service', steps: [restart], fast_path: {on: die}}`,
+			`remediation "a": fast_path: the target must render the container's name from the alert`},
+	} {
+		_, err := Parse([]byte(base + tc.yaml + "\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\ngot  %v\nwant %s", tc.yaml, err, tc.want)
+		}
+	}
+	_, err = Parse([]byte("remediations:\n  - {name: a, match: ['alertname=\"X\"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "fast_path: needs alertmanager.url") {
+		t.Errorf("without Alertmanager: %v", err)
+	}
+}

@@ -42,6 +42,9 @@ type Remediation struct {
 	DryRun  bool     `yaml:"dry_run"`
 	Timeout Duration `yaml:"timeout"`
 	Verify  Verify   `yaml:"verify"`
+	// FastPath, when set, lets the Docker events stream open this
+	// remediation's occurrences at once.
+	FastPath *FastPath `yaml:"fast_path"`
 
 	matchers labels.Matchers
 	target   *template.Template

@@ -90,6 +90,7 @@ func (c *Config) validate() error {
 			byName[r.Name] = r
 		}
 		r.validate(where, &p)
+		r.validateFastPath(where, c, &p)
 	}
 	for _, r := range c.Remediations {
 		if r == nil || r.EscalateTo == "" {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/selfheal/selfheal/exporter"
+	dockercol "github.com/selfheal/selfheal/exporter/docker"
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/policy"
 )
@@ -15,8 +16,8 @@ import (
 // buildExporter assembles the built-in exporter from the flags and the
 // configuration (probes), sharing docker — selfheal's one Docker client and
 // opt-in rule — with the actions.
-func buildExporter(cfg *policy.Config, f *exporter.Flags, lib NVML, docker *containers.Client, log *slog.Logger) (*exporter.Exporter, error) {
-	deps := exporter.Deps{Probes: cfg.Exporter.Probes, Logger: log.With("component", "exporter")}
+func buildExporter(cfg *policy.Config, f *exporter.Flags, lib NVML, docker *containers.Client, onEvent func(dockercol.Event), log *slog.Logger) (*exporter.Exporter, error) {
+	deps := exporter.Deps{Probes: cfg.Exporter.Probes, Logger: log.With("component", "exporter"), OnDockerEvent: onEvent}
 	if lib != nil {
 		deps.NVML = lib
 	}
@@ -55,7 +56,7 @@ func RunExporter(ctx context.Context, o ExporterOptions) error {
 		defer d.Close()
 		docker = d
 	}
-	exp, err := buildExporter(o.Config, o.Flags, nil, docker, o.Logger)
+	exp, err := buildExporter(o.Config, o.Flags, nil, docker, nil, o.Logger)
 	if err != nil {
 		return err
 	}

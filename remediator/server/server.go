@@ -12,14 +12,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/exporter-toolkit/web"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
-
 	"github.com/selfheal/selfheal/exporter"
+	dockercol "github.com/selfheal/selfheal/exporter/docker"
 	"github.com/selfheal/selfheal/exporter/gpu"
 	"github.com/selfheal/selfheal/remediator/actions"
 	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/fastpath"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
 	"github.com/selfheal/selfheal/remediator/handoff"
 	"github.com/selfheal/selfheal/remediator/policy"
@@ -115,8 +116,14 @@ func Run(ctx context.Context, o Options) error {
 
 	reg := newRegistry()
 	var exp *exporter.Exporter
+	var fast *fastpath.FastPath
 	if o.ExporterFlags != nil {
-		if exp, err = buildExporter(cfg, o.ExporterFlags, o.NVML, docker, log); err != nil {
+		if exp, err = buildExporter(cfg, o.ExporterFlags, o.NVML, docker, func(ev dockercol.Event) {
+			if fast != nil { // set below, before the exporter runs
+				go fast.Handle(context.Background(), fastpath.Event{Container: ev.Container, Kind: ev.Action, Time: ev.Time,
+					RestartPolicy: ev.RestartPolicy, ExitCode: ev.ExitCode})
+			}
+		}, log); err != nil {
 			return err
 		}
 		reg.MustRegister(exp)
@@ -139,6 +146,10 @@ func Run(ctx context.Context, o Options) error {
 	}), log.With("component", "engine"), reg)
 	if err != nil {
 		return err
+	}
+	fast = fastpath.New(eng.Config, ingest, eng.Wake, log.With("component", "fastpath"), reg)
+	if exp == nil && fastPathConfigured(cfg) {
+		log.Warn("a remediation has a fast path, but the exporter is off: the fast path follows the docker collector's events; only the slow path runs")
 	}
 	hook := webhook.New(webhook.Options{
 		Credentials:    creds,
@@ -299,4 +310,14 @@ func settleReboots(ctx context.Context, v actions.RebootValidator, wg *sync.Wait
 			log.Error("reboot validation failed", "err", err)
 		}
 	})
+}
+
+// fastPathConfigured reports whether any remediation has a fast path.
+func fastPathConfigured(cfg *policy.Config) bool {
+	for _, r := range cfg.Remediations {
+		if r.FastPath != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -64,8 +64,15 @@ WITH occ AS (
         status           = CASE WHEN o.status = 'resolved' THEN 'resolved' ELSE EXCLUDED.status END,
         ends_at          = COALESCE(o.ends_at, EXCLUDED.ends_at),
         resolved_at      = COALESCE(o.resolved_at, EXCLUDED.resolved_at)
-    RETURNING o.id, o.status, o.remediation, o.starts_at, o.ends_at, o.deliveries,
+    RETURNING o.id, o.status, o.remediation, o.starts_at, o.ends_at, o.deliveries, o.joined_occurrence_id,
               (o.resolved_at = now()) AS just_resolved
+), joined_resolved AS (
+    -- An alert that joined the fast path's occurrence resolves it too.
+    UPDATE alert_occurrences f
+    SET status = 'resolved', ends_at = COALESCE(f.ends_at, now()), resolved_at = now()
+    FROM occ
+    WHERE occ.just_resolved AND f.id = occ.joined_occurrence_id AND f.status = 'firing'
+    RETURNING f.id
 ), critical_event AS (
     -- A critical alert is a critical event once, when it is first seen firing.
     INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details)

@@ -431,3 +431,65 @@ func TestCooldownUntil(t *testing.T) {
 		t.Fatal("an action without a cooldown records one")
 	}
 }
+
+// TestFastOccurrence: Alertmanager's alert belongs to the fast path's
+// occurrence of the same remediation and target when it started after the
+// fast path's event and no later than the join window after it healed;
+// resolving the alert that joined resolves the fast path's occurrence.
+func TestFastOccurrence(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	fast := alert("firing")
+	fast.Fingerprint = "00000000000000f1"
+	fast.Labels = map[string]string{"alertname": "ServiceDown", "service": "llm", "selfheal_path": "fast", "selfheal_target": "llm"}
+	slow := alert("firing")
+	slow.StartsAt = startsAt.Add(3 * time.Second)
+	if _, err := s.IngestAlerts(ctx, []store.Alert{fast, slow}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// The fast path healed it a second after the event.
+	if _, err := conn.Exec(ctx, `UPDATE alert_occurrences SET status = 'resolved', resolved_at = starts_at + interval '1 second'
+		WHERE fingerprint = '00000000000000f1'`); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.ClaimJob(ctx, store.ClaimFilter{})
+	if err != nil || c == nil {
+		t.Fatal(c, err)
+	}
+	defer c.Release()
+	for _, tc := range []struct {
+		remediation, target string
+		startsAt            time.Time
+		want                bool
+	}{
+		{"service-down", "llm", startsAt.Add(3 * time.Second), true},
+		{"service-down", "llm", startsAt.Add(-10 * time.Second), false}, // began before the event
+		{"service-down", "llm", startsAt.Add(5 * time.Minute), false},   // long after it healed
+		{"service-down", "n8n", startsAt.Add(3 * time.Second), false},
+		{"other", "llm", startsAt.Add(3 * time.Second), false},
+	} {
+		_, found, err := c.FastOccurrence(ctx, tc.remediation, tc.target, tc.startsAt, time.Minute)
+		if err != nil || found != tc.want {
+			t.Errorf("FastOccurrence(%s, %s, %s) = %v, %v", tc.remediation, tc.target, tc.startsAt.Sub(startsAt), found, err)
+		}
+	}
+	// Still firing (the fast path's restart failed): any later alert joins.
+	if _, err := conn.Exec(ctx, `UPDATE alert_occurrences SET status = 'firing', resolved_at = NULL WHERE fingerprint = '00000000000000f1'`); err != nil {
+		t.Fatal(err)
+	}
+	id, found, err := c.FastOccurrence(ctx, "service-down", "llm", startsAt.Add(5*time.Minute), time.Minute)
+	if err != nil || !found {
+		t.Fatalf("a firing fast occurrence was not joined: %v", err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE alert_occurrences SET joined_occurrence_id = $1 WHERE fingerprint = $2`, id, slow.Fingerprint); err != nil {
+		t.Fatal(err)
+	}
+	resolved := slow
+	resolved.Status = "resolved"
+	if _, err := s.IngestAlerts(ctx, []store.Alert{resolved}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE id = $1 AND status = 'resolved'`, id); n != 1 {
+		t.Fatal("resolving the joined alert left the fast path's occurrence firing")
+	}
+}

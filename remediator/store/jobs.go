@@ -329,6 +329,27 @@ func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (
 	return t, true, nil
 }
 
+// FastOccurrence returns the fast path's occurrence of remediation on
+// target that an alert which started at startsAt belongs to: opened by a
+// Docker event no later than the alert began (a second's slack for
+// clocks), and still firing or healed no more than within before it.
+func (c *Claim) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (int64, bool, error) {
+	var id int64
+	err := c.tx.QueryRow(ctx, `
+		SELECT id FROM alert_occurrences
+		WHERE labels->>'selfheal_path' = 'fast' AND remediation = $1 AND labels->>'selfheal_target' = $2
+		  AND starts_at <= $3::timestamptz + interval '1 second' AND starts_at >= $3::timestamptz - interval '1 day'
+		  AND (status = 'firing' OR resolved_at + $4 * interval '1 second' >= $3::timestamptz)
+		ORDER BY starts_at DESC LIMIT 1`, remediation, target, startsAt, within.Seconds()).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("find the fast path's occurrence for %s: %w", target, err)
+	}
+	return id, true, nil
+}
+
 // Defer puts the job back in the queue until d from now, with a reason,
 // and records events, if any, in the same commit.
 func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string, events ...Event) error {
@@ -423,6 +444,13 @@ type Outcome struct {
 	// as its own row under ActionID.
 	Touched []TouchedAction
 
+	// JoinedTo, when set, records that the job's occurrence is the same
+	// outage as that (fast path) occurrence.
+	JoinedTo int64
+	// ResolveOccurrence resolves the job's occurrence (the fast path's,
+	// which no Alertmanager resolution will end).
+	ResolveOccurrence bool
+
 	// Failure, when set, records a failure of Target.
 	Failure *Failure
 
@@ -493,6 +521,13 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 	if o.ActionID != 0 {
 		b.Queue(`UPDATE recovery_actions SET status = $2, error_message = NULLIF($3, ''), completed_at = clock_timestamp(),
 			details = details || $4 WHERE id = $1`, o.ActionID, o.ActionStatus, o.ActionError, jsonObject(o.ActionDetail))
+	}
+	if o.JoinedTo != 0 {
+		b.Queue(`UPDATE alert_occurrences SET joined_occurrence_id = $2 WHERE id = $1`, j.OccurrenceID, o.JoinedTo)
+	}
+	if o.ResolveOccurrence {
+		b.Queue(`UPDATE alert_occurrences SET status = 'resolved', ends_at = COALESCE(ends_at, clock_timestamp()),
+			resolved_at = clock_timestamp() WHERE id = $1 AND status = 'firing'`, j.OccurrenceID)
 	}
 	for _, t := range o.Touched {
 		if o.ActionID == 0 {

@@ -1,0 +1,209 @@
+// Package fastpath opens occurrences from the Docker events stream: a
+// remediation with fast_path: {on: die} (or unhealthy) has its occurrence
+// opened the moment Docker reports that an opted-in container died, instead
+// of after scrape → rule → Alertmanager → webhook. The occurrence is an
+// ordinary one — the same ladder, counting and audit, claimed by the same
+// engine — and Alertmanager's later delivery for the same outage joins it
+// (the engine checks). A person's silence in Alertmanager still stops it:
+// before opening anything the fast path asks Alertmanager's API v2 for its
+// silences, and stands down — leaving the alert to the slow path, which
+// Alertmanager silences or delivers — when one may apply or when
+// Alertmanager cannot be asked.
+package fastpath
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/alertmanager/pkg/labels"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// Event is what the Docker events stream reported of an opted-in container.
+type Event struct {
+	Container string
+	// Kind is policy.FastPathDie or policy.FastPathUnhealthy.
+	Kind string
+	Time time.Time
+	// RestartPolicy and ExitCode say whether Docker restarts it itself.
+	RestartPolicy string
+	ExitCode      int
+}
+
+// dockerRestarts reports whether Docker's restart policy restarts the
+// container after this event: the fast path then leaves it to Docker (the
+// slow path still sees a container that stays down).
+func (ev Event) dockerRestarts() bool {
+	if ev.Kind != policy.FastPathDie {
+		return false
+	}
+	switch ev.RestartPolicy {
+	case "always", "unless-stopped":
+		return true
+	case "on-failure":
+		return ev.ExitCode != 0
+	}
+	return false
+}
+
+// Store is where the fast path opens occurrences and records why it did not.
+type Store interface {
+	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
+	RecordEvent(ctx context.Context, e store.Event) error
+}
+
+// FastPath turns Docker events into occurrences.
+type FastPath struct {
+	config func() *policy.Config
+	store  Store
+	wake   func()
+	client *http.Client
+	log    *slog.Logger
+	events *prometheus.CounterVec
+}
+
+// New returns a fast path; wake tells the engine a job is queued.
+func New(config func() *policy.Config, st Store, wake func(), log *slog.Logger, reg prometheus.Registerer) *FastPath {
+	f := &FastPath{config: config, store: st, wake: wake, log: log, client: &http.Client{Timeout: time.Second},
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "selfheal_fastpath_events_total",
+			Help: "Docker events the fast path handled, by result: opened (an occurrence), silenced, unavailable (Alertmanager could not be asked: left to the slow path), failed (the database).",
+		}, []string{"result"})}
+	for _, r := range []string{"opened", "silenced", "unavailable", "failed"} {
+		f.events.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(f.events)
+	}
+	return f
+}
+
+// Handle opens the occurrence an event calls for, if a remediation's fast
+// path asks for it and no silence may apply.
+func (f *FastPath) Handle(ctx context.Context, ev Event) {
+	cfg := f.config()
+	r := cfg.FastPathFor(ev.Kind)
+	if r == nil || ev.dockerRestarts() {
+		return
+	}
+	lset := r.FastAlert(ev.Container, cfg.Node.Name)
+	log := f.log.With("container", ev.Container, "event", ev.Kind, "remediation", r.Name)
+	silence, err := f.silenced(ctx, cfg.Alertmanager.URL, lset)
+	if err != nil || silence != "" {
+		result, msg := "silenced", fmt.Sprintf("fast path stood down for %s %s: Alertmanager silence %s may apply; the alert is Alertmanager's to deliver", ev.Container, ev.Kind, silence)
+		if err != nil {
+			result, msg = "unavailable", fmt.Sprintf("fast path stood down for %s %s: cannot ask Alertmanager for silences (%v); the slow path decides", ev.Container, ev.Kind, err)
+		}
+		f.events.WithLabelValues(result).Inc()
+		log.Info(msg)
+		if err := f.store.RecordEvent(ctx, store.Event{Severity: store.SeverityInfo, Type: "fast_path_stood_down", Target: ev.Container, Message: msg}); err != nil {
+			log.Warn("record event", "err", err)
+		}
+		return
+	}
+	a := store.Alert{Fingerprint: fingerprint(lset), StartsAt: ev.Time.Truncate(time.Millisecond), Status: "firing",
+		Alertname: lset["alertname"], Labels: lset, Remediation: r.Name, Node: cfg.Node.Name,
+		Annotations: map[string]string{"summary": fmt.Sprintf("Docker reports %s: %s (selfheal's fast path)", ev.Container, ev.Kind)}}
+	if _, err := f.store.IngestAlerts(ctx, []store.Alert{a}, cfg.Engine.ReopenAfter.D()); err != nil {
+		f.events.WithLabelValues("failed").Inc()
+		log.Warn("fast path could not open the occurrence; the slow path decides", "err", err)
+		return
+	}
+	f.events.WithLabelValues("opened").Inc()
+	log.Debug("fast path opened an occurrence")
+	f.wake()
+}
+
+// fingerprint derives a 16-hex-digit fingerprint from the labels, as
+// Alertmanager's are; the die's time tells occurrences apart.
+func fingerprint(lset map[string]string) string {
+	names := make([]string, 0, len(lset))
+	for n := range lset {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := fnv.New64a()
+	for _, n := range names {
+		fmt.Fprintf(h, "%s\xff%s\xff", n, lset[n])
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+type silence struct {
+	ID     string `json:"id"`
+	Status struct {
+		State string `json:"state"`
+	} `json:"status"`
+	Matchers []struct {
+		Name    string `json:"name"`
+		Value   string `json:"value"`
+		IsRegex bool   `json:"isRegex"`
+		IsEqual *bool  `json:"isEqual"`
+	} `json:"matchers"`
+}
+
+// silenced returns the ID of an active silence that may apply to an alert
+// with these labels. The fast path's alert lacks labels the rule's alert
+// carries (instance, severity, …): a matcher on a label it lacks is taken
+// to match, so any silence that could mute the real alert stops the fast
+// path.
+func (f *FastPath) silenced(ctx context.Context, amURL string, lset map[string]string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(amURL, "/")+"/api/v2/silences", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /api/v2/silences: %s", resp.Status)
+	}
+	var silences []silence
+	if err := json.NewDecoder(resp.Body).Decode(&silences); err != nil {
+		return "", fmt.Errorf("GET /api/v2/silences: %w", err)
+	}
+	for _, s := range silences {
+		if s.Status.State != "active" {
+			continue
+		}
+		applies := true
+		for _, m := range s.Matchers {
+			v, known := lset[m.Name]
+			if !known {
+				continue // a label the fast path's alert lacks: it may match
+			}
+			typ := labels.MatchEqual
+			switch equal := m.IsEqual == nil || *m.IsEqual; {
+			case m.IsRegex && equal:
+				typ = labels.MatchRegexp
+			case m.IsRegex:
+				typ = labels.MatchNotRegexp
+			case !equal:
+				typ = labels.MatchNotEqual
+			}
+			matcher, err := labels.NewMatcher(typ, m.Name, m.Value)
+			if err != nil || !matcher.Matches(v) {
+				applies = false
+				break
+			}
+		}
+		if applies {
+			return s.ID, nil
+		}
+	}
+	return "", nil
+}
