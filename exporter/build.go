@@ -103,8 +103,8 @@ type Deps struct {
 	// OnDockerEvent, when set, is told of opted-in containers' deaths and
 	// failed health checks (selfheal's fast path); it must not block.
 	OnDockerEvent func(docker.Event)
-	Probes  []probe.Probe
-	Logger  *slog.Logger
+	Probes        []probe.Probe
+	Logger        *slog.Logger
 	// NVML, when set, replaces the driver's library (go-nvml's mock).
 	NVML gpu.Library
 }
