@@ -22,9 +22,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
@@ -503,4 +505,98 @@ func deref(s *string) string {
 		return "<nil>"
 	}
 	return *s
+}
+
+// BenchmarkCrashToRunning kills a container's main process from the host
+// (kill -9, which a restart policy counts as a crash) and measures until
+// Docker reports it running again (its new StartedAt), alternating, over
+// SELFHEAL_BENCH_KILLS (20) crashes each: a container with Docker's own
+// --restart=always, created afresh each time so every restart is its
+// first (no backoff); one healed by selfheal's fast path; and one healed
+// by the slow path (scrape → rule → Alertmanager → webhook) with the demo's
+// 1 s intervals. The three run under the same stack at once.
+func BenchmarkCrashToRunning(b *testing.B) {
+	kills := envInt("SELFHEAL_BENCH_KILLS", 20)
+	remediation := func(name, pattern, extra string) string {
+		return fmt.Sprintf(`  - name: %s
+    match: ['alertname="ServiceDown"', 'service=~"%s"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart]
+    max_failures: 0   # crashes on purpose: not a crash loop to escalate
+    verify: {timeout: 10s, stable_for: 0s}
+%s`, name, pattern, extra)
+	}
+	s := startStack(b, stackOptions{ScrapeInterval: time.Second, EvalInterval: time.Second, Durable: true, Handoff: true,
+		Remediations: remediation("fast", "crash-fast-.*", "    fast_path: {on: die}\n") + remediation("slow", "crash-slow-.*", "")})
+	c, _ := dockertest.Client(b)
+	ctx := context.Background()
+	fast := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("crash-fast"), Labels: s.Label})
+	slow := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("crash-slow"), Labels: s.Label})
+	dockertest.WaitFor(b, 30*time.Second, "Prometheus sees both", func() bool {
+		v, ok := s.promValue(b, `count(selfheal_container_running{name=~"crash-.*"} == 1)`)
+		return ok && v == "2"
+	})
+
+	// crash kills name's main process and returns how long until it runs
+	// again in a new run.
+	crash := func(name string) time.Duration {
+		info, err := c.ContainerInspect(ctx, name)
+		if err != nil || info.State == nil || !info.State.Running {
+			b.Fatalf("%s is not running: %v", name, err)
+		}
+		before := info.State.StartedAt
+		killed := time.Now()
+		if err := syscall.Kill(info.State.Pid, syscall.SIGKILL); err != nil {
+			b.Fatalf("kill %s: %v", name, err)
+		}
+		var took time.Duration
+		dockertest.WaitFor(b, 30*time.Second, name+" running again", func() bool {
+			info, err := c.ContainerInspect(ctx, name)
+			if err != nil || info.State == nil || !info.State.Running || info.State.StartedAt == before {
+				return false
+			}
+			started, _ := time.Parse(time.RFC3339Nano, info.State.StartedAt)
+			took = started.Sub(killed)
+			return true
+		})
+		return took
+	}
+	// settle waits until selfheal has nothing left to do, and Prometheus
+	// sees name up again, so that every crash is a new outage.
+	settle := func(name string) {
+		dockertest.WaitFor(b, 30*time.Second, "quiet", func() bool {
+			v, ok := s.promValue(b, fmt.Sprintf(`selfheal_container_running{name=%q}`, name))
+			return ok && v == "1" &&
+				queryInt(b, s.DB, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0 &&
+				queryInt(b, s.DB, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0
+		})
+		time.Sleep(2 * time.Second) // the alert resolves; the next crash is a new one
+	}
+	var always, fastLat, slowLat []time.Duration
+	for range kills {
+		name := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("crash-policy"), Restart: container.RestartPolicyAlways})
+		dockertest.WaitFor(b, 10*time.Second, name+" running", func() bool { return dockertest.State(b, name).Running })
+		always = append(always, crash(name))
+		_ = c.ContainerRemove(ctx, name, container.RemoveOptions{Force: true})
+
+		fastLat = append(fastLat, crash(fast))
+		settle(fast)
+		slowLat = append(slowLat, crash(slow))
+		settle(slow)
+	}
+	p50 := func(l []time.Duration) float64 {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		return ms(l[len(l)/2])
+	}
+	p95 := func(l []time.Duration) float64 { return ms(l[int(float64(len(l)-1)*0.95)]) }
+	b.ReportMetric(p50(always), "restart-always-p50-ms")
+	b.ReportMetric(p95(always), "restart-always-p95-ms")
+	b.ReportMetric(p50(fastLat), "fast-path-p50-ms")
+	b.ReportMetric(p95(fastLat), "fast-path-p95-ms")
+	b.ReportMetric(p50(slowLat), "slow-path-p50-ms")
+	b.ReportMetric(p95(slowLat), "slow-path-p95-ms")
+	if n := queryInt(b, s.DB, `SELECT count(*) FROM recovery_actions WHERE service_name = $1`, fast); n != kills {
+		b.Errorf("%d actions on the fast path's container for %d crashes: not exactly once", n, kills)
+	}
 }

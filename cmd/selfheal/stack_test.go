@@ -33,6 +33,9 @@ type stackOptions struct {
 	Remediations string
 	// Durable uses a PostgreSQL with fsync on (benchmarks).
 	Durable bool
+	// Handoff points selfheal at the stack's Alertmanager (alertmanager.url:
+	// hand-off, and the fast path's silence checks).
+	Handoff bool
 }
 
 // files is what one stack runs: selfheal's configuration, Alertmanager's,
@@ -123,8 +126,8 @@ targets:
   docker:
     require_label: %s=true
     stop_timeout: 2s
-remediations:
-%s`, s.labelKey(), o.Remediations),
+%sremediations:
+%s`, s.labelKey(), map[bool]string{true: "alertmanager: {url: 'http://" + s.AM + "'}\n"}[o.Handoff], o.Remediations),
 		Alertmanager: strings.NewReplacer(
 			"http://localhost:9595/api/v1/webhook", "http://"+s.Selfheal+"/api/v1/webhook",
 			"../../.run/token", tokenFile,

@@ -92,7 +92,7 @@ func New(config func() *policy.Config, st Store, wake func(), log *slog.Logger, 
 // path asks for it and no silence may apply.
 func (f *FastPath) Handle(ctx context.Context, ev Event) {
 	cfg := f.config()
-	r := cfg.FastPathFor(ev.Kind)
+	r := cfg.FastPathFor(ev.Kind, ev.Container)
 	if r == nil || ev.dockerRestarts() {
 		return
 	}

@@ -129,7 +129,7 @@ func TestParseErrors(t *testing.T) {
 			`remediation "a": match: "alertname=~\"(": matcher value contains unescaped double quote: "(
 remediation "a": category: "E" is not one of A, B, C, D
 remediation "a": target: template: a:1:10: executing "a" at <.Labelz.x>: can't evaluate field Labelz in type policy.TemplateData
-remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, stop_start, vacuum)
+remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, restart_project, stop_start, vacuum)
 remediation "a": failure_window: 2h is longer than the 1h failures are kept
 remediation "a": name: used by another remediation
 remediation "a": match: needs at least one matcher
@@ -340,8 +340,8 @@ func TestFastPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := cfg.FastPathFor(FastPathDie)
-	if r == nil || r.FastPath.JoinWithin.D() != DefaultFastPathJoin || cfg.FastPathFor(FastPathUnhealthy) != nil {
+	r := cfg.FastPathFor(FastPathDie, "llm")
+	if r == nil || r.FastPath.JoinWithin.D() != DefaultFastPathJoin || cfg.FastPathFor(FastPathUnhealthy, "llm") != nil {
 		t.Fatalf("fast path = %+v", r)
 	}
 	l := r.FastAlert("llm", "edge-01")
@@ -356,7 +356,7 @@ func TestFastPath(t *testing.T) {
 		{`  - {name: a, match: ['alertname=~"X|Y"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}`,
 			`remediation "a": fast_path: the remediation needs an alertname="…" matcher, the alert the fast path stands for`},
 		{`  - {name: a, match: ['alertname="X"', 'severity="critical"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}`,
-			`remediation "a": fast_path: the remediation's matchers do not match the fast path's alert`},
+			`remediation "a": fast_path: the matcher severity="critical" does not match the fast path's alert`},
 		{`  - {name: a, match: ['alertname="X"'], category: A, target: 'llm-service', steps: [restart], fast_path: {on: die}}`,
 			`remediation "a": fast_path: the target must render the container's name from the alert`},
 	} {
@@ -364,6 +364,11 @@ func TestFastPath(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s:\ngot  %v\nwant %s", tc.yaml, err, tc.want)
 		}
+	}
+	cfg, err = Parse([]byte(base + `  - {name: llm, match: ['alertname="ServiceDown"', 'service=~"llm-.*"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}
+`))
+	if err != nil || cfg.FastPathFor(FastPathDie, "llm-1") == nil || cfg.FastPathFor(FastPathDie, "db") != nil {
+		t.Errorf("a service matcher chooses the containers: %v", err)
 	}
 	_, err = Parse([]byte("remediations:\n  - {name: a, match: ['alertname=\"X\"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}\n"))
 	if err == nil || !strings.Contains(err.Error(), "fast_path: needs alertmanager.url") {

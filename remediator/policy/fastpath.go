@@ -85,8 +85,13 @@ func (r *Remediation) validateFastPath(where string, c *Config, p *problems) {
 		p.add(where, `fast_path: the remediation needs an alertname="…" matcher, the alert the fast path stands for`)
 		return
 	}
-	if sample := r.FastAlert("container", c.Node.Name); !r.Matches(sample) {
-		p.add(where, "fast_path: the remediation's matchers do not match the fast path's alert %v; match on alertname (and service) only", sample)
+	// Matchers on service choose the containers; any other must match
+	// the fast path's alert whatever the container.
+	sample := r.FastAlert("container", c.Node.Name)
+	for _, m := range r.matchers {
+		if m.Name != "service" && !m.Matches(sample[m.Name]) {
+			p.add(where, "fast_path: the matcher %s does not match the fast path's alert %v; match on alertname and service only", m, sample)
+		}
 	}
 	if r.target != nil {
 		if t, err := r.RenderTarget(TemplateData{Labels: r.FastAlert("container", "")}); err != nil || t != "container" {
@@ -98,10 +103,11 @@ func (r *Remediation) validateFastPath(where string, c *Config, p *problems) {
 	}
 }
 
-// FastPathFor returns the remediation whose fast path opens on event, or nil.
-func (c *Config) FastPathFor(event string) *Remediation {
+// FastPathFor returns the first remediation whose fast path opens on event
+// for container, or nil.
+func (c *Config) FastPathFor(event, container string) *Remediation {
 	for _, r := range c.Remediations {
-		if r.FastPath != nil && r.FastPath.On == event {
+		if r.FastPath != nil && r.FastPath.On == event && r.Matches(r.FastAlert(container, c.Node.Name)) {
 			return r
 		}
 	}
