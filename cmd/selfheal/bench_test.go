@@ -309,10 +309,21 @@ func BenchmarkIdleMemory(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// VmRSS is RssAnon (heap, stacks, runtime) + RssFile (the binary's and
+	// libraries' pages that were touched: shared and reclaimable) + RssShmem.
 	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
-			kb, _ := strconv.Atoi(f[1])
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		kb, _ := strconv.Atoi(f[1])
+		switch f[0] {
+		case "VmRSS:":
 			b.ReportMetric(float64(kb)/1024, "rss-MiB")
+		case "RssAnon:":
+			b.ReportMetric(float64(kb)/1024, "anon-MiB")
+		case "RssFile:":
+			b.ReportMetric(float64(kb)/1024, "file-MiB")
 		}
 	}
 }
