@@ -137,6 +137,7 @@ func reportLatencies(b *testing.B, lat []time.Duration) {
 // delays. In "persist" the alerts match no remediation; in "persist+engine"
 // each queues a job that the engine decides while the load runs (its target
 // does not exist: a Docker lookup, then a refusal written to the database).
+// SELFHEAL_BENCH_WORKERS sets engine.workers (4).
 func BenchmarkWebhookAccept(b *testing.B) {
 	rate := envInt("SELFHEAL_BENCH_RATE", 1000)
 	seconds := envInt("SELFHEAL_BENCH_SECONDS", 10)
@@ -145,7 +146,11 @@ func BenchmarkWebhookAccept(b *testing.B) {
 		{"persist+engine", "ServiceDown"},
 	} {
 		b.Run(sc.name, func(b *testing.B) {
-			url, conn := benchDaemon(b, "")
+			extra := ""
+			if w := envInt("SELFHEAL_BENCH_WORKERS", 0); w > 0 {
+				extra = fmt.Sprintf("engine: {workers: %d}\n", w)
+			}
+			url, conn := benchDaemon(b, extra)
 			services := []string{"bench-absent-a", "bench-absent-b", "bench-absent-c"}
 			load := func(prefix string, total int) ([]time.Duration, int64) {
 				lat := make([]time.Duration, total)

@@ -178,6 +178,11 @@ func TestOptedInByName(t *testing.T) {
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+	dockertest.WaitFor(t, 10*time.Second, "collector in sync", func() bool {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return c.synced
+	})
 	waitFor(t, c, 10*time.Second, `selfheal_container_running{name="`+listed+`"} 1`)
 	waitFor(t, c, 5*time.Second, `selfheal_container_running{name="`+labelled+`"} 1`)
 	dockertest.Kill(t, listed)
