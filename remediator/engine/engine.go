@@ -34,7 +34,7 @@ type Claim interface {
 	RecordOutage(ctx context.Context, target string) error
 	LoadState(ctx context.Context, q store.StateQuery) (store.State, error)
 	LastTouch(ctx context.Context, target string, since time.Time) (store.Touch, bool, error)
-	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (int64, bool, error)
+	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error)
 	RecordIntent(ctx context.Context, in store.Intent) (int64, error)
 	Defer(ctx context.Context, d time.Duration, reason string, events ...store.Event) error
 	Finish(ctx context.Context, o store.Outcome) error
@@ -405,13 +405,11 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	// Alertmanager's delivery of an outage the fast path already opened
 	// joins it: one outage, one ladder, one count.
 	if r.FastPath != nil && j.Step == 1 && !policy.IsFastAlert(j.Labels) {
-		fast, joined, err := c.FastOccurrence(ctx, r.Name, target, j.StartsAt, r.FastPath.JoinWithin.D())
-		if err != nil {
+		if fast, joined, err := e.joinsFastPath(ctx, c, r, target); err != nil {
 			return err
-		}
-		if joined {
-			return e.finish(ctx, c, target, Decision{Verdict: Skip, JoinedTo: fast, Severity: store.SeverityInfo, Reason: fmt.Sprintf(
-				"the fast path opened this outage of %s from Docker's events (occurrence %d): Alertmanager's alert joins it", target, fast)}, r)
+		} else if joined {
+			return e.finish(ctx, c, target, Decision{Verdict: Skip, JoinedTo: fast.ID, Severity: store.SeverityInfo, Reason: fmt.Sprintf(
+				"the fast path opened this outage of %s from Docker's events (occurrence %d): Alertmanager's alert joins it", target, fast.ID)}, r)
 		}
 	}
 	if countsOutage(r, j) {
@@ -714,6 +712,30 @@ func touched(list []action.Touched) ([]store.TouchedAction, []store.Event) {
 		events = append(events, ev)
 	}
 	return rows, events
+}
+
+// joinsFastPath finds the fast path's occurrence an Alertmanager alert is
+// the same outage as: one still under way, or one healed shortly before
+// the alert began while the target still runs in the run that healing (or
+// a later one) started. A target down now after the fast path had healed
+// it is a new outage the fast path missed: the alert acts.
+func (e *Engine) joinsFastPath(ctx context.Context, c Claim, r *policy.Remediation, target string) (store.FastOccurrence, bool, error) {
+	j := c.Job()
+	fast, found, err := c.FastOccurrence(ctx, r.Name, target, j.StartsAt, r.FastPath.JoinWithin.D())
+	if err != nil || !found || fast.Firing {
+		return fast, found, err
+	}
+	rc, ok := e.executors[r.Steps[0].Type].(action.RecoveryChecker)
+	if !ok {
+		return fast, true, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, permitTimeout)
+	defer cancel()
+	rec, err := rc.Recovered(pctx, target, fast.StartsAt, 0)
+	if err != nil {
+		return fast, false, nil // cannot tell: the alert is decided as any other
+	}
+	return fast, rec.Recovered, nil
 }
 
 // fastHealed reports whether a job's end ends its occurrence: the fast

@@ -34,7 +34,7 @@ type fakeClaim struct {
 	deferred string
 	events   []store.Event
 	outcome  *store.Outcome
-	fast     int64 // the fast path's occurrence an alert joins
+	fast     *store.FastOccurrence // the fast path's occurrence an alert may join
 	released bool
 }
 
@@ -65,8 +65,11 @@ func (c *fakeClaim) LastTouch(context.Context, string, time.Time) (store.Touch, 
 	}
 	return *c.touch, true, nil
 }
-func (c *fakeClaim) FastOccurrence(context.Context, string, string, time.Time, time.Duration) (int64, bool, error) {
-	return c.fast, c.fast != 0, nil
+func (c *fakeClaim) FastOccurrence(context.Context, string, string, time.Time, time.Duration) (store.FastOccurrence, bool, error) {
+	if c.fast == nil {
+		return store.FastOccurrence{}, false, nil
+	}
+	return *c.fast, true, nil
 }
 func (c *fakeClaim) RecordIntent(_ context.Context, in store.Intent) (int64, error) {
 	c.intent = &in
@@ -257,8 +260,8 @@ func TestHandle(t *testing.T) {
 					t.Fatalf("events %v, want %s", kinds, want)
 				}
 			}},
-		{name: "Alertmanager's alert for an outage the fast path opened joins it",
-			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: 41},
+		{name: "Alertmanager's alert for an outage the fast path is healing joins it",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &store.FastOccurrence{ID: 41, Firing: true}},
 			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
 				o := c.outcome
 				if o.Result != "skipped" || o.JoinedTo != 41 || o.ResolveOccurrence || len(c.outages) != 0 || len(x["restart"].ran) != 0 ||
@@ -266,8 +269,23 @@ func TestHandle(t *testing.T) {
 					t.Fatalf("outcome %+v outages %v", o, c.outages)
 				}
 			}},
+		{name: "one the fast path healed, the target still up since: joins it",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &store.FastOccurrence{ID: 41, StartsAt: t0.Add(-time.Minute)}},
+			execs: map[string]*fakeExec{"restart": {recovery: action.Recovery{Recovered: true}}},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				if o := c.outcome; o.Result != "skipped" || o.JoinedTo != 41 || len(x["restart"].ran) != 0 {
+					t.Fatalf("outcome %+v", o)
+				}
+			}},
+		{name: "one the fast path healed, but the target is down again: a new outage, acted on",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &store.FastOccurrence{ID: 41, StartsAt: t0.Add(-time.Minute)}},
+			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
+				if o := c.outcome; o.Result != "succeeded" || o.JoinedTo != 0 || len(x["restart"].ran) != 1 || len(c.outages) != 1 {
+					t.Fatalf("outcome %+v outages %v", o, c.outages)
+				}
+			}},
 		{name: "the fast path's own occurrence: healed, it is resolved",
-			claim: &fakeClaim{job: fastJob("llm"), fast: 41},
+			claim: &fakeClaim{job: fastJob("llm")},
 			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
 				o := c.outcome
 				if o.Result != "succeeded" || !o.ResolveOccurrence || o.JoinedTo != 0 || len(c.outages) != 1 || len(x["restart"].ran) != 1 {

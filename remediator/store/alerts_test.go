@@ -477,8 +477,9 @@ func TestFastOccurrence(t *testing.T) {
 	if _, err := conn.Exec(ctx, `UPDATE alert_occurrences SET status = 'firing', resolved_at = NULL WHERE fingerprint = '00000000000000f1'`); err != nil {
 		t.Fatal(err)
 	}
-	id, found, err := c.FastOccurrence(ctx, "service-down", "llm", startsAt.Add(5*time.Minute), time.Minute)
-	if err != nil || !found {
+	occ, found, err := c.FastOccurrence(ctx, "service-down", "llm", startsAt.Add(5*time.Minute), time.Minute)
+	id := occ.ID
+	if err != nil || !found || !occ.Firing || !occ.StartsAt.Equal(startsAt) {
 		t.Fatalf("a firing fast occurrence was not joined: %v", err)
 	}
 	if _, err := conn.Exec(ctx, `UPDATE alert_occurrences SET joined_occurrence_id = $1 WHERE fingerprint = $2`, id, slow.Fingerprint); err != nil {

@@ -329,25 +329,32 @@ func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (
 	return t, true, nil
 }
 
+// FastOccurrence is the fast path's occurrence of an outage.
+type FastOccurrence struct {
+	ID       int64
+	StartsAt time.Time // the Docker event
+	Firing   bool      // its remediation is still under way
+}
+
 // FastOccurrence returns the fast path's occurrence of remediation on
-// target that an alert which started at startsAt belongs to: opened by a
+// target that an alert which started at startsAt may belong to: opened by a
 // Docker event no later than the alert began (a second's slack for
 // clocks), and still firing or healed no more than within before it.
-func (c *Claim) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (int64, bool, error) {
-	var id int64
+func (c *Claim) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (FastOccurrence, bool, error) {
+	var f FastOccurrence
 	err := c.tx.QueryRow(ctx, `
-		SELECT id FROM alert_occurrences
+		SELECT id, starts_at, status = 'firing' FROM alert_occurrences
 		WHERE labels->>'selfheal_path' = 'fast' AND remediation = $1 AND labels->>'selfheal_target' = $2
 		  AND starts_at <= $3::timestamptz + interval '1 second' AND starts_at >= $3::timestamptz - interval '1 day'
 		  AND (status = 'firing' OR resolved_at + $4 * interval '1 second' >= $3::timestamptz)
-		ORDER BY starts_at DESC LIMIT 1`, remediation, target, startsAt, within.Seconds()).Scan(&id)
+		ORDER BY starts_at DESC LIMIT 1`, remediation, target, startsAt, within.Seconds()).Scan(&f.ID, &f.StartsAt, &f.Firing)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, false, nil
+		return FastOccurrence{}, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("find the fast path's occurrence for %s: %w", target, err)
+		return FastOccurrence{}, false, fmt.Errorf("find the fast path's occurrence for %s: %w", target, err)
 	}
-	return id, true, nil
+	return f, true, nil
 }
 
 // Defer puts the job back in the queue until d from now, with a reason,
