@@ -9,3 +9,7 @@ CREATE UNIQUE INDEX recovery_actions_job_idx ON recovery_actions (job_id)
     WHERE job_id IS NOT NULL AND parent_action_id IS NULL;
 CREATE INDEX recovery_actions_parent_idx ON recovery_actions (parent_action_id)
     WHERE parent_action_id IS NOT NULL;
+-- Every action of a job, its own and the containers it touched, by job:
+-- the partial unique index above cannot serve a lookup that does not say
+-- parent_action_id IS NULL.
+CREATE INDEX recovery_actions_job_all_idx ON recovery_actions (job_id) WHERE job_id IS NOT NULL;
