@@ -544,6 +544,7 @@ func BenchmarkCrashToRunning(b *testing.B) {
 %s`, name, pattern, extra)
 	}
 	s := startStack(b, stackOptions{ScrapeInterval: time.Second, EvalInterval: time.Second, Durable: true, Handoff: true,
+		Engine:       fmt.Sprintf("{storm_brake: {max_actions: %d}}", 2*kills+5), // every crash is healed, on purpose
 		Remediations: remediation("fast", "crash-fast-.*", "    fast_path: {on: die}\n") + remediation("slow", "crash-slow-.*", "")})
 	c, _ := dockertest.Client(b)
 	ctx := context.Background()
@@ -566,17 +567,17 @@ func BenchmarkCrashToRunning(b *testing.B) {
 		if err := syscall.Kill(info.State.Pid, syscall.SIGKILL); err != nil {
 			b.Fatalf("kill %s: %v", name, err)
 		}
-		var took time.Duration
-		dockertest.WaitFor(b, 30*time.Second, name+" running again", func() bool {
+		for time.Since(killed) < 30*time.Second {
 			info, err := c.ContainerInspect(ctx, name)
-			if err != nil || info.State == nil || !info.State.Running || info.State.StartedAt == before {
-				return false
+			if err == nil && info.State != nil && info.State.Running && info.State.StartedAt != before {
+				started, _ := time.Parse(time.RFC3339Nano, info.State.StartedAt)
+				return started.Sub(killed)
 			}
-			started, _ := time.Parse(time.RFC3339Nano, info.State.StartedAt)
-			took = started.Sub(killed)
-			return true
-		})
-		return took
+			time.Sleep(5 * time.Millisecond)
+		}
+		_, out, _ := selfheal(b, s.Env, "events", "--limit=40")
+		b.Fatalf("%s not running again 30s after the crash; selfheal events:\n%s", name, out)
+		return 0
 	}
 	// settle waits until selfheal has nothing left to do, and Prometheus
 	// sees name up again, so that every crash is a new outage.

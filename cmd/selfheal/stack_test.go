@@ -36,6 +36,8 @@ type stackOptions struct {
 	// Handoff points selfheal at the stack's Alertmanager (alertmanager.url:
 	// hand-off, and the fast path's silence checks).
 	Handoff bool
+	// Engine, when set, is the engine: section (a flow mapping).
+	Engine string
 }
 
 // files is what one stack runs: selfheal's configuration, Alertmanager's,
@@ -126,8 +128,9 @@ targets:
   docker:
     require_label: %s=true
     stop_timeout: 2s
-%sremediations:
-%s`, s.labelKey(), map[bool]string{true: "alertmanager: {url: 'http://" + s.AM + "'}\n"}[o.Handoff], o.Remediations),
+%s%sremediations:
+%s`, s.labelKey(), map[bool]string{true: "alertmanager: {url: 'http://" + s.AM + "'}\n"}[o.Handoff],
+			map[bool]string{true: "engine: " + o.Engine + "\n"}[o.Engine != ""], o.Remediations),
 		Alertmanager: strings.NewReplacer(
 			"http://localhost:9595/api/v1/webhook", "http://"+s.Selfheal+"/api/v1/webhook",
 			"../../.run/token", tokenFile,
