@@ -179,8 +179,10 @@ func BenchmarkWebhookAccept(b *testing.B) {
 			reportLatencies(b, lat)
 			b.ReportMetric(float64(total)/elapsed.Seconds(), "alerts/s")
 			b.ReportMetric(float64(failed), "failed")
-			if n := queryInt(b, conn, `SELECT count(*) FROM alert_occurrences WHERE labels->>'i' LIKE 'm%'`); n != total-int(failed) {
-				b.Fatalf("%d alerts persisted, want %d", n, total-int(failed))
+			// Every alert answered 200 is stored; one the client gave up on may
+			// be stored too (Alertmanager would send it again: at least once).
+			if n := queryInt(b, conn, `SELECT count(*) FROM alert_occurrences WHERE labels->>'i' LIKE 'm%'`); n < total-int(failed) || n > total {
+				b.Fatalf("%d alerts persisted, want %d to %d", n, total-int(failed), total)
 			}
 		})
 	}
