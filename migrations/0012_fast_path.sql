@@ -6,3 +6,6 @@ ALTER TABLE alert_occurrences
     ADD COLUMN joined_occurrence_id bigint REFERENCES alert_occurrences (id) ON DELETE SET NULL;
 CREATE INDEX alert_occurrences_fast_idx ON alert_occurrences (remediation, (labels->>'selfheal_target'), starts_at DESC)
     WHERE labels->>'selfheal_path' = 'fast';
+-- Deleting an occurrence (retention) finds the ones that joined it.
+CREATE INDEX alert_occurrences_joined_idx ON alert_occurrences (joined_occurrence_id)
+    WHERE joined_occurrence_id IS NOT NULL;

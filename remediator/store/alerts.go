@@ -68,10 +68,10 @@ WITH occ AS (
               (o.resolved_at = now()) AS just_resolved
 ), joined_resolved AS (
     -- An alert that joined the fast path's occurrence resolves it too.
+    -- By primary key: a join with occ could plan a scan of the table.
     UPDATE alert_occurrences f
     SET status = 'resolved', ends_at = COALESCE(f.ends_at, now()), resolved_at = now()
-    FROM occ
-    WHERE occ.just_resolved AND f.id = occ.joined_occurrence_id AND f.status = 'firing'
+    WHERE f.id = (SELECT occ.joined_occurrence_id FROM occ WHERE occ.just_resolved) AND f.status = 'firing'
     RETURNING f.id
 ), critical_event AS (
     -- A critical alert is a critical event once, when it is first seen firing.
