@@ -31,7 +31,7 @@ scenarios: deps
 # The race detector over the packages whose tests need no external service
 # (the others run real PostgreSQL, Docker and Prometheus processes, where
 # it would mostly slow them down).
-RACE_PKGS = ./remediator/engine/ ./remediator/policy/ ./exporter/system/ ./exporter/gpu/ ./migrations/
+RACE_PKGS = ./remediator/engine/ ./remediator/policy/ ./remediator/action/ ./remediator/optin/ ./exporter/system/ ./exporter/gpu/ ./migrations/
 test-race:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
