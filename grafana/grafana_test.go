@@ -214,6 +214,14 @@ func TestSQLPanelsReturnRows(t *testing.T) {
 	if _, err := conn.Exec(ctx, sample); err != nil {
 		t.Fatal(err)
 	}
+	// Its queries are small windows: no parallel workers (their start alone
+	// costs more than the query; migration 0013).
+	var settings string
+	if err := conn.QueryRow(ctx, `SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting s
+		JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = 'selfheal_grafana'`).Scan(&settings); err != nil ||
+		!strings.Contains(settings, "max_parallel_workers_per_gather=0") {
+		t.Errorf("selfheal_grafana's settings %q (%v)", settings, err)
+	}
 	// Grafana logs in as the read-only role: its grants must suffice.
 	if _, err := conn.Exec(ctx, `SET ROLE selfheal_grafana`); err != nil {
 		t.Fatal(err)
