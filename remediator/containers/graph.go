@@ -246,10 +246,10 @@ func (g *Graph) order(set map[string]bool) Order {
 	}
 	less := func(x, y string) bool {
 		nx, ny := g.nodes[x], g.nodes[y]
-		if nx.Service != ny.Service {
-			return x < y
+		if nx.Service == ny.Service && nx.Service != "" && nx.Number != ny.Number {
+			return nx.Number < ny.Number // replicas of one service in their order
 		}
-		return nx.Number < ny.Number
+		return x < y
 	}
 	var ready []string
 	for n, d := range indegree {

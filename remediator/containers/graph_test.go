@@ -83,3 +83,26 @@ func TestCycle(t *testing.T) {
 		t.Errorf("Dependents(c-a-1) = %v cycle %v, %v", o.Names, o.Cycle, err)
 	}
 }
+
+// Containers that do not depend on each other come in a fixed order:
+// by name, and a service's replicas by their number.
+func TestOrderIsDeterministic(t *testing.T) {
+	list := []container.Summary{summary("gw", "01", "", nil)}
+	for _, n := range []string{"d", "b", "c", "a"} {
+		list = append(list, summary(n, "x"+n, "container:gw", nil))
+	}
+	r2 := compose("p", "web", "")
+	r2[LabelNumber] = "2"
+	r10 := compose("p", "web", "")
+	r10[LabelNumber] = "10"
+	list = append(list, summary("p-web-10", "y10", "", r10), summary("p-web-2", "y2", "", r2))
+	g := NewGraph(list)
+	for range 20 {
+		if o, _ := g.Dependents("gw"); !reflect.DeepEqual(o.Names, []string{"a", "b", "c", "d"}) {
+			t.Fatalf("dependents in order %v", o.Names)
+		}
+		if _, o, _ := g.Project("p-web-2"); !reflect.DeepEqual(o.Names, []string{"p-web-2", "p-web-10"}) {
+			t.Fatalf("replicas in order %v", o.Names)
+		}
+	}
+}
