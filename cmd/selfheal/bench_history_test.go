@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/selfheal/selfheal/internal/dashsql"
-	"github.com/selfheal/selfheal/internal/dockertest"
 )
 
 // historySQL fills the four tables that grow with use with n rows each of
@@ -93,10 +92,8 @@ func BenchmarkHistory(b *testing.B) {
 
 func historyAt(b *testing.B, n int, panels []dashsql.Query) {
 	decisions := envInt("SELFHEAL_BENCH_DECISIONS", 30)
-	name := dockertest.Run(b, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
-	proxy := newDockerProxy(b)
-	proxy.restarts = make(chan time.Time, 1)
-	url, conn := benchDaemon(b, fmt.Sprintf("engine: {storm_brake: {max_actions: %d}}\n", decisions+1), "DOCKER_HOST=unix://"+proxy.path)
+	rig := newDecisionRig(b, decisions)
+	url, conn := rig.url, rig.conn
 	waitReady(b, "selfheal", url+"/-/ready")
 	ctx := context.Background()
 	loadStart := time.Now()
@@ -124,25 +121,7 @@ func historyAt(b *testing.B, n int, panels []dashsql.Query) {
 	}
 
 	// The decision, as BenchmarkDecisionLatency measures it.
-	var lat []time.Duration
-	for i := range decisions {
-		dockertest.Kill(b, name)
-		body := alerts("ServiceDown", fmt.Sprintf("h%d-%d", n, i), []string{name}, time.Now(), 1)
-		sent := time.Now()
-		if err := postAlerts(url, body); err != nil {
-			b.Fatal(err)
-		}
-		select {
-		case at := <-proxy.restarts:
-			lat = append(lat, at.Sub(sent))
-		case <-time.After(10 * time.Second):
-			b.Fatalf("alert %d: no restart request within 10s", i)
-		}
-		dockertest.WaitFor(b, 20*time.Second, "action finished", func() bool {
-			return queryInt(b, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0 &&
-				queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0
-		})
-	}
+	lat := rig.measure(b, fmt.Sprintf("h%d-", n), decisions)
 	b.ReportMetric(ms(p50(lat)), "decision-p50-ms")
 
 	// A scrape of /metrics.

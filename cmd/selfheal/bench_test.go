@@ -197,33 +197,53 @@ func BenchmarkWebhookAccept(b *testing.B) {
 // action finished.
 func BenchmarkDecisionLatency(b *testing.B) {
 	n := envInt("SELFHEAL_BENCH_DECISIONS", 50)
-	name := dockertest.Run(b, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
-	proxy := newDockerProxy(b)
-	proxy.restarts = make(chan time.Time, 1)
-	url, conn := benchDaemon(b, fmt.Sprintf("engine: {storm_brake: {max_actions: %d}}\n", n+1), "DOCKER_HOST=unix://"+proxy.path)
+	rig := newDecisionRig(b, n)
+	reportLatencies(b, rig.measure(b, "d", n))
+	if got := queryInt(b, rig.conn, `SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`); got != n {
+		b.Fatalf("%d actions succeeded, want %d", got, n)
+	}
+}
+
+// decisionRig is an opted-in container, a socket proxy in front of the
+// Docker Engine that reports selfheal's restart requests, and selfheal on a
+// fresh durable cluster whose storm brake allows n actions.
+type decisionRig struct {
+	name, url string
+	conn      *pgx.Conn
+	proxy     *dockerProxy
+}
+
+func newDecisionRig(b *testing.B, n int) decisionRig {
+	r := decisionRig{name: dockertest.Run(b, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}}), proxy: newDockerProxy(b)}
+	r.proxy.restarts = make(chan time.Time, 1)
+	r.url, r.conn = benchDaemon(b, fmt.Sprintf("engine: {storm_brake: {max_actions: %d}}\n", n+1), "DOCKER_HOST=unix://"+r.proxy.path)
+	return r
+}
+
+// measure kills the container n times, each time posts its ServiceDown,
+// and returns how long each took from the post to selfheal's restart
+// request; each alert waits until the previous action finished.
+func (r decisionRig) measure(b *testing.B, prefix string, n int) []time.Duration {
 	lat := make([]time.Duration, 0, n)
 	for i := range n {
-		dockertest.Kill(b, name)
-		body := alerts("ServiceDown", "d"+strconv.Itoa(i), []string{name}, time.Now(), 1)
+		dockertest.Kill(b, r.name)
+		body := alerts("ServiceDown", prefix+strconv.Itoa(i), []string{r.name}, time.Now(), 1)
 		sent := time.Now()
-		if err := postAlerts(url, body); err != nil {
+		if err := postAlerts(r.url, body); err != nil {
 			b.Fatal(err)
 		}
 		select {
-		case at := <-proxy.restarts:
+		case at := <-r.proxy.restarts:
 			lat = append(lat, at.Sub(sent))
 		case <-time.After(10 * time.Second):
 			b.Fatalf("alert %d: no restart request within 10s", i)
 		}
 		dockertest.WaitFor(b, 20*time.Second, "action finished", func() bool {
-			return queryInt(b, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0 &&
-				queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0
+			return queryInt(b, r.conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0 &&
+				queryInt(b, r.conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0
 		})
 	}
-	reportLatencies(b, lat)
-	if got := queryInt(b, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`); got != n {
-		b.Fatalf("%d actions succeeded, want %d", got, n)
-	}
+	return lat
 }
 
 // BenchmarkAlertStorm delivers 10,000 alerts in one burst (1,000 requests of

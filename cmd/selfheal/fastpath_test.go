@@ -27,21 +27,10 @@ func alertmanager(t *testing.T) string {
 	return addr
 }
 
+// fastPathConfig is the fault tests' service-down with a fast path, and
+// the Alertmanager it asks for silences.
 func fastPathConfig(amAddr string) string {
-	return `
-engine: {poll_interval: 200ms}
-alertmanager: {url: 'http://` + amAddr + `'}
-targets:
-  docker: {stop_timeout: 2s}
-remediations:
-  - name: service-down
-    match: ['alertname="ServiceDown"']
-    category: A
-    target: '{{ .Labels.service }}'
-    steps: [restart, stop_start]
-    verify: {timeout: 20s, stable_for: 1s}
-    fast_path: {on: die}
-`
+	return "alertmanager: {url: 'http://" + amAddr + "'}\n" + faultConfig + "    fast_path: {on: die}\n"
 }
 
 // TestFastPathExactlyOnceWithTheSlowPath: a container dies; the fast path
