@@ -50,6 +50,7 @@ func run(args []string) int {
 	serveLifecycle := serve.Flag("web.enable-lifecycle", "Enable POST /-/reload (SIGHUP reloads the configuration either way).").Default("false").Bool()
 	serveShutdown := serve.Flag("shutdown.timeout", "How long a stop waits for actions in flight; past it they are recorded as interrupted and followed up at the next start. Keep it below the service manager's stop timeout.").Default("60s").Duration()
 	serveCollectors := exporter.AddFlags(serve)
+	serveWebhookOnly := serve.Flag("webhook-only", "Run the webhook alone (a fleet's ingest replica): alerts are stored and queued for the nodes' engines; no engine, Docker or exporter here.").Default("false").Bool()
 
 	exp := app.Command("exporter", "Run the exporter alone, for hosts that are watched but not remediated.")
 	expConfig := exp.Flag("config.file", "Configuration file for targets.docker and exporter.probes (optional).").String()
@@ -89,6 +90,14 @@ func run(args []string) int {
 	resume := app.Command("resume", "Resume remediation after pause.")
 	resumeConfig := resume.Flag("config.file", "Configuration file with database_url.").String()
 
+	nodes := app.Command("nodes", "List the fleet's nodes: last heartbeat, queued jobs, version, configuration fingerprint.")
+	nodesConfig := nodes.Flag("config.file", "Configuration file with database_url (and node.silent_after).").String()
+	node := app.Command("node", "Manage the fleet's nodes.")
+	nodeAdd := node.Command("add", "Create the database role of a node (or, with --webhook, of a webhook-only replica) and print its database URL. Again for an existing one: a new password.")
+	nodeAddConfig := nodeAdd.Flag("config.file", "Configuration file with database_url: a role that may create roles.").String()
+	nodeAddWebhook := nodeAdd.Flag("webhook", "A role for a webhook-only replica: it can only ingest.").Bool()
+	nodeAddName := nodeAdd.Arg("name", "The node's name (its node.name).").Required().String()
+
 	cmd, err := app.Parse(args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -114,9 +123,10 @@ func run(args []string) int {
 		o := server.Options{Config: cfg, Web: webFlags, Logger: logger, ProcPath: *serveCollectors.ProcPath, NVML: lib,
 			ShutdownTimeout: *serveShutdown, EnableLifecycle: *serveLifecycle,
 			Reload: func() (*policy.Config, error) { return loadConfig(*serveConfig) }}
-		if *serveExporter {
+		if *serveExporter && !*serveWebhookOnly {
 			o.ExporterFlags = serveCollectors
 		}
+		o.WebhookOnly = *serveWebhookOnly
 		return exitCode(logger, server.Run(ctx, o))
 	case exp.FullCommand():
 		cfg, err := policy.Parse(nil)
@@ -182,6 +192,31 @@ func run(args []string) int {
 		return withStore(ctx, logger, *pauseConfig, func(st *store.Store) error { return st.SetPaused(ctx, true, *pauseReason) })
 	case resume.FullCommand():
 		return withStore(ctx, logger, *resumeConfig, func(st *store.Store) error { return st.SetPaused(ctx, false, "") })
+	case nodes.FullCommand():
+		silentAfter := policy.DefaultSilentAfter
+		if *nodesConfig != "" {
+			if cfg, err := loadConfig(*nodesConfig); err == nil {
+				silentAfter = cfg.Node.SilentAfter.D()
+			}
+		}
+		return withStore(ctx, logger, *nodesConfig, func(st *store.Store) error {
+			list, err := st.Nodes(ctx)
+			if err != nil {
+				return err
+			}
+			return report.WriteNodes(os.Stdout, list, time.Now(), silentAfter)
+		})
+	case nodeAdd.FullCommand():
+		return withStoreURL(ctx, logger, *nodeAddConfig, func(st *store.Store, url string) error {
+			e, err := st.Enrol(ctx, *nodeAddName, *nodeAddWebhook, url)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "role %s can reach only %s; give the node this database URL (SELFHEAL_DATABASE_URL), it is not shown again:\n", e.Role,
+				map[bool]string{true: "what ingestion needs", false: "node " + strings.ToLower(*nodeAddName) + "'s jobs and audit rows"}[*nodeAddWebhook])
+			fmt.Println(e.DSN)
+			return nil
+		})
 	}
 	return 0
 }
@@ -199,6 +234,11 @@ func loadConfig(path string) (*policy.Config, error) {
 // withStore opens the database named by SELFHEAL_DATABASE_URL or, failing
 // that, by the configuration file, and runs f.
 func withStore(ctx context.Context, logger *slog.Logger, configFile string, f func(*store.Store) error) int {
+	return withStoreURL(ctx, logger, configFile, func(st *store.Store, _ string) error { return f(st) })
+}
+
+// withStoreURL is withStore for commands that need the database URL too.
+func withStoreURL(ctx context.Context, logger *slog.Logger, configFile string, f func(*store.Store, string) error) int {
 	url := os.Getenv(policy.EnvDatabaseURL)
 	if url == "" && configFile != "" {
 		cfg, err := loadConfig(configFile)
@@ -220,7 +260,7 @@ func withStore(ctx context.Context, logger *slog.Logger, configFile string, f fu
 		return 1
 	}
 	defer st.Close()
-	return exitCode(logger, f(st))
+	return exitCode(logger, f(st, url))
 }
 
 func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []string, resolved bool, startsAt, webhookURL, amURL string) error {

@@ -54,6 +54,9 @@ type Store interface {
 	CriticalEvents(ctx context.Context, window time.Duration) (int, error)
 	FiringSince(ctx context.Context, fingerprint string) (time.Time, bool, error)
 	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
+	NodeHeartbeat(ctx context.Context, b store.NodeBeat) error
+	NodeStopped(ctx context.Context, name, engine string) error
+	ListenForJobs(ctx context.Context, node string, wake func()) error
 }
 
 var _ Store = (*store.Store)(nil)
@@ -83,16 +86,19 @@ type Engine struct {
 // no replica does, and the job is claimed to be refused.
 const unknownRemediationAfter = 5 * time.Minute
 
-// heartbeatInterval is how often a replica says it is alive, and
-// replicaAlive how long one counts as alive after its last heartbeat.
-const (
-	heartbeatInterval = 10 * time.Second
-	replicaAlive      = time.Minute
-)
+// replicaAlive is how long a replica counts as alive after its last
+// heartbeat (node.heartbeat_interval apart).
+const replicaAlive = time.Minute
 
-// heartbeat records this replica and its configuration fingerprint, and
-// counts the live replicas that run the same configuration and another.
+// heartbeat records this replica and its node, with its configuration
+// fingerprint, and counts the live replicas that run the same
+// configuration and another.
 func (e *Engine) heartbeat(ctx context.Context) {
+	cfg := e.config()
+	if err := e.store.NodeHeartbeat(ctx, store.NodeBeat{Name: strings.ToLower(cfg.Node.Name), Names: cfg.Node.Names(),
+		Engine: e.replica, Version: version.Version, ConfigFingerprint: cfg.Fingerprint()}); err != nil && ctx.Err() == nil {
+		e.logger.Debug("node heartbeat failed", "err", err)
+	}
 	same, other, err := e.store.Heartbeat(ctx, store.Replica{ID: e.replica, Host: e.host, Version: version.Version,
 		ConfigFingerprint: e.config().Fingerprint(), Remediations: e.config().Names()}, replicaAlive)
 	if err != nil {
@@ -201,8 +207,11 @@ func (e *Engine) Run(ctx context.Context) {
 	}
 	wg.Go(func() {
 		e.heartbeat(ctx)
-		e.every(ctx, heartbeatInterval, e.heartbeat)
+		e.every(ctx, e.config().Node.HeartbeatInterval.D(), e.heartbeat)
 	})
+	if e.config().Node.Fleet {
+		wg.Go(func() { e.listen(ctx) })
+	}
 	wg.Go(func() { e.every(ctx, e.config().Engine.RetentionInterval.D(), e.applyRetention) })
 	wg.Go(func() {
 		e.every(ctx, e.config().Engine.RevertInterval.D(), func(ctx context.Context) { e.revert(ctx, false) })
@@ -212,6 +221,29 @@ func (e *Engine) Run(ctx context.Context) {
 	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	e.revert(final, true)
+	// From now on this node's jobs wait, and say so.
+	if err := e.store.NodeStopped(final, strings.ToLower(e.config().Node.Name), e.replica); err != nil {
+		e.logger.Warn("could not record that this node's engine stopped", "err", err)
+	}
+}
+
+// listen wakes a worker whenever a webhook replica queues a job for this
+// node (fleet mode), listening again after a lost connection; the
+// workers' polling covers the gaps.
+func (e *Engine) listen(ctx context.Context) {
+	node := strings.ToLower(e.config().Node.Name)
+	var quiet errorLog
+	for ctx.Err() == nil {
+		err := e.store.ListenForJobs(ctx, node, e.Wake)
+		if err != nil && ctx.Err() == nil && quiet.due(err, time.Now()) {
+			e.logger.Warn("cannot listen for this node's jobs; polling meanwhile", "err", err,
+				"poll_interval", e.config().Engine.PollInterval.D())
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(e.config().Engine.PollInterval.D()):
+		}
+	}
 }
 
 // every runs f at each interval until ctx ends.
@@ -310,8 +342,12 @@ func (l *errorLog) due(err error, now time.Time) bool {
 // ProcessOne claims one due job and handles it. It reports whether there
 // was a job.
 func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
-	c, err := e.claim(ctx, store.ClaimFilter{
-		Known: e.config().Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)})
+	cfg := e.config()
+	f := store.ClaimFilter{Known: cfg.Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)}
+	if cfg.Node.Fleet {
+		f.Nodes = cfg.Node.Names()
+	}
+	c, err := e.claim(ctx, f)
 	if err != nil || c == nil {
 		return false, err
 	}

@@ -154,6 +154,9 @@ func (f *fakeStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Dura
 	f.ingested = append(f.ingested, a...)
 	return store.IngestResult{JobsQueued: len(a)}, nil
 }
+func (f *fakeStore) NodeHeartbeat(context.Context, store.NodeBeat) error { return nil }
+func (f *fakeStore) NodeStopped(context.Context, string, string) error   { return nil }
+func (f *fakeStore) ListenForJobs(context.Context, string, func()) error { return nil }
 func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (int, int, error) {
 	return 1, f.other, nil
 }

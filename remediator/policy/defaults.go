@@ -65,8 +65,15 @@ func (c *Config) setDefaults() {
 	setDuration(&c.Alertmanager.PausedFor, 15*time.Minute)
 	setDuration(&c.Alertmanager.Lookback, time.Hour)
 	if c.Node.Unlabelled == "" {
+		// One host: an alert that names no host is about this one. A fleet:
+		// it could be about any, so none acts on it.
 		c.Node.Unlabelled = UnlabelledAct
+		if c.Node.Fleet {
+			c.Node.Unlabelled = UnlabelledRefuse
+		}
 	}
+	setDuration(&c.Node.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDuration(&c.Node.SilentAfter, DefaultSilentAfter)
 	d := &c.Targets.Docker
 	if d.Host == "" {
 		d.Host, d.hostDefaulted = DefaultDockerHost, true

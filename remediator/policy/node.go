@@ -3,7 +3,9 @@ package policy
 import (
 	"net"
 	"os"
+	"slices"
 	"strings"
+	"time"
 )
 
 // Node says which host this selfheal is: it acts only on alerts for itself.
@@ -18,7 +20,23 @@ type Node struct {
 	// a node label nor an instance label): "act" on it here (one host) or
 	// "refuse" it (several hosts share the Alertmanager).
 	Unlabelled string `yaml:"unlabelled"`
+	// Fleet says that many nodes share the database: an alert for another
+	// node is queued for that node's engine (not just stored), each engine
+	// claims only its own node's jobs, and unlabelled alerts are refused
+	// unless Unlabelled says otherwise.
+	Fleet bool `yaml:"fleet"`
+	// HeartbeatInterval is how often this node's engine says it is alive.
+	HeartbeatInterval Duration `yaml:"heartbeat_interval"`
+	// SilentAfter is how long without a heartbeat makes a node silent: its
+	// new jobs are recorded as waiting for it.
+	SilentAfter Duration `yaml:"silent_after"`
 }
+
+// Node defaults.
+const (
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultSilentAfter       = time.Minute
+)
 
 // What to do with alerts that name no node.
 const (
@@ -50,6 +68,18 @@ func AlertNode(labels map[string]string) string {
 	return strings.Trim(inst, "[]")
 }
 
+// Names are every name this node answers to, lower-cased: its name, its
+// aliases and the loopback names.
+func (n Node) Names() []string {
+	var names []string
+	for _, name := range append(append([]string{n.Name}, n.Aliases...), loopback...) {
+		if name = strings.ToLower(strings.TrimSpace(name)); name != "" && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
 // Owns reports whether node names this host.
 func (n Node) Owns(node string) bool {
 	for _, name := range append(append([]string{n.Name}, n.Aliases...), loopback...) {
@@ -70,6 +100,26 @@ func (n Node) Foreign(labels map[string]string) string {
 	default:
 		return "the alert is for node " + node + "; this is " + n.Name + ": stored, not acted on here"
 	}
+}
+
+// Of returns the node an alert is for: AlertNode, or, for an alert that
+// names none and that node.unlabelled has acted on here, this node.
+func (n Node) Of(labels map[string]string) string {
+	if node := AlertNode(labels); node != "" || n.Unlabelled != UnlabelledAct {
+		return node
+	}
+	return n.Name
+}
+
+// NotQueued says why the webhook stores an alert without queueing any
+// job for it, or "". On one host that is any alert not for this host; in a
+// fleet an alert for another node is queued for that node's engine, and
+// only one naming no node may be refused.
+func (n Node) NotQueued(labels map[string]string) string {
+	if n.Fleet && AlertNode(labels) != "" {
+		return ""
+	}
+	return n.Foreign(labels)
 }
 
 func hostname() string {

@@ -58,6 +58,12 @@ func (c *Config) validate() error {
 	default:
 		p.add("node", "unlabelled: %q is not one of act, refuse", c.Node.Unlabelled)
 	}
+	if c.Node.HeartbeatInterval < 0 || c.Node.SilentAfter < 0 {
+		p.add("node", "heartbeat_interval and silent_after must be positive")
+	} else if c.Node.SilentAfter < 2*c.Node.HeartbeatInterval {
+		p.add("node", "silent_after (%s) must be at least twice heartbeat_interval (%s): one late heartbeat is not silence",
+			c.Node.SilentAfter.D(), c.Node.HeartbeatInterval.D())
+	}
 	if c.Targets.Docker.RequireLabel != "" && strings.HasPrefix(c.Targets.Docker.RequireLabel, "=") {
 		p.add("targets.docker", "require_label: %q has no label name", c.Targets.Docker.RequireLabel)
 	}

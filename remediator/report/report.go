@@ -89,3 +89,35 @@ func labelString(l map[string]string) string {
 	}
 	return l["alertname"] + "{" + strings.Join(parts, ", ") + "}"
 }
+
+// WriteNodes prints the fleet's nodes: when each was last heard from, how
+// many jobs wait for it, its version and configuration fingerprint.
+func WriteNodes(w io.Writer, nodes []store.NodeStatus, now time.Time, silentAfter time.Duration) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tLAST HEARTBEAT\tQUEUED\tOLDEST QUEUED\tVERSION\tCONFIG\tROLE")
+	for _, n := range nodes {
+		state, beat := "alive", "never"
+		switch {
+		case n.LastHeartbeat.IsZero():
+			state = "never seen"
+		case n.Stopped:
+			state = "stopped"
+		case n.Silent(now, silentAfter):
+			state = "silent"
+		}
+		if !n.LastHeartbeat.IsZero() {
+			beat = fmt.Sprintf("%s ago", now.Sub(n.LastHeartbeat).Round(time.Second))
+		}
+		oldest := "-"
+		if !n.OldestQueued.IsZero() {
+			oldest = fmt.Sprintf("%s ago", now.Sub(n.OldestQueued).Round(time.Second))
+		}
+		role := "shared"
+		if n.Enrolled {
+			role = "own"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", n.Name, state, beat, n.Queued, oldest,
+			dash(n.Version), dash(n.ConfigFingerprint), role)
+	}
+	return tw.Flush()
+}

@@ -10,17 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/selfheal/selfheal/exporter"
-	dockercol "github.com/selfheal/selfheal/exporter/docker"
 	"github.com/selfheal/selfheal/exporter/gpu"
 	"github.com/selfheal/selfheal/remediator/actions"
-	"github.com/selfheal/selfheal/remediator/engine"
-	"github.com/selfheal/selfheal/remediator/fastpath"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
 	"github.com/selfheal/selfheal/remediator/handoff"
 	"github.com/selfheal/selfheal/remediator/policy"
@@ -58,6 +55,9 @@ type Options struct {
 	// NVML, when set, replaces the driver's library for the gpu collector
 	// and, unless GPUs is set, the GPU actions (go-nvml's mock).
 	NVML NVML
+	// WebhookOnly runs the webhook alone (a fleet's ingest replica): no
+	// engine, no Docker, no exporter.
+	WebhookOnly bool
 }
 
 // NVML is what the gpu collector and the GPU actions need of the NVIDIA
@@ -101,55 +101,28 @@ func Run(ctx context.Context, o Options) error {
 			st.Close()
 		}
 	}()
+	silentAfter := time.Duration(0)
+	if cfg.Node.Fleet {
+		silentAfter = cfg.Node.SilentAfter.D()
+	}
 	ingest, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
-		MaxConns: 12, MinConns: 2, ApplicationName: "selfheal-webhook"})
+		MaxConns: 12, MinConns: 2, ApplicationName: "selfheal-webhook", NodeSilentAfter: silentAfter})
 	if err != nil {
 		return err
 	}
 	defer ingest.Close()
 
-	docker, err := dockerClient(cfg)
-	if err != nil {
-		return err
-	}
-	defer docker.Close()
-
 	reg := newRegistry()
-	var exp *exporter.Exporter
-	var fast *fastpath.FastPath
-	if o.ExporterFlags != nil {
-		if exp, err = buildExporter(cfg, o.ExporterFlags, o.NVML, docker, func(ev dockercol.Event) {
-			if fast != nil { // set below, before the exporter runs
-				go fast.Handle(context.Background(), fastpath.Event{Container: ev.Container, Kind: ev.Action, Time: ev.Time,
-					RestartPolicy: ev.RestartPolicy, ExitCode: ev.ExitCode})
-			}
-		}, log); err != nil {
+	// The configuration in force: a reload swaps it (and the engine's).
+	var current atomic.Pointer[policy.Config]
+	current.Store(cfg)
+	config := current.Load
+	var side *engineSide
+	if !o.WebhookOnly {
+		if side, err = startEngineSide(o, st, ingest, reg); err != nil {
 			return err
 		}
-		reg.MustRegister(exp)
-	}
-	procPath := o.ProcPath
-	if procPath == "" {
-		procPath = "/proc"
-	}
-	gpus := o.GPUs
-	switch {
-	case gpus != nil:
-	case o.NVML != nil:
-		gpus = gpuctl.New(o.NVML)
-	default:
-		gpus = gpuctl.New(nvml.New())
-	}
-	eng, err := engine.New(st, cfg, actions.Registry(actions.Deps{
-		Docker: docker, GPUs: gpus, Store: st,
-		RebootEnabled: cfg.RebootEnabled, ProcPath: procPath, BootID: o.BootID,
-	}), log.With("component", "engine"), reg)
-	if err != nil {
-		return err
-	}
-	fast = fastpath.New(eng.Config, ingest, eng.Wake, log.With("component", "fastpath"), reg)
-	if exp == nil && fastPathConfigured(cfg) {
-		log.Warn("a remediation has a fast path, but the exporter is off: the fast path follows the docker collector's events; only the slow path runs")
+		defer side.docker.Close()
 	}
 	hook := webhook.New(webhook.Options{
 		Credentials:    creds,
@@ -161,33 +134,62 @@ func Run(ctx context.Context, o Options) error {
 			if l["source"] == handoff.Source {
 				return "" // selfheal's own hand-off alerts: for people, never acted on
 			}
-			if r := eng.Config().Match(l); r != nil {
+			if r := config().Match(l); r != nil {
 				return r.Name
 			}
 			return ""
 		},
-		Critical:   func(l map[string]string) bool { return eng.Config().IsCriticalAlert(l) },
-		NotHere:    func(l map[string]string) string { return eng.Config().Node.Foreign(l) },
-		Store:      ingest,
-		Wake:       eng.Wake,
+		Critical: func(l map[string]string) bool { return config().IsCriticalAlert(l) },
+		NotHere:  func(l map[string]string) string { return config().Node.NotQueued(l) },
+		Node:     func(l map[string]string) string { return config().Node.Of(l) },
+		Store:    ingest,
+		Wake: func(nodes []string) {
+			if side != nil {
+				side.eng.Wake()
+			}
+			if config().Node.Fleet {
+				// Other nodes' engines listen; a lost wake-up costs a poll.
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					if err := ingest.NotifyNodes(ctx, nodes); err != nil {
+						log.Debug("could not wake the nodes' engines; they poll", "nodes", nodes, "err", err)
+					}
+				}()
+			}
+		},
 		Logger:     log.With("component", "webhook"),
 		Registerer: reg,
 	})
+	if cfg.Node.Fleet {
+		reg.MustRegister(nodesCollector{st: ingest, silentAfter: silentAfter, log: log.With("component", "nodes")})
+	}
 
 	// Ready: the database is reachable and migrated, and the Docker Engine
-	// selfheal acts through answers.
+	// selfheal acts through answers (a webhook-only replica acts on none).
 	ready := func(ctx context.Context) error {
 		if err := ingest.Ready(ctx); err != nil {
 			return err
 		}
-		return docker.Ping(ctx)
+		if side == nil {
+			return nil
+		}
+		return side.docker.Ping(ctx)
 	}
 	r := newRouter(reg, ready, log)
 	r.Handle("POST /api/v1/webhook", hook)
-	r.Handle("GET /{$}", statusPage{st: ingest, config: eng.Config, log: log.With("component", "status")})
+	r.Handle("GET /{$}", statusPage{st: ingest, config: config, log: log.With("component", "status")})
 	var reload *reloader
 	if o.Reload != nil {
-		reload = newReloader(o.Reload, eng.Reload, log.With("component", "reload"), reg)
+		reload = newReloader(o.Reload, func(c *policy.Config) error {
+			if side != nil {
+				if err := side.eng.Reload(c); err != nil {
+					return err
+				}
+			}
+			current.Store(c)
+			return nil
+		}, log.With("component", "reload"), reg)
 		if o.EnableLifecycle {
 			r.Handle("POST /-/reload", reload)
 			r.Handle("PUT /-/reload", reload)
@@ -201,19 +203,14 @@ func Run(ctx context.Context, o Options) error {
 		if err := migrateUntilDone(runCtx, st, o.MigrateRetry, log); err != nil {
 			return
 		}
-		settleReboots(runCtx, actions.RebootValidator{Store: st, Services: docker, BootID: o.BootID,
-			Delay: cfg.Engine.RebootValidationDelay.D()}, &wg, log)
-		if cfg.Alertmanager.URL != "" {
-			h := handoff.New(cfg.Alertmanager.URL, eng.Config, st, log.With("component", "handoff"), reg)
-			wg.Go(func() { h.Run(runCtx) })
+		if side == nil {
+			log.Info("webhook-only replica: alerts are stored and queued for the nodes' engines; nothing is acted on here")
+			return
 		}
-		log.Info("engine started", "workers", cfg.Engine.Workers, "dry_run", cfg.DryRun,
-			"remediations", len(cfg.Remediations))
-		eng.Run(runCtx)
+		side.run(runCtx, o, st, &wg, log)
 	})
-
-	if exp != nil {
-		wg.Go(func() { exp.Run(runCtx) })
+	if side != nil && side.exp != nil {
+		wg.Go(func() { side.exp.Run(runCtx) })
 	}
 	if reload != nil {
 		wg.Go(func() { reload.run(runCtx) })

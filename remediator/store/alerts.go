@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,22 @@ type Alert struct {
 type IngestResult struct {
 	JobsQueued    int
 	JobsCancelled int
+	// Nodes are the nodes jobs were queued for ("" for a job of no node).
+	Nodes []string
+	// Waiting counts jobs queued for a node whose engine is silent.
+	Waiting int
+}
+
+// Add adds r's counts to res.
+func (res *IngestResult) Add(r IngestResult) {
+	res.JobsQueued += r.JobsQueued
+	res.JobsCancelled += r.JobsCancelled
+	res.Waiting += r.Waiting
+	for _, n := range r.Nodes {
+		if !slices.Contains(res.Nodes, n) {
+			res.Nodes = append(res.Nodes, n)
+		}
+	}
 }
 
 // ingestAlertSQL upserts one alert occurrence and, in the same statement,
@@ -57,14 +74,18 @@ WITH occ AS (
          remediation, ends_at, resolved_at, node)
     VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''),
             CASE WHEN $4 = 'resolved' THEN $9::timestamptz END,
-            CASE WHEN $4 = 'resolved' THEN now() END, NULLIF($13, ''))
+            CASE WHEN $4 = 'resolved' THEN now() END,
+            -- The node's own name for an alias or IP it heartbeats with;
+            -- else the label as given; else the enrolled node writing it.
+            COALESCE((SELECT n.name FROM nodes n WHERE lower($13) = ANY (n.names) ORDER BY n.last_heartbeat DESC LIMIT 1),
+                     NULLIF(lower($13), ''), (SELECT selfheal_node())))
     ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
         last_received_at = now(),
         deliveries       = o.deliveries + 1,
         status           = CASE WHEN o.status = 'resolved' THEN 'resolved' ELSE EXCLUDED.status END,
         ends_at          = COALESCE(o.ends_at, EXCLUDED.ends_at),
         resolved_at      = COALESCE(o.resolved_at, EXCLUDED.resolved_at)
-    RETURNING o.id, o.status, o.remediation, o.starts_at, o.ends_at, o.deliveries, o.joined_occurrence_id,
+    RETURNING o.id, o.status, o.remediation, o.starts_at, o.ends_at, o.deliveries, o.joined_occurrence_id, o.node,
               (o.resolved_at = now()) AS just_resolved
 ), joined_resolved AS (
     -- An alert that joined the fast path's occurrence resolves it too.
@@ -75,23 +96,23 @@ WITH occ AS (
     RETURNING f.id
 ), critical_event AS (
     -- A critical alert is a critical event once, when it is first seen firing.
-    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details)
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
     SELECT 'CRITICAL', 'critical_alert', NULL, occ.remediation, occ.id,
-           format('critical alert %s started firing', $3::text), jsonb_build_object('labels', $5::jsonb)
+           format('critical alert %s started firing', $3::text), jsonb_build_object('labels', $5::jsonb), occ.node
     FROM occ
     WHERE $11 AND occ.deliveries = 1 AND occ.status = 'firing'
     RETURNING id
 ), not_here AS (
     -- An alert this selfheal does not act on (another node's) says so once.
-    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details)
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
     SELECT 'INFO', 'alert_not_here', NULL, occ.remediation, occ.id, $12,
-           jsonb_build_object('alertname', $3::text, 'node', $13::text)
+           jsonb_build_object('alertname', $3::text, 'node', $13::text), occ.node
     FROM occ
     WHERE $12 <> '' AND occ.deliveries = 1
     RETURNING id
 ), job AS (
-    INSERT INTO remediation_jobs (occurrence_id, remediation, step)
-    SELECT occ.id, occ.remediation, COALESCE(last.step, 0) + 1
+    INSERT INTO remediation_jobs (occurrence_id, remediation, step, node)
+    SELECT occ.id, occ.remediation, COALESCE(last.step, 0) + 1, occ.node
     FROM occ
     LEFT JOIN LATERAL (
         SELECT j.step, j.state, j.finished_at
@@ -106,6 +127,19 @@ WITH occ AS (
       AND (last.step IS NULL
            OR (last.state <> 'queued' AND last.finished_at < now() - $10::interval))
     ON CONFLICT DO NOTHING
+    RETURNING id
+), waiting AS (
+    -- In a fleet ($14 > 0), a job for a node whose engine is stopped or
+    -- silent waits for it: say so once, when it is queued.
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
+    SELECT 'WARNING', 'node_silent', NULL, occ.remediation, occ.id,
+           CASE WHEN n.name IS NULL THEN format('node %s has never been heard from: the job for %s waits for its engine', occ.node, $3::text)
+                WHEN n.stopped_at IS NOT NULL THEN format('node %s''s engine stopped at %s: the job for %s waits for it', occ.node, n.stopped_at, $3::text)
+                ELSE format('node %s has been silent since %s: the job for %s waits for its engine', occ.node, n.last_heartbeat, $3::text) END,
+           jsonb_build_object('node', occ.node, 'last_heartbeat', n.last_heartbeat, 'stopped_at', n.stopped_at), occ.node
+    FROM occ LEFT JOIN nodes n ON n.name = occ.node
+    WHERE $14 > 0 AND EXISTS (SELECT 1 FROM job) AND occ.node IS NOT NULL
+      AND (n.name IS NULL OR n.stopped_at IS NOT NULL OR n.last_heartbeat < now() - $14 * interval '1 second')
     RETURNING id
 ), cancelled AS (
     UPDATE remediation_jobs j
@@ -134,20 +168,21 @@ WITH occ AS (
     WHERE e.cleared_at IS NULL AND e.service_name IN (SELECT target FROM targets)
     RETURNING e.id
 ), resolved_event AS (
-    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details)
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
     SELECT 'INFO', 'alert_resolved', (SELECT min(target) FROM targets),
            occ.remediation, occ.id,
            format('%s resolved after %s', $3::text,
                   date_trunc('second', COALESCE(occ.ends_at, now()) - occ.starts_at)),
            jsonb_build_object('recovery_seconds',
-                  EXTRACT(EPOCH FROM COALESCE(occ.ends_at, now()) - occ.starts_at))
+                  EXTRACT(EPOCH FROM COALESCE(occ.ends_at, now()) - occ.starts_at)), occ.node
     FROM occ
     WHERE occ.just_resolved AND occ.remediation IS NOT NULL
     RETURNING id
 )
 SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
        (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event),
-       (SELECT count(*) FROM critical_event), (SELECT count(*) FROM not_here)`
+       (SELECT count(*) FROM critical_event), (SELECT count(*) FROM not_here),
+       (SELECT count(*) FROM waiting), COALESCE((SELECT node FROM occ), '')`
 
 // IngestAlerts persists every alert of one delivery in one transaction. It
 // is idempotent: delivering the same alerts again changes only delivery
@@ -168,13 +203,18 @@ func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter ti
 			annotations = map[string]string{}
 		}
 		b.Queue(ingestAlertSQL, a.Fingerprint, a.StartsAt, a.Alertname, a.Status, labels, annotations,
-			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter, a.Critical, a.NotHere, a.Node).QueryRow(func(row pgx.Row) error {
-			var queued, cancelled, cleared, resolved, critical, notHere int
-			if err := row.Scan(&queued, &cancelled, &cleared, &resolved, &critical, &notHere); err != nil {
+			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter, a.Critical, a.NotHere, a.Node,
+			s.silentAfter.Seconds()).QueryRow(func(row pgx.Row) error {
+			var queued, cancelled, cleared, resolved, critical, notHere, waiting int
+			var node string
+			if err := row.Scan(&queued, &cancelled, &cleared, &resolved, &critical, &notHere, &waiting, &node); err != nil {
 				return err
 			}
-			res.JobsQueued += queued
-			res.JobsCancelled += cancelled
+			r := IngestResult{JobsQueued: queued, JobsCancelled: cancelled, Waiting: waiting}
+			if queued > 0 {
+				r.Nodes = []string{node}
+			}
+			res.Add(r)
 			return nil
 		})
 	}

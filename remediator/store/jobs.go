@@ -31,6 +31,8 @@ type Job struct {
 	// Position is which action of a sequence the job runs (1 for a job the
 	// alert itself queued).
 	Position int
+	// Node is the node the job is for ("" when its alert named none).
+	Node string
 }
 
 // Claim is a job held by one worker. The worker's transaction keeps the
@@ -46,18 +48,26 @@ type Claim struct {
 	tx   pgx.Tx
 }
 
+// claimSQL takes the oldest due job; %s narrows it to one node's jobs in
+// a fleet, through remediation_jobs_node_queued_idx.
 const claimSQL = `
 SELECT j.id, j.occurrence_id, j.remediation, j.step, j.created_at,
        o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations,
-       o.remediation IS DISTINCT FROM j.remediation, COALESCE(j.reason, ''), COALESCE(j.position, 1)
+       o.remediation IS DISTINCT FROM j.remediation, COALESCE(j.reason, ''), COALESCE(j.position, 1),
+       COALESCE(j.node, '')
 FROM remediation_jobs j
 JOIN alert_occurrences o ON o.id = j.occurrence_id
-WHERE j.state = 'queued' AND j.not_before <= now()
+WHERE j.state = 'queued' AND j.not_before <= now() %s
   AND NOT (j.remediation = ANY($1))
   AND (j.remediation = ANY($2) OR j.created_at < now() - $3 * interval '1 second')
 ORDER BY j.not_before, j.id
 LIMIT 1
 FOR NO KEY UPDATE OF j SKIP LOCKED`
+
+var (
+	claimAnySQL  = fmt.Sprintf(claimSQL, "")
+	claimNodeSQL = fmt.Sprintf(claimSQL, "AND j.node = ANY($4)")
+)
 
 // ClaimFilter says which jobs a replica takes.
 type ClaimFilter struct {
@@ -69,6 +79,9 @@ type ClaimFilter struct {
 	// Skip are the remediations this replica cannot act on now (the
 	// Docker Engine away): another replica may.
 	Skip []string
+	// Nodes, when set, are the names of this engine's node (fleet mode):
+	// only jobs for it are taken. Nil takes every node's (one host).
+	Nodes []string
 }
 
 // ClaimJob takes the oldest due job no one else holds that f lets this
@@ -91,8 +104,13 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 	if known == nil {
 		known = []string{}
 	}
-	err = tx.QueryRow(ctx, claimSQL, skip, known, f.UnknownAfter.Seconds()).Scan(&c.job.ID, &c.job.OccurrenceID, &c.job.Remediation, &c.job.Step, &c.job.CreatedAt,
-		&c.job.Fingerprint, &c.job.StartsAt, &c.job.AlertStatus, &c.job.Alertname, &c.job.Labels, &c.job.Annotations, &c.job.Escalated, &c.job.Reason, &c.job.Position)
+	sql, args := claimAnySQL, []any{skip, known, f.UnknownAfter.Seconds()}
+	if f.Nodes != nil {
+		sql, args = claimNodeSQL, append(args, f.Nodes)
+	}
+	err = tx.QueryRow(ctx, sql, args...).Scan(&c.job.ID, &c.job.OccurrenceID, &c.job.Remediation, &c.job.Step, &c.job.CreatedAt,
+		&c.job.Fingerprint, &c.job.StartsAt, &c.job.AlertStatus, &c.job.Alertname, &c.job.Labels, &c.job.Annotations, &c.job.Escalated,
+		&c.job.Reason, &c.job.Position, &c.job.Node)
 	if err != nil {
 		c.Release()
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -562,8 +580,8 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 			// The bigger remediation takes over the same alert occurrence.
 			// It runs even if the alert resolves meanwhile: the smaller
 			// fixes did not hold, so a moment's recovery proves nothing.
-			b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, keep_on_resolve)
-				VALUES ($1, $2, 1, true) ON CONFLICT DO NOTHING`, j.OccurrenceID, e.To)
+			b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, keep_on_resolve, node)
+				VALUES ($1, $2, 1, true, COALESCE(NULLIF($3, ''), selfheal_node())) ON CONFLICT DO NOTHING`, j.OccurrenceID, e.To, j.Node)
 		}
 	}
 	if r := o.Revert; r != nil {
@@ -571,10 +589,10 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 			VALUES (NULLIF($1, 0), $2, $3, $4, $5, $6)`, o.ActionID, j.OccurrenceID, r.ActionType, r.Target, jsonObject(r.Data), r.Host)
 	}
 	if f := o.FollowUp; f != nil {
-		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before, keep_on_resolve, position)
-			SELECT $1, $2, $3, clock_timestamp() + $4 * interval '1 second', $5, NULLIF($6, 0)
+		b.Queue(`INSERT INTO remediation_jobs (occurrence_id, remediation, step, not_before, keep_on_resolve, position, node)
+			SELECT $1, $2, $3, clock_timestamp() + $4 * interval '1 second', $5, NULLIF($6, 0), COALESCE(NULLIF($7, ''), selfheal_node())
 			FROM alert_occurrences WHERE id = $1 AND (status = 'firing' OR $5)
-			ON CONFLICT DO NOTHING`, j.OccurrenceID, j.Remediation, j.Step+1, f.After.Seconds(), f.Sequence, f.Position)
+			ON CONFLICT DO NOTHING`, j.OccurrenceID, j.Remediation, j.Step+1, f.After.Seconds(), f.Sequence, f.Position, j.Node)
 	}
 	for _, e := range o.Events {
 		b.Queue(`INSERT INTO self_healing_events (event_time, severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)

@@ -18,7 +18,8 @@ import (
 
 // Store is a pool of connections to selfheal's database.
 type Store struct {
-	pool *pgxpool.Pool
+	pool        *pgxpool.Pool
+	silentAfter time.Duration
 }
 
 // Options tunes the connection pool.
@@ -29,6 +30,10 @@ type Options struct {
 	MinConns int32
 	// ApplicationName is shown in pg_stat_activity.
 	ApplicationName string
+	// NodeSilentAfter, in a fleet, is how long without a heartbeat makes a
+	// node silent: a job queued for it is recorded as waiting. Zero: one
+	// host, no such record.
+	NodeSilentAfter time.Duration
 }
 
 // Open connects to the database at url. It does not wait for the server:
@@ -55,7 +60,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, silentAfter: opts.NodeSilentAfter}, nil
 }
 
 // redactURL keeps a password in a malformed URL out of error messages:
@@ -90,6 +95,19 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("migrate: %w", err)
 	}
 	defer conn.Release()
+	// A current schema needs nothing, not even the right to create: a
+	// fleet node's role may read the version but change no schema.
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	if exists {
+		if v, err := schemaVersion(ctx, conn); err != nil {
+			return 0, err
+		} else if v == len(all) {
+			return 0, nil
+		}
+	}
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
 		return 0, fmt.Errorf("migrate: lock: %w", err)
 	}

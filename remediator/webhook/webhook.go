@@ -50,9 +50,13 @@ type Options struct {
 	// NotHere, if set, says why this selfheal does not act on an alert
 	// (another node's), or "".
 	NotHere func(labels map[string]string) string
-	Store   Ingester
-	// Wake, if set, is called after jobs were queued.
-	Wake       func()
+	// Node, if set, returns the node an alert is for ("" for none); by
+	// default its node or instance label's host.
+	Node  func(labels map[string]string) string
+	Store Ingester
+	// Wake, if set, is called after jobs were queued, with the nodes they
+	// were queued for.
+	Wake       func(nodes []string)
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -149,7 +153,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 			GeneratorURL: a.GeneratorURL,
 			Remediation:  h.o.Match(a.Labels),
 			Critical:     h.o.Critical != nil && h.o.Critical(a.Labels),
-			Node:         policy.AlertNode(a.Labels),
+			Node:         h.nodeOf(a.Labels),
 			NotHere:      notHere(h.o.NotHere, a.Labels),
 		}})
 	}
@@ -173,7 +177,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 		h.alerts.WithLabelValues(a.Status).Inc()
 	}
 	if res.JobsQueued > 0 && h.o.Wake != nil {
-		h.o.Wake()
+		h.o.Wake(res.Nodes)
 	}
 	h.o.Logger.Debug("webhook delivery persisted", "alerts", len(alerts), "jobs_queued", res.JobsQueued,
 		"jobs_cancelled", res.JobsCancelled, "group_key", msg.GroupKey)
@@ -186,6 +190,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 		Rejected      []Rejection `json:"rejected,omitempty"`
 	}{"success", len(alerts), res.JobsQueued, res.JobsCancelled, rejected})
 	return http.StatusOK, ""
+}
+
+func (h *Handler) nodeOf(labels map[string]string) string {
+	if h.o.Node != nil {
+		return h.o.Node(labels)
+	}
+	return policy.AlertNode(labels)
 }
 
 // Rejection is an alert of a delivery that can never be stored, and why.
@@ -243,8 +254,7 @@ func (h *Handler) persist(ctx context.Context, in []indexed) (store.IngestResult
 		r, err := h.o.Store.IngestAlerts(ctx, []store.Alert{a.alert}, h.o.ReopenAfter)
 		switch {
 		case err == nil:
-			total.JobsQueued += r.JobsQueued
-			total.JobsCancelled += r.JobsCancelled
+			total.Add(r)
 			stored = append(stored, a.alert)
 		case store.Unstorable(err):
 			rejected = append(rejected, Rejection{Index: a.index, Alertname: a.alert.Alertname,

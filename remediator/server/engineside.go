@@ -1,0 +1,91 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/exporter"
+	dockercol "github.com/selfheal/selfheal/exporter/docker"
+	"github.com/selfheal/selfheal/remediator/actions"
+	"github.com/selfheal/selfheal/remediator/containers"
+	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/fastpath"
+	"github.com/selfheal/selfheal/remediator/gpuctl"
+	"github.com/selfheal/selfheal/remediator/handoff"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// engineSide is what a replica that acts has and a webhook-only one does
+// not: the Docker client, the exporter, the engine and the fast path.
+type engineSide struct {
+	docker *containers.Client
+	exp    *exporter.Exporter // nil when the exporter is off
+	eng    *engine.Engine
+	fast   *fastpath.FastPath
+	reg    prometheus.Registerer
+}
+
+func startEngineSide(o Options, st, ingest *store.Store, reg prometheus.Registerer) (*engineSide, error) {
+	cfg, log := o.Config, o.Logger
+	docker, err := dockerClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &engineSide{docker: docker, reg: reg}
+	if o.ExporterFlags != nil {
+		if s.exp, err = buildExporter(cfg, o.ExporterFlags, o.NVML, docker, func(ev dockercol.Event) {
+			if s.fast != nil { // set below, before the exporter runs
+				go s.fast.Handle(context.Background(), fastpath.Event{Container: ev.Container, Kind: ev.Action, Time: ev.Time,
+					RestartPolicy: ev.RestartPolicy, ExitCode: ev.ExitCode})
+			}
+		}, log); err != nil {
+			docker.Close()
+			return nil, err
+		}
+		reg.MustRegister(s.exp)
+	}
+	procPath := o.ProcPath
+	if procPath == "" {
+		procPath = "/proc"
+	}
+	gpus := o.GPUs
+	switch {
+	case gpus != nil:
+	case o.NVML != nil:
+		gpus = gpuctl.New(o.NVML)
+	default:
+		gpus = gpuctl.New(nvml.New())
+	}
+	s.eng, err = engine.New(st, cfg, actions.Registry(actions.Deps{
+		Docker: docker, GPUs: gpus, Store: st,
+		RebootEnabled: cfg.RebootEnabled, ProcPath: procPath, BootID: o.BootID,
+	}), log.With("component", "engine"), reg)
+	if err != nil {
+		docker.Close()
+		return nil, err
+	}
+	s.fast = fastpath.New(s.eng.Config, ingest, s.eng.Wake, log.With("component", "fastpath"), reg)
+	if s.exp == nil && fastPathConfigured(cfg) {
+		log.Warn("a remediation has a fast path, but the exporter is off: the fast path follows the docker collector's events; only the slow path runs")
+	}
+	return s, nil
+}
+
+// run settles a reboot selfheal asked for, starts the hand-off to people,
+// and runs the engine until ctx ends. The schema is current.
+func (s *engineSide) run(ctx context.Context, o Options, st *store.Store, wg *sync.WaitGroup, log *slog.Logger) {
+	cfg := o.Config
+	settleReboots(ctx, actions.RebootValidator{Store: st, Services: s.docker, BootID: o.BootID,
+		Delay: cfg.Engine.RebootValidationDelay.D()}, wg, log)
+	if cfg.Alertmanager.URL != "" {
+		h := handoff.New(cfg.Alertmanager.URL, s.eng.Config, st, log.With("component", "handoff"), s.reg)
+		wg.Go(func() { h.Run(ctx) })
+	}
+	log.Info("engine started", "node", cfg.Node.Name, "fleet", cfg.Node.Fleet, "workers", cfg.Engine.Workers,
+		"dry_run", cfg.DryRun, "remediations", len(cfg.Remediations))
+	s.eng.Run(ctx)
+}

@@ -1,0 +1,262 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// NodeBeat is what a node's engine says about itself at each heartbeat.
+type NodeBeat struct {
+	Name              string   // lower case
+	Names             []string // name and aliases, lower case
+	Engine            string   // the engine's replica id
+	Version           string
+	ConfigFingerprint string
+}
+
+// NodeHeartbeat records that the node's engine is alive.
+func (s *Store) NodeHeartbeat(ctx context.Context, b NodeBeat) error {
+	names := b.Names
+	if names == nil {
+		names = []string{b.Name}
+	}
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO nodes (name, names, engine, version, config_fingerprint)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (name) DO UPDATE SET names = EXCLUDED.names, version = EXCLUDED.version,
+			config_fingerprint = EXCLUDED.config_fingerprint, last_heartbeat = now(), stopped_at = NULL,
+			started_at = CASE WHEN nodes.engine = EXCLUDED.engine THEN nodes.started_at ELSE now() END,
+			engine = EXCLUDED.engine`,
+		b.Name, names, b.Engine, b.Version, b.ConfigFingerprint)
+	if err != nil {
+		return fmt.Errorf("node heartbeat: %w", err)
+	}
+	return nil
+}
+
+// NodeStopped records that the node's engine stopped cleanly (if it is
+// still the engine the node last heard from): its jobs wait from now on.
+func (s *Store) NodeStopped(ctx context.Context, name, engine string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE nodes SET stopped_at = now() WHERE name = $1 AND engine = $2`, name, engine)
+	if err != nil {
+		return fmt.Errorf("record node stop: %w", err)
+	}
+	return nil
+}
+
+// NodeStatus is one node as the database knows it.
+type NodeStatus struct {
+	Name              string
+	LastHeartbeat     time.Time // zero: never heard from (it has jobs, though)
+	Stopped           bool      // its engine stopped cleanly
+	Version           string
+	ConfigFingerprint string
+	Queued            int64     // jobs waiting for it (due or not)
+	OldestQueued      time.Time // zero when none
+	Enrolled          bool      // it has a role of its own (selfheal node add)
+}
+
+// Nodes lists every node that has heartbeated or has queued jobs, by name.
+// A node's credentials see only their own node.
+func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
+	rows, err := s.pool.Query(ctx, `
+		WITH q AS (
+		    SELECT node, count(*) AS queued, min(created_at) AS oldest
+		    FROM remediation_jobs WHERE state = 'queued' AND node IS NOT NULL
+		    GROUP BY node
+		)
+		SELECT COALESCE(n.name, q.node), n.last_heartbeat, n.stopped_at IS NOT NULL,
+		       COALESCE(n.version, ''), COALESCE(n.config_fingerprint, ''), COALESCE(q.queued, 0), q.oldest,
+		       EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'selfheal_node_' || regexp_replace(COALESCE(n.name, q.node), '[^a-z0-9_]', '_', 'g'))
+		FROM nodes n FULL JOIN q ON q.node = n.name
+		ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (NodeStatus, error) {
+		var n NodeStatus
+		var beat, oldest *time.Time
+		err := row.Scan(&n.Name, &beat, &n.Stopped, &n.Version, &n.ConfigFingerprint, &n.Queued, &oldest, &n.Enrolled)
+		if beat != nil {
+			n.LastHeartbeat = *beat
+		}
+		if oldest != nil {
+			n.OldestQueued = *oldest
+		}
+		return n, err
+	})
+}
+
+// JobChannel is the notification channel that wakes node's engine: one
+// per node, so a delivery wakes only the engines it queued work for. A
+// hash keeps any node name within PostgreSQL's 63-byte identifiers.
+func JobChannel(node string) string {
+	sum := sha256.Sum256([]byte(strings.ToLower(node)))
+	return "selfheal_jobs_" + hex.EncodeToString(sum[:8])
+}
+
+// NotifyNodes wakes the engines of nodes, which just got jobs.
+func (s *Store) NotifyNodes(ctx context.Context, nodes []string) error {
+	channels := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		if n != "" {
+			channels = append(channels, JobChannel(n))
+		}
+	}
+	if len(channels) == 0 {
+		return nil
+	}
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify(c, '') FROM unnest($1::text[]) c`, channels); err != nil {
+		return fmt.Errorf("wake nodes: %w", err)
+	}
+	return nil
+}
+
+// ListenForJobs calls wake whenever jobs are queued for node, until ctx
+// ends or the connection fails (the caller listens again; its workers
+// poll meanwhile). It holds one connection of the pool for as long.
+func (s *Store) ListenForJobs(ctx context.Context, node string, wake func()) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("listen for jobs: %w", err)
+	}
+	// A connection that was listening is not given back to the pool: it
+	// would go on receiving notifications no one reads.
+	defer func() {
+		_ = conn.Conn().Close(context.Background())
+		conn.Release()
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{JobChannel(node)}.Sanitize()); err != nil {
+		return fmt.Errorf("listen for jobs: %w", err)
+	}
+	wake() // jobs queued before LISTEN took effect are not missed
+	for {
+		if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("listen for jobs: %w", err)
+		}
+		wake()
+	}
+}
+
+// nodeRoleName is the login role of a node: selfheal_node_ and its name
+// with anything but [a-z0-9_] as _.
+func nodeRoleName(prefix, node string) string {
+	return prefix + regexp.MustCompile(`[^a-z0-9_]`).ReplaceAllString(strings.ToLower(node), "_")
+}
+
+// NodeNamePattern is what a node name may be: a host name (letters,
+// digits, dots, hyphens, underscores), at most 48 characters, so its role
+// name fits PostgreSQL's 63.
+var NodeNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$`)
+
+// Enrolment is a login role created for a node or a webhook replica.
+type Enrolment struct {
+	Role     string
+	Password string
+	DSN      string // the database URL with the new role's credentials
+}
+
+// ErrNoGroupRole means the migrations could not create selfheal's group
+// roles (the migrating role lacks CREATEROLE).
+var ErrNoGroupRole = errors.New("group role missing")
+
+// Enrol creates (or, when it exists, gives a new password to) the login
+// role of node — or, with webhook, of a webhook-only replica named so —
+// and returns its credentials as a database URL built from base. The
+// store's role needs CREATEROLE.
+func (s *Store) Enrol(ctx context.Context, node string, webhook bool, base string) (Enrolment, error) {
+	if !NodeNamePattern.MatchString(node) {
+		return Enrolment{}, fmt.Errorf("node name %q: use letters, digits, '.', '-' and '_' (at most 48, starting with a letter or digit)", node)
+	}
+	node = strings.ToLower(node)
+	group, prefix := "selfheal_node", "selfheal_node_"
+	if webhook {
+		group, prefix = "selfheal_webhook", "selfheal_webhook_"
+	}
+	e := Enrolment{Role: nodeRoleName(prefix, node), Password: randomPassword()}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var hasGroup, exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)`,
+			group, e.Role).Scan(&hasGroup, &exists); err != nil {
+			return err
+		}
+		if !hasGroup {
+			return fmt.Errorf("%w: role %s does not exist: run `selfheal migrate` once as a role with CREATEROLE (or create it: CREATE ROLE %s NOLOGIN) and migrate again",
+				ErrNoGroupRole, group, group)
+		}
+		stmt := `SELECT format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', $1::text, $2::text, $3::text)`
+		if exists {
+			stmt = `SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text, $3::text)`
+		}
+		var ddl string
+		if err := tx.QueryRow(ctx, stmt, e.Role, e.Password, group).Scan(&ddl); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, ddl); err != nil {
+			return err
+		}
+		if webhook {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO node_roles (role_name, node) VALUES ($1, $2)
+			ON CONFLICT (role_name) DO UPDATE SET node = EXCLUDED.node`, e.Role, node)
+		return err
+	})
+	if err != nil {
+		return Enrolment{}, fmt.Errorf("enrol %s: %w", node, err)
+	}
+	e.DSN, err = withCredentials(base, e.Role, e.Password)
+	return e, err
+}
+
+func randomPassword() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// withCredentials returns the database URL base with user and password
+// replaced: a postgres:// URL (multi-host ones included) or a key=value
+// connection string.
+func withCredentials(base, user, password string) (string, error) {
+	if _, err := pgconn.ParseConfig(base); err != nil {
+		return "", fmt.Errorf("database URL: %w", redactURL(err))
+	}
+	if strings.HasPrefix(base, "postgres://") || strings.HasPrefix(base, "postgresql://") {
+		u, err := url.Parse(base)
+		if err != nil {
+			return "", errors.New("database URL: not a valid postgres:// URL")
+		}
+		u.User = url.UserPassword(user, password)
+		return u.String(), nil
+	}
+	quote := func(v string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'" }
+	var kept []string
+	for _, kv := range strings.Fields(base) {
+		if k, _, _ := strings.Cut(kv, "="); k != "user" && k != "password" {
+			kept = append(kept, kv)
+		}
+	}
+	return strings.Join(append(kept, "user="+quote(user), "password="+quote(password)), " "), nil
+}
+
+// Silent reports whether the node's engine is gone at now: stopped, never
+// heard from, or quiet for longer than after.
+func (n NodeStatus) Silent(now time.Time, after time.Duration) bool {
+	return n.Stopped || n.LastHeartbeat.IsZero() || now.Sub(n.LastHeartbeat) > after
+}
