@@ -107,6 +107,7 @@ type Cluster struct {
 	cmd     *exec.Cmd
 	cred    *syscall.Credential // the postgres user's, when running as root
 	durable bool
+	extra   []string // more -c settings
 }
 
 // NewCluster starts a private server for one test, which may stop and start
@@ -207,7 +208,13 @@ func (c *Cluster) Start() error {
 	if !c.durable {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
+	args = append(args, c.extra...)
 	cmd := c.command("postgres", args...)
+	// Its own process group: Crash kills the server and every backend.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	logFile, err := os.OpenFile(filepath.Join(c.dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o666)
 	if err != nil {
 		return err
@@ -249,6 +256,95 @@ func (c *Cluster) Stop() {
 		<-done
 	}
 	c.cmd = nil
+}
+
+// Crash kills the server and all its processes at once (SIGKILL), as the
+// loss of its machine would.
+func (c *Cluster) Crash() {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	_ = c.cmd.Wait()
+	c.cmd = nil
+}
+
+// Port is the port the server listens on, on 127.0.0.1.
+func (c *Cluster) Port() int { return c.port }
+
+// NewReplicated starts a primary and a streaming standby of it that every
+// commit waits for (synchronous_standby_names '*', synchronous_commit on):
+// a commit the primary acknowledged is on the standby. Both are removed
+// when t ends.
+func NewReplicated(t testing.TB) (primary, standby *Cluster) {
+	t.Helper()
+	primary, err := initCluster()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required (CI=true): %v", err)
+		}
+		t.Skipf("no PostgreSQL: %v", err)
+	}
+	t.Cleanup(primary.remove)
+	primary.durable = true
+	primary.extra = []string{"-c", "fsync=off", "-c", "synchronous_standby_names=*", "-c", "synchronous_commit=on"}
+	if err := primary.Start(); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "selfheal-pgtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	standby = &Cluster{dir: dir, bin: primary.bin, cred: primary.cred, durable: true, extra: []string{"-c", "fsync=off"}}
+	t.Cleanup(standby.remove)
+	if standby.cred != nil {
+		if err := os.Chown(dir, int(standby.cred.Uid), int(standby.cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if standby.port, err = freePort(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := standby.command("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port), "-U", "postgres",
+		"-D", standby.data(), "-R", "-X", "stream", "--no-sync").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_basebackup: %v: %s", err, out)
+	}
+	if err := standby.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var state string
+		err := queryRow(ctx, primary.URL(), `SELECT COALESCE((SELECT sync_state FROM pg_stat_replication LIMIT 1), '')`, &state)
+		cancel()
+		if err == nil && state == "sync" {
+			return primary, standby
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby never became synchronous (state %q, %v)", state, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Promote makes a standby the primary, and waits until it is.
+func (c *Cluster) Promote() error {
+	out, err := c.command("pg_ctl", "promote", "-w", "-D", c.data()).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pg_ctl promote: %v: %s", err, out)
+	}
+	return nil
+}
+
+func queryRow(ctx context.Context, dsn, sql string, dst any) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.QueryRow(ctx, sql).Scan(dst)
 }
 
 func (c *Cluster) remove() {
