@@ -57,6 +57,7 @@ type Store interface {
 	NodeHeartbeat(ctx context.Context, b store.NodeBeat) error
 	NodeStopped(ctx context.Context, name, engine string) error
 	ListenForJobs(ctx context.Context, node string, wake func()) error
+	NextDue(ctx context.Context, nodes []string) (time.Time, bool, error)
 }
 
 var _ Store = (*store.Store)(nil)
@@ -313,7 +314,7 @@ func (e *Engine) worker(ctx context.Context, id int) {
 		}
 		// Idle, or an error (the database is down, say): wait before trying
 		// again rather than spin on it.
-		poll.Reset(e.config().Engine.PollInterval.D())
+		poll.Reset(e.idleWait(ctx, err))
 		select {
 		case <-ctx.Done():
 			return
@@ -321,6 +322,22 @@ func (e *Engine) worker(ctx context.Context, id int) {
 		case <-poll.C:
 		}
 	}
+}
+
+// idleWait is how long an idle worker waits for a wake-up before it looks
+// again: the poll interval, or, in a fleet (where new jobs wake it), until
+// the node's next deferred job is due if that is sooner.
+func (e *Engine) idleWait(ctx context.Context, lastErr error) time.Duration {
+	cfg := e.config()
+	wait := cfg.Engine.PollInterval.D()
+	if !cfg.Node.Fleet || lastErr != nil {
+		return wait
+	}
+	next, ok, err := e.store.NextDue(ctx, cfg.Node.Names())
+	if err != nil || !ok {
+		return wait
+	}
+	return max(min(time.Until(next), wait), 10*time.Millisecond)
 }
 
 // errorLog keeps a failing loop (say, while the database is down) from

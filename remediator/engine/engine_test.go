@@ -156,6 +156,9 @@ func (f *fakeStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Dura
 }
 func (f *fakeStore) NodeHeartbeat(context.Context, store.NodeBeat) error { return nil }
 func (f *fakeStore) NodeStopped(context.Context, string, string) error   { return nil }
+func (f *fakeStore) NextDue(context.Context, []string) (time.Time, bool, error) {
+	return time.Time{}, false, nil
+}
 func (f *fakeStore) ListenForJobs(context.Context, string, func()) error { return nil }
 func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (int, int, error) {
 	return 1, f.other, nil

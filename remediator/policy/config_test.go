@@ -333,6 +333,47 @@ func TestAlertNode(t *testing.T) {
 	}
 }
 
+// TestFleetNode: in a fleet an alert for another node is queued (for that
+// node's engine) but still never acted on here; an unlabelled one is
+// refused by default; polling slows down; silence needs two heartbeats.
+func TestFleetNode(t *testing.T) {
+	cfg, err := Parse([]byte("node: {name: Edge-01, aliases: [10.0.0.1, edge-01], fleet: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := cfg.Node
+	if n.Unlabelled != UnlabelledRefuse || cfg.Engine.PollInterval.D() != DefaultFleetPollInterval ||
+		n.HeartbeatInterval.D() != DefaultHeartbeatInterval || n.SilentAfter.D() != DefaultSilentAfter {
+		t.Errorf("fleet defaults: %+v, poll %s", n, cfg.Engine.PollInterval.D())
+	}
+	if got := strings.Join(n.Names(), ","); got != "edge-01,10.0.0.1,localhost,127.0.0.1,::1" {
+		t.Errorf("Names() = %s", got)
+	}
+	other := map[string]string{"node": "edge-02"}
+	if n.NotQueued(other) != "" || n.Foreign(other) == "" || n.Of(other) != "edge-02" {
+		t.Errorf("another node's alert: queued %q, foreign %q", n.NotQueued(other), n.Foreign(other))
+	}
+	none := map[string]string{"alertname": "x"}
+	if n.NotQueued(none) == "" || n.Of(none) != "" {
+		t.Error("an unlabelled alert queued in a fleet")
+	}
+	n.Unlabelled = UnlabelledAct
+	if n.NotQueued(none) != "" || n.Of(none) != "Edge-01" {
+		t.Errorf("unlabelled: act queues it for this node: %q, %q", n.NotQueued(none), n.Of(none))
+	}
+	one, err := Parse([]byte("node: {name: edge-01}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.Node.NotQueued(other) == "" || one.Engine.PollInterval.D() != DefaultPollInterval {
+		t.Error("one host queued another node's alert")
+	}
+	if _, err := Parse([]byte("node: {heartbeat_interval: 10s, silent_after: 15s}\n")); err == nil ||
+		!strings.Contains(err.Error(), "silent_after (15s) must be at least twice heartbeat_interval (10s)") {
+		t.Errorf("silent_after below two heartbeats: %v", err)
+	}
+}
+
 func TestFastPath(t *testing.T) {
 	base := "node: {name: edge-01}\nalertmanager: {url: 'http://am:9093'}\nremediations:\n"
 	cfg, err := Parse([]byte(base + `  - {name: down, match: ['alertname="ServiceDown"'], category: A, target: '{{ .Labels.service }}', steps: [restart], fast_path: {on: die}}

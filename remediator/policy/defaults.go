@@ -14,6 +14,7 @@ const (
 	DefaultStormWindow       = 10 * time.Minute
 	DefaultReopenAfter       = 5 * time.Minute
 	DefaultPollInterval      = time.Second
+	DefaultFleetPollInterval = 10 * time.Second
 	DefaultUnreachableFor    = 5 * time.Minute
 	DefaultRetentionInterval = 10 * time.Minute
 	DefaultRevertInterval    = 2 * time.Second
@@ -51,6 +52,12 @@ func (c *Config) setDefaults() {
 	}
 	setDuration(&e.StormBrake.Window, DefaultStormWindow)
 	setDuration(&e.ReopenAfter, DefaultReopenAfter)
+	if c.Node.Fleet {
+		// Webhook replicas wake a node's engine when they queue its jobs,
+		// and an idle engine sleeps until its next deferred job is due:
+		// polling is only the fallback, and costs the database per node.
+		setDuration(&e.PollInterval, DefaultFleetPollInterval)
+	}
 	setDuration(&e.PollInterval, DefaultPollInterval)
 	setDuration(&e.UnreachableFor, DefaultUnreachableFor)
 	setDuration(&e.RetentionInterval, DefaultRetentionInterval)

@@ -99,6 +99,21 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
 	})
 }
 
+// NextDue returns when the next queued job for nodes is due, through the
+// per-node queue index; false when none is queued. An engine in a fleet
+// sleeps until then rather than polling often: new jobs wake it.
+func (s *Store) NextDue(ctx context.Context, nodes []string) (time.Time, bool, error) {
+	var next *time.Time
+	err := s.pool.QueryRow(ctx, `SELECT min(not_before) FROM remediation_jobs WHERE state = 'queued' AND node = ANY($1)`, nodes).Scan(&next)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("next due job: %w", err)
+	}
+	if next == nil {
+		return time.Time{}, false, nil
+	}
+	return *next, true, nil
+}
+
 // JobChannel is the notification channel that wakes node's engine: one
 // per node, so a delivery wakes only the engines it queued work for. A
 // hash keeps any node name within PostgreSQL's 63-byte identifiers.
