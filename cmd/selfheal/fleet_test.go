@@ -100,6 +100,12 @@ func TestFleet(t *testing.T) {
 	}
 	start(nodeA)
 	b := start(nodeB)
+	// An engine on credentials that are not its node's does not start.
+	code, _, errOut := selfheal(t, append(admin, "SELFHEAL_NODE_NAME="+nodeA), "serve", "--config.file="+config,
+		"--web.listen-address="+freeAddr(t), "--no-exporter")
+	if code == 0 || !strings.Contains(errOut, "run `selfheal node add "+nodeA+"`") {
+		t.Fatalf("a fleet engine on the owner's credentials: exit %d, %s", code, lastLines(errOut, 5))
+	}
 
 	// The first container of each node: each healed by its own node, once.
 	for node, names := range containers {

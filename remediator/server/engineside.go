@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"log/slog"
 	"sync"
 
@@ -76,9 +78,15 @@ func startEngineSide(o Options, st, ingest *store.Store, reg prometheus.Register
 }
 
 // run settles a reboot selfheal asked for, starts the hand-off to people,
-// and runs the engine until ctx ends. The schema is current.
-func (s *engineSide) run(ctx context.Context, o Options, st *store.Store, wg *sync.WaitGroup, log *slog.Logger) {
+// and runs the engine until ctx ends. The schema is current. In a fleet
+// it first checks that the database knows this engine as its node.
+func (s *engineSide) run(ctx context.Context, o Options, st *store.Store, wg *sync.WaitGroup, log *slog.Logger) error {
 	cfg := o.Config
+	if cfg.Node.Fleet {
+		if err := checkFleetRole(ctx, st, cfg.Node.Name); err != nil {
+			return err
+		}
+	}
 	settleReboots(ctx, actions.RebootValidator{Store: st, Services: s.docker, BootID: o.BootID,
 		Delay: cfg.Engine.RebootValidationDelay.D()}, wg, log)
 	if cfg.Alertmanager.URL != "" {
@@ -88,4 +96,22 @@ func (s *engineSide) run(ctx context.Context, o Options, st *store.Store, wg *sy
 	log.Info("engine started", "node", cfg.Node.Name, "fleet", cfg.Node.Fleet, "workers", cfg.Engine.Workers,
 		"dry_run", cfg.DryRun, "remediations", len(cfg.Remediations))
 	s.eng.Run(ctx)
+	return nil
+}
+
+// checkFleetRole: in a fleet each node reaches the database with its own
+// role, whose row-level security keeps it to its own node's jobs, counts,
+// locks and audit rows. An engine on any other credentials would count
+// other nodes' failures and actions as its own, so it does not start.
+func checkFleetRole(ctx context.Context, st *store.Store, name string) error {
+	node, err := st.SessionNode(ctx)
+	switch {
+	case err != nil:
+		return err
+	case node == "":
+		return fmt.Errorf("node.fleet is set, but the database role is not a node's: in a fleet each node's engine connects with its own role (run `selfheal node add %s` and give this node the URL it prints); webhook-only replicas run with --webhook-only", name)
+	case !strings.EqualFold(node, name):
+		return fmt.Errorf("the database role is node %s's, but this is node %s (node.name, SELFHEAL_NODE_NAME): use the URL `selfheal node add %s` prints", node, name, name)
+	}
+	return nil
 }

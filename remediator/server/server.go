@@ -199,6 +199,10 @@ func Run(ctx context.Context, o Options) error {
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	// A fault that must stop selfheal (a fleet node on credentials that are
+	// not its own) ends serving, and Run returns it.
+	httpCtx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 	wg.Go(func() {
 		if err := migrateUntilDone(runCtx, st, o.MigrateRetry, log); err != nil {
 			return
@@ -207,7 +211,9 @@ func Run(ctx context.Context, o Options) error {
 			log.Info("webhook-only replica: alerts are stored and queued for the nodes' engines; nothing is acted on here")
 			return
 		}
-		side.run(runCtx, o, st, &wg, log)
+		if err := side.run(runCtx, o, st, &wg, log); err != nil {
+			fail(err)
+		}
 	})
 	if side != nil && side.exp != nil {
 		wg.Go(func() { side.exp.Run(runCtx) })
@@ -215,7 +221,10 @@ func Run(ctx context.Context, o Options) error {
 	if reload != nil {
 		wg.Go(func() { reload.run(runCtx) })
 	}
-	err = serveHTTP(ctx, r, o.Web, o.Listener, log)
+	err = serveHTTP(httpCtx, r, o.Web, o.Listener, log)
+	if cause := context.Cause(httpCtx); err == nil && ctx.Err() == nil && cause != nil {
+		err = cause
+	}
 	log.Info("shutting down; waiting for actions in flight", "timeout", o.ShutdownTimeout)
 	stop()
 	done := make(chan struct{})

@@ -56,6 +56,16 @@ func (s *Store) NodeStopped(ctx context.Context, name, engine string) error {
 	return nil
 }
 
+// SessionNode returns the node whose role this store's connections log in
+// with ("" for any other role).
+func (s *Store) SessionNode(ctx context.Context) (string, error) {
+	var node string
+	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(selfheal_node(), '')`).Scan(&node); err != nil {
+		return "", fmt.Errorf("read this session's node: %w", err)
+	}
+	return node, nil
+}
+
 // NodeStatus is one node as the database knows it.
 type NodeStatus struct {
 	Name              string
