@@ -117,10 +117,13 @@ func NewCluster(t testing.TB) *Cluster { return newCluster(t, false) }
 
 // NewDurableCluster starts a private server with PostgreSQL's default
 // durability (fsync and synchronous commit on), for benchmarks whose
-// figures must hold on a real installation.
-func NewDurableCluster(t testing.TB) *Cluster { return newCluster(t, true) }
+// figures must hold on a real installation. settings are more
+// "-c", "name=value" arguments.
+func NewDurableCluster(t testing.TB, settings ...string) *Cluster {
+	return newCluster(t, true, settings...)
+}
 
-func newCluster(t testing.TB, durable bool) *Cluster {
+func newCluster(t testing.TB, durable bool, settings ...string) *Cluster {
 	t.Helper()
 	c, err := initCluster()
 	if err != nil {
@@ -129,7 +132,7 @@ func newCluster(t testing.TB, durable bool) *Cluster {
 		}
 		t.Skipf("no PostgreSQL: %v", err)
 	}
-	c.durable = durable
+	c.durable, c.extra = durable, settings
 	t.Cleanup(c.remove)
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
@@ -210,11 +213,6 @@ func (c *Cluster) Start() error {
 	}
 	args = append(args, c.extra...)
 	cmd := c.command("postgres", args...)
-	// Its own process group: Crash kills the server and every backend.
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Setpgid = true
 	logFile, err := os.OpenFile(filepath.Join(c.dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o666)
 	if err != nil {
 		return err
@@ -259,14 +257,71 @@ func (c *Cluster) Stop() {
 }
 
 // Crash kills the server and all its processes at once (SIGKILL), as the
-// loss of its machine would.
+// loss of its machine would. (Backends are not in the postmaster's process
+// group — each calls setsid — so they are found as its children; it is
+// stopped first so that it forks no more.)
 func (c *Cluster) Crash() {
 	if c.cmd == nil || c.cmd.Process == nil {
 		return
 	}
-	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	pid := c.cmd.Process.Pid
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	for _, p := range children(pid) {
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 	_ = c.cmd.Wait()
 	c.cmd = nil
+}
+
+type procStat struct {
+	pid    int
+	fields []string // of /proc/PID/stat, from the state on (field 3)
+}
+
+// children are the processes whose parent is pid, and pid itself.
+func children(pid int) []procStat {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []procStat
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// The command name may hold spaces: fields start after its ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		fields := strings.Fields(string(b)[i+1:])
+		if len(fields) < 15 {
+			continue
+		}
+		p, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if ppid, _ := strconv.Atoi(fields[1]); ppid == pid || p == pid {
+			out = append(out, procStat{pid: p, fields: fields})
+		}
+	}
+	return out
+}
+
+// CPUTime is the processor time the server has used: the postmaster, its
+// live children, and the children that already exited.
+func (c *Cluster) CPUTime() (time.Duration, error) {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0, errors.New("the server is not running")
+	}
+	pid := c.cmd.Process.Pid
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	var total time.Duration
+	for _, p := range children(pid) {
+		n := 2 // utime, stime (fields 14, 15)
+		if p.pid == pid {
+			n = 4 // and the exited children's (16, 17)
+		}
+		for _, v := range p.fields[11 : 11+n] {
+			t, _ := strconv.ParseInt(v, 10, 64)
+			total += time.Duration(t) * tick
+		}
+	}
+	return total, nil
 }
 
 // Port is the port the server listens on, on 127.0.0.1.

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/action"
+	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// fleetNodeConfig is each simulated node's configuration: a fleet node
+// with one worker and the shipped defaults otherwise (heartbeat 10s, poll
+// 10s, retention, reverts and critical-event checks as in production) —
+// but for the storm brake (20 actions in 10 minutes per node), which the
+// run's alerts over 50 nodes would engage: this measures the queue.
+const fleetNodeConfig = `
+node: {name: %s, fleet: true}
+engine: {workers: 1, storm_brake: {max_actions: 100000}}
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart]
+`
+
+// fakeRestart stands in for Docker: it acts at once, and counts any
+// request for an alert of another node than its own.
+type fakeRestart struct {
+	node  string
+	wrong *atomic.Int64
+}
+
+func (f fakeRestart) Permit(context.Context, action.Request) error { return nil }
+
+func (f fakeRestart) Execute(_ context.Context, req action.Request) (action.Result, error) {
+	if req.Labels["node"] != f.node {
+		f.wrong.Add(1)
+	}
+	return action.Result{}, nil
+}
+
+// BenchmarkFleet: N node engines (the real engine, in this one process,
+// each with its own database role and connection pool, and a fake restart
+// in place of Docker) on one durable PostgreSQL; alerts arrive at 100/s
+// spread over the nodes, ingested and announced as the webhook does.
+// Reported for each N in SELFHEAL_BENCH_FLEET_NODES (default 50,200,500): alert
+// received → its action started by the right node (claimed, decided,
+// intent written), p50/p99; and, idle, PostgreSQL's CPU and connections per
+// node.
+func BenchmarkFleet(b *testing.B) {
+	sizes := []int{50, 200, 500}
+	if v := os.Getenv("SELFHEAL_BENCH_FLEET_NODES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				b.Fatalf("SELFHEAL_BENCH_FLEET_NODES: %v", err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	seconds := 20
+	if v, err := strconv.Atoi(os.Getenv("SELFHEAL_BENCH_FLEET_SECONDS")); err == nil {
+		seconds = v
+	}
+	maxNodes := 0
+	for _, n := range sizes {
+		maxNodes = max(maxNodes, n)
+	}
+	cluster := pgtest.NewDurableCluster(b, "-c", fmt.Sprintf("max_connections=%d", 4*maxNodes+50))
+	fmt.Printf("\nfleet: N node engines on one PostgreSQL, %d alerts/s for %d s spread over them\n", 100, seconds)
+	fmt.Printf("%-6s %-8s %-8s %-8s %-6s %-12s %-14s %-14s %-11s\n", "nodes", "p50 ms", "p99 ms", "max ms", "wrong",
+		"load PG CPU", "idle PG CPU", "idle ms/s/node", "conns/node")
+	for _, n := range sizes {
+		r := runFleet(b, cluster, n, seconds)
+		fmt.Printf("%-6d %-8.1f %-8.1f %-8.1f %-6d %-12s %-14s %-14.3f %-11.2f\n", n, r.p50, r.p99, r.max, r.wrong,
+			fmt.Sprintf("%.1f %%", r.loadCPU*100), fmt.Sprintf("%.2f %%", r.idleCPU*100), r.idleCPU*1000/float64(n), r.conns)
+		b.ReportMetric(r.p99, fmt.Sprintf("p99-ms-%dnodes", n))
+	}
+}
+
+type fleetResult struct {
+	p50, p99, max float64
+	wrong         int64
+	idleCPU       float64 // seconds of PostgreSQL CPU per second
+	loadCPU       float64 // the same under load
+	conns         float64 // server connections per node
+}
+
+func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetResult {
+	ctx := context.Background()
+	dbname := fmt.Sprintf("fleet_%d", nodes)
+	admin, err := pgx.Connect(ctx, cluster.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+dbname); err != nil {
+		b.Fatal(err)
+	}
+	dsn := strings.Replace(cluster.URL(), "/postgres?", "/"+dbname+"?", 1)
+	hook, err := store.Open(ctx, dsn, store.Options{MaxConns: 16, NodeSilentAfter: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hook.Close()
+	if _, err := hook.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close(ctx)
+	count := func(sql string) int {
+		var n int
+		if err := db.QueryRow(ctx, sql).Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		return n
+	}
+
+	// The nodes: a role, a pool and an engine each.
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	names := make([]string, nodes)
+	var stores []*store.Store
+	for i := range nodes {
+		names[i] = fmt.Sprintf("node-%04d", i)
+		e, err := hook.Enrol(ctx, names[i], false, dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := store.Open(ctx, e.DSN, store.Options{MaxConns: 3, ApplicationName: names[i]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		stores = append(stores, st)
+		cfg, err := policy.Parse([]byte(fmt.Sprintf(fleetNodeConfig, names[i])))
+		if err != nil {
+			b.Fatal(err)
+		}
+		eng, err := engine.New(st, cfg, map[string]action.Executor{"restart": fakeRestart{node: names[i], wrong: &wrong}}, quiet, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() { eng.Run(runCtx) })
+	}
+	defer func() {
+		stop()
+		wg.Wait()
+		for _, st := range stores {
+			st.Close()
+		}
+	}()
+	waitFor(b, 2*time.Minute, "every node's first heartbeat", func() bool {
+		return count(`SELECT count(*) FROM nodes`) == nodes
+	})
+	time.Sleep(3 * time.Second) // let start-up settle
+
+	// Idle: PostgreSQL's CPU over two heartbeat intervals, and connections.
+	conns := count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'node-%'`)
+	cpu0, err := cluster.CPUTime()
+	if err != nil {
+		b.Fatal(err)
+	}
+	idle := 20 * time.Second
+	time.Sleep(idle)
+	cpu1, err := cluster.CPUTime()
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// Load: 100 alerts/s, each a delivery of its own, over the nodes.
+	total := 100 * seconds
+	loadStart := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	var sends sync.WaitGroup
+	var failed atomic.Int64
+	for i := range total {
+		<-tick.C
+		node := names[(i*7919)%nodes]
+		sends.Go(func() {
+			a := store.Alert{Fingerprint: fmt.Sprintf("%016x", i), StartsAt: time.Now().UTC().Truncate(time.Millisecond), Status: "firing",
+				Alertname: "ServiceDown", Labels: map[string]string{"alertname": "ServiceDown", "service": fmt.Sprintf("svc-%d", i), "node": node},
+				Remediation: "service-down", Node: node}
+			res, err := hook.IngestAlerts(ctx, []store.Alert{a}, time.Minute)
+			if err == nil {
+				err = hook.NotifyNodes(ctx, res.Nodes)
+			}
+			if err != nil {
+				failed.Add(1)
+			}
+		})
+	}
+	tick.Stop()
+	sends.Wait()
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d deliveries failed", n)
+	}
+	if !within(time.Minute, func() bool { return count(`SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`) == total }) {
+		rows, _ := db.Query(ctx, `SELECT state || '/' || COALESCE(outcome, '-') || ': ' || COALESCE(reason, ''), count(*) FROM remediation_jobs GROUP BY 1`)
+		states, _ := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+			var s string
+			var n int
+			err := r.Scan(&s, &n)
+			return fmt.Sprintf("%d × %s", n, s), err
+		})
+		b.Fatalf("not every alert was acted on within a minute: %s", strings.Join(states, "; "))
+	}
+	cpu2, err := cluster.CPUTime()
+	if err != nil {
+		b.Fatal(err)
+	}
+	loadCPU := (cpu2 - cpu1).Seconds() / time.Since(loadStart).Seconds()
+	lat := latencies(b, db)
+	if len(lat) != total {
+		b.Fatalf("%d latencies for %d alerts", len(lat), total)
+	}
+	sort.Float64s(lat)
+	return fleetResult{
+		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], max: lat[len(lat)-1], wrong: wrong.Load(),
+		idleCPU: (cpu1 - cpu0).Seconds() / idle.Seconds(), conns: float64(conns) / float64(nodes), loadCPU: loadCPU,
+	}
+}
+
+// latencies are, per alert, the milliseconds from its receipt to the
+// start of its action, by the database's clock.
+func latencies(b *testing.B, db *pgx.Conn) []float64 {
+	rows, err := db.Query(context.Background(), `
+		SELECT EXTRACT(EPOCH FROM a.started_at - o.first_received_at) * 1000
+		FROM recovery_actions a JOIN remediation_jobs j ON j.id = a.job_id JOIN alert_occurrences o ON o.id = j.occurrence_id`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lat, err := pgx.CollectRows(rows, pgx.RowTo[float64])
+	if err != nil {
+		b.Fatal(err)
+	}
+	return lat
+}
+
+func waitFor(b *testing.B, d time.Duration, what string, ok func() bool) {
+	if !within(d, ok) {
+		b.Fatalf("timed out after %s waiting for %s", d, what)
+	}
+}
+
+func within(d time.Duration, ok func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return true
+}
