@@ -209,6 +209,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		if side == nil {
 			log.Info("webhook-only replica: alerts are stored and queued for the nodes' engines; nothing is acted on here")
+			retainUnowned(runCtx, ingest, cfg.Engine.RetentionInterval.D(), log)
 			return
 		}
 		if err := side.run(runCtx, o, st, &wg, log); err != nil {
@@ -316,6 +317,28 @@ func settleReboots(ctx context.Context, v actions.RebootValidator, wg *sync.Wait
 			log.Error("reboot validation failed", "err", err)
 		}
 	})
+}
+
+// retainUnowned applies retention from a webhook-only replica, for the
+// rows no node's engine deletes (alerts that named no node). On the
+// webhook's own role it may delete nothing: it says so once and stops.
+func retainUnowned(ctx context.Context, st *store.Store, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := st.ApplyRetention(ctx); err != nil {
+			if store.PermissionDenied(err) {
+				log.Info("retention is left to a replica on the owner's credentials: this role may not delete", "err", err)
+				return
+			}
+			log.Warn("retention failed", "err", err)
+		}
+	}
 }
 
 // fastPathConfigured reports whether any remediation has a fast path.

@@ -23,3 +23,10 @@ func Unstorable(err error) bool {
 	}
 	return false
 }
+
+// PermissionDenied reports whether err is PostgreSQL refusing a statement
+// to the session's role.
+func PermissionDenied(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501" // insufficient_privilege
+}

@@ -174,6 +174,12 @@ func TestNodeCredentialsReachOnlyTheirNode(t *testing.T) {
 	mustFail(hookConn, "webhook", `INSERT INTO service_failures (service_name, failure_type, status) VALUES ('llm', 'restart', 'failed')`)
 	mustFail(hookConn, "webhook", `UPDATE engine_settings SET paused = true`)
 	mustFail(hookConn, "webhook", `DELETE FROM remediation_jobs`)
+	if _, err := hook.ApplyRetention(ctx); !store.PermissionDenied(err) {
+		t.Errorf("retention on the webhook's role: %v, want permission denied", err)
+	}
+	if _, err := nodeA.ApplyRetention(ctx); err != nil {
+		t.Errorf("retention on a node's role: %v", err)
+	}
 }
 
 // TestJobsWaitForASilentNode: in a fleet, a job queued for a node that
