@@ -6,11 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,23 +83,31 @@ func BenchmarkFleet(b *testing.B) {
 	for _, n := range sizes {
 		maxNodes = max(maxNodes, n)
 	}
-	cluster := pgtest.NewDurableCluster(b, "-c", fmt.Sprintf("max_connections=%d", 4*maxNodes+50))
+	settings := []string{"-c", fmt.Sprintf("max_connections=%d", 4*maxNodes+50)}
+	statements := os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1"
+	if statements {
+		settings = append(settings, "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all", "-c", "pg_stat_statements.track_planning=on", "-c", "pg_stat_statements.max=20000")
+	}
+	cluster := pgtest.NewDurableCluster(b, settings...)
 	fmt.Printf("\nfleet: N node engines on one PostgreSQL, %d alerts/s for %d s spread over them\n", 100, seconds)
-	fmt.Printf("%-6s %-8s %-8s %-8s %-6s %-12s %-14s %-14s %-11s\n", "nodes", "p50 ms", "p99 ms", "max ms", "wrong",
-		"load PG CPU", "idle PG CPU", "idle ms/s/node", "conns/node")
+	fmt.Printf("%-6s %-8s %-8s %-8s %-6s %-12s %-19s %-12s %-14s %-11s\n", "nodes", "p50 ms", "p99 ms", "max ms", "wrong",
+		"cold p50/p99", "load PG/engines CPU", "idle PG CPU", "idle ms/s/node", "conns/node")
 	for _, n := range sizes {
 		r := runFleet(b, cluster, n, seconds)
-		fmt.Printf("%-6d %-8.1f %-8.1f %-8.1f %-6d %-12s %-14s %-14.3f %-11.2f\n", n, r.p50, r.p99, r.max, r.wrong,
-			fmt.Sprintf("%.1f %%", r.loadCPU*100), fmt.Sprintf("%.2f %%", r.idleCPU*100), r.idleCPU*1000/float64(n), r.conns)
+		fmt.Printf("%-6d %-8.1f %-8.1f %-8.1f %-6d %-12s %-19s %-12s %-14.3f %-11.2f\n", n, r.p50, r.p99, r.max, r.wrong,
+			fmt.Sprintf("%.0f/%.0f", r.coldP50, r.coldP99), fmt.Sprintf("%.0f/%.0f %%", r.loadCPU*100, r.enginesCPU*100), fmt.Sprintf("%.2f %%", r.idleCPU*100), r.idleCPU*1000/float64(n), r.conns)
 		b.ReportMetric(r.p99, fmt.Sprintf("p99-ms-%dnodes", n))
 	}
 }
 
 type fleetResult struct {
 	p50, p99, max float64
+	coldP50       float64 // the first alert of each node
+	coldP99       float64
 	wrong         int64
 	idleCPU       float64 // seconds of PostgreSQL CPU per second
 	loadCPU       float64 // the same under load
+	enginesCPU    float64 // this process's (the engines', the ingest's) under load
 	conns         float64 // server connections per node
 }
 
@@ -114,7 +122,14 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+dbname); err != nil {
 		b.Fatal(err)
 	}
+	// Dropped after the run: its autovacuum must not run during the next.
+	defer func() {
+		if _, err := admin.Exec(ctx, "DROP DATABASE "+dbname+" WITH (FORCE)"); err != nil {
+			b.Error(err)
+		}
+	}()
 	dsn := strings.Replace(cluster.URL(), "/postgres?", "/"+dbname+"?", 1)
+
 	hook, err := store.Open(ctx, dsn, store.Options{MaxConns: 16, NodeSilentAfter: time.Minute})
 	if err != nil {
 		b.Fatal(err)
@@ -128,6 +143,11 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 		b.Fatal(err)
 	}
 	defer db.Close(ctx)
+	if os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1" {
+		if _, err := db.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()"); err != nil {
+			b.Fatal(err)
+		}
+	}
 	count := func(sql string) int {
 		var n int
 		if err := db.QueryRow(ctx, sql).Scan(&n); err != nil {
@@ -138,6 +158,12 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 
 	// The nodes: a role, a pool and an engine each.
 	runCtx, stop := context.WithCancel(ctx)
+	interval := store.WakeInterval
+	if d, err := time.ParseDuration(os.Getenv("SELFHEAL_BENCH_FLEET_WAKE")); err == nil {
+		interval = d
+	}
+	waker := store.NewNodeWaker(hook, interval, func(err error) { b.Error(err) })
+	go waker.Run(runCtx)
 	var wg sync.WaitGroup
 	var wrong atomic.Int64
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -149,7 +175,7 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := store.Open(ctx, e.DSN, store.Options{MaxConns: 3, ApplicationName: names[i]})
+		st, err := store.Open(ctx, e.DSN, store.NodeOptions(1, names[i]))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -176,6 +202,52 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 	})
 	time.Sleep(3 * time.Second) // let start-up settle
 
+	// deliver sends n alerts at 100/s, each a delivery of its own, as the
+	// webhook does (store, then wake the node), the i-th for node(i), and
+	// waits until every one was acted on.
+	acted := 0
+	deliver := func(kind string, n int, node func(i int) string) {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		var sends sync.WaitGroup
+		var failed atomic.Int64
+		for i := range n {
+			<-tick.C
+			node := node(i)
+			sends.Go(func() {
+				a := store.Alert{Fingerprint: fmt.Sprintf("%s%015x", kind, i), StartsAt: time.Now().UTC().Truncate(time.Millisecond), Status: "firing",
+					Alertname: "ServiceDown", Labels: map[string]string{"alertname": "ServiceDown", "service": fmt.Sprintf("svc-%s%d", kind, i), "node": node},
+					Remediation: "service-down", Node: node}
+				res, err := hook.IngestAlerts(ctx, []store.Alert{a}, time.Minute)
+				if err != nil {
+					failed.Add(1)
+				} else if os.Getenv("SELFHEAL_BENCH_FLEET_NOTIFY") != "0" {
+					waker.Wake(res.Nodes)
+				}
+			})
+		}
+		sends.Wait()
+		if n := failed.Load(); n > 0 {
+			b.Fatalf("%d deliveries failed", n)
+		}
+		acted += n
+		if !within(time.Minute, func() bool { return count(`SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`) == acted }) {
+			rows, _ := db.Query(ctx, `SELECT state || '/' || COALESCE(outcome, '-') || ': ' || COALESCE(reason, ''), count(*) FROM remediation_jobs GROUP BY 1`)
+			states, _ := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+				var s string
+				var n int
+				err := r.Scan(&s, &n)
+				return fmt.Sprintf("%d × %s", n, s), err
+			})
+			b.Fatalf("not every alert was acted on within a minute: %s", strings.Join(states, "; "))
+		}
+	}
+
+	// First, one alert for each node: its engine's connections are new,
+	// and PostgreSQL loads its catalog caches for each (cold).
+	deliver("c", nodes, func(i int) string { return names[i] })
+	cold := latencies(b, db, "c")
+
 	// Idle: PostgreSQL's CPU over two heartbeat intervals, and connections.
 	conns := count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'node-%'`)
 	cpu0, err := cluster.CPUTime()
@@ -189,65 +261,45 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 		b.Fatal(err)
 	}
 
-	// Load: 100 alerts/s, each a delivery of its own, over the nodes.
+	// Load: 100 alerts/s over the nodes, for seconds.
 	total := 100 * seconds
 	loadStart := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
-	var sends sync.WaitGroup
-	var failed atomic.Int64
-	for i := range total {
-		<-tick.C
-		node := names[(i*7919)%nodes]
-		sends.Go(func() {
-			a := store.Alert{Fingerprint: fmt.Sprintf("%016x", i), StartsAt: time.Now().UTC().Truncate(time.Millisecond), Status: "firing",
-				Alertname: "ServiceDown", Labels: map[string]string{"alertname": "ServiceDown", "service": fmt.Sprintf("svc-%d", i), "node": node},
-				Remediation: "service-down", Node: node}
-			res, err := hook.IngestAlerts(ctx, []store.Alert{a}, time.Minute)
-			if err == nil {
-				err = hook.NotifyNodes(ctx, res.Nodes)
-			}
-			if err != nil {
-				failed.Add(1)
-			}
-		})
+	self0 := processCPU()
+	if os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1" {
+		if _, err := db.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
+			b.Fatal(err)
+		}
 	}
-	tick.Stop()
-	sends.Wait()
-	if n := failed.Load(); n > 0 {
-		b.Fatalf("%d deliveries failed", n)
-	}
-	if !within(time.Minute, func() bool { return count(`SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`) == total }) {
-		rows, _ := db.Query(ctx, `SELECT state || '/' || COALESCE(outcome, '-') || ': ' || COALESCE(reason, ''), count(*) FROM remediation_jobs GROUP BY 1`)
-		states, _ := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
-			var s string
-			var n int
-			err := r.Scan(&s, &n)
-			return fmt.Sprintf("%d × %s", n, s), err
-		})
-		b.Fatalf("not every alert was acted on within a minute: %s", strings.Join(states, "; "))
+	deliver("l", total, func(i int) string { return names[(i*7919)%nodes] })
+	if os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1" {
+		printStatements(b, db)
 	}
 	cpu2, err := cluster.CPUTime()
 	if err != nil {
 		b.Fatal(err)
 	}
 	loadCPU := (cpu2 - cpu1).Seconds() / time.Since(loadStart).Seconds()
-	lat := latencies(b, db)
-	if len(lat) != total {
-		b.Fatalf("%d latencies for %d alerts", len(lat), total)
+	enginesCPU := (processCPU() - self0).Seconds() / time.Since(loadStart).Seconds()
+	lat := latencies(b, db, "l")
+	if len(lat) != total || len(cold) != nodes {
+		b.Fatalf("%d latencies for %d alerts, %d for %d nodes", len(lat), total, len(cold), nodes)
 	}
-	sort.Float64s(lat)
 	return fleetResult{
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], max: lat[len(lat)-1], wrong: wrong.Load(),
+		enginesCPU: enginesCPU,
+		coldP50:    cold[len(cold)/2], coldP99: cold[len(cold)*99/100],
 		idleCPU: (cpu1 - cpu0).Seconds() / idle.Seconds(), conns: float64(conns) / float64(nodes), loadCPU: loadCPU,
 	}
 }
 
-// latencies are, per alert, the milliseconds from its receipt to the
-// start of its action, by the database's clock.
-func latencies(b *testing.B, db *pgx.Conn) []float64 {
+// latencies are, sorted, per alert whose fingerprint starts with kind,
+// the milliseconds from its receipt to the start of its action, by the
+// database's clock.
+func latencies(b *testing.B, db *pgx.Conn, kind string) []float64 {
 	rows, err := db.Query(context.Background(), `
 		SELECT EXTRACT(EPOCH FROM a.started_at - o.first_received_at) * 1000
-		FROM recovery_actions a JOIN remediation_jobs j ON j.id = a.job_id JOIN alert_occurrences o ON o.id = j.occurrence_id`)
+		FROM recovery_actions a JOIN remediation_jobs j ON j.id = a.job_id JOIN alert_occurrences o ON o.id = j.occurrence_id
+		WHERE o.fingerprint LIKE $1 || '%' ORDER BY 1`, kind)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -273,4 +325,38 @@ func within(d time.Duration, ok func() bool) bool {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return true
+}
+
+// printStatements prints where PostgreSQL's time went, by statement
+// (SELFHEAL_BENCH_FLEET_STATEMENTS=1).
+func printStatements(b *testing.B, db *pgx.Conn) {
+	rows, err := db.Query(context.Background(), `
+		SELECT round(sum(total_exec_time + total_plan_time)::numeric, 0), sum(calls)::bigint,
+		       round((sum(total_exec_time + total_plan_time) / greatest(sum(calls), 1))::numeric, 3),
+		       left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+		FROM pg_stat_statements GROUP BY query ORDER BY 1 DESC LIMIT 15`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rows.Close()
+	fmt.Println("total ms   calls    ms/call  statement")
+	for rows.Next() {
+		var total, per float64
+		var calls int64
+		var q string
+		if err := rows.Scan(&total, &calls, &per, &q); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("%-10.0f %-8d %-8.3f %s\n", total, calls, per, q)
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// processCPU is the processor time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -73,6 +73,13 @@ type Engine struct {
 	wake      chan struct{}
 	m         *metrics
 
+	// revertGen counts the temporary changes this engine made; the revert
+	// loop (one goroutine: revertSeen, revertChecked) looks for changes to
+	// undo often only while some may be in place.
+	revertGen     atomic.Int64
+	revertSeen    int64
+	revertChecked time.Time
+
 	replica  string // this process, as the replicas table knows it
 	mismatch int    // live replicas with another configuration, at the last heartbeat
 
@@ -215,7 +222,7 @@ func (e *Engine) Run(ctx context.Context) {
 	}
 	wg.Go(func() { e.every(ctx, e.config().Engine.RetentionInterval.D(), e.applyRetention) })
 	wg.Go(func() {
-		e.every(ctx, e.config().Engine.RevertInterval.D(), func(ctx context.Context) { e.revert(ctx, false) })
+		e.every(ctx, e.config().Engine.RevertInterval.D(), e.revertWhenDue)
 	})
 	wg.Go(func() { e.every(ctx, e.config().Engine.CriticalEvents.Interval.D(), e.watchCriticalEvents) })
 	wg.Wait()
@@ -268,6 +275,31 @@ func (e *Engine) applyRetention(ctx context.Context) {
 		return
 	}
 	e.logger.Debug("retention applied", "deleted", deleted)
+}
+
+// revertRecheck is how often the engine looks for temporary changes to
+// undo when it knows of none in place (another replica on this host may
+// have made one).
+const revertRecheck = 30 * time.Second
+
+// revertWhenDue undoes the temporary changes whose alert resolved, at each
+// revert_interval while some are in place, and otherwise only every
+// revertRecheck: an idle engine (a fleet of them) does not ask the
+// database every two seconds about changes that do not exist.
+func (e *Engine) revertWhenDue(ctx context.Context) {
+	gen := e.revertGen.Load()
+	if gen == e.revertSeen && time.Since(e.revertChecked) < revertRecheck {
+		return
+	}
+	e.revert(ctx, false)
+	inPlace, err := e.store.DueReverts(ctx, e.host, true)
+	if err != nil {
+		return
+	}
+	e.revertChecked = time.Now()
+	if len(inPlace) == 0 {
+		e.revertSeen = gen
+	}
 }
 
 // revert undoes temporary changes whose alert resolved; with all, every
@@ -710,6 +742,7 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 		var revert *store.Revert
 		if res.Revert != nil {
 			revert = &store.Revert{Host: e.host, ActionType: d.Action.Type, Target: target, Data: res.Revert}
+			defer e.revertGen.Add(1) // once the outcome is recorded
 		}
 		return c.Finish(rctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: target, Reason: d.Reason,
 			ResolveOccurrence: fastHealed(c.Job(), store.OutcomeSucceeded),

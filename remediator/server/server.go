@@ -87,8 +87,15 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// Two pools: the engine's workers hold connections while actions run, and
 	// must never leave the webhook waiting for one.
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
-		MaxConns: int32(2*cfg.Engine.Workers + 2), ApplicationName: "selfheal-engine"})
+	engineOpts := store.Options{MaxConns: int32(2*cfg.Engine.Workers + 2), ApplicationName: "selfheal-engine"}
+	ingestOpts := store.Options{MaxConns: 12, MinConns: 2, ApplicationName: "selfheal-webhook"}
+	if cfg.Node.Fleet {
+		// Every node's connections count on the central server: a small,
+		// warm pool for the engine, none kept idle for the webhook.
+		engineOpts = store.NodeOptions(cfg.Engine.Workers, "selfheal-engine")
+		ingestOpts.MinConns = 0
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL, engineOpts)
 	if err != nil {
 		return err
 	}
@@ -105,14 +112,20 @@ func Run(ctx context.Context, o Options) error {
 	if cfg.Node.Fleet {
 		silentAfter = cfg.Node.SilentAfter.D()
 	}
-	ingest, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
-		MaxConns: 12, MinConns: 2, ApplicationName: "selfheal-webhook", NodeSilentAfter: silentAfter})
+	ingestOpts.NodeSilentAfter = silentAfter
+	ingest, err := store.Open(ctx, cfg.DatabaseURL, ingestOpts)
 	if err != nil {
 		return err
 	}
 	defer ingest.Close()
 
 	reg := newRegistry()
+	var waker *store.NodeWaker
+	if cfg.Node.Fleet {
+		waker = store.NewNodeWaker(ingest, store.WakeInterval, func(err error) {
+			log.Debug("could not wake the nodes' engines; they poll", "err", err)
+		})
+	}
 	// The configuration in force: a reload swaps it (and the engine's).
 	var current atomic.Pointer[policy.Config]
 	current.Store(cfg)
@@ -147,15 +160,8 @@ func Run(ctx context.Context, o Options) error {
 			if side != nil {
 				side.eng.Wake()
 			}
-			if config().Node.Fleet {
-				// Other nodes' engines listen; a lost wake-up costs a poll.
-				go func() {
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					defer cancel()
-					if err := ingest.NotifyNodes(ctx, nodes); err != nil {
-						log.Debug("could not wake the nodes' engines; they poll", "nodes", nodes, "err", err)
-					}
-				}()
+			if waker != nil {
+				waker.Wake(nodes) // other nodes' engines listen; a lost wake-up costs a poll
 			}
 		},
 		Logger:     log.With("component", "webhook"),
@@ -221,6 +227,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if reload != nil {
 		wg.Go(func() { reload.run(runCtx) })
+	}
+	if waker != nil {
+		wg.Go(func() { waker.Run(runCtx) })
 	}
 	err = serveHTTP(httpCtx, r, o.Web, o.Listener, log)
 	if cause := context.Cause(httpCtx); err == nil && ctx.Err() == nil && cause != nil {

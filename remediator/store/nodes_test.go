@@ -272,3 +272,43 @@ func TestListenForJobs(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestNodeWakerRoundsAreSpaced: a first wake-up goes at once; one asked
+// for within the interval waits for the next round, which carries every
+// node asked for meanwhile.
+func TestNodeWakerRoundsAreSpaced(t *testing.T) {
+	s, _ := open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	woken := map[string]chan time.Time{}
+	for _, node := range []string{"a", "b", "c"} {
+		ch := make(chan time.Time, 10)
+		woken[node] = ch
+		go func() { _ = s.ListenForJobs(ctx, node, func() { ch <- time.Now() }) }()
+		<-ch // listening
+	}
+	const interval = 300 * time.Millisecond
+	w := store.NewNodeWaker(s, interval, func(err error) { t.Error(err) })
+	go w.Run(ctx)
+	next := func(node string) time.Time {
+		t.Helper()
+		select {
+		case at := <-woken[node]:
+			return at
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s was not woken", node)
+			return time.Time{}
+		}
+	}
+	start := time.Now()
+	w.Wake([]string{"a"})
+	first := next("a")
+	if d := first.Sub(start); d > interval {
+		t.Errorf("the first wake-up took %s", d)
+	}
+	w.Wake([]string{"b"})
+	w.Wake([]string{"c", ""})
+	if b, c := next("b"), next("c"); b.Sub(first) < interval*3/4 || c.Sub(first) < interval*3/4 {
+		t.Errorf("the second round came %s and %s after the first; the interval is %s", b.Sub(first), c.Sub(first), interval)
+	}
+}

@@ -30,6 +30,14 @@ type Options struct {
 	MinConns int32
 	// ApplicationName is shown in pg_stat_activity.
 	ApplicationName string
+	// GenericPlans plans each statement once per connection, not at each
+	// of its first executions: for a fleet node, whose connections run
+	// each statement a few times an hour, planning is most of the work.
+	GenericPlans bool
+	// WarmUp runs the engine's hot read statements once on each new
+	// connection, so that the first job on it does not pay for loading
+	// PostgreSQL's catalog caches and planning.
+	WarmUp bool
 	// NodeSilentAfter, in a fleet, is how long without a heartbeat makes a
 	// node silent: a job queued for it is recorded as waiting. Zero: one
 	// host, no such record.
@@ -56,11 +64,41 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		name = "selfheal"
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = name
+	if opts.GenericPlans {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	}
+	if opts.WarmUp {
+		cfg.AfterConnect = warmUp
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	return &Store{pool: pool, silentAfter: opts.NodeSilentAfter}, nil
+}
+
+// NodeOptions are the pool options of a fleet node's engine with workers
+// workers: small (each node's connections count on the central server:
+// one listens, each worker claims on one and writes its intent on
+// another), all connected and warm before the first job, and planned once
+// per connection.
+func NodeOptions(workers int, name string) Options {
+	n := int32(workers + 2)
+	return Options{MaxConns: n, MinConns: n, GenericPlans: true, WarmUp: true, ApplicationName: name}
+}
+
+// warmUp runs the engine's hot read statements once on a new connection.
+// It is best effort: a schema not migrated yet fails them, harmlessly.
+func warmUp(ctx context.Context, conn *pgx.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	none := []string{}
+	b := &pgx.Batch{}
+	b.Queue(claimNodeSQL, none, none, 0.0, none)
+	b.Queue(stateSQL, "", "", 0.0, 0.0, int64(0), 0.0, time.Time{})
+	b.Queue(nextDueSQL, none)
+	_ = conn.SendBatch(ctx, b).Close()
+	return nil
 }
 
 // redactURL keeps a password in a malformed URL out of error messages:
