@@ -127,7 +127,7 @@ func TestFleet(t *testing.T) {
 	}
 	code, out, _ := selfheal(t, admin, "nodes")
 	for _, n := range []string{nodeA, nodeB} {
-		if code != 0 || !regexp.MustCompile(`(?m)^` + n + `\s+alive\s`).MatchString(out) {
+		if code != 0 || !regexp.MustCompile(`(?m)^`+n+`\s+alive\s`).MatchString(out) {
 			t.Fatalf("selfheal nodes (exit %d) does not show %s alive:\n%s", code, n, out)
 		}
 	}
