@@ -129,6 +129,7 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 		}
 	}()
 	dsn := strings.Replace(cluster.URL(), "/postgres?", "/"+dbname+"?", 1)
+	statements := os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1"
 
 	hook, err := store.Open(ctx, dsn, store.Options{MaxConns: 16, NodeSilentAfter: time.Minute})
 	if err != nil {
@@ -143,7 +144,7 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 		b.Fatal(err)
 	}
 	defer db.Close(ctx)
-	if os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1" {
+	if statements {
 		if _, err := db.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()"); err != nil {
 			b.Fatal(err)
 		}
@@ -254,24 +255,34 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 	if err != nil {
 		b.Fatal(err)
 	}
+	if statements {
+		if _, err := db.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
+			b.Fatal(err)
+		}
+	}
 	idle := 20 * time.Second
 	time.Sleep(idle)
 	cpu1, err := cluster.CPUTime()
 	if err != nil {
 		b.Fatal(err)
 	}
+	if statements {
+		fmt.Printf("idle, %d nodes:\n", nodes)
+		printStatements(b, db)
+	}
 
 	// Load: 100 alerts/s over the nodes, for seconds.
 	total := 100 * seconds
 	loadStart := time.Now()
 	self0 := processCPU()
-	if os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1" {
+	if statements {
 		if _, err := db.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
 			b.Fatal(err)
 		}
 	}
 	deliver("l", total, func(i int) string { return names[(i*7919)%nodes] })
-	if os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1" {
+	if statements {
+		fmt.Printf("load, %d nodes:\n", nodes)
 		printStatements(b, db)
 	}
 	cpu2, err := cluster.CPUTime()

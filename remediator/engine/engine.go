@@ -82,6 +82,7 @@ type Engine struct {
 
 	replica  string // this process, as the replicas table knows it
 	mismatch int    // live replicas with another configuration, at the last heartbeat
+	beats    int    // heartbeats so far (one goroutine)
 
 	availMu   sync.Mutex
 	availAt   time.Time
@@ -107,12 +108,19 @@ func (e *Engine) heartbeat(ctx context.Context) {
 		Engine: e.replica, Version: version.Version, ConfigFingerprint: cfg.Fingerprint()}); err != nil && ctx.Err() == nil {
 		e.logger.Debug("node heartbeat failed", "err", err)
 	}
+	// Counting the replicas reads every live one: in a fleet (hundreds of
+	// them) once a minute, not at every beat.
+	e.beats++
+	onlyAlive := cfg.Node.Fleet && (e.beats-1)%max(1, int(time.Minute/cfg.Node.HeartbeatInterval.D())) != 0
 	same, other, err := e.store.Heartbeat(ctx, store.Replica{ID: e.replica, Host: e.host, Version: version.Version,
-		ConfigFingerprint: e.config().Fingerprint(), Remediations: e.config().Names()}, replicaAlive)
+		ConfigFingerprint: cfg.Fingerprint(), Remediations: cfg.Names(), OnlyAlive: onlyAlive}, replicaAlive)
 	if err != nil {
 		if ctx.Err() == nil {
 			e.logger.Debug("heartbeat failed", "err", err)
 		}
+		return
+	}
+	if onlyAlive {
 		return
 	}
 	e.m.replicas.WithLabelValues("same").Set(float64(same))

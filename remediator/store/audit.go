@@ -174,6 +174,9 @@ func (s *Store) RecordEvent(ctx context.Context, e Event) error {
 type Replica struct {
 	ID, Host, Version, ConfigFingerprint string
 	Remediations                         []string
+	// OnlyAlive records the heartbeat without counting the replicas (a
+	// scan of all of them): Heartbeat returns -1, -1.
+	OnlyAlive bool
 }
 
 // Heartbeat records that the replica is alive with its configuration, and
@@ -191,6 +194,10 @@ func (s *Store) Heartbeat(ctx context.Context, r Replica, alive time.Duration) (
 				remediations = EXCLUDED.remediations, version = EXCLUDED.version`,
 			r.ID, r.Host, r.Version, r.ConfigFingerprint, r.Remediations); err != nil {
 			return err
+		}
+		if r.OnlyAlive {
+			same, other = -1, -1
+			return nil
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM replicas WHERE last_seen < now() - interval '1 day'`); err != nil {
 			return err

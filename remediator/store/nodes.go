@@ -33,7 +33,17 @@ func (s *Store) NodeHeartbeat(ctx context.Context, b NodeBeat) error {
 	if names == nil {
 		names = []string{b.Name}
 	}
-	_, err := s.pool.Exec(ctx, `
+	// The usual beat: the same engine, alive again — one row updated.
+	tag, err := s.pool.Exec(ctx, `UPDATE nodes SET last_heartbeat = now(), stopped_at = NULL
+		WHERE name = $1 AND engine = $2 AND names = $3 AND version = $4 AND config_fingerprint = $5`,
+		b.Name, b.Engine, names, b.Version, b.ConfigFingerprint)
+	if err != nil {
+		return fmt.Errorf("node heartbeat: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	_, err = s.pool.Exec(ctx, `
 		INSERT INTO nodes (name, names, engine, version, config_fingerprint)
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (name) DO UPDATE SET names = EXCLUDED.names, version = EXCLUDED.version,
