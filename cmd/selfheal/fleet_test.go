@@ -21,22 +21,15 @@ import (
 	"github.com/selfheal/selfheal/internal/pgtest"
 )
 
-const fleetConfig = `
+// fleetConfig is faultConfig's service-down ladder on fleet nodes that
+// heartbeat every second and poll only every 5 s: wake-ups come from the
+// webhook replica, polling is the fallback.
+var fleetConfig = `
 node:
   fleet: true
   heartbeat_interval: 1s
   silent_after: 3s
-engine: {poll_interval: 5s}   # wake-ups come from the webhook; polling is the fallback
-targets:
-  docker: {stop_timeout: 2s}
-remediations:
-  - name: service-down
-    match: ['alertname="ServiceDown"']
-    category: A
-    target: '{{ .Labels.service }}'
-    steps: [restart, stop_start]
-    verify: {timeout: 20s, stable_for: 1s}
-`
+` + strings.Replace(faultConfig, "poll_interval: 200ms", "poll_interval: 5s", 1)
 
 // enrol runs `selfheal node add` and returns the DSN it prints; the role
 // is dropped when the test ends (roles belong to the cluster, not to the
