@@ -204,7 +204,7 @@ func run(args []string) int {
 			if err != nil {
 				return err
 			}
-			return report.WriteNodes(os.Stdout, list, time.Now(), silentAfter)
+			return report.WriteNodes(os.Stdout, list, silentAfter)
 		})
 	case nodeAdd.FullCommand():
 		return withStoreURL(ctx, logger, *nodeAddConfig, func(st *store.Store, url string) error {

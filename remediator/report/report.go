@@ -92,7 +92,7 @@ func labelString(l map[string]string) string {
 
 // WriteNodes prints the fleet's nodes: when each was last heard from, how
 // many jobs wait for it, its version and configuration fingerprint.
-func WriteNodes(w io.Writer, nodes []store.NodeStatus, now time.Time, silentAfter time.Duration) error {
+func WriteNodes(w io.Writer, nodes []store.NodeStatus, silentAfter time.Duration) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tLAST HEARTBEAT\tQUEUED\tOLDEST QUEUED\tVERSION\tCONFIG\tROLE")
 	for _, n := range nodes {
@@ -102,15 +102,15 @@ func WriteNodes(w io.Writer, nodes []store.NodeStatus, now time.Time, silentAfte
 			state = "never seen"
 		case n.Stopped:
 			state = "stopped"
-		case n.Silent(now, silentAfter):
+		case n.Silent(silentAfter):
 			state = "silent"
 		}
 		if !n.LastHeartbeat.IsZero() {
-			beat = fmt.Sprintf("%s ago", now.Sub(n.LastHeartbeat).Round(time.Second))
+			beat = fmt.Sprintf("%s ago", n.AsOf.Sub(n.LastHeartbeat).Round(time.Second))
 		}
 		oldest := "-"
 		if !n.OldestQueued.IsZero() {
-			oldest = fmt.Sprintf("%s ago", now.Sub(n.OldestQueued).Round(time.Second))
+			oldest = fmt.Sprintf("%s ago", n.AsOf.Sub(n.OldestQueued).Round(time.Second))
 		}
 		role := "shared"
 		if n.Enrolled {

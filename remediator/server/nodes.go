@@ -48,9 +48,8 @@ func (c nodesCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(nodesUpDesc, prometheus.GaugeValue, 1)
-	now := time.Now()
 	for _, n := range nodes {
-		silent := n.Silent(now, c.silentAfter)
+		silent := n.Silent(c.silentAfter)
 		if !n.LastHeartbeat.IsZero() {
 			ch <- prometheus.MustNewConstMetric(nodeHeartbeatDesc, prometheus.GaugeValue, float64(n.LastHeartbeat.UnixMilli())/1e3, n.Name)
 		}

@@ -87,6 +87,9 @@ type NodeStatus struct {
 	Queued            int64     // jobs waiting for it (due or not)
 	OldestQueued      time.Time // zero when none
 	Enrolled          bool      // it has a role of its own (selfheal node add)
+	// AsOf is the database's clock when the node was read: silence is
+	// judged by it, not by the reader's (an edge box's clock may drift).
+	AsOf time.Time
 }
 
 // Nodes lists every node that has heartbeated or has queued jobs, by name.
@@ -98,7 +101,7 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
 		    FROM remediation_jobs WHERE state = 'queued' AND node IS NOT NULL
 		    GROUP BY node
 		)
-		SELECT COALESCE(n.name, q.node), n.last_heartbeat, n.stopped_at IS NOT NULL,
+		SELECT COALESCE(n.name, q.node), n.last_heartbeat, n.stopped_at IS NOT NULL, statement_timestamp(),
 		       COALESCE(n.version, ''), COALESCE(n.config_fingerprint, ''), COALESCE(q.queued, 0), q.oldest,
 		       EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'selfheal_node_' || regexp_replace(COALESCE(n.name, q.node), '[^a-z0-9_]', '_', 'g'))
 		FROM nodes n FULL JOIN q ON q.node = n.name
@@ -109,7 +112,7 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (NodeStatus, error) {
 		var n NodeStatus
 		var beat, oldest *time.Time
-		err := row.Scan(&n.Name, &beat, &n.Stopped, &n.Version, &n.ConfigFingerprint, &n.Queued, &oldest, &n.Enrolled)
+		err := row.Scan(&n.Name, &beat, &n.Stopped, &n.AsOf, &n.Version, &n.ConfigFingerprint, &n.Queued, &oldest, &n.Enrolled)
 		if beat != nil {
 			n.LastHeartbeat = *beat
 		}
@@ -293,10 +296,10 @@ func withCredentials(base, user, password string) (string, error) {
 	return strings.Join(append(kept, "user="+quote(user), "password="+quote(password)), " "), nil
 }
 
-// Silent reports whether the node's engine is gone at now: stopped, never
-// heard from, or quiet for longer than after.
-func (n NodeStatus) Silent(now time.Time, after time.Duration) bool {
-	return n.Stopped || n.LastHeartbeat.IsZero() || now.Sub(n.LastHeartbeat) > after
+// Silent reports whether the node's engine is gone: stopped, never heard
+// from, or quiet for longer than after, by the database's clock.
+func (n NodeStatus) Silent(after time.Duration) bool {
+	return n.Stopped || n.LastHeartbeat.IsZero() || n.AsOf.Sub(n.LastHeartbeat) > after
 }
 
 // NodeWaker wakes node engines for a webhook replica, at most once per
