@@ -89,7 +89,11 @@ func Run(ctx context.Context, o Options) error {
 	// must never leave the webhook waiting for one.
 	engineOpts := store.Options{MaxConns: int32(2*cfg.Engine.Workers + 2), ApplicationName: "selfheal-engine"}
 	ingestOpts := store.Options{MaxConns: 12, MinConns: 2, ApplicationName: "selfheal-webhook"}
-	if cfg.Node.Fleet {
+	switch {
+	case o.WebhookOnly:
+		// No engine: the pool only migrates (and applies retention).
+		engineOpts = store.Options{MaxConns: 2, ApplicationName: "selfheal-migrate"}
+	case cfg.Node.Fleet:
 		// Every node's connections count on the central server: a small,
 		// warm pool for the engine, none kept idle for the webhook.
 		engineOpts = store.NodeOptions(cfg.Engine.Workers, "selfheal-engine")
