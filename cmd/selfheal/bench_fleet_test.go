@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,21 +63,8 @@ func (f fakeRestart) Execute(_ context.Context, req action.Request) (action.Resu
 // intent written), p50/p99; and, idle, PostgreSQL's CPU and connections per
 // node.
 func BenchmarkFleet(b *testing.B) {
-	sizes := []int{50, 200, 500}
-	if v := os.Getenv("SELFHEAL_BENCH_FLEET_NODES"); v != "" {
-		sizes = nil
-		for _, f := range strings.Split(v, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil {
-				b.Fatalf("SELFHEAL_BENCH_FLEET_NODES: %v", err)
-			}
-			sizes = append(sizes, n)
-		}
-	}
-	seconds := 20
-	if v, err := strconv.Atoi(os.Getenv("SELFHEAL_BENCH_FLEET_SECONDS")); err == nil {
-		seconds = v
-	}
+	sizes := envInts(b, "SELFHEAL_BENCH_FLEET_NODES", []int{50, 200, 500})
+	seconds := envInt("SELFHEAL_BENCH_FLEET_SECONDS", 20)
 	maxNodes := 0
 	for _, n := range sizes {
 		maxNodes = max(maxNodes, n)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,17 +69,7 @@ FROM (SELECT i, now() - interval '1 hour' - (i / 3000.0) * interval '22 hours' A
 // each dashboard SQL panel over its default 24 h. Each size starts on a
 // fresh durable cluster.
 func BenchmarkHistory(b *testing.B) {
-	sizes := []int{0, 1_000_000, 10_000_000}
-	if v := os.Getenv("SELFHEAL_BENCH_HISTORY"); v != "" {
-		sizes = nil
-		for _, f := range strings.Split(v, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil {
-				b.Fatalf("SELFHEAL_BENCH_HISTORY: %v", err)
-			}
-			sizes = append(sizes, n)
-		}
-	}
+	sizes := envInts(b, "SELFHEAL_BENCH_HISTORY", []int{0, 1_000_000, 10_000_000})
 	panels, err := dashsql.Queries("../../grafana/dashboards")
 	if err != nil {
 		b.Fatal(err)

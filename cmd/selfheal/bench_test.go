@@ -42,6 +42,24 @@ func envInt(name string, def int) int {
 	return def
 }
 
+// envInts is a comma-separated list of integers from the environment, or
+// def when the variable is unset.
+func envInts(b *testing.B, name string, def []int) []int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // benchDaemon starts selfheal on a fresh durable cluster with the
 // service-down remediation, and returns its URL and a database connection.
 // The remediation only restarts and never escalates (one step,

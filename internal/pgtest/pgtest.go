@@ -333,19 +333,7 @@ func (c *Cluster) Port() int { return c.port }
 // when t ends.
 func NewReplicated(t testing.TB) (primary, standby *Cluster) {
 	t.Helper()
-	primary, err := initCluster()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is required (CI=true): %v", err)
-		}
-		t.Skipf("no PostgreSQL: %v", err)
-	}
-	t.Cleanup(primary.remove)
-	primary.durable = true
-	primary.extra = []string{"-c", "fsync=off", "-c", "synchronous_standby_names=*", "-c", "synchronous_commit=on"}
-	if err := primary.Start(); err != nil {
-		t.Fatal(err)
-	}
+	primary = newCluster(t, true, "-c", "fsync=off", "-c", "synchronous_standby_names=*", "-c", "synchronous_commit=on")
 	dir, err := os.MkdirTemp("", "selfheal-pgtest-")
 	if err != nil {
 		t.Fatal(err)
