@@ -70,9 +70,8 @@ func BenchmarkFleet(b *testing.B) {
 		maxNodes = max(maxNodes, n)
 	}
 	settings := []string{"-c", fmt.Sprintf("max_connections=%d", 4*maxNodes+50)}
-	statements := os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1"
-	if statements {
-		settings = append(settings, "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all", "-c", "pg_stat_statements.track_planning=on", "-c", "pg_stat_statements.max=20000")
+	if statementsWanted() {
+		settings = append(settings, statementSettings...)
 	}
 	cluster := pgtest.NewDurableCluster(b, settings...)
 	fmt.Printf("\nfleet: N node engines on one PostgreSQL, %d alerts/s for %d s spread over them\n", 100, seconds)
@@ -115,7 +114,7 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 		}
 	}()
 	dsn := strings.Replace(cluster.URL(), "/postgres?", "/"+dbname+"?", 1)
-	statements := os.Getenv("SELFHEAL_BENCH_FLEET_STATEMENTS") == "1"
+	statements := statementsWanted()
 
 	hook, err := store.Open(ctx, dsn, store.Options{MaxConns: 16, NodeSilentAfter: time.Minute})
 	if err != nil {
@@ -325,7 +324,7 @@ func within(d time.Duration, ok func() bool) bool {
 }
 
 // printStatements prints where PostgreSQL's time went, by statement
-// (SELFHEAL_BENCH_FLEET_STATEMENTS=1).
+// (SELFHEAL_BENCH_STATEMENTS=1).
 func printStatements(b *testing.B, db *pgx.Conn) {
 	rows, err := db.Query(context.Background(), `
 		SELECT round(sum(total_exec_time + total_plan_time)::numeric, 0), sum(calls)::bigint,

@@ -69,7 +69,11 @@ func envInts(b *testing.B, name string, def []int) []int {
 func benchDaemon(b *testing.B, extraConfig string, env ...string) (string, *pgx.Conn) {
 	b.Helper()
 	dockertest.Client(b)
-	cluster := pgtest.NewDurableCluster(b)
+	var settings []string
+	if statementsWanted() {
+		settings = statementSettings
+	}
+	cluster := pgtest.NewDurableCluster(b, settings...)
 	config := writeFile(b, "selfheal.yml", `
 remediations:
   - name: service-down
@@ -88,8 +92,21 @@ remediations:
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { conn.Close(context.Background()) })
+	if statementsWanted() {
+		if _, err := conn.Exec(context.Background(), "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()"); err != nil {
+			b.Fatal(err)
+		}
+	}
 	return "http://" + addr, conn
 }
+
+// statementsWanted is SELFHEAL_BENCH_STATEMENTS=1: the daemon's cluster
+// loads pg_stat_statements, and benchmarks that can print where
+// PostgreSQL's time went by statement.
+func statementsWanted() bool { return os.Getenv("SELFHEAL_BENCH_STATEMENTS") == "1" }
+
+var statementSettings = []string{"-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all",
+	"-c", "pg_stat_statements.track_planning=on", "-c", "pg_stat_statements.max=20000"}
 
 // alerts returns a webhook payload of n firing alerts, labelled
 // i=prefix-0 … prefix-(n-1) (with fingerprints derived from it, as
@@ -264,27 +281,41 @@ func (r decisionRig) measure(b *testing.B, prefix string, n int) []time.Duration
 	return lat
 }
 
-// BenchmarkAlertStorm delivers 10,000 alerts in one burst (1,000 requests of
-// 10 alerts, 50 at a time) naming 40 real containers, and measures how long
-// until all are persisted and until every job is decided. The storm brake
-// (20 actions per 10 minutes) must hold: at most 20 actions, every other
-// job skipped with its reason, nothing lost.
+// BenchmarkAlertStorm delivers a storm of SELFHEAL_BENCH_STORM_ALERTS
+// alerts (default 50,000) over SELFHEAL_BENCH_STORM_SERVICES services
+// (10,000), SELFHEAL_BENCH_STORM_CONTAINERS (20) of them real opted-in
+// containers and the rest absent, in one burst: one request per service
+// carrying its alerts, as the shipped route (grouped by service) sends them,
+// 50 requests at a time. It measures how long until all are persisted and
+// until every job is decided. The storm brake (10 actions per 10 minutes,
+// fewer than the containers) must hold: at most 10 actions, every other job
+// skipped or refused with its reason, nothing lost.
 func BenchmarkAlertStorm(b *testing.B) {
-	// More containers than the brake allows actions, so it must engage.
-	const requests, perRequest, senders, containers = 1000, 10, 50, 40
-	var names []string
-	for range containers {
-		names = append(names, dockertest.Run(b, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}}))
+	total := envInt("SELFHEAL_BENCH_STORM_ALERTS", 50000)
+	services := envInt("SELFHEAL_BENCH_STORM_SERVICES", 10000)
+	containers := envInt("SELFHEAL_BENCH_STORM_CONTAINERS", 20)
+	const senders, brake = 50, 10
+	if total%services != 0 || containers > services {
+		b.Fatalf("%d alerts over %d services (%d containers): want a whole number of alerts per service", total, services, containers)
 	}
-	url, conn := benchDaemon(b, "")
-	bodies := make(chan []byte, requests)
+	names := make([]string, services)
+	for i := range services {
+		if i < containers {
+			names[i] = dockertest.Run(b, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
+		} else {
+			names[i] = fmt.Sprintf("bench-absent-%05d", i)
+		}
+	}
+	url, conn := benchDaemon(b, fmt.Sprintf("engine: {storm_brake: {max_actions: %d}}\n", brake))
+	bodies := make(chan []byte, services)
 	now := time.Now()
-	for i := range requests {
-		bodies <- alerts("ServiceDown", "s"+strconv.Itoa(i), names[i%containers:], now, perRequest)
+	for i, name := range names {
+		bodies <- alerts("ServiceDown", "s"+strconv.Itoa(i), []string{name}, now, total/services)
 	}
 	close(bodies)
 	var retried atomic.Int64
 	var wg sync.WaitGroup
+	profileDaemon(b, url)
 	begin := time.Now()
 	for range senders {
 		wg.Go(func() {
@@ -298,7 +329,6 @@ func BenchmarkAlertStorm(b *testing.B) {
 	}
 	wg.Wait()
 	persisted := time.Since(begin)
-	total := requests * perRequest
 	if n := queryInt(b, conn, `SELECT count(*) FROM alert_occurrences`); n != total {
 		b.Fatalf("%d alerts persisted, want %d", n, total)
 	}
@@ -308,14 +338,16 @@ func BenchmarkAlertStorm(b *testing.B) {
 	decided := time.Since(begin)
 	actions := queryInt(b, conn, `SELECT count(*) FROM recovery_actions`)
 	braked := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'storm brake:%'`)
+	refused := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused' AND reason LIKE '%no container named%'`)
 	// Once restarted, a container runs in the run selfheal started: the
 	// other alerts for it are its own doing, or it came back.
 	recovered := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped'
 		AND (reason LIKE '%is running again since%' OR reason LIKE '%not an outage')`)
 	done := queryInt(b, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'done'`)
-	if other := done - actions - braked - recovered; other != 0 {
+	if other := done - actions - braked - refused - recovered; other != 0 {
 		rows, _ := conn.Query(context.Background(), `SELECT outcome, left(reason, 60), count(*) FROM remediation_jobs
 			WHERE NOT (outcome = 'skipped' AND (reason LIKE 'storm brake:%' OR reason LIKE '%is running again since%' OR reason LIKE '%not an outage'))
+			  AND NOT (outcome = 'refused' AND reason LIKE '%no container named%')
 			GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5`)
 		for rows.Next() {
 			var o, r string
@@ -324,15 +356,48 @@ func BenchmarkAlertStorm(b *testing.B) {
 			b.Logf("%d jobs %s: %s", n, o, r)
 		}
 	}
+	if statementsWanted() {
+		printStatements(b, conn)
+	}
 	b.ReportMetric(persisted.Seconds(), "persisted-s")
 	b.ReportMetric(decided.Seconds(), "decided-s")
 	b.ReportMetric(float64(actions), "actions")
 	b.ReportMetric(float64(braked), "braked")
+	b.ReportMetric(float64(refused), "refused")
 	b.ReportMetric(float64(recovered), "recovered")
 	b.ReportMetric(float64(retried.Load()), "retried")
-	if actions > 20 || braked == 0 || done != total {
+	if actions > brake || braked == 0 || done != total {
 		b.Fatalf("storm brake did not hold: %d actions, %d braked, %d of %d jobs done", actions, braked, done, total)
 	}
+}
+
+// profileDaemon, with SELFHEAL_BENCH_PROFILE=FILE, writes a CPU profile
+// of the daemon at url over the next SELFHEAL_BENCH_PROFILE_SECONDS (10)
+// to FILE (go tool pprof reads it with the binary).
+func profileDaemon(b *testing.B, url string) {
+	file := os.Getenv("SELFHEAL_BENCH_PROFILE")
+	if file == "" {
+		return
+	}
+	seconds := envInt("SELFHEAL_BENCH_PROFILE_SECONDS", 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", url, seconds))
+		if err != nil {
+			b.Errorf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(file, raw, 0o644)
+		}
+		if err != nil {
+			b.Errorf("profile: %v", err)
+		}
+	}()
+	b.Cleanup(func() { <-done })
 }
 
 // BenchmarkIdleMemory reports selfheal serve's resident memory after

@@ -37,6 +37,12 @@ type Limits struct {
 	StormWindow          time.Duration
 }
 
+// braked reports whether the storm brake holds in st: the actions in its
+// window reached its limit.
+func (l Limits) braked(st store.State) bool {
+	return l.StormMaxActions > 0 && st.ActionsInStormWindow >= l.StormMaxActions
+}
+
 // Input is everything a decision depends on.
 type Input struct {
 	Remediation *policy.Remediation
@@ -132,7 +138,7 @@ func Decide(in Input, now time.Time) Decision {
 			return d
 		}
 	}
-	if in.Limits.StormMaxActions > 0 && st.ActionsInStormWindow >= in.Limits.StormMaxActions {
+	if in.Limits.braked(st) {
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf("storm brake: %d actions in the last %s (limit %d)",
 			st.ActionsInStormWindow, policy.Duration(in.Limits.StormWindow), in.Limits.StormMaxActions)}
 	}

@@ -46,6 +46,7 @@ var _ Claim = (*store.Claim)(nil)
 // Store is the database the engine works from.
 type Store interface {
 	ClaimJob(ctx context.Context, f store.ClaimFilter) (*store.Claim, error)
+	ClaimRound(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (*store.Round, error)
 	Heartbeat(ctx context.Context, r store.Replica, alive time.Duration) (same, other int, err error)
 	ApplyRetention(ctx context.Context) (map[string]int64, error)
 	JobCounts(ctx context.Context) (map[string]int64, error)
@@ -64,14 +65,20 @@ var _ Store = (*store.Store)(nil)
 
 // Engine runs the workers.
 type Engine struct {
-	host      string // this machine: temporary changes are undone where they were made
-	store     Store
-	claim     func(ctx context.Context, f store.ClaimFilter) (Claim, error) // the Store's; tests give their own
-	cfg       atomic.Pointer[policy.Config]                                 // swapped by Reload
-	executors map[string]action.Executor
-	logger    *slog.Logger
-	wake      chan struct{}
-	m         *metrics
+	host  string // this machine: temporary changes are undone where they were made
+	store Store
+	claim func(ctx context.Context, f store.ClaimFilter) (Claim, error) // the Store's; tests give their own
+	// claimRound claims a round (the Store's; tests give their own), which
+	// workers do while storming: a decision met the storm brake.
+	claimRound func(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (Round, error)
+	storming   atomic.Bool
+	rounds     sync.Mutex                    // held by the worker deciding a round
+	nextRound  time.Time                     // under rounds: when the next may start
+	cfg        atomic.Pointer[policy.Config] // swapped by Reload
+	executors  map[string]action.Executor
+	logger     *slog.Logger
+	wake       chan struct{}
+	m          *metrics
 
 	// revertGen counts the temporary changes this engine made; the revert
 	// loop (one goroutine: revertSeen, revertChecked) looks for changes to
@@ -194,7 +201,7 @@ func New(st Store, cfg *policy.Config, executors map[string]action.Executor, log
 		wake:      make(chan struct{}, 1),
 		m:         newMetrics(st),
 	}
-	e.claim = e.claimFromStore
+	e.claim, e.claimRound = e.claimFromStore, e.claimRoundFromStore
 	e.cfg.Store(cfg)
 	e.m.configInfo.WithLabelValues(cfg.Fingerprint()).Set(1)
 	e.m.replicas.WithLabelValues("same")
@@ -404,6 +411,18 @@ func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 	if cfg.Node.Fleet {
 		f.Nodes = cfg.Node.Names()
 	}
+	if e.storming.Load() {
+		// One worker decides the rounds; the others wait for the storm to
+		// pass.
+		if !e.rounds.TryLock() {
+			return false, nil
+		}
+		worked, err := e.processRound(ctx, f)
+		e.rounds.Unlock()
+		if worked || err != nil {
+			return worked, err
+		}
+	}
 	c, err := e.claim(ctx, f)
 	if err != nil || c == nil {
 		return false, err
@@ -529,20 +548,11 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	if err != nil {
 		return err
 	}
-	if why := cfg.PausedByEnvironment; why != "" && !st.Paused {
-		st.Paused, st.PauseReason = true, "this replica's environment says "+why
-	}
-	in := Input{
-		Remediation: r,
-		Waited:      st.Now.Sub(j.CreatedAt),
-		DryRun:      cfg.IsDryRun(r),
-		Limits:      limitsOf(cfg),
-		State:       st,
-		// An escalation runs whether or not the alert has resolved since.
-		AlertResolved: j.AlertStatus == "resolved" && !j.Escalated,
-		Step:          j.Position,
-	}
+	in := inputFor(cfg, r, j, st)
 	d := Decide(in, st.Now)
+	if d.Verdict == Skip && in.Limits.braked(in.State) && !e.storming.Swap(true) {
+		log.Info("the storm brake holds: deciding the queue in rounds", "round_size", roundSize)
+	}
 	if d.Verdict.Acts() {
 		step, _ := in.NextAction()
 		exec := e.executors[step.Type]
@@ -629,6 +639,23 @@ func nextInSequence(r *policy.Remediation, j store.Job) *store.FollowUp {
 	return &store.FollowUp{Sequence: true, Position: j.Position + 1}
 }
 
+// inputFor is the input of a decision on job j under r, in state st.
+func inputFor(cfg *policy.Config, r *policy.Remediation, j store.Job, st store.State) Input {
+	if why := cfg.PausedByEnvironment; why != "" && !st.Paused {
+		st.Paused, st.PauseReason = true, "this replica's environment says "+why
+	}
+	return Input{
+		Remediation: r,
+		Waited:      st.Now.Sub(j.CreatedAt),
+		DryRun:      cfg.IsDryRun(r),
+		Limits:      limitsOf(cfg),
+		State:       st,
+		// An escalation runs whether or not the alert has resolved since.
+		AlertResolved: j.AlertStatus == "resolved" && !j.Escalated,
+		Step:          j.Position,
+	}
+}
+
 func limitsOf(cfg *policy.Config) Limits {
 	return Limits{
 		UnreachableFor:       cfg.Engine.UnreachableFor.D(),
@@ -679,11 +706,7 @@ func (e *Engine) finish(ctx context.Context, c Claim, target string, d Decision,
 	e.m.jobs.WithLabelValues(string(d.Verdict.Outcome())).Inc()
 	o := store.Outcome{State: store.JobDone, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason,
 		JoinedTo: d.JoinedTo, ResolveOccurrence: fastHealed(c.Job(), d.Verdict.Outcome())}
-	ev := store.Event{Severity: store.SeverityWarning, Type: "decision", Target: target, Message: d.Reason,
-		Details: map[string]any{"verdict": string(d.Verdict)}}
-	if d.Severity != "" {
-		ev.Severity = d.Severity
-	}
+	ev := decisionEvent(c.Job(), target, d)
 	switch d.Verdict {
 	case DryRun:
 		ev.Severity = store.SeverityInfo
@@ -693,15 +716,26 @@ func (e *Engine) finish(ctx context.Context, c Claim, target string, d Decision,
 		ev.Severity, ev.Type = store.SeverityCritical, "escalation"
 		ev.Details["escalate_to"] = r.EscalateTo
 		o.Escalation = &store.Escalation{To: r.EscalateTo, Reason: d.Reason}
-	case Skip:
-		if c.Job().AlertStatus == "resolved" {
-			ev.Severity = store.SeverityInfo
-		}
 	case Refuse:
 		o.FollowUp = nextInSequence(r, c.Job())
 	}
 	o.Events = []store.Event{ev}
 	return c.Finish(ctx, o)
+}
+
+// decisionEvent is the audit trail's record of a decision that runs
+// nothing: a warning, or the decision's own severity; a skip for an alert
+// that resolved is news, not a warning.
+func decisionEvent(j store.Job, target string, d Decision) store.Event {
+	ev := store.Event{Severity: store.SeverityWarning, Type: "decision", Target: target, Message: d.Reason,
+		Details: map[string]any{"verdict": string(d.Verdict)}}
+	if d.Severity != "" {
+		ev.Severity = d.Severity
+	}
+	if d.Verdict == Skip && j.AlertStatus == "resolved" {
+		ev.Severity = store.SeverityInfo
+	}
+	return ev
 }
 
 // run writes the intent, runs the action under its timeout, and records

@@ -128,6 +128,9 @@ type fakeStore struct {
 }
 
 func (*fakeStore) ClaimJob(context.Context, store.ClaimFilter) (*store.Claim, error) { return nil, nil }
+func (*fakeStore) ClaimRound(context.Context, store.ClaimFilter, []string, int) (*store.Round, error) {
+	return nil, nil
+}
 func (f *fakeStore) ApplyRetention(context.Context) (map[string]int64, error) {
 	f.retention++
 	return map[string]int64{}, nil

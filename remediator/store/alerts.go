@@ -142,12 +142,17 @@ WITH occ AS (
       AND (n.name IS NULL OR n.stopped_at IS NOT NULL OR n.last_heartbeat < now() - $14 * interval '1 second')
     RETURNING id
 ), cancelled AS (
+    -- Gated on the resolution, a value known before anything is read:
+    -- otherwise a plan made without statistics (a storm on a fresh
+    -- install) read every queued job for every alert.
     UPDATE remediation_jobs j
     SET state = 'cancelled', finished_at = now(), reason = 'alert resolved before the step started'
     WHERE j.id IN (
         SELECT q.id
-        FROM remediation_jobs q JOIN occ ON q.occurrence_id = occ.id
-        WHERE occ.just_resolved AND q.state = 'queued' AND NOT q.keep_on_resolve
+        FROM remediation_jobs q
+        WHERE (SELECT occ.just_resolved FROM occ)
+          AND q.occurrence_id = (SELECT occ.id FROM occ)
+          AND q.state = 'queued' AND NOT q.keep_on_resolve
           -- a job whose action started is not cancelled: if its worker died,
           -- the queue marks it interrupted instead.
           AND NOT EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = q.id)
@@ -156,12 +161,13 @@ WITH occ AS (
 ), targets AS (
     -- What the occurrence's jobs acted on: a finished job names its target;
     -- one still acting is known by its action's row.
-    SELECT j.target AS target FROM remediation_jobs j JOIN occ ON j.occurrence_id = occ.id
-    WHERE occ.just_resolved AND j.target IS NOT NULL
+    -- Gated on the resolution as cancelled is.
+    SELECT j.target AS target FROM remediation_jobs j
+    WHERE (SELECT occ.just_resolved FROM occ) AND j.occurrence_id = (SELECT occ.id FROM occ) AND j.target IS NOT NULL
     UNION
     SELECT a.service_name FROM recovery_actions a
-    JOIN remediation_jobs j ON a.job_id = j.id JOIN occ ON j.occurrence_id = occ.id
-    WHERE occ.just_resolved
+    JOIN remediation_jobs j ON a.job_id = j.id
+    WHERE (SELECT occ.just_resolved FROM occ) AND j.occurrence_id = (SELECT occ.id FROM occ)
 ), cleared AS (
     UPDATE escalations e
     SET cleared_at = now()

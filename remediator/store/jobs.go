@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,26 +49,64 @@ type Claim struct {
 	tx   pgx.Tx
 }
 
-// claimSQL takes the oldest due job; %s narrows it to one node's jobs in
-// a fleet, through remediation_jobs_node_queued_idx.
+// claimSQL takes the oldest due jobs: %[1]s narrows them to one node's in
+// a fleet (through remediation_jobs_node_queued_idx), %[2]s adds a round's
+// conditions, and %[3]s is how many. The jobs are chosen and locked from
+// the queue alone, and joined with their alerts after: a plan made without
+// statistics (a fresh install) or with stale ones (a queue that was empty
+// when last analyzed, in a storm) may read and sort every due job, and
+// the join would make each of those rows wide and cost an index lookup.
 const claimSQL = `
 SELECT j.id, j.occurrence_id, j.remediation, j.step, j.created_at,
        o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations,
        o.remediation IS DISTINCT FROM j.remediation, COALESCE(j.reason, ''), COALESCE(j.position, 1),
        COALESCE(j.node, '')
-FROM remediation_jobs j
+FROM (
+    SELECT j.id, j.occurrence_id, j.remediation, j.step, j.created_at, j.reason, j.position, j.node, j.not_before
+    FROM remediation_jobs j
+    WHERE j.state = 'queued' AND j.not_before <= now() %[1]s
+      AND NOT (j.remediation = ANY($1))
+      AND (j.remediation = ANY($2) OR j.created_at < now() - $3 * interval '1 second') %[2]s
+    ORDER BY j.not_before, j.id
+    LIMIT %[3]s
+    FOR NO KEY UPDATE OF j SKIP LOCKED
+) j
 JOIN alert_occurrences o ON o.id = j.occurrence_id
-WHERE j.state = 'queued' AND j.not_before <= now() %s
-  AND NOT (j.remediation = ANY($1))
-  AND (j.remediation = ANY($2) OR j.created_at < now() - $3 * interval '1 second')
-ORDER BY j.not_before, j.id
-LIMIT 1
-FOR NO KEY UPDATE OF j SKIP LOCKED`
+ORDER BY j.not_before, j.id`
+
+const nodeFilter = "AND j.node = ANY($4)"
 
 var (
-	claimAnySQL  = fmt.Sprintf(claimSQL, "")
-	claimNodeSQL = fmt.Sprintf(claimSQL, "AND j.node = ANY($4)")
+	claimAnySQL  = fmt.Sprintf(claimSQL, "", "", "1")
+	claimNodeSQL = fmt.Sprintf(claimSQL, nodeFilter, "", "1")
+	claimIDSQL   = fmt.Sprintf(claimSQL, "", "AND j.id = $4", "1")
 )
+
+// scanJob reads one row of claimSQL.
+func scanJob(row pgx.Row, j *Job) error {
+	return row.Scan(&j.ID, &j.OccurrenceID, &j.Remediation, &j.Step, &j.CreatedAt,
+		&j.Fingerprint, &j.StartsAt, &j.AlertStatus, &j.Alertname, &j.Labels, &j.Annotations, &j.Escalated,
+		&j.Reason, &j.Position, &j.Node)
+}
+
+// args are claimSQL's parameters for f: $1 to $3, and $4 in a fleet.
+func (f ClaimFilter) args() []any {
+	skip, known := f.Skip, f.Known
+	if skip == nil {
+		skip = []string{}
+	}
+	if known == nil {
+		known = []string{}
+	}
+	args := []any{skip, known, f.UnknownAfter.Seconds()}
+	switch {
+	case f.ID != 0:
+		args = append(args, f.ID)
+	case f.Nodes != nil:
+		args = append(args, f.Nodes)
+	}
+	return args
+}
 
 // ClaimFilter says which jobs a replica takes.
 type ClaimFilter struct {
@@ -82,6 +121,9 @@ type ClaimFilter struct {
 	// Nodes, when set, are the names of this engine's node (fleet mode):
 	// only jobs for it are taken. Nil takes every node's (one host).
 	Nodes []string
+	// ID, when set, takes that job only, if it is due and no one holds it
+	// (one a round left for a decision of its own).
+	ID int64
 }
 
 // ClaimJob takes the oldest due job no one else holds that f lets this
@@ -97,28 +139,49 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 		return nil, fmt.Errorf("claim job: %w", err)
 	}
 	c := &Claim{pool: s.pool, conn: conn, tx: tx}
-	skip, known := f.Skip, f.Known
-	if skip == nil {
-		skip = []string{}
+	sql := claimAnySQL
+	switch {
+	case f.ID != 0:
+		sql = claimIDSQL
+	case f.Nodes != nil:
+		sql = claimNodeSQL
 	}
-	if known == nil {
-		known = []string{}
-	}
-	sql, args := claimAnySQL, []any{skip, known, f.UnknownAfter.Seconds()}
-	if f.Nodes != nil {
-		sql, args = claimNodeSQL, append(args, f.Nodes)
-	}
-	err = tx.QueryRow(ctx, sql, args...).Scan(&c.job.ID, &c.job.OccurrenceID, &c.job.Remediation, &c.job.Step, &c.job.CreatedAt,
-		&c.job.Fingerprint, &c.job.StartsAt, &c.job.AlertStatus, &c.job.Alertname, &c.job.Labels, &c.job.Annotations, &c.job.Escalated,
-		&c.job.Reason, &c.job.Position, &c.job.Node)
-	if err != nil {
+	jobs, err := claimJobs(ctx, tx, sql, f.args())
+	if err != nil || len(jobs) == 0 {
 		c.Release()
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, nil
+		if err != nil {
+			return nil, fmt.Errorf("claim job: %w", err)
 		}
-		return nil, fmt.Errorf("claim job: %w", err)
+		return nil, nil
 	}
+	c.job = jobs[0]
 	return c, nil
+}
+
+// claimJobs runs a claimSQL statement in tx, planned with sorting off. The
+// queue's index gives the jobs in order; a plan that sorts instead reads
+// every due job, and the planner picks it whenever it believes the queue
+// short — which, in a storm, is when its statistics are oldest. Sorting is
+// back on for the claim's other statements.
+func claimJobs(ctx context.Context, tx pgx.Tx, sql string, args []any) ([]Job, error) {
+	var jobs []Job
+	b := &pgx.Batch{}
+	b.Queue("SET LOCAL enable_sort = off")
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var j Job
+			if err := scanJob(rows, &j); err != nil {
+				return err
+			}
+			jobs = append(jobs, j)
+		}
+		return rows.Err()
+	})
+	b.Queue("RESET enable_sort")
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	return jobs, nil
 }
 
 // Job is the claimed job.
@@ -216,34 +279,47 @@ type StateQuery struct {
 // then has failed, and healing goes on.
 const rebootPendingFor = 10 * time.Minute
 
-const stateSQL = `
+// stateQuery is the decision state of one target and remediation, with
+// the database's clock. Its placeholders are parameters in stateSQL (one
+// decision) and columns in roundStateSQL (a round's).
+const stateQuery = `
 SELECT statement_timestamp(),
        s.paused, s.reason,
-       (SELECT count(*) FROM service_failures
-         WHERE service_name = $1 AND remediation = $2
-           AND failure_time >= statement_timestamp() - $3 * interval '1 second'),
-       EXISTS (SELECT 1 FROM service_failures
-         WHERE service_name = $1 AND remediation = $2 AND failure_type = 'outage'
-           AND (occurrence_id = $5 OR failure_time >= $7)
-           AND failure_time >= statement_timestamp() - $3 * interval '1 second'),
+       f.failures, f.outage_counted,
        esc.created_at, COALESCE(esc.escalate_to, ''),
        (SELECT max(created_at) FROM escalations
-         WHERE service_name = $1 AND remediation = $2
-           AND created_at >= statement_timestamp() - $3 * interval '1 second'),
-       (SELECT max(started_at) FROM recovery_actions WHERE service_name = $1 AND remediation = $2),
+         WHERE service_name = {target} AND remediation = {remediation}
+           AND created_at >= statement_timestamp() - {failure_window} * interval '1 second'),
+       (SELECT max(started_at) FROM recovery_actions WHERE service_name = {target} AND remediation = {remediation}),
        (SELECT count(*) FROM recovery_actions
-         WHERE started_at >= statement_timestamp() - $4 * interval '1 second' AND status <> 'dry_run'),
+         WHERE started_at >= statement_timestamp() - {storm_window} * interval '1 second' AND status <> 'dry_run'),
        (SELECT count(*) FROM recovery_actions WHERE status = 'running'),
        (SELECT min(requested_at) FROM reboot_events
          WHERE status IN ('pending', 'rebooting')
-           AND requested_at >= statement_timestamp() - $6 * interval '1 second')
+           AND requested_at >= statement_timestamp() - {reboot_pending} * interval '1 second')
 FROM engine_settings s
+CROSS JOIN LATERAL (
+    -- The target's failures in the window, and whether this alert's outage
+    -- is among them, in one read of (service_name, remediation,
+    -- failure_time). No condition on failure_type: the partial index on
+    -- outages by occurrence would then qualify, and a plan made without
+    -- statistics chose it and read it whole for every decision.
+    SELECT count(*) AS failures,
+           COALESCE(bool_or(failure_type = 'outage' AND (occurrence_id = {occurrence} OR failure_time >= {starts_at})), false)
+               AS outage_counted
+    FROM service_failures
+    WHERE service_name = {target} AND remediation = {remediation}
+      AND failure_time >= statement_timestamp() - {failure_window} * interval '1 second'
+) f
 LEFT JOIN LATERAL (
     SELECT created_at, escalate_to FROM escalations
-    WHERE service_name = $1 AND remediation = $2 AND cleared_at IS NULL
-      AND created_at >= statement_timestamp() - $3 * interval '1 second'
+    WHERE service_name = {target} AND remediation = {remediation} AND cleared_at IS NULL
+      AND created_at >= statement_timestamp() - {failure_window} * interval '1 second'
     ORDER BY created_at DESC LIMIT 1
 ) esc ON true`
+
+var stateSQL = strings.NewReplacer("{target}", "$1", "{remediation}", "$2", "{failure_window}", "$3", "{storm_window}", "$4",
+	"{occurrence}", "$5", "{reboot_pending}", "$6", "{starts_at}", "$7").Replace(stateQuery)
 
 // LoadState reads the decision state for q, with the database's clock. The
 // clock is statement_timestamp(): stable within the statement, so every
@@ -287,25 +363,12 @@ func scanState(row pgx.Row, q StateQuery) (State, error) {
 	return st, nil
 }
 
-// RecordOutage counts the job's alert occurrence as one failure of target,
-// once: recording it again (a deferred job looked at anew, another
-// replica) changes nothing, and neither does another alert for the same
-// outage — the same container named another way, or a second rule — when
-// the target's last outage was recorded after this alert began. It commits
-// with the claim's outcome.
+// RecordOutage counts the job's alert occurrence as one failure of
+// target, once (recordOutagesSQL): recording it again (a deferred job
+// looked at anew, another replica) changes nothing. It commits with the
+// claim's outcome.
 func (c *Claim) RecordOutage(ctx context.Context, target string) error {
-	j := c.job
-	_, err := c.tx.Exec(ctx, `
-		INSERT INTO service_failures (service_name, failure_type, status, failure_time, remediation, job_id, occurrence_id, details)
-		SELECT $1, 'outage', 'detected', clock_timestamp(), $2, $3, $4, jsonb_build_object('alertname', $5::text)
-		WHERE NOT EXISTS (SELECT 1 FROM service_failures
-		                  WHERE service_name = $1 AND remediation = $2 AND failure_type = 'outage' AND failure_time >= $6)
-		ON CONFLICT (occurrence_id, remediation) WHERE failure_type = 'outage' DO NOTHING`,
-		target, j.Remediation, j.ID, j.OccurrenceID, j.Alertname, j.StartsAt)
-	if err != nil {
-		return fmt.Errorf("record outage of %q: %w", target, err)
-	}
-	return nil
+	return recordOutages(ctx, c.tx, []Outage{{Job: c.job, Target: target}})
 }
 
 // Touch is an action of selfheal's on a target.

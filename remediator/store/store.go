@@ -64,6 +64,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		name = "selfheal"
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = name
+	// Every statement selfheal runs is short. JIT compilation, which the
+	// planner starts on estimated cost alone, takes tens of milliseconds
+	// where an estimate is off (a table too new to have statistics).
+	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	if opts.GenericPlans {
 		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	}
@@ -94,7 +100,9 @@ func warmUp(ctx context.Context, conn *pgx.Conn) error {
 	defer cancel()
 	none := []string{}
 	b := &pgx.Batch{}
+	b.Queue("SET enable_sort = off") // as claimJobs plans it
 	b.Queue(claimNodeSQL, none, none, 0.0, none)
+	b.Queue("RESET enable_sort")
 	b.Queue(stateSQL, "", "", 0.0, 0.0, int64(0), 0.0, time.Time{})
 	b.Queue(nextDueSQL, none)
 	_ = conn.SendBatch(ctx, b).Close()

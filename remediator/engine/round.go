@@ -1,0 +1,233 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/selfheal/selfheal/remediator/action"
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// roundSize bounds the jobs one round decides.
+const roundSize = 500
+
+// roundEvery spaces rounds that were not full: while a storm still
+// arrives, a round every tenth of a second takes what came meanwhile,
+// rather than a round per delivery competing with the webhook for the
+// database.
+const roundEvery = 100 * time.Millisecond
+
+// Round is many jobs decided together in one transaction; *store.Round is
+// one. Its jobs that Finish does not settle stay queued.
+type Round interface {
+	Jobs() []store.Job
+	LockTargets(ctx context.Context, targets []string) (map[string]bool, error)
+	TouchedTargets(ctx context.Context, targets []string, since time.Time) (map[string]bool, error)
+	RecordOutages(ctx context.Context, outages []store.Outage) error
+	LoadStates(ctx context.Context, qs []store.RoundQuery) ([]store.State, error)
+	Finish(ctx context.Context, settled []store.Settled) error
+	Release()
+}
+
+var _ Round = (*store.Round)(nil)
+
+// claimRoundFromStore claims through the Store, as a Round.
+func (e *Engine) claimRoundFromStore(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (Round, error) {
+	r, err := e.store.ClaimRound(ctx, f, remediations, n)
+	if r == nil { // no job: a nil *store.Round must not become a non-nil Round
+		return nil, err
+	}
+	return r, err
+}
+
+// roundRemediations are the remediations a round may decide: all but
+// those with a fast path, whose alerts may join another occurrence.
+func roundRemediations(cfg *policy.Config) []string {
+	var names []string
+	for _, r := range cfg.Remediations {
+		if r.FastPath == nil {
+			names = append(names, r.Name)
+		}
+	}
+	return names
+}
+
+// processRound is how a worker works while the storm brake holds: the
+// queue's jobs are decided in rounds, each the same decision handle makes,
+// with what a storm repeats done once per round — one claim, one lock
+// statement, one state query, one write of every outcome, and each
+// target's name resolved once. A round records only decisions that run
+// nothing (the brake's skips among them); every job it cannot settle so —
+// one that would act, escalate or wait, one whose target another worker
+// holds or selfheal itself just touched — is then handled on its own, as
+// before. It reports whether there were jobs; when a round settles none,
+// the storm is over and the workers go back to one job at a time. The
+// caller holds e.rounds.
+func (e *Engine) processRound(ctx context.Context, f store.ClaimFilter) (bool, error) {
+	if wait := time.Until(e.nextRound); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	cfg := e.config()
+	r, err := e.claimRound(ctx, f, roundRemediations(cfg), roundSize)
+	if err != nil || r == nil {
+		e.storming.Store(false)
+		return false, err
+	}
+	if len(r.Jobs()) < roundSize {
+		e.nextRound = time.Now().Add(roundEvery)
+	}
+	settled, left, err := e.decideRound(ctx, cfg, r)
+	r.Release()
+	if err != nil {
+		return true, err
+	}
+	if settled == 0 {
+		e.storming.Store(false)
+		e.logger.Info("the storm brake no longer holds back the queue: deciding one job at a time")
+	}
+	for _, id := range left {
+		f.ID = id
+		c, err := e.claim(ctx, f)
+		if err != nil {
+			return true, err
+		}
+		if c == nil {
+			continue // another worker took it, or it was cancelled
+		}
+		err = e.handle(ctx, c)
+		c.Release()
+		if err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// decideRound decides r's jobs and records those that run nothing. It
+// returns how many it recorded and the jobs left for a decision of their
+// own.
+func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (int, []int64, error) {
+	type pending struct {
+		job    store.Job
+		r      *policy.Remediation
+		target string
+	}
+	var (
+		todo    []pending
+		settled []store.Settled
+		left    []int64
+	)
+	// Only skips are settled here.
+	settle := func(j store.Job, target string, d Decision) {
+		settled = append(settled, store.Settled{Job: j, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason,
+			Event: decisionEvent(j, target, d)})
+	}
+	canonical := map[string]string{} // each name resolved once per round
+	for _, j := range r.Jobs() {
+		rem := cfg.Remediation(j.Remediation)
+		if rem == nil || j.Escalated {
+			left = append(left, j.ID)
+			continue
+		}
+		if why := cfg.Node.Foreign(j.Labels); why != "" {
+			settle(j, "", Decision{Verdict: Skip, Reason: why})
+			continue
+		}
+		target, err := rem.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
+			Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})
+		if err == nil {
+			target, err = e.canonicalOnce(ctx, rem, target, canonical)
+		}
+		if err != nil {
+			left = append(left, j.ID)
+			continue
+		}
+		todo = append(todo, pending{job: j, r: rem, target: target})
+	}
+	var targets []string
+	since := time.Now()
+	for _, p := range todo {
+		targets = append(targets, p.target)
+		if t := p.job.StartsAt.Add(-ownOutageSlack); t.Before(since) {
+			since = t
+		}
+	}
+	locked, err := r.LockTargets(ctx, targets)
+	if err != nil {
+		return 0, nil, err
+	}
+	touched, err := r.TouchedTargets(ctx, targets, since)
+	if err != nil {
+		return 0, nil, err
+	}
+	var (
+		deciding []pending
+		outages  []store.Outage
+		queries  []store.RoundQuery
+	)
+	for _, p := range todo {
+		// Selfheal's own action on the target may explain the alert: that
+		// takes a look at the container, which handle does.
+		if !locked[p.target] || touched[p.target] {
+			left = append(left, p.job.ID)
+			continue
+		}
+		deciding = append(deciding, p)
+		if countsOutage(p.r, p.job) {
+			outages = append(outages, store.Outage{Job: p.job, Target: p.target})
+		}
+		queries = append(queries, store.RoundQuery{Job: p.job, StateQuery: store.StateQuery{Target: p.target, Remediation: p.r.Name,
+			FailureWindow: p.r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()}})
+	}
+	if err := r.RecordOutages(ctx, outages); err != nil {
+		return 0, nil, err
+	}
+	states, err := r.LoadStates(ctx, queries)
+	if err != nil {
+		return 0, nil, err
+	}
+	for i, p := range deciding {
+		in := inputFor(cfg, p.r, p.job, states[i])
+		// Decide asks for the target check only when it would act: a
+		// verdict that runs nothing without it is final.
+		if d := Decide(in, in.State.Now); d.Verdict == Skip {
+			settle(p.job, p.target, d)
+		} else {
+			left = append(left, p.job.ID)
+		}
+	}
+	if len(settled) == 0 {
+		return 0, left, nil
+	}
+	if err := r.Finish(ctx, settled); err != nil {
+		return 0, nil, err
+	}
+	e.m.decisions.WithLabelValues(string(Skip)).Add(float64(len(settled)))
+	e.m.jobs.WithLabelValues(string(Skip.Outcome())).Add(float64(len(settled)))
+	return len(settled), left, nil
+}
+
+// canonicalOnce is the target's canonical name (handle's lookup), asked of
+// Docker once per round for each name.
+func (e *Engine) canonicalOnce(ctx context.Context, r *policy.Remediation, target string, seen map[string]string) (string, error) {
+	cz, ok := e.executors[r.Steps[0].Type].(action.Canonicalizer)
+	if !ok {
+		return target, nil
+	}
+	if c, ok := seen[target]; ok {
+		return c, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, permitTimeout)
+	defer cancel()
+	c, err := cz.Canonical(cctx, target)
+	if err != nil {
+		return "", err
+	}
+	seen[target] = c
+	return c, nil
+}

@@ -1,0 +1,198 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/remediator/action"
+	"github.com/selfheal/selfheal/remediator/policy"
+	"github.com/selfheal/selfheal/remediator/store"
+)
+
+// fakeRound is a round's jobs and what the database would say of their
+// targets.
+type fakeRound struct {
+	jobs     []store.Job
+	states   map[string]store.State // by target
+	busy     map[string]bool        // targets another worker holds
+	touched  map[string]bool
+	outages  []store.Outage
+	settled  []store.Settled
+	finished bool
+}
+
+func (r *fakeRound) Jobs() []store.Job { return r.jobs }
+func (r *fakeRound) LockTargets(_ context.Context, targets []string) (map[string]bool, error) {
+	held := map[string]bool{}
+	for _, t := range targets {
+		held[t] = !r.busy[t]
+	}
+	return held, nil
+}
+func (r *fakeRound) TouchedTargets(context.Context, []string, time.Time) (map[string]bool, error) {
+	return r.touched, nil
+}
+func (r *fakeRound) RecordOutages(_ context.Context, o []store.Outage) error {
+	r.outages = append(r.outages, o...)
+	return nil
+}
+func (r *fakeRound) LoadStates(_ context.Context, qs []store.RoundQuery) ([]store.State, error) {
+	var out []store.State
+	for _, q := range qs {
+		st := r.states[q.Target]
+		st.Now = t0
+		out = append(out, st)
+	}
+	return out, nil
+}
+func (r *fakeRound) Finish(_ context.Context, s []store.Settled) error {
+	r.settled, r.finished = s, true
+	return nil
+}
+func (r *fakeRound) Release() {}
+
+const roundConfig = `
+node: {name: edge-01}
+engine: {storm_brake: {max_actions: 1}}
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart]
+    max_failures: 2
+    escalate_to: recovery
+  - name: recovery
+    match: ['alertname="Never"']
+    category: C
+    target: application
+    sequence: [hard_restart, docker_prune]
+`
+
+func newRoundEngine(t *testing.T) *Engine {
+	t.Helper()
+	cfg, err := policy.Parse([]byte(roundConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]action.Executor{}
+	for _, typ := range []string{"restart", "hard_restart", "docker_prune"} {
+		m[typ] = &fakeExec{}
+	}
+	e, err := New(&fakeStore{}, cfg, m, slog.New(slog.DiscardHandler), prometheus.NewPedanticRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestDecideRound: a round records the decisions that run nothing — the
+// storm brake's skips, another node's alert — exactly as one job's
+// handling would, and leaves to a decision of its own every job that
+// would act, escalate, or whose target is held or was just touched by
+// selfheal; each counted outage is counted once per job.
+func TestDecideRound(t *testing.T) {
+	braked := store.State{ActionsInStormWindow: 1}
+	jobOn := func(id int64, service string) store.Job {
+		j := job("service-down", service, 1)
+		j.ID, j.OccurrenceID = id, id
+		return j
+	}
+	foreign := jobOn(5, "svc-e")
+	foreign.Labels["node"] = "edge-02"
+	escalated := jobOn(7, "svc-g")
+	escalated.Escalated = true
+	r := &fakeRound{
+		jobs: []store.Job{jobOn(1, "svc-a"), jobOn(2, "svc-b"), jobOn(3, "svc-c"), jobOn(4, "svc-d"), foreign, jobOn(6, "svc-f"), escalated},
+		states: map[string]store.State{
+			"svc-a": braked,
+			"svc-b": {ActionsInStormWindow: 1, FailuresInWindow: 2}, // escalates
+			"svc-c": braked,
+			"svc-d": braked,
+			"svc-f": {}, // the brake does not hold for it: it would act
+		},
+		busy:    map[string]bool{"svc-d": true},
+		touched: map[string]bool{"svc-c": true},
+	}
+	e := newRoundEngine(t)
+	n, left, err := e.decideRound(context.Background(), e.config(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 || len(r.settled) != 2 {
+		t.Fatalf("settled %d (%+v), want 2", n, r.settled)
+	}
+	slices.Sort(left)
+	if want := []int64{2, 3, 4, 6, 7}; !slices.Equal(left, want) {
+		t.Errorf("left %v, want %v", left, want)
+	}
+	var counted []string
+	for _, o := range r.outages {
+		counted = append(counted, o.Target)
+	}
+	if want := []string{"svc-a", "svc-b", "svc-f"}; !slices.Equal(counted, want) {
+		t.Errorf("outages counted for %v, want %v", counted, want)
+	}
+
+	// Each settled job is recorded as handle records it.
+	for i, s := range r.settled {
+		c := &fakeClaim{job: s.Job, state: r.states[s.Target]}
+		if s.Target != "" {
+			c.state.FailuresInWindow-- // handle's RecordOutage counts it again
+		}
+		if err := newRoundEngine(t).handle(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		o := c.outcome
+		if o == nil {
+			t.Fatalf("settled job %d: handle recorded no outcome", i)
+		}
+		if s.Result != o.Result || s.Target != o.Target || s.Reason != o.Reason || len(o.Events) != 1 || !reflect.DeepEqual(s.Event, o.Events[0]) {
+			t.Errorf("round recorded %+v\nhandle recorded %+v", s, *o)
+		}
+	}
+	var ids []int64
+	for _, s := range r.settled {
+		ids = append(ids, s.Job.ID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []int64{1, 5}) {
+		t.Errorf("settled jobs %v: want 1 (svc-a, the brake) and 5 (the other node's alert)", ids)
+	}
+}
+
+// TestRoundsWhileTheBrakeHolds: a decision that meets the storm brake
+// sets the engine storming (its workers decide in rounds); a round that
+// settles nothing ends it.
+func TestRoundsWhileTheBrakeHolds(t *testing.T) {
+	e := newRoundEngine(t)
+	c := &fakeClaim{job: job("service-down", "svc-a", 1), state: store.State{ActionsInStormWindow: 1}}
+	if err := e.handle(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	if !e.storming.Load() {
+		t.Fatal("the brake held a decision back, but the engine is not storming")
+	}
+	claims := 0
+	r := &fakeRound{jobs: []store.Job{job("service-down", "svc-f", 1)}, states: map[string]store.State{"svc-f": {}}}
+	e.claimRound = func(context.Context, store.ClaimFilter, []string, int) (Round, error) { return r, nil }
+	e.claim = func(_ context.Context, f store.ClaimFilter) (Claim, error) {
+		claims++
+		if f.ID != 1 {
+			t.Errorf("claimed job %d, want the round's job 1 by its ID", f.ID)
+		}
+		return nil, nil
+	}
+	if worked, err := e.processRound(context.Background(), store.ClaimFilter{}); !worked || err != nil {
+		t.Fatalf("processRound = %v, %v", worked, err)
+	}
+	if e.storming.Load() || r.finished || claims != 1 {
+		t.Fatalf("after a round that settled nothing: storming %v, finished %v, %d claims; want false, false, 1", e.storming.Load(), r.finished, claims)
+	}
+}
