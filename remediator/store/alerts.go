@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,104 +55,123 @@ func (res *IngestResult) Add(r IngestResult) {
 	}
 }
 
-// ingestAlertSQL upserts one alert occurrence and, in the same statement,
-// queues its next job or cancels the jobs a resolution makes pointless.
+// ingestSQL upserts a delivery's alert occurrences and, in the same
+// statement, queues each one's next job or cancels the jobs a resolution
+// makes pointless. One statement per delivery, however many alerts it
+// carries: in a storm the statement's fixed cost, not its rows, was most
+// of the database's work.
 //
 //   - A resolved occurrence stays resolved, whatever order deliveries come in.
 //   - A firing occurrence with a remediation gets step 1 on first receipt; it
 //     gets a further step only when its newest job finished more than
-//     $10 ago (the fix did not hold, or a cooldown has passed) — redeliveries
+//     $13 ago (the fix did not hold, or a cooldown has passed) — redeliveries
 //     in between change nothing.
 //   - No NOTIFY: it would serialise every delivery's commit on one lock.
 //     The receiving replica wakes its own workers; others poll.
 //   - Resolution cancels queued jobs that have not started (SKIP LOCKED: a
 //     job a worker holds is never waited for, so a hung action cannot hang
 //     the webhook), clears the target's escalation and records recovery time.
-const ingestAlertSQL = `
-WITH occ AS (
+//   - Whatever reads a table for resolved occurrences is gated on there
+//     being one, a value known before anything is read: as a join with occ,
+//     a plan made without statistics (a storm on a fresh install) read every
+//     queued job for every alert.
+const ingestSQL = `
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[],
+                         $8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[])
+        WITH ORDINALITY AS a(fingerprint, starts_at, alertname, status, labels, annotations, generator_url,
+                             remediation, ends_at, critical, not_here, node, i)
+), occ AS (
     INSERT INTO alert_occurrences AS o
         (fingerprint, starts_at, alertname, status, labels, annotations, generator_url,
          remediation, ends_at, resolved_at, node)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''),
-            CASE WHEN $4 = 'resolved' THEN $9::timestamptz END,
-            CASE WHEN $4 = 'resolved' THEN now() END,
-            -- The node's own name for an alias or IP it heartbeats with;
-            -- else the label as given; else the enrolled node writing it.
-            COALESCE((SELECT n.name FROM nodes n WHERE lower($13) = ANY (n.names) ORDER BY n.last_heartbeat DESC LIMIT 1),
-                     NULLIF(lower($13), ''), (SELECT selfheal_node())))
+    SELECT a.fingerprint, a.starts_at, a.alertname, a.status, a.labels, a.annotations, a.generator_url, NULLIF(a.remediation, ''),
+           CASE WHEN a.status = 'resolved' THEN a.ends_at END,
+           CASE WHEN a.status = 'resolved' THEN now() END,
+           -- The node's own name for an alias or IP it heartbeats with;
+           -- else the label as given; else the enrolled node writing it.
+           COALESCE((SELECT n.name FROM nodes n WHERE lower(a.node) = ANY (n.names) ORDER BY n.last_heartbeat DESC LIMIT 1),
+                    NULLIF(lower(a.node), ''), (SELECT selfheal_node()))
+    FROM input a
+    ORDER BY a.i
     ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
         last_received_at = now(),
         deliveries       = o.deliveries + 1,
         status           = CASE WHEN o.status = 'resolved' THEN 'resolved' ELSE EXCLUDED.status END,
         ends_at          = COALESCE(o.ends_at, EXCLUDED.ends_at),
         resolved_at      = COALESCE(o.resolved_at, EXCLUDED.resolved_at)
-    RETURNING o.id, o.status, o.remediation, o.starts_at, o.ends_at, o.deliveries, o.joined_occurrence_id, o.node,
+    RETURNING o.id, o.fingerprint, o.starts_at, o.status, o.remediation, o.ends_at, o.deliveries, o.joined_occurrence_id, o.node,
               (o.resolved_at = now()) AS just_resolved
+), alert AS (
+    -- Each occurrence with what its delivery said of it.
+    SELECT occ.*, a.alertname, a.labels, a.critical, a.not_here, a.node AS node_label, a.i
+    FROM occ JOIN input a ON a.fingerprint = occ.fingerprint AND a.starts_at = occ.starts_at
+), resolved AS (
+    SELECT array_agg(id) AS ids, array_agg(joined_occurrence_id) FILTER (WHERE joined_occurrence_id IS NOT NULL) AS joined
+    FROM occ WHERE just_resolved
 ), joined_resolved AS (
     -- An alert that joined the fast path's occurrence resolves it too.
-    -- By primary key: a join with occ could plan a scan of the table.
     UPDATE alert_occurrences f
     SET status = 'resolved', ends_at = COALESCE(f.ends_at, now()), resolved_at = now()
-    WHERE f.id = (SELECT occ.joined_occurrence_id FROM occ WHERE occ.just_resolved) AND f.status = 'firing'
+    WHERE (SELECT joined IS NOT NULL FROM resolved) AND f.id = ANY ((SELECT joined FROM resolved)::bigint[])
+      AND f.status = 'firing'
     RETURNING f.id
 ), critical_event AS (
     -- A critical alert is a critical event once, when it is first seen firing.
     INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
-    SELECT 'CRITICAL', 'critical_alert', NULL, occ.remediation, occ.id,
-           format('critical alert %s started firing', $3::text), jsonb_build_object('labels', $5::jsonb), occ.node
-    FROM occ
-    WHERE $11 AND occ.deliveries = 1 AND occ.status = 'firing'
+    SELECT 'CRITICAL', 'critical_alert', NULL, a.remediation, a.id,
+           format('critical alert %s started firing', a.alertname), jsonb_build_object('labels', a.labels), a.node
+    FROM alert a
+    WHERE a.critical AND a.deliveries = 1 AND a.status = 'firing'
     RETURNING id
 ), not_here AS (
     -- An alert this selfheal does not act on (another node's) says so once.
     INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
-    SELECT 'INFO', 'alert_not_here', NULL, occ.remediation, occ.id, $12,
-           jsonb_build_object('alertname', $3::text, 'node', $13::text), occ.node
-    FROM occ
-    WHERE $12 <> '' AND occ.deliveries = 1
+    SELECT 'INFO', 'alert_not_here', NULL, a.remediation, a.id, a.not_here,
+           jsonb_build_object('alertname', a.alertname, 'node', a.node_label), a.node
+    FROM alert a
+    WHERE a.not_here <> '' AND a.deliveries = 1
     RETURNING id
 ), job AS (
     INSERT INTO remediation_jobs (occurrence_id, remediation, step, node)
-    SELECT occ.id, occ.remediation, COALESCE(last.step, 0) + 1, occ.node
-    FROM occ
+    SELECT a.id, a.remediation, COALESCE(last.step, 0) + 1, a.node
+    FROM alert a
     LEFT JOIN LATERAL (
         SELECT j.step, j.state, j.finished_at
         FROM remediation_jobs j
-        WHERE j.occurrence_id = occ.id AND j.remediation = occ.remediation
+        WHERE j.occurrence_id = a.id AND j.remediation = a.remediation
         ORDER BY j.step DESC
         LIMIT 1
     ) last ON true
-    WHERE occ.status = 'firing'
-      AND occ.remediation IS NOT NULL
-      AND $12 = ''
+    WHERE a.status = 'firing'
+      AND a.remediation IS NOT NULL
+      AND a.not_here = ''
       AND (last.step IS NULL
-           OR (last.state <> 'queued' AND last.finished_at < now() - $10::interval))
+           OR (last.state <> 'queued' AND last.finished_at < now() - $13::interval))
+    ORDER BY a.i
     ON CONFLICT DO NOTHING
-    RETURNING id
+    RETURNING id, occurrence_id, node
 ), waiting AS (
     -- In a fleet ($14 > 0), a job for a node whose engine is stopped or
     -- silent waits for it: say so once, when it is queued.
     INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
-    SELECT 'WARNING', 'node_silent', NULL, occ.remediation, occ.id,
-           CASE WHEN n.name IS NULL THEN format('node %s has never been heard from: the job for %s waits for its engine', occ.node, $3::text)
-                WHEN n.stopped_at IS NOT NULL THEN format('node %s''s engine stopped at %s: the job for %s waits for it', occ.node, n.stopped_at, $3::text)
-                ELSE format('node %s has been silent since %s: the job for %s waits for its engine', occ.node, n.last_heartbeat, $3::text) END,
-           jsonb_build_object('node', occ.node, 'last_heartbeat', n.last_heartbeat, 'stopped_at', n.stopped_at), occ.node
-    FROM occ LEFT JOIN nodes n ON n.name = occ.node
-    WHERE $14 > 0 AND EXISTS (SELECT 1 FROM job) AND occ.node IS NOT NULL
+    SELECT 'WARNING', 'node_silent', NULL, a.remediation, a.id,
+           CASE WHEN n.name IS NULL THEN format('node %s has never been heard from: the job for %s waits for its engine', a.node, a.alertname)
+                WHEN n.stopped_at IS NOT NULL THEN format('node %s''s engine stopped at %s: the job for %s waits for it', a.node, n.stopped_at, a.alertname)
+                ELSE format('node %s has been silent since %s: the job for %s waits for its engine', a.node, n.last_heartbeat, a.alertname) END,
+           jsonb_build_object('node', a.node, 'last_heartbeat', n.last_heartbeat, 'stopped_at', n.stopped_at), a.node
+    FROM job JOIN alert a ON a.id = job.occurrence_id LEFT JOIN nodes n ON n.name = a.node
+    WHERE $14 > 0 AND a.node IS NOT NULL
       AND (n.name IS NULL OR n.stopped_at IS NOT NULL OR n.last_heartbeat < now() - $14 * interval '1 second')
     RETURNING id
 ), cancelled AS (
-    -- Gated on the resolution, a value known before anything is read:
-    -- otherwise a plan made without statistics (a storm on a fresh
-    -- install) read every queued job for every alert.
     UPDATE remediation_jobs j
     SET state = 'cancelled', finished_at = now(), reason = 'alert resolved before the step started'
     WHERE j.id IN (
         SELECT q.id
         FROM remediation_jobs q
-        WHERE (SELECT occ.just_resolved FROM occ)
-          AND q.occurrence_id = (SELECT occ.id FROM occ)
+        WHERE (SELECT ids IS NOT NULL FROM resolved)
+          AND q.occurrence_id = ANY ((SELECT ids FROM resolved)::bigint[])
           AND q.state = 'queued' AND NOT q.keep_on_resolve
           -- a job whose action started is not cancelled: if its worker died,
           -- the queue marks it interrupted instead.
@@ -159,15 +179,15 @@ WITH occ AS (
         FOR NO KEY UPDATE OF q SKIP LOCKED)
     RETURNING j.id
 ), targets AS (
-    -- What the occurrence's jobs acted on: a finished job names its target;
-    -- one still acting is known by its action's row.
-    -- Gated on the resolution as cancelled is.
-    SELECT j.target AS target FROM remediation_jobs j
-    WHERE (SELECT occ.just_resolved FROM occ) AND j.occurrence_id = (SELECT occ.id FROM occ) AND j.target IS NOT NULL
+    -- What each resolved occurrence's jobs acted on: a finished job names
+    -- its target; one still acting is known by its action's row.
+    SELECT j.occurrence_id, j.target AS target FROM remediation_jobs j
+    WHERE (SELECT ids IS NOT NULL FROM resolved) AND j.occurrence_id = ANY ((SELECT ids FROM resolved)::bigint[])
+      AND j.target IS NOT NULL
     UNION
-    SELECT a.service_name FROM recovery_actions a
+    SELECT j.occurrence_id, a.service_name FROM recovery_actions a
     JOIN remediation_jobs j ON a.job_id = j.id
-    WHERE (SELECT occ.just_resolved FROM occ) AND j.occurrence_id = (SELECT occ.id FROM occ)
+    WHERE (SELECT ids IS NOT NULL FROM resolved) AND j.occurrence_id = ANY ((SELECT ids FROM resolved)::bigint[])
 ), cleared AS (
     UPDATE escalations e
     SET cleared_at = now()
@@ -175,64 +195,92 @@ WITH occ AS (
     RETURNING e.id
 ), resolved_event AS (
     INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
-    SELECT 'INFO', 'alert_resolved', (SELECT min(target) FROM targets),
-           occ.remediation, occ.id,
-           format('%s resolved after %s', $3::text,
-                  date_trunc('second', COALESCE(occ.ends_at, now()) - occ.starts_at)),
+    SELECT 'INFO', 'alert_resolved', (SELECT min(t.target) FROM targets t WHERE t.occurrence_id = a.id),
+           a.remediation, a.id,
+           format('%s resolved after %s', a.alertname,
+                  date_trunc('second', COALESCE(a.ends_at, now()) - a.starts_at)),
            jsonb_build_object('recovery_seconds',
-                  EXTRACT(EPOCH FROM COALESCE(occ.ends_at, now()) - occ.starts_at)), occ.node
-    FROM occ
-    WHERE occ.just_resolved AND occ.remediation IS NOT NULL
+                  EXTRACT(EPOCH FROM COALESCE(a.ends_at, now()) - a.starts_at)), a.node
+    FROM alert a
+    WHERE a.just_resolved AND a.remediation IS NOT NULL
     RETURNING id
 )
 SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
        (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event),
        (SELECT count(*) FROM critical_event), (SELECT count(*) FROM not_here),
-       (SELECT count(*) FROM waiting), COALESCE((SELECT node FROM occ), '')`
+       (SELECT count(*) FROM waiting), ARRAY(SELECT DISTINCT COALESCE(node, '') FROM job)`
 
-// IngestAlerts persists every alert of one delivery in one transaction. It
-// is idempotent: delivering the same alerts again changes only delivery
-// counters. reopenAfter is how long after a finished job a still-firing
-// occurrence may get its next step.
+// IngestAlerts persists every alert of one delivery in one statement, and
+// so one transaction. It is idempotent: delivering the same alerts again
+// changes only delivery counters. reopenAfter is how long after a finished
+// job a still-firing occurrence may get its next step. An alert repeated
+// within the delivery is stored once (resolved if either copy is), and the
+// alerts are written in the order of their keys, so that two deliveries
+// sharing alerts lock them in the same order and never deadlock.
 func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter time.Duration) (IngestResult, error) {
-	var res IngestResult
 	if len(alerts) == 0 {
-		return res, nil
+		return IngestResult{}, nil
 	}
-	b := &pgx.Batch{}
-	for _, a := range alerts {
-		labels, annotations := a.Labels, a.Annotations
-		if labels == nil {
-			labels = map[string]string{}
+	alerts = distinctAlerts(alerts)
+	n := len(alerts)
+	var (
+		fingerprints, alertnames, statuses, urls = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		remediations, notHere, nodes             = make([]string, n), make([]string, n), make([]string, n)
+		startsAt, endsAt                         = make([]time.Time, n), make([]time.Time, n)
+		labels, annotations                      = make([]map[string]string, n), make([]map[string]string, n)
+		critical                                 = make([]bool, n)
+	)
+	for i, a := range alerts {
+		fingerprints[i], startsAt[i], alertnames[i], statuses[i], urls[i] = a.Fingerprint, a.StartsAt, a.Alertname, a.Status, a.GeneratorURL
+		remediations[i], critical[i], notHere[i], nodes[i] = a.Remediation, a.Critical, a.NotHere, a.Node
+		labels[i], annotations[i] = a.Labels, a.Annotations
+		if labels[i] == nil {
+			labels[i] = map[string]string{}
 		}
-		if annotations == nil {
-			annotations = map[string]string{}
+		if annotations[i] == nil {
+			annotations[i] = map[string]string{}
 		}
-		b.Queue(ingestAlertSQL, a.Fingerprint, a.StartsAt, a.Alertname, a.Status, labels, annotations,
-			a.GeneratorURL, a.Remediation, a.EndsAt, reopenAfter, a.Critical, a.NotHere, a.Node,
-			s.silentAfter.Seconds()).QueryRow(func(row pgx.Row) error {
-			var queued, cancelled, cleared, resolved, critical, notHere, waiting int
-			var node string
-			if err := row.Scan(&queued, &cancelled, &cleared, &resolved, &critical, &notHere, &waiting, &node); err != nil {
-				return err
-			}
-			r := IngestResult{JobsQueued: queued, JobsCancelled: cancelled, Waiting: waiting}
-			if queued > 0 {
-				r.Nodes = []string{node}
-			}
-			res.Add(r)
-			return nil
+		endsAt[i] = a.EndsAt
+	}
+	var res IngestResult
+	var cleared, resolved, criticals, notHereEvents int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		// The statement is big, and planning it anew for each delivery (as
+		// PostgreSQL does while a custom plan looks cheaper) cost several
+		// times its execution. Its plan does not depend on the values.
+		b.Queue("SET LOCAL plan_cache_mode = force_generic_plan")
+		b.Queue(ingestSQL, fingerprints, startsAt, alertnames, statuses, labels, annotations, urls,
+			remediations, endsAt, critical, notHere, nodes, reopenAfter, s.silentAfter.Seconds()).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&res.JobsQueued, &res.JobsCancelled, &cleared, &resolved, &criticals, &notHereEvents, &res.Waiting, &res.Nodes)
 		})
-	}
-	// A single statement is its own transaction; several share one.
-	var err error
-	if len(alerts) == 1 {
-		err = s.pool.SendBatch(ctx, b).Close()
-	} else {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
-	}
+		return tx.SendBatch(ctx, b).Close()
+	})
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("persist alerts: %w", err)
 	}
 	return res, nil
+}
+
+// distinctAlerts sorts a delivery's alerts by their key (fingerprint,
+// start) and keeps one of each: the resolved copy when there is one.
+func distinctAlerts(alerts []Alert) []Alert {
+	sorted := slices.Clone(alerts)
+	slices.SortStableFunc(sorted, func(a, b Alert) int {
+		if c := strings.Compare(a.Fingerprint, b.Fingerprint); c != 0 {
+			return c
+		}
+		return a.StartsAt.Compare(b.StartsAt)
+	})
+	out := sorted[:0]
+	for _, a := range sorted {
+		if k := len(out) - 1; k >= 0 && out[k].Fingerprint == a.Fingerprint && out[k].StartsAt.Equal(a.StartsAt) {
+			if a.Status == "resolved" && out[k].Status != "resolved" {
+				out[k] = a
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }

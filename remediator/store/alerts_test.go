@@ -172,6 +172,29 @@ func TestGroupOfThreeInOneTransaction(t *testing.T) {
 	}
 }
 
+// TestDeliveryRepeatingAnAlert: an alert twice in one delivery (firing,
+// then resolved) is one occurrence, resolved, and queues nothing; the
+// delivery's other alerts are stored as usual.
+func TestDeliveryRepeatingAnAlert(t *testing.T) {
+	s, conn := open(t)
+	other := alert("firing")
+	other.Fingerprint = "0000000000000001"
+	res, err := s.IngestAlerts(context.Background(), []store.Alert{alert("firing"), other, alert("resolved")}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.JobsQueued != 1 {
+		t.Fatalf("%d jobs queued, want 1 (the other alert's)", res.JobsQueued)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE fingerprint = $1 AND status = 'resolved' AND deliveries = 1`,
+		alert("firing").Fingerprint); n != 1 {
+		t.Fatal("the repeated alert is not one resolved occurrence")
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences`); n != 2 {
+		t.Fatalf("%d occurrences, want 2", n)
+	}
+}
+
 // TestCriticalAlertIsOneCriticalEvent: a critical alert (a database lost)
 // is one CRITICAL event when it first fires, however often it is delivered,
 // and counts toward get_critical_events_count.
