@@ -244,19 +244,18 @@ func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter ti
 	}
 	var res IngestResult
 	var cleared, resolved, criticals, notHereEvents int
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		// The statement is big, and planning it anew for each delivery (as
-		// PostgreSQL does while a custom plan looks cheaper) cost several
-		// times its execution. Its plan does not depend on the values.
-		b.Queue("SET LOCAL plan_cache_mode = force_generic_plan")
-		b.Queue(ingestSQL, fingerprints, startsAt, alertnames, statuses, labels, annotations, urls,
-			remediations, endsAt, critical, notHere, nodes, reopenAfter, s.silentAfter.Seconds()).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&res.JobsQueued, &res.JobsCancelled, &cleared, &resolved, &criticals, &notHereEvents, &res.Waiting, &res.Nodes)
-		})
-		return tx.SendBatch(ctx, b).Close()
+	// One round trip, one (implicit) transaction. The statement is big,
+	// and planning it anew for each delivery (as PostgreSQL does while a
+	// custom plan looks cheaper) cost several times its execution; its plan
+	// does not depend on the values, so the generic one is used — for this
+	// transaction only.
+	b := &pgx.Batch{}
+	b.Queue("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
+	b.Queue(ingestSQL, fingerprints, startsAt, alertnames, statuses, labels, annotations, urls,
+		remediations, endsAt, critical, notHere, nodes, reopenAfter, s.silentAfter.Seconds()).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&res.JobsQueued, &res.JobsCancelled, &cleared, &resolved, &criticals, &notHereEvents, &res.Waiting, &res.Nodes)
 	})
-	if err != nil {
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return IngestResult{}, fmt.Errorf("persist alerts: %w", err)
 	}
 	return res, nil
