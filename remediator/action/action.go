@@ -153,6 +153,13 @@ type Canonicalizer interface {
 	Canonical(ctx context.Context, target string) (string, error)
 }
 
+// TargetPermit is implemented by executors whose Permit depends on the
+// target alone — not on the alert's labels or the action's parameters — so
+// that a round of decisions (a storm) asks it once per target.
+type TargetPermit interface {
+	PermitsByTarget()
+}
+
 // IsTransient reports whether an error says the target cannot be reached
 // now (the Docker Engine down or slow) rather than that it may not be
 // touched: such a job is deferred, not refused.

@@ -143,6 +143,13 @@ func (a Restart) Execute(ctx context.Context, req action.Request) (action.Result
 	return action.Result{Touched: touched}, err
 }
 
+// PermitsByTarget implements action.TargetPermit: a container's permit is
+// whether it exists and is opted in.
+func (Restart) PermitsByTarget() {}
+
+// PermitsByTarget implements action.TargetPermit.
+func (StopStart) PermitsByTarget() {}
+
 // Permit implements action.Executor.
 func (a StopStart) Permit(ctx context.Context, req action.Request) error {
 	return a.Containers.Permit(ctx, req.Target)

@@ -550,9 +550,6 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	}
 	in := inputFor(cfg, r, j, st)
 	d := Decide(in, st.Now)
-	if d.Verdict == Skip && in.Limits.braked(in.State) && !e.storming.Swap(true) {
-		log.Info("the storm brake holds: deciding the queue in rounds", "round_size", roundSize)
-	}
 	if d.Verdict.Acts() {
 		step, _ := in.NextAction()
 		exec := e.executors[step.Type]
@@ -570,6 +567,9 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 		d = Decide(in, st.Now)
 	}
 	log.Debug("decided", "target", target, "verdict", d.Verdict, "reason", d.Reason)
+	if why := stormOf(in, d); why != "" && !e.storming.Swap(true) {
+		log.Info(why+": deciding the queue in rounds", "round_size", roundSize)
+	}
 	switch d.Verdict {
 	case Defer:
 		e.m.deferred.Inc()

@@ -96,9 +96,18 @@ type fakeExec struct {
 	touches   []string
 	touched   []action.Touched
 	ran       []action.Request
+	permitFor map[string]error // by target; else permit
+	permits   int              // Permit calls
 }
 
-func (x *fakeExec) Permit(context.Context, action.Request) error { return x.permit }
+func (x *fakeExec) Permit(_ context.Context, r action.Request) error {
+	x.permits++
+	if err, ok := x.permitFor[r.Target]; ok {
+		return err
+	}
+	return x.permit
+}
+func (*fakeExec) PermitsByTarget() {}
 func (x *fakeExec) Execute(_ context.Context, r action.Request) (action.Result, error) {
 	x.ran = append(x.ran, r)
 	return action.Result{Details: map[string]any{"ok": x.execErr == nil}, Touched: x.touched}, x.execErr

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/selfheal/selfheal/remediator/action"
@@ -32,6 +33,23 @@ type Round interface {
 
 var _ Round = (*store.Round)(nil)
 
+// backlogAfter is how long a job may wait for a worker before the queue
+// counts as backed up: the workers do not keep up with what arrives.
+const backlogAfter = time.Second
+
+// stormOf says why the engine should decide in rounds after decision d on
+// input in: the storm brake held it back, or it runs nothing and waited
+// long for a worker. Empty when neither.
+func stormOf(in Input, d Decision) string {
+	switch {
+	case d.Verdict == Skip && in.Limits.braked(in.State):
+		return "the storm brake holds"
+	case (d.Verdict == Skip || d.Verdict == Refuse) && in.Waited >= backlogAfter:
+		return fmt.Sprintf("jobs wait %s for a worker", in.Waited.Round(time.Millisecond))
+	}
+	return ""
+}
+
 // claimRoundFromStore claims through the Store, as a Round.
 func (e *Engine) claimRoundFromStore(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (Round, error) {
 	r, err := e.store.ClaimRound(ctx, f, remediations, n)
@@ -53,8 +71,8 @@ func roundRemediations(cfg *policy.Config) []string {
 	return names
 }
 
-// processRound is how a worker works while the storm brake holds: the
-// queue's jobs are decided in rounds, each the same decision handle makes,
+// processRound is how a worker works while the storm brake holds or the
+// queue is backed up (stormOf): the queue's jobs are decided in rounds, each the same decision handle makes,
 // with what a storm repeats done once per round — one claim, one lock
 // statement, one state query, one write of every outcome, and each
 // target's name resolved once. A round records only decisions that run
@@ -88,7 +106,7 @@ func (e *Engine) processRound(ctx context.Context, f store.ClaimFilter) (bool, e
 	}
 	if settled == 0 {
 		e.storming.Store(false)
-		e.logger.Info("the storm brake no longer holds back the queue: deciding one job at a time")
+		e.logger.Info("the storm has passed: deciding one job at a time")
 	}
 	for _, id := range left {
 		f.ID = id
@@ -118,14 +136,16 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 		target string
 	}
 	var (
-		todo    []pending
-		settled []store.Settled
-		left    []int64
+		todo     []pending
+		settled  []store.Settled
+		left     []int64
+		verdicts = map[Verdict]int{}
 	)
-	// Only skips are settled here.
+	// Only skips and refusals are settled here.
 	settle := func(j store.Job, target string, d Decision) {
 		settled = append(settled, store.Settled{Job: j, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason,
 			Event: decisionEvent(j, target, d)})
+		verdicts[d.Verdict]++
 	}
 	canonical := map[string]string{} // each name resolved once per round
 	for _, j := range r.Jobs() {
@@ -191,11 +211,19 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 	if err != nil {
 		return 0, nil, err
 	}
+	permits := map[permitKey]error{} // each target checked once per round
 	for i, p := range deciding {
 		in := inputFor(cfg, p.r, p.job, states[i])
 		// Decide asks for the target check only when it would act: a
 		// verdict that runs nothing without it is final.
-		if d := Decide(in, in.State.Now); d.Verdict == Skip {
+		d := Decide(in, in.State.Now)
+		if d.Verdict.Acts() && !p.r.IsSequence() {
+			if in.PermitErr = e.permitOnce(ctx, p.r, in, p.job, p.target, permits); in.PermitErr != nil {
+				d = Decide(in, in.State.Now)
+			}
+		}
+		// A refusal of a sequence queues its next step, which handle does.
+		if d.Verdict == Skip || d.Verdict == Refuse && !p.r.IsSequence() {
 			settle(p.job, p.target, d)
 		} else {
 			left = append(left, p.job.ID)
@@ -207,9 +235,35 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 	if err := r.Finish(ctx, settled); err != nil {
 		return 0, nil, err
 	}
-	e.m.decisions.WithLabelValues(string(Skip)).Add(float64(len(settled)))
-	e.m.jobs.WithLabelValues(string(Skip.Outcome())).Add(float64(len(settled)))
+	for v, n := range verdicts {
+		e.m.decisions.WithLabelValues(string(v)).Add(float64(n))
+		e.m.jobs.WithLabelValues(string(v.Outcome())).Add(float64(n))
+	}
 	return len(settled), left, nil
+}
+
+// permitKey is a target as one remediation's step would touch it.
+type permitKey struct{ remediation, action, target string }
+
+// permitOnce is handle's target check for the step the job would run,
+// asked once per round for a target whose permit depends on it alone; a
+// target whose permit may depend on more is reported as permitted, which
+// leaves the job to a decision of its own.
+func (e *Engine) permitOnce(ctx context.Context, r *policy.Remediation, in Input, j store.Job, target string, seen map[permitKey]error) error {
+	step, _ := in.NextAction()
+	exec := e.executors[step.Type]
+	if _, ok := exec.(action.TargetPermit); !ok {
+		return nil
+	}
+	k := permitKey{r.Name, step.Type, target}
+	if err, ok := seen[k]; ok {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, permitTimeout)
+	defer cancel()
+	err := exec.Permit(pctx, action.Request{Target: target, Params: step.Params, Verify: verification(r.Verify), Labels: j.Labels, Remediation: r.Name})
+	seen[k] = err
+	return err
 }
 
 // canonicalOnce is the target's canonical name (handle's lookup), asked of

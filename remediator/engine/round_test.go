@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -75,6 +76,9 @@ remediations:
     sequence: [hard_restart, docker_prune]
 `
 
+// absent is the permit error of a container that does not exist.
+var absent = errors.New(`not permitted: no container named "svc-h"`)
+
 func newRoundEngine(t *testing.T) *Engine {
 	t.Helper()
 	cfg, err := policy.Parse([]byte(roundConfig))
@@ -83,7 +87,7 @@ func newRoundEngine(t *testing.T) *Engine {
 	}
 	m := map[string]action.Executor{}
 	for _, typ := range []string{"restart", "hard_restart", "docker_prune"} {
-		m[typ] = &fakeExec{}
+		m[typ] = &fakeExec{permitFor: map[string]error{"svc-h": absent}}
 	}
 	e, err := New(&fakeStore{}, cfg, m, slog.New(slog.DiscardHandler), prometheus.NewPedanticRegistry())
 	if err != nil {
@@ -109,7 +113,8 @@ func TestDecideRound(t *testing.T) {
 	escalated := jobOn(7, "svc-g")
 	escalated.Escalated = true
 	r := &fakeRound{
-		jobs: []store.Job{jobOn(1, "svc-a"), jobOn(2, "svc-b"), jobOn(3, "svc-c"), jobOn(4, "svc-d"), foreign, jobOn(6, "svc-f"), escalated},
+		jobs: []store.Job{jobOn(1, "svc-a"), jobOn(2, "svc-b"), jobOn(3, "svc-c"), jobOn(4, "svc-d"), foreign, jobOn(6, "svc-f"), escalated,
+			jobOn(8, "svc-h"), jobOn(9, "svc-h")},
 		states: map[string]store.State{
 			"svc-a": braked,
 			"svc-b": {ActionsInStormWindow: 1, FailuresInWindow: 2}, // escalates
@@ -125,8 +130,12 @@ func TestDecideRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 2 || len(r.settled) != 2 {
-		t.Fatalf("settled %d (%+v), want 2", n, r.settled)
+	if n != 4 || len(r.settled) != 4 {
+		t.Fatalf("settled %d (%+v), want 4", n, r.settled)
+	}
+	// svc-f (would act) and svc-h (twice, absent) asked once each.
+	if p := e.executors["restart"].(*fakeExec).permits; p != 2 {
+		t.Errorf("%d permit checks, want 2: one per target", p)
 	}
 	slices.Sort(left)
 	if want := []int64{2, 3, 4, 6, 7}; !slices.Equal(left, want) {
@@ -136,7 +145,7 @@ func TestDecideRound(t *testing.T) {
 	for _, o := range r.outages {
 		counted = append(counted, o.Target)
 	}
-	if want := []string{"svc-a", "svc-b", "svc-f"}; !slices.Equal(counted, want) {
+	if want := []string{"svc-a", "svc-b", "svc-f", "svc-h", "svc-h"}; !slices.Equal(counted, want) {
 		t.Errorf("outages counted for %v, want %v", counted, want)
 	}
 
@@ -162,8 +171,8 @@ func TestDecideRound(t *testing.T) {
 		ids = append(ids, s.Job.ID)
 	}
 	slices.Sort(ids)
-	if !slices.Equal(ids, []int64{1, 5}) {
-		t.Errorf("settled jobs %v: want 1 (svc-a, the brake) and 5 (the other node's alert)", ids)
+	if !slices.Equal(ids, []int64{1, 5, 8, 9}) {
+		t.Errorf("settled jobs %v: want 1 (svc-a, the brake), 5 (the other node's alert), 8 and 9 (absent: refused)", ids)
 	}
 }
 
@@ -194,5 +203,28 @@ func TestRoundsWhileTheBrakeHolds(t *testing.T) {
 	}
 	if e.storming.Load() || r.finished || claims != 1 {
 		t.Fatalf("after a round that settled nothing: storming %v, finished %v, %d claims; want false, false, 1", e.storming.Load(), r.finished, claims)
+	}
+}
+
+// TestStormOf: rounds start when the brake holds a decision back, or when a
+// decision that runs nothing waited a second or more for a worker — never
+// for a job that acts.
+func TestStormOf(t *testing.T) {
+	limits := Limits{StormMaxActions: 1}
+	for _, tc := range []struct {
+		in   Input
+		d    Verdict
+		want bool
+	}{
+		{Input{Limits: limits, State: store.State{ActionsInStormWindow: 1}}, Skip, true},
+		{Input{Limits: limits}, Skip, false},
+		{Input{Limits: limits, Waited: 2 * time.Second}, Refuse, true},
+		{Input{Limits: limits, Waited: 2 * time.Second}, Skip, true},
+		{Input{Limits: limits, Waited: 2 * time.Second}, Run, false},
+		{Input{Limits: limits, Waited: 100 * time.Millisecond}, Refuse, false},
+	} {
+		if got := stormOf(tc.in, Decision{Verdict: tc.d}) != ""; got != tc.want {
+			t.Errorf("stormOf(waited %s, %d actions, %s) = %v, want %v", tc.in.Waited, tc.in.State.ActionsInStormWindow, tc.d, got, tc.want)
+		}
 	}
 }
