@@ -211,6 +211,9 @@ func BenchmarkWebhookAccept(b *testing.B) {
 			start := time.Now()
 			lat, failed := load("m", total)
 			elapsed := time.Since(start)
+			if statementsWanted() {
+				printStatements(b, conn)
+			}
 			reportLatencies(b, lat)
 			b.ReportMetric(float64(total)/elapsed.Seconds(), "alerts/s")
 			b.ReportMetric(float64(failed), "failed")
