@@ -69,7 +69,8 @@ type Engine struct {
 	store Store
 	claim func(ctx context.Context, f store.ClaimFilter) (Claim, error) // the Store's; tests give their own
 	// claimRound claims a round (the Store's; tests give their own), which
-	// workers do while storming: a decision met the storm brake.
+	// workers do while storming: a decision met the storm brake, or waited
+	// long for a worker (stormOf).
 	claimRound func(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (Round, error)
 	storming   atomic.Bool
 	rounds     sync.Mutex                    // held by the worker deciding a round
