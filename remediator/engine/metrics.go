@@ -14,6 +14,7 @@ type metrics struct {
 	decisions      *prometheus.CounterVec
 	jobs           *prometheus.CounterVec
 	deferred       prometheus.Counter
+	roundDecisions prometheus.Counter
 	actions        *prometheus.CounterVec
 	actionDuration *prometheus.HistogramVec
 	unavailable    prometheus.Gauge
@@ -32,6 +33,10 @@ func newMetrics(st Store) *metrics {
 			Name: "selfheal_engine_jobs_finished_total",
 			Help: "Jobs finished by this replica, by outcome.",
 		}, []string{"outcome"}),
+		roundDecisions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "selfheal_engine_round_decisions_total",
+			Help: "Decisions recorded in rounds (many jobs in one transaction), as the engine decides while the storm brake holds or jobs wait for a worker.",
+		}),
 		deferred: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "selfheal_engine_jobs_deferred_total",
 			Help: "Jobs put back in the queue: their target was busy or unreachable, or too many actions were running.",
@@ -76,7 +81,7 @@ func newMetrics(st Store) *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) {
-	reg.MustRegister(m.decisions, m.jobs, m.deferred, m.actions, m.actionDuration, m.unavailable, m.replicas, m.configInfo, m.queue)
+	reg.MustRegister(m.decisions, m.jobs, m.roundDecisions, m.deferred, m.actions, m.actionDuration, m.unavailable, m.replicas, m.configInfo, m.queue)
 }
 
 // queueCollector reads job counts from the database at scrape time, with a

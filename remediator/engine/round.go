@@ -235,6 +235,7 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 	if err := r.Finish(ctx, settled); err != nil {
 		return 0, nil, err
 	}
+	e.m.roundDecisions.Add(float64(len(settled)))
 	for v, n := range verdicts {
 		e.m.decisions.WithLabelValues(string(v)).Add(float64(n))
 		e.m.jobs.WithLabelValues(string(v.Outcome())).Add(float64(n))

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -638,4 +639,81 @@ func TestAlertsForAnotherNodeNeverActHere(t *testing.T) {
 	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
 		t.Errorf("%d actions, want 1", n)
 	}
+}
+
+// stormPayload is one Alertmanager delivery of perService firing
+// ServiceDown alerts for each service, all begun at startsAt.
+func stormPayload(services []string, perService int, startsAt time.Time) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"receiver":"selfheal","status":"firing","alerts":[`)
+	n := 0
+	for _, svc := range services {
+		for i := range perService {
+			if n > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"status":"firing","labels":{"alertname":"ServiceDown","category":"A","instance":"edge-01:9100","service":%q,"rule":"r%d"},`+
+				`"annotations":{},"startsAt":%q,"endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":"%016x"}`,
+				svc, i, startsAt.UTC().Format(time.RFC3339Nano), n)
+			n++
+		}
+	}
+	b.WriteString(`],"groupLabels":{},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://am","version":"4","groupKey":"storm","truncatedAlerts":0}`)
+	return b.Bytes()
+}
+
+// TestStormIsDecidedInRounds: a storm the brake holds back is decided in
+// rounds, with the audit trail of one job at a time — every job done with
+// exactly one decision event, one outage counted per service, one action
+// (the brake's limit), absent services refused, the rest skipped by the
+// brake — and nothing lost.
+func TestStormIsDecidedInRounds(t *testing.T) {
+	var services []string
+	for range 3 {
+		services = append(services, dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true}))
+	}
+	for i := range 40 {
+		services = append(services, fmt.Sprintf("storm-absent-%02d", i))
+	}
+	dsn := pgtest.DSN(t)
+	cfg := config(t, dsn, "")
+	cfg.Engine.StormBrake.MaxActions = 1
+	in, conn := ready(t, cfg)
+	const perService = 10
+	total := len(services) * perService
+	if code := in.post(t, stormPayload(services, perService, time.Now())); code != http.StatusOK {
+		t.Fatalf("storm answered %d", code)
+	}
+	waitFor(t, 60*time.Second, "every job decided", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'done'`) == total
+	})
+	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
+		t.Errorf("%d actions, want 1 (the storm brake's limit)", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM remediation_jobs j
+		WHERE (SELECT count(*) FROM self_healing_events e WHERE e.job_id = j.id AND e.event_type = 'decision') <> 1`); n != 0 {
+		t.Errorf("%d jobs without exactly one decision event", n)
+	}
+	if n := count(t, conn, `SELECT count(DISTINCT service_name) FROM service_failures WHERE failure_type = 'outage'`); n != len(services) {
+		t.Errorf("outages counted for %d services, want %d", n, len(services))
+	}
+	if n := count(t, conn, `SELECT count(*) FROM service_failures WHERE failure_type = 'outage'`); n != len(services) {
+		t.Errorf("%d outages counted, want one per service (%d)", n, len(services))
+	}
+	braked := count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'storm brake:%'`)
+	refused := count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused' AND reason LIKE '%no container named%'`)
+	if braked == 0 || braked+refused+1 > total {
+		t.Errorf("%d braked, %d refused of %d", braked, refused, total)
+	}
+	resp, err := http.Get(in.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`(?m)^selfheal_engine_round_decisions_total (\d+)$`).FindSubmatch(body)
+	if m == nil || string(m[1]) == "0" {
+		t.Fatalf("no decisions recorded in rounds: %q", m)
+	}
+	t.Logf("%d jobs: 1 action, %d braked, %d refused; %s decided in rounds", total, braked, refused, m[1])
 }
