@@ -76,8 +76,8 @@ remediations:
     sequence: [hard_restart, docker_prune]
 `
 
-// absent is the permit error of a container that does not exist.
-var absent = errors.New(`not permitted: no container named "svc-h"`)
+// errAbsent is the permit error of a container that does not exist.
+var errAbsent = errors.New(`not permitted: no container named "svc-h"`)
 
 func newRoundEngine(t *testing.T) *Engine {
 	t.Helper()
@@ -87,7 +87,7 @@ func newRoundEngine(t *testing.T) *Engine {
 	}
 	m := map[string]action.Executor{}
 	for _, typ := range []string{"restart", "hard_restart", "docker_prune"} {
-		m[typ] = &fakeExec{permitFor: map[string]error{"svc-h": absent}}
+		m[typ] = &fakeExec{permitFor: map[string]error{"svc-h": errAbsent}}
 	}
 	e, err := New(&fakeStore{}, cfg, m, slog.New(slog.DiscardHandler), prometheus.NewPedanticRegistry())
 	if err != nil {
