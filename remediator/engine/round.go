@@ -72,11 +72,12 @@ func roundRemediations(cfg *policy.Config) []string {
 }
 
 // processRound is how a worker works while the storm brake holds or the
-// queue is backed up (stormOf): the queue's jobs are decided in rounds, each the same decision handle makes,
-// with what a storm repeats done once per round — one claim, one lock
-// statement, one state query, one write of every outcome, and each
-// target's name resolved once. A round records only decisions that run
-// nothing (the brake's skips among them); every job it cannot settle so —
+// queue is backed up (stormOf): the queue's jobs are decided in rounds,
+// each the same decisions handle makes, with what a storm repeats done
+// once per round — one claim, one lock statement, one outage count, one
+// state query, one write of every outcome, each target's name resolved and
+// each target checked once. A round records only decisions that run
+// nothing (the brake's skips, refusals); every job it cannot settle so —
 // one that would act, escalate or wait, one whose target another worker
 // holds or selfheal itself just touched — is then handled on its own, as
 // before. It reports whether there were jobs; when a round settles none,
