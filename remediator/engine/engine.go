@@ -487,25 +487,19 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	if why := cfg.Node.Foreign(j.Labels); why != "" {
 		return e.finish(ctx, c, "", Decision{Verdict: Skip, Reason: why}, r)
 	}
-	target, err := r.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
-		Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})
+	target, err := renderTarget(r, j)
 	if err != nil {
 		return e.finish(ctx, c, "", Decision{Verdict: Refuse, Reason: err.Error()}, r)
 	}
-	if cz, ok := e.executors[r.Steps[0].Type].(action.Canonicalizer); ok {
-		cctx, cancel := context.WithTimeout(ctx, permitTimeout)
-		canonical, err := cz.Canonical(cctx, target)
-		cancel()
-		switch {
-		case action.IsTransient(err):
-			e.m.deferred.Inc()
-			return c.Defer(ctx, time.Second, fmt.Sprintf("cannot resolve %s now: %v", target, err))
-		case err != nil:
-			return err
-		case canonical != target:
-			log.Debug("target resolved", "rendered", target, "canonical", canonical)
-			target = canonical
-		}
+	switch canonical, err := e.canonical(ctx, r, target); {
+	case action.IsTransient(err):
+		e.m.deferred.Inc()
+		return c.Defer(ctx, time.Second, fmt.Sprintf("cannot resolve %s now: %v", target, err))
+	case err != nil:
+		return err
+	case canonical != target:
+		log.Debug("target resolved", "rendered", target, "canonical", canonical)
+		target = canonical
 	}
 	locked, err := c.LockTarget(ctx, target)
 	if err != nil {
@@ -555,7 +549,7 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 		step, _ := in.NextAction()
 		exec := e.executors[step.Type]
 		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
-		in.PermitErr = exec.Permit(pctx, action.Request{Target: target, Params: step.Params, Verify: verification(r.Verify), Labels: j.Labels, Remediation: r.Name})
+		in.PermitErr = exec.Permit(pctx, stepRequest(r, step, j, target))
 		if rc, ok := exec.(action.RecoveryChecker); ok && in.PermitErr == nil && r.Category == policy.CategoryA && !r.IsSequence() {
 			if in.Recovery, err = rc.Recovered(pctx, target, j.StartsAt, r.Verify.StableFor.D()); action.IsTransient(err) {
 				in.PermitErr, err = err, nil
@@ -638,6 +632,30 @@ func nextInSequence(r *policy.Remediation, j store.Job) *store.FollowUp {
 		return nil
 	}
 	return &store.FollowUp{Sequence: true, Position: j.Position + 1}
+}
+
+// renderTarget is the target r names for job j's alert.
+func renderTarget(r *policy.Remediation, j store.Job) (string, error) {
+	return r.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
+		Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})
+}
+
+// canonical is the target's own name (action.Canonicalizer) as the
+// executor of r's first step knows it; the target as given when that
+// executor's targets have one name only.
+func (e *Engine) canonical(ctx context.Context, r *policy.Remediation, target string) (string, error) {
+	cz, ok := e.executors[r.Steps[0].Type].(action.Canonicalizer)
+	if !ok {
+		return target, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, permitTimeout)
+	defer cancel()
+	return cz.Canonical(cctx, target)
+}
+
+// stepRequest is the request for step of r on target, for job j.
+func stepRequest(r *policy.Remediation, step policy.Action, j store.Job, target string) action.Request {
+	return action.Request{Target: target, Params: step.Params, Verify: verification(r.Verify), Labels: j.Labels, Remediation: r.Name}
 }
 
 // inputFor is the input of a decision on job j under r, in state st.
@@ -745,7 +763,8 @@ func decisionEvent(j store.Job, target string, d Decision) store.Event {
 func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target string, d Decision, log *slog.Logger) error {
 	e.m.decisions.WithLabelValues(string(Run)).Inc()
 	details := map[string]any{"cooldown_seconds": r.Cooldown.D().Seconds()}
-	req := action.Request{Target: target, Params: d.Action.Params, Verify: verification(r.Verify), Labels: c.Job().Labels, Remediation: r.Name, Reason: d.Reason}
+	req := stepRequest(r, d.Action, c.Job(), target)
+	req.Reason = d.Reason
 	if t, ok := e.executors[d.Action.Type].(action.Toucher); ok {
 		tctx, cancel := context.WithTimeout(ctx, permitTimeout)
 		touches, err := t.Touches(tctx, req)

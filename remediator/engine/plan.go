@@ -71,13 +71,8 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		p.Verdict, p.Reason = Refuse, err.Error()
 		return p, nil
 	}
-	if cz, ok := e.executors[r.Steps[0].Type].(action.Canonicalizer); ok {
-		cctx, cancel := context.WithTimeout(ctx, permitTimeout)
-		canonical, err := cz.Canonical(cctx, target)
-		cancel()
-		if err == nil {
-			target = canonical
-		}
+	if canonical, err := e.canonical(ctx, r, target); err == nil {
+		target = canonical
 	}
 	p.Target = target
 	st, err := states.ReadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,

@@ -159,8 +159,7 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 			settle(j, "", Decision{Verdict: Skip, Reason: why})
 			continue
 		}
-		target, err := rem.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
-			Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})
+		target, err := renderTarget(rem, j)
 		if err == nil {
 			target, err = e.canonicalOnce(ctx, rem, target, canonical)
 		}
@@ -263,24 +262,18 @@ func (e *Engine) permitOnce(ctx context.Context, r *policy.Remediation, in Input
 	}
 	pctx, cancel := context.WithTimeout(ctx, permitTimeout)
 	defer cancel()
-	err := exec.Permit(pctx, action.Request{Target: target, Params: step.Params, Verify: verification(r.Verify), Labels: j.Labels, Remediation: r.Name})
+	err := exec.Permit(pctx, stepRequest(r, step, j, target))
 	seen[k] = err
 	return err
 }
 
-// canonicalOnce is the target's canonical name (handle's lookup), asked of
-// Docker once per round for each name.
+// canonicalOnce is the target's canonical name (Engine.canonical), asked
+// once per round for each name.
 func (e *Engine) canonicalOnce(ctx context.Context, r *policy.Remediation, target string, seen map[string]string) (string, error) {
-	cz, ok := e.executors[r.Steps[0].Type].(action.Canonicalizer)
-	if !ok {
-		return target, nil
-	}
 	if c, ok := seen[target]; ok {
 		return c, nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, permitTimeout)
-	defer cancel()
-	c, err := cz.Canonical(cctx, target)
+	c, err := e.canonical(ctx, r, target)
 	if err != nil {
 		return "", err
 	}

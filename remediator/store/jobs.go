@@ -43,10 +43,51 @@ type Job struct {
 // intent, written on another connection) can still be inserted.
 // Every write a Claim makes commits with Finish or Defer, atomically.
 type Claim struct {
+	held
 	job  Job
 	pool *pgxpool.Pool
+}
+
+// held is a pooled connection with a transaction open on it: a Claim's or
+// a Round's, whose row locks last until it commits or is released.
+type held struct {
 	conn *pgxpool.Conn
 	tx   pgx.Tx
+}
+
+// hold acquires a connection and begins a transaction on it.
+func (s *Store) hold(ctx context.Context) (held, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return held{}, err
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		conn.Release()
+		return held{}, err
+	}
+	return held{conn: conn, tx: tx}, nil
+}
+
+// release rolls back what was not committed and gives the connection
+// back. Safe to call more than once.
+func (h *held) release() {
+	if h.tx != nil {
+		_ = h.tx.Rollback(context.Background())
+		h.tx = nil
+	}
+	if h.conn != nil {
+		h.conn.Release()
+		h.conn = nil
+	}
+}
+
+// commit commits and gives the connection back.
+func (h *held) commit(ctx context.Context) error {
+	err := h.tx.Commit(ctx)
+	h.tx = nil
+	h.release()
+	return err
 }
 
 // claimSQL takes the oldest due jobs: %[1]s narrows them to one node's in
@@ -129,16 +170,11 @@ type ClaimFilter struct {
 // ClaimJob takes the oldest due job no one else holds that f lets this
 // replica take. It returns nil, nil when there is none.
 func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
-	conn, err := s.pool.Acquire(ctx)
+	h, err := s.hold(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("claim job: %w", err)
 	}
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("claim job: %w", err)
-	}
-	c := &Claim{pool: s.pool, conn: conn, tx: tx}
+	c := &Claim{held: h, pool: s.pool}
 	sql := claimAnySQL
 	switch {
 	case f.ID != 0:
@@ -146,7 +182,7 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 	case f.Nodes != nil:
 		sql = claimNodeSQL
 	}
-	jobs, err := claimJobs(ctx, tx, sql, f.args())
+	jobs, err := claimJobs(ctx, c.tx, sql, f.args())
 	if err != nil || len(jobs) == 0 {
 		c.Release()
 		if err != nil {
@@ -189,23 +225,7 @@ func (c *Claim) Job() Job { return c.job }
 
 // Release ends the claim without recording anything: the job goes back to
 // the queue. Safe to call after Finish or Defer.
-func (c *Claim) Release() {
-	if c.tx != nil {
-		_ = c.tx.Rollback(context.Background())
-		c.tx = nil
-	}
-	if c.conn != nil {
-		c.conn.Release()
-		c.conn = nil
-	}
-}
-
-func (c *Claim) commit(ctx context.Context) error {
-	err := c.tx.Commit(ctx)
-	c.tx = nil
-	c.Release()
-	return err
-}
+func (c *Claim) Release() { c.release() }
 
 // Orphan is an action a job started that never recorded its outcome.
 type Orphan struct {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // A Round is many jobs decided together, in one transaction: what a storm
@@ -19,9 +18,8 @@ import (
 // the round does not finish stay queued when it commits, for a decision
 // of their own.
 type Round struct {
+	held
 	jobs []Job
-	conn *pgxpool.Conn
-	tx   pgx.Tx
 }
 
 // roundClaimSQL takes up to $6 due jobs of the remediations in $5; $4 is
@@ -38,23 +36,18 @@ var (
 // this replica take and no one else holds. It returns nil, nil when there
 // are none.
 func (s *Store) ClaimRound(ctx context.Context, f ClaimFilter, remediations []string, n int) (*Round, error) {
-	conn, err := s.pool.Acquire(ctx)
+	h, err := s.hold(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("claim a round of jobs: %w", err)
 	}
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("claim a round of jobs: %w", err)
-	}
-	r := &Round{conn: conn, tx: tx}
+	r := &Round{held: h}
 	sql, args := roundAnySQL, f.args()
 	if f.Nodes == nil {
 		args = append(args, nil)
 	} else {
 		sql = roundNodeSQL
 	}
-	r.jobs, err = claimJobs(ctx, tx, sql, append(args, remediations, n))
+	r.jobs, err = claimJobs(ctx, r.tx, sql, append(args, remediations, n))
 	if err != nil || len(r.jobs) == 0 {
 		r.Release()
 		if err != nil {
@@ -70,16 +63,7 @@ func (r *Round) Jobs() []Job { return r.jobs }
 
 // Release ends the round without recording anything: its jobs go back to
 // the queue. Safe to call after Finish.
-func (r *Round) Release() {
-	if r.tx != nil {
-		_ = r.tx.Rollback(context.Background())
-		r.tx = nil
-	}
-	if r.conn != nil {
-		r.conn.Release()
-		r.conn = nil
-	}
-}
+func (r *Round) Release() { r.release() }
 
 // LockTargets takes, for the rest of the round, the per-target advisory
 // lock of each target it can, without waiting (the lock LockTarget takes),
@@ -87,18 +71,28 @@ func (r *Round) Release() {
 func (r *Round) LockTargets(ctx context.Context, targets []string) (map[string]bool, error) {
 	rows, err := r.tx.Query(ctx, `SELECT t FROM unnest($1::text[]) t
 		WHERE pg_try_advisory_xact_lock(hashtextextended('selfheal/target/' || t, 0))`, targets)
+	locked, err := stringSet(rows, err)
 	if err != nil {
 		return nil, fmt.Errorf("lock a round's targets: %w", err)
 	}
-	locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return locked, nil
+}
+
+// stringSet is the set of the one text column of rows (a query's result
+// and its error).
+func stringSet(rows pgx.Rows, err error) (map[string]bool, error) {
 	if err != nil {
-		return nil, fmt.Errorf("lock a round's targets: %w", err)
+		return nil, err
 	}
-	held := make(map[string]bool, len(locked))
-	for _, t := range locked {
-		held[t] = true
+	list, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
 	}
-	return held, nil
+	set := make(map[string]bool, len(list))
+	for _, v := range list {
+		set[v] = true
+	}
+	return set, nil
 }
 
 // TouchedTargets returns those of targets that an action of selfheal's
@@ -112,18 +106,11 @@ func (r *Round) TouchedTargets(ctx context.Context, targets []string, since time
 		                AND ((service_name = t AND action_type IN ('restart', 'stop_start')) OR details->'touches' ? t)
 		                AND status <> 'dry_run'
 		                AND (completed_at IS NULL OR completed_at >= $2))`, targets, since)
+	touched, err := stringSet(rows, err)
 	if err != nil {
 		return nil, fmt.Errorf("look up selfheal's actions on a round's targets: %w", err)
 	}
-	touched, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("look up selfheal's actions on a round's targets: %w", err)
-	}
-	out := make(map[string]bool, len(touched))
-	for _, t := range touched {
-		out[t] = true
-	}
-	return out, nil
+	return touched, nil
 }
 
 // Outage is a job's alert counted as one failure of its target.
@@ -262,9 +249,7 @@ func (r *Round) Finish(ctx context.Context, settled []Settled) error {
 	if err := r.tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("record a round of %d decisions: %w", n, err)
 	}
-	err := r.tx.Commit(ctx)
-	r.tx = nil
-	if err != nil {
+	if err := r.commit(ctx); err != nil {
 		return fmt.Errorf("record a round of %d decisions: %w", n, err)
 	}
 	return nil
