@@ -486,12 +486,18 @@ func TestHTTPEndpoints(t *testing.T) {
 	in := start(t, config(t, dsn, ""))
 	in.waitReady(t)
 	in.post(t, []byte(`{}`))
-	resp, err := http.Get(in.url + "/metrics")
+	// Asked as Prometheus asks (gzip accepted), /metrics answers uncompressed.
+	req, _ := http.NewRequest(http.MethodGet, in.url+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" {
+		t.Errorf("/metrics answered Content-Encoding %q, want none", enc)
+	}
 	for _, want := range []string{
 		`selfheal_webhook_requests_total{code="400"} 1`,
 		`selfheal_alerts_received_total{status="firing"} 0`,
