@@ -195,6 +195,9 @@ INSERT INTO reboot_events (reason, status, pre_state, post_state, validated_at)
 VALUES ('disk full', 'validated', '{"services":["llm","n8n"]}', '{"services":["llm","n8n"],"missing":[]}', now());
 `
 
+// newestFirst are the table panels whose rows must come newest first.
+var newestFirst = map[string]bool{"Recent actions": true, "Events": true}
+
 func TestSQLPanelsReturnRows(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	ctx := context.Background()
@@ -247,8 +250,26 @@ func TestSQLPanelsReturnRows(t *testing.T) {
 			continue
 		}
 		count := 0
+		var last time.Time
 		for rows.Next() {
 			count++
+			// Table panels of recent rows list them newest first; "Recent
+			// actions" takes its order from its view, so that the LIMIT
+			// reaches the view's index scan (BenchmarkHistory).
+			if newestFirst[q.Panel] {
+				v, err := rows.Values()
+				if err != nil {
+					t.Fatal(err)
+				}
+				at, ok := v[0].(time.Time)
+				if !ok {
+					t.Fatalf("panel %q: first column is %T, not a time", q.Panel, v[0])
+				}
+				if count > 1 && at.After(last) {
+					t.Errorf("%s: panel %q: %s after %s: not newest first", q.File, q.Panel, at, last)
+				}
+				last = at
+			}
 		}
 		if err := rows.Err(); err != nil {
 			t.Errorf("%s: panel %q: %v", q.File, q.Panel, err)
