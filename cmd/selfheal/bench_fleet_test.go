@@ -69,7 +69,7 @@ func BenchmarkFleet(b *testing.B) {
 	for _, n := range sizes {
 		maxNodes = max(maxNodes, n)
 	}
-	settings := []string{"-c", fmt.Sprintf("max_connections=%d", 4*maxNodes+50)}
+	settings := append(benchSettings(), "-c", fmt.Sprintf("max_connections=%d", 4*maxNodes+50))
 	if statementsWanted() {
 		settings = append(settings, statementSettings...)
 	}

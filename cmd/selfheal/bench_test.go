@@ -69,9 +69,9 @@ func envInts(b *testing.B, name string, def []int) []int {
 func benchDaemon(b *testing.B, extraConfig string, env ...string) (string, *pgx.Conn) {
 	b.Helper()
 	dockertest.Client(b)
-	var settings []string
+	settings := benchSettings()
 	if statementsWanted() {
-		settings = statementSettings
+		settings = append(settings, statementSettings...)
 	}
 	cluster := pgtest.NewDurableCluster(b, settings...)
 	config := writeFile(b, "selfheal.yml", `
@@ -104,6 +104,17 @@ remediations:
 // loads pg_stat_statements, and benchmarks that can print where
 // PostgreSQL's time went by statement.
 func statementsWanted() bool { return os.Getenv("SELFHEAL_BENCH_STATEMENTS") == "1" }
+
+// benchSettings is SELFHEAL_BENCH_PG_SETTINGS, PostgreSQL settings as
+// name=value separated by spaces, for the daemon's cluster: to find what a
+// figure owes to one, e.g. synchronous_commit=off for the commit's flush.
+func benchSettings() []string {
+	var settings []string
+	for _, kv := range strings.Fields(os.Getenv("SELFHEAL_BENCH_PG_SETTINGS")) {
+		settings = append(settings, "-c", kv)
+	}
+	return settings
+}
 
 var statementSettings = []string{"-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all",
 	"-c", "pg_stat_statements.track_planning=on", "-c", "pg_stat_statements.max=20000"}
@@ -139,8 +150,13 @@ var benchClient = &http.Client{
 }
 
 func postAlerts(url string, body []byte) error {
+	return postAlertsAs(url, benchToken, http.StatusOK, body)
+}
+
+// postAlertsAs posts body with token and fails unless answered want.
+func postAlertsAs(url, token string, want int, body []byte) error {
 	req, _ := http.NewRequest(http.MethodPost, url+"/api/v1/webhook", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+benchToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := benchClient.Do(req)
 	if err != nil {
 		return err
@@ -148,7 +164,7 @@ func postAlerts(url string, body []byte) error {
 	// Read to the end so the connection is reused, as Alertmanager does.
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != want {
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return nil
@@ -172,13 +188,20 @@ func reportLatencies(b *testing.B, lat []time.Duration) {
 // delays. In "persist" the alerts match no remediation; in "persist+engine"
 // each queues a job that the engine decides while the load runs (its target
 // does not exist: a Docker lookup, then a refusal written to the database).
+// "http" is the floor under both: the same requests with a wrong token,
+// answered 401 by selfheal before any database work, so its figures are the
+// load generator's, the HTTP server's and the two cores' scheduling.
 // SELFHEAL_BENCH_WORKERS sets engine.workers (4).
 func BenchmarkWebhookAccept(b *testing.B) {
 	rate := envInt("SELFHEAL_BENCH_RATE", 1000)
 	seconds := envInt("SELFHEAL_BENCH_SECONDS", 10)
-	for _, sc := range []struct{ name, alertname string }{
-		{"persist", "BenchUnmatched"},
-		{"persist+engine", "ServiceDown"},
+	for _, sc := range []struct {
+		name, alertname, token string
+		want                   int
+	}{
+		{"http", "BenchUnmatched", "not-" + benchToken, http.StatusUnauthorized},
+		{"persist", "BenchUnmatched", benchToken, http.StatusOK},
+		{"persist+engine", "ServiceDown", benchToken, http.StatusOK},
 	} {
 		b.Run(sc.name, func(b *testing.B) {
 			extra := ""
@@ -197,7 +220,7 @@ func BenchmarkWebhookAccept(b *testing.B) {
 					body := alerts(sc.alertname, prefix+strconv.Itoa(i), services, begin, 1)
 					time.Sleep(time.Until(due))
 					wg.Go(func() {
-						if err := postAlerts(url, body); err != nil {
+						if err := postAlertsAs(url, sc.token, sc.want, body); err != nil {
 							failed.Add(1)
 						}
 						lat[i] = time.Since(due)
@@ -219,7 +242,13 @@ func BenchmarkWebhookAccept(b *testing.B) {
 			b.ReportMetric(float64(failed), "failed")
 			// Every alert answered 200 is stored; one the client gave up on may
 			// be stored too (Alertmanager would send it again: at least once).
-			if n := queryInt(b, conn, `SELECT count(*) FROM alert_occurrences WHERE labels->>'i' LIKE 'm%'`); n < total-int(failed) || n > total {
+			// None answered 401 is.
+			n := queryInt(b, conn, `SELECT count(*) FROM alert_occurrences WHERE labels->>'i' LIKE 'm%'`)
+			if sc.want != http.StatusOK {
+				if n != 0 {
+					b.Fatalf("%d alerts persisted from requests answered %d", n, sc.want)
+				}
+			} else if n < total-int(failed) || n > total {
 				b.Fatalf("%d alerts persisted, want %d to %d", n, total-int(failed), total)
 			}
 		})
