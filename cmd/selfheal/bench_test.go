@@ -474,9 +474,9 @@ func profileDaemon(b *testing.B, url string) {
 }
 
 // BenchmarkIdleMemory reports selfheal serve's resident memory after
-// SELFHEAL_BENCH_IDLE_SECONDS (default 10) of idling with the database
-// connected and Prometheus-style scrapes of /metrics every second (gzip
-// accepted, as Prometheus asks).
+// SELFHEAL_BENCH_IDLE_SECONDS (default 60: it grows for about a minute, then
+// holds) of idling with the database connected and Prometheus-style scrapes
+// of /metrics every second (gzip accepted, as Prometheus asks).
 //
 // It runs serve twice. First from a copy of the binary written the way
 // install(1), a package or an image layer writes it: that is the figure
@@ -512,7 +512,7 @@ func idleMemory(b *testing.B, bin string) (rss, anon, file float64) {
 		_ = cmd.Process.Kill()
 		_, _ = cmd.Process.Wait()
 	}()
-	for range envInt("SELFHEAL_BENCH_IDLE_SECONDS", 10) {
+	for range envInt("SELFHEAL_BENCH_IDLE_SECONDS", 60) {
 		if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
