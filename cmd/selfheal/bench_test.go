@@ -541,8 +541,8 @@ func idleMemory(b *testing.B, bin string) (rss, anon, file float64) {
 	return rss, anon, file
 }
 
-// copyExecutable writes a copy of the executable src at dst with read and
-// write, as install(1) does.
+// copyExecutable copies the executable src to dst through the file API, not
+// a mapping, as install(1) does.
 func copyExecutable(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
