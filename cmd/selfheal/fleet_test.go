@@ -162,7 +162,7 @@ func TestFleet(t *testing.T) {
 	}
 }
 
-func scrape(t *testing.T, u string) string {
+func scrape(t testing.TB, u string) string {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
