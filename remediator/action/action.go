@@ -49,9 +49,6 @@ type Verify struct {
 type Result struct {
 	// Details are stored with the action.
 	Details map[string]any
-	// Revert, when set, is handed back to the executor's Revert when the
-	// alert resolves or selfheal stops (a lowered power limit, say).
-	Revert map[string]any
 	// Touched are the containers the action acted on beside its target —
 	// dependents, a compose project's other services — in the order it
 	// did, and those it chose to leave alone. Reported whether the action
@@ -77,8 +74,16 @@ type Touched struct {
 	Err error
 }
 
-// Reverter is implemented by executors whose changes are temporary.
+// Reverter is implemented by executors whose changes are temporary (a
+// lowered power limit, say). PlanRevert, asked before the action runs,
+// returns what Revert will need to undo the change Execute is about to
+// make — nil when it would make none; the engine records it with the
+// intent, before the change, so a crash at any point leaves it to be
+// undone. Revert is called with it when the alert resolves or selfheal
+// stops, whether or not Execute got as far as the change: it must leave
+// alone what it finds unchanged.
 type Reverter interface {
+	PlanRevert(ctx context.Context, req Request) (map[string]any, error)
 	Revert(ctx context.Context, target string, data map[string]any) error
 }
 

@@ -193,13 +193,32 @@ func (a GPUThrottle) Permit(_ context.Context, req action.Request) error {
 	return nil
 }
 
+// PlanRevert implements action.Reverter: the limit Execute will apply, and
+// the one it will replace; nil when the limit is already at or below the
+// target.
+func (a GPUThrottle) PlanRevert(_ context.Context, req action.Request) (map[string]any, error) {
+	l, want, err := a.limits(req)
+	if err != nil || want >= l.Current {
+		return nil, err
+	}
+	return map[string]any{"previous_mw": l.Current, "applied_mw": want}, nil
+}
+
+// limits reads the GPU's limits and the one the throttle asks for.
+func (a GPUThrottle) limits(req action.Request) (gpuctl.PowerLimits, uint32, error) {
+	l, err := a.GPUs.Limits(req.Target)
+	if err != nil {
+		return l, 0, err
+	}
+	return l, l.Clamp(paramsOf[*GPUThrottleParams](req, func() action.Params { return &GPUThrottleParams{PowerLimitRatio: 1} }).PowerLimitRatio), nil
+}
+
 // Execute implements action.Executor.
 func (a GPUThrottle) Execute(_ context.Context, req action.Request) (action.Result, error) {
-	l, err := a.GPUs.Limits(req.Target)
+	l, want, err := a.limits(req)
 	if err != nil {
 		return action.Result{}, err
 	}
-	want := l.Clamp(paramsOf[*GPUThrottleParams](req, func() action.Params { return &GPUThrottleParams{PowerLimitRatio: 1} }).PowerLimitRatio)
 	res := action.Result{Details: map[string]any{
 		"gpu": req.Target, "previous_mw": l.Current, "limit_mw": want, "default_mw": l.Default,
 		"min_mw": l.Min, "max_mw": l.Max,
@@ -208,11 +227,7 @@ func (a GPUThrottle) Execute(_ context.Context, req action.Request) (action.Resu
 		res.Details["note"] = "the limit is already at or below the target"
 		return res, nil
 	}
-	if err := a.GPUs.SetLimit(req.Target, want); err != nil {
-		return res, err
-	}
-	res.Revert = map[string]any{"previous_mw": l.Current, "applied_mw": want}
-	return res, nil
+	return res, a.GPUs.SetLimit(req.Target, want)
 }
 
 // Revert implements action.Reverter: it restores the previous limit, unless

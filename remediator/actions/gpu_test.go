@@ -34,8 +34,22 @@ func TestGPUThrottleSetsAndRestoresThePowerLimit(t *testing.T) {
 	if err := a.Permit(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.Execute(context.Background(), req)
+	plan, err := a.PlanRevert(context.Background(), req)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.PowerLimits[1]) != 0 {
+		t.Fatal("planning the revert changed the limit")
+	}
+	// Undoing a change not made yet (a crash between intent and change)
+	// leaves the limit alone.
+	asJSON := func(m map[string]any) map[string]any { // the revert data goes through the database as JSON
+		return map[string]any{"previous_mw": float64(m["previous_mw"].(uint32)), "applied_mw": float64(m["applied_mw"].(uint32))}
+	}
+	if err := a.Revert(context.Background(), "1", asJSON(plan)); err != nil || len(s.PowerLimits[1]) != 0 {
+		t.Fatalf("revert before the change: %v, limits set %v, want none", err, s.PowerLimits[1])
+	}
+	if _, err := a.Execute(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.PowerLimits[1]; len(got) != 1 || got[0] != 490000 {
@@ -44,9 +58,7 @@ func TestGPUThrottleSetsAndRestoresThePowerLimit(t *testing.T) {
 	if len(s.PowerLimits[0]) != 0 {
 		t.Fatal("GPU 0 was touched")
 	}
-	// The revert data goes through the database as JSON.
-	data := map[string]any{"previous_mw": float64(res.Revert["previous_mw"].(uint32)), "applied_mw": float64(res.Revert["applied_mw"].(uint32))}
-	if err := a.Revert(context.Background(), "1", data); err != nil {
+	if err := a.Revert(context.Background(), "1", asJSON(plan)); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.PowerLimits[1]; len(got) != 2 || got[1] != 700000 {
@@ -79,8 +91,13 @@ func TestGPUThrottleAlreadyLowIsANoOp(t *testing.T) {
 	if err := gpus.SetLimit("0", 300000); err != nil {
 		t.Fatal(err)
 	}
-	res, err := GPUThrottle{GPUs: gpus}.Execute(context.Background(), action.Request{Target: "0", Params: &GPUThrottleParams{PowerLimitRatio: 0.7}})
-	if err != nil || res.Revert != nil || len(s.PowerLimits[0]) != 1 {
+	a, req := GPUThrottle{GPUs: gpus}, action.Request{Target: "0", Params: &GPUThrottleParams{PowerLimitRatio: 0.7}}
+	plan, err := a.PlanRevert(context.Background(), req)
+	if err != nil || plan != nil {
+		t.Fatalf("PlanRevert = %v, %v: nothing to undo for a limit already below the target", plan, err)
+	}
+	res, err := a.Execute(context.Background(), req)
+	if err != nil || len(s.PowerLimits[0]) != 1 {
 		t.Fatalf("%v %v %v: a limit already below the target must be left alone, with nothing to revert", res, err, s.PowerLimits[0])
 	}
 }

@@ -38,11 +38,16 @@ func (u unreachable) Error() string   { return u.err.Error() }
 func (u unreachable) Unwrap() error   { return u.err }
 func (u unreachable) Transient() bool { return true }
 
-// inspect inspects a container; an error other than "no such container" is
-// the daemon's, and transient.
+// inspect inspects a container. "No such container" and an answer about
+// the name itself (an ID prefix that names several containers) are
+// final; any other error is the daemon's, and transient.
 func (c *Client) inspect(ctx context.Context, name string) (container.InspectResponse, error) {
 	info, err := c.api.ContainerInspect(ctx, name)
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err):
+	case cerrdefs.IsInvalidArgument(err):
+		err = fmt.Errorf("inspect container %q: %w", name, err)
+	default:
 		err = unreachable{fmt.Errorf("inspect container %q: %w", name, err)}
 	}
 	return info, err

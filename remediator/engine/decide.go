@@ -43,6 +43,20 @@ func (l Limits) braked(st store.State) bool {
 	return l.StormMaxActions > 0 && st.ActionsInStormWindow >= l.StormMaxActions
 }
 
+// unreachable is the decision on a job whose target cannot be reached now
+// (err says why) after it waited so long: wait, with a backoff that grows
+// with the wait (1 s to 30 s), and refuse, CRITICAL, once it waited
+// UnreachableFor.
+func (l Limits) unreachable(waited time.Duration, err error) Decision {
+	if bound := l.UnreachableFor; bound > 0 && waited >= bound {
+		return Decision{Verdict: Refuse, Severity: store.SeverityCritical, Reason: fmt.Sprintf(
+			"the target stayed unreachable for %s (limit %s): %v", waited.Round(time.Second), policy.Duration(bound), err)}
+	}
+	retry := min(max(waited/2, time.Second), 30*time.Second)
+	return Decision{Verdict: Defer, RetryAfter: retry, Reason: fmt.Sprintf(
+		"%s, trying again in %s: %v", reasonUnreachable, retry.Round(time.Millisecond), err)}
+}
+
 // Input is everything a decision depends on.
 type Input struct {
 	Remediation *policy.Remediation
@@ -143,13 +157,7 @@ func Decide(in Input, now time.Time) Decision {
 			st.ActionsInStormWindow, policy.Duration(in.Limits.StormWindow), in.Limits.StormMaxActions)}
 	}
 	if in.PermitErr != nil && action.IsTransient(in.PermitErr) {
-		if bound := in.Limits.UnreachableFor; bound > 0 && in.Waited >= bound {
-			return Decision{Verdict: Refuse, Severity: store.SeverityCritical, Reason: fmt.Sprintf(
-				"the target stayed unreachable for %s (limit %s): %v", in.Waited.Round(time.Second), policy.Duration(bound), in.PermitErr)}
-		}
-		retry := min(max(in.Waited/2, time.Second), 30*time.Second)
-		return Decision{Verdict: Defer, RetryAfter: retry, Reason: fmt.Sprintf(
-			"%s, trying again in %s: %v", reasonUnreachable, retry.Round(time.Millisecond), in.PermitErr)}
+		return in.Limits.unreachable(in.Waited, in.PermitErr)
 	}
 	if in.PermitErr != nil {
 		d := Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}

@@ -7,10 +7,10 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,14 +29,16 @@ import (
 // Every write commits with Finish or Defer; Release gives the job back.
 type Claim interface {
 	Job() store.Job
-	OrphanedAction(ctx context.Context) (store.Orphan, bool, error)
+	OrphanedAction(ctx context.Context, lease time.Duration) (store.Orphan, bool, error)
 	LockTarget(ctx context.Context, target string) (bool, error)
 	RecordOutage(ctx context.Context, target string) error
 	LoadState(ctx context.Context, q store.StateQuery) (store.State, error)
 	LastTouch(ctx context.Context, target string, since time.Time) (store.Touch, bool, error)
 	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error)
-	RecordIntent(ctx context.Context, in store.Intent) (int64, error)
+	RecordIntent(ctx context.Context, in store.Intent) (store.Admitted, error)
+	Renew(ctx context.Context, lease time.Duration) error
 	Defer(ctx context.Context, d time.Duration, reason string, events ...store.Event) error
+	Retry(ctx context.Context, cause error, maxAttempts int) (bool, error)
 	Finish(ctx context.Context, o store.Outcome) error
 	Release()
 }
@@ -50,12 +52,12 @@ type Store interface {
 	Heartbeat(ctx context.Context, r store.Replica, alive time.Duration) (same, other int, err error)
 	ApplyRetention(ctx context.Context) (map[string]int64, error)
 	JobCounts(ctx context.Context) (map[string]int64, error)
-	DueReverts(ctx context.Context, host string, all bool) ([]store.PendingRevert, error)
+	DueReverts(ctx context.Context, node, owner string) ([]store.PendingRevert, error)
 	MarkReverted(ctx context.Context, p store.PendingRevert, revertErr error) error
 	CriticalEvents(ctx context.Context, window time.Duration) (int, error)
 	FiringSince(ctx context.Context, fingerprint string) (time.Time, bool, error)
 	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
-	NodeHeartbeat(ctx context.Context, b store.NodeBeat) error
+	NodeHeartbeat(ctx context.Context, b store.NodeBeat) (refused []string, err error)
 	NodeStopped(ctx context.Context, name, engine string) error
 	ListenForJobs(ctx context.Context, node string, wake func()) error
 	NextDue(ctx context.Context, nodes []string) (time.Time, bool, error)
@@ -65,7 +67,7 @@ var _ Store = (*store.Store)(nil)
 
 // Engine runs the workers.
 type Engine struct {
-	host  string // this machine: temporary changes are undone where they were made
+	host  string // this machine, as the replicas table shows it
 	store Store
 	claim func(ctx context.Context, f store.ClaimFilter) (Claim, error) // the Store's; tests give their own
 	// claimRound claims a round (the Store's; tests give their own), which
@@ -91,6 +93,10 @@ type Engine struct {
 	replica  string // this process, as the replicas table knows it
 	mismatch int    // live replicas with another configuration, at the last heartbeat
 	beats    int    // heartbeats so far (one goroutine)
+	// refusedNames are the aliases the last heartbeat could not claim:
+	// another node's. The workers claim no job for them.
+	namesMu      sync.Mutex
+	refusedNames []string
 
 	availMu   sync.Mutex
 	availAt   time.Time
@@ -112,10 +118,20 @@ const replicaAlive = time.Minute
 // configuration and another.
 func (e *Engine) heartbeat(ctx context.Context) {
 	cfg := e.config()
-	if err := e.store.NodeHeartbeat(ctx, store.NodeBeat{Name: strings.ToLower(cfg.Node.Name), Names: cfg.Node.Names(),
-		Engine: e.replica, Version: version.Version, ConfigFingerprint: cfg.Fingerprint()}); err != nil && ctx.Err() == nil {
+	refused, err := e.store.NodeHeartbeat(ctx, store.NodeBeat{Name: strings.ToLower(cfg.Node.Name), Names: cfg.Node.Names(),
+		Engine: e.replica, Version: version.Version, ConfigFingerprint: cfg.Fingerprint()})
+	e.namesMu.Lock()
+	switch {
+	case err != nil && ctx.Err() == nil:
 		e.logger.Debug("node heartbeat failed", "err", err)
+	case err == nil && len(refused) > 0 && !slices.Equal(refused, e.refusedNames):
+		e.logger.Warn("node.aliases: these names are another node's name or alias; alerts naming them are not this node's",
+			"names", refused)
 	}
+	if err == nil {
+		e.refusedNames = refused
+	}
+	e.namesMu.Unlock()
 	// Counting the replicas reads every live one: in a fleet (hundreds of
 	// them) once a minute, not at every beat.
 	e.beats++
@@ -308,7 +324,7 @@ func (e *Engine) revertWhenDue(ctx context.Context) {
 		return
 	}
 	e.revert(ctx, false)
-	inPlace, err := e.store.DueReverts(ctx, e.host, true)
+	inPlace, err := e.store.DueReverts(ctx, e.node(), e.replica)
 	if err != nil {
 		return
 	}
@@ -318,10 +334,17 @@ func (e *Engine) revertWhenDue(ctx context.Context) {
 	}
 }
 
-// revert undoes temporary changes whose alert resolved; with all, every
-// one still in place (selfheal is stopping).
-func (e *Engine) revert(ctx context.Context, all bool) {
-	due, err := e.store.DueReverts(ctx, e.host, all)
+// node is this engine's node, as temporary changes and locks know it.
+func (e *Engine) node() string { return strings.ToLower(e.config().Node.Name) }
+
+// revert undoes the temporary changes on this node whose alert resolved,
+// whoever made them; with stopping, also every one this replica made.
+func (e *Engine) revert(ctx context.Context, stopping bool) {
+	owner := ""
+	if stopping {
+		owner = e.replica
+	}
+	due, err := e.store.DueReverts(ctx, e.node(), owner)
 	if err != nil {
 		if ctx.Err() == nil {
 			e.logger.Warn("cannot read pending reverts", "err", err)
@@ -381,11 +404,19 @@ func (e *Engine) idleWait(ctx context.Context, lastErr error) time.Duration {
 	if !cfg.Node.Fleet || lastErr != nil {
 		return wait
 	}
-	next, ok, err := e.store.NextDue(ctx, cfg.Node.Names())
+	next, ok, err := e.store.NextDue(ctx, e.nodeNames(cfg))
 	if err != nil || !ok {
 		return wait
 	}
 	return max(min(time.Until(next), wait), 10*time.Millisecond)
+}
+
+// nodeNames are the names this node claims jobs for: its name and the
+// aliases the database let it have.
+func (e *Engine) nodeNames(cfg *policy.Config) []string {
+	e.namesMu.Lock()
+	defer e.namesMu.Unlock()
+	return slices.DeleteFunc(cfg.Node.Names(), func(n string) bool { return slices.Contains(e.refusedNames, n) })
 }
 
 // errorLog keeps a failing loop (say, while the database is down) from
@@ -410,7 +441,7 @@ func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 	cfg := e.config()
 	f := store.ClaimFilter{Known: cfg.Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)}
 	if cfg.Node.Fleet {
-		f.Nodes = cfg.Node.Names()
+		f.Nodes = e.nodeNames(cfg)
 	}
 	if e.storming.Load() {
 		// One worker decides the rounds; the others wait for the storm to
@@ -429,7 +460,35 @@ func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	defer c.Release()
-	return true, e.handle(ctx, c)
+	return true, e.handleOrRetry(ctx, c)
+}
+
+// maxJobAttempts bounds how often a job whose handling fails (an error,
+// not a decision: a statement the database refuses, say) is tried again,
+// with backoff, before it is refused with an event. A job that keeps
+// failing must not hold the head of the queue.
+const maxJobAttempts = 5
+
+// handleOrRetry handles the claimed job; if that fails before an action
+// started, the attempt is counted and the job tried again later (or, past
+// maxJobAttempts, refused). The error returned is the handling's, bounded
+// in size: it may quote a client's data.
+func (e *Engine) handleOrRetry(ctx context.Context, c Claim) error {
+	err := e.handle(ctx, c)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	refused, rerr := c.Retry(ctx, err, maxJobAttempts)
+	err = fmt.Errorf("job %d: %s", c.Job().ID, store.Truncate(err.Error(), 1024))
+	if rerr != nil {
+		return fmt.Errorf("%w (%v)", err, rerr)
+	}
+	if refused {
+		e.m.jobs.WithLabelValues(string(store.OutcomeRefused)).Inc()
+		e.logger.Error("job refused after repeated failures", "job", c.Job().ID, "attempts", maxJobAttempts, "err", err)
+		return nil
+	}
+	return err
 }
 
 // claimFromStore claims through the Store, as a Claim.
@@ -450,28 +509,42 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	j := c.Job()
 	log := e.logger.With("job", j.ID, "remediation", j.Remediation, "alertname", j.Alertname, "step", j.Step)
 
-	// A worker died between intent and outcome: the action ran, or partly
-	// ran, with an unknown effect. Record that; never run it again. It is a
-	// failure of the target, and the remediation goes on at once — the
-	// ladder's next step (which first checks whether the target came back),
-	// or a sequence's — rather than waiting for Alertmanager to redeliver.
-	if orphan, orphaned, err := c.OrphanedAction(ctx); err != nil {
+	// An action of this job has not recorded its outcome. While its
+	// owner's lease holds, the owner is running it (perhaps through a
+	// database restart): wait, counting nothing. Once the lease has
+	// lapsed the owner is gone: record that the action was interrupted,
+	// with an unknown effect, and never run it again. It is a failure of
+	// the target, and the remediation goes on — the ladder's next step
+	// (which first checks whether the target came back) or a sequence's —
+	// once the interrupted action's own timeout has passed, so that a step
+	// never runs while the one before it may still run.
+	if orphan, orphaned, err := c.OrphanedAction(ctx, actionLease); err != nil {
 		return err
+	} else if orphaned && orphan.Held {
+		e.m.deferred.Inc()
+		return c.Defer(ctx, max(orphan.HeldFor, 100*time.Millisecond), fmt.Sprintf(
+			"%s of %s (action %d) is still running, held by %s", orphan.Action, orphan.Target, orphan.ActionID, orphan.Owner))
 	} else if orphaned {
-		log.Warn("marking an interrupted action", "action_id", orphan.ActionID, "target", orphan.Target)
+		log.Warn("marking an interrupted action", "action_id", orphan.ActionID, "target", orphan.Target, "owner", orphan.Owner)
 		e.m.jobs.WithLabelValues(string(store.JobInterrupted)).Inc()
 		followUp := &store.FollowUp{}
 		if r := cfg.Remediation(j.Remediation); r != nil && r.IsSequence() {
 			followUp = nextInSequence(r, j)
 		}
+		if followUp != nil {
+			followUp.After = orphan.RunsFor
+		}
+		const why = "its worker stopped renewing its lease between intent and outcome (selfheal stopped, or lost the database for longer than the lease)"
 		return c.Finish(ctx, store.Outcome{
-			State: store.JobInterrupted, Reason: "selfheal stopped between intent and outcome", Target: orphan.Target,
+			State: store.JobInterrupted, Reason: "interrupted: " + why, Target: orphan.Target,
 			ActionID: orphan.ActionID, ActionStatus: store.ActionInterrupted,
-			ActionError: "selfheal stopped between intent and outcome; the effect is unknown",
+			ActionError: why + "; the effect is unknown",
 			Failure:     &store.Failure{Type: orphan.Action, Status: string(store.ActionInterrupted)},
 			FollowUp:    followUp,
 			Events: []store.Event{{Severity: store.SeverityError, Type: "action_interrupted", Target: orphan.Target,
-				Message: fmt.Sprintf("%s of %s was interrupted (selfheal stopped while it ran); it is not repeated, and the remediation goes on", orphan.Action, orphan.Target)}},
+				Details: map[string]any{"action_id": orphan.ActionID, "owner": orphan.Owner, "next_step_after_seconds": orphan.RunsFor.Seconds()},
+				Message: fmt.Sprintf("%s of %s was interrupted (%s); it is not repeated, and the remediation goes on once its timeout has passed (in %s)",
+					orphan.Action, orphan.Target, why, orphan.RunsFor.Round(time.Second))}},
 		})
 	}
 
@@ -493,10 +566,15 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	}
 	switch canonical, err := e.canonical(ctx, r, target); {
 	case action.IsTransient(err):
+		// Bounded and told as an unreachable target is.
+		d := limitsOf(cfg).unreachable(j.Waited, fmt.Errorf("cannot resolve %s now: %w", target, err))
+		if d.Verdict == Refuse {
+			return e.finish(ctx, c, target, d, r)
+		}
 		e.m.deferred.Inc()
-		return c.Defer(ctx, time.Second, fmt.Sprintf("cannot resolve %s now: %v", target, err))
+		return c.Defer(ctx, d.RetryAfter, d.Reason, e.unreachableEvent(j, target, d)...)
 	case err != nil:
-		return err
+		return e.finish(ctx, c, target, Decision{Verdict: Refuse, Reason: fmt.Sprintf("cannot resolve target %s: %v", target, err)}, r)
 	case canonical != target:
 		log.Debug("target resolved", "rendered", target, "canonical", canonical)
 		target = canonical
@@ -561,6 +639,12 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 		}
 		d = Decide(in, st.Now)
 	}
+	return e.settle(ctx, c, r, target, in, d, log)
+}
+
+// settle carries out decision d on input in: defer the job, run the
+// action, or record a decision that runs nothing.
+func (e *Engine) settle(ctx context.Context, c Claim, r *policy.Remediation, target string, in Input, d Decision, log *slog.Logger) error {
 	log.Debug("decided", "target", target, "verdict", d.Verdict, "reason", d.Reason)
 	if why := stormOf(in, d); why != "" && !e.storming.Swap(true) {
 		log.Info(why+": deciding the queue in rounds", "round_size", roundSize)
@@ -569,16 +653,24 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	case Defer:
 		e.m.deferred.Inc()
 		var events []store.Event
-		if action.IsTransient(in.PermitErr) && !strings.HasPrefix(j.Reason, reasonUnreachable) {
-			// Once per job, not on every retry.
-			events = append(events, store.Event{Severity: store.SeverityWarning, Type: "target_unreachable", Target: target, Message: d.Reason})
+		if action.IsTransient(in.PermitErr) {
+			events = e.unreachableEvent(c.Job(), target, d)
 		}
 		return c.Defer(ctx, d.RetryAfter, d.Reason, events...)
 	case Run:
-		return e.run(ctx, c, r, target, d, log)
+		return e.run(ctx, c, r, target, in, d, log)
 	default:
 		return e.finish(ctx, c, target, d, r)
 	}
+}
+
+// unreachableEvent is the event a job deferred for an unreachable target
+// records: once per job, not at every retry.
+func (e *Engine) unreachableEvent(j store.Job, target string, d Decision) []store.Event {
+	if strings.HasPrefix(j.Reason, reasonUnreachable) {
+		return nil
+	}
+	return []store.Event{{Severity: store.SeverityWarning, Type: "target_unreachable", Target: target, Message: d.Reason}}
 }
 
 // countsOutage reports whether the job's alert occurrence is itself a
@@ -755,111 +847,6 @@ func decisionEvent(j store.Job, target string, d Decision) store.Event {
 		ev.Severity = store.SeverityInfo
 	}
 	return ev
-}
-
-// run writes the intent, runs the action under its timeout, and records
-// the outcome. A failure is counted against the target and queues the next
-// step of the ladder (or, at the limit, its escalation).
-func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target string, d Decision, log *slog.Logger) error {
-	e.m.decisions.WithLabelValues(string(Run)).Inc()
-	details := map[string]any{"cooldown_seconds": r.Cooldown.D().Seconds()}
-	req := stepRequest(r, d.Action, c.Job(), target)
-	req.Reason = d.Reason
-	if t, ok := e.executors[d.Action.Type].(action.Toucher); ok {
-		tctx, cancel := context.WithTimeout(ctx, permitTimeout)
-		touches, err := t.Touches(tctx, req)
-		cancel()
-		if err == nil {
-			details["touches"] = touches
-		}
-	}
-	actionID, err := c.RecordIntent(ctx, store.Intent{Target: target, Action: d.Action.Type, Category: r.Category,
-		Attempt: d.Attempt, Reason: d.Reason, Details: details})
-	if err != nil {
-		return err // nothing ran; the job goes back to the queue
-	}
-	log = log.With("target", target, "action", d.Action.Type, "attempt", d.Attempt, "action_id", actionID)
-	log.Info("running action")
-
-	// The action runs to its own timeout even when selfheal is asked to
-	// stop, so its outcome is recorded rather than left interrupted.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout.D())
-	start := time.Now()
-	req.ActionID = actionID
-	res, err := e.executors[d.Action.Type].Execute(actx, req)
-	elapsed := time.Since(start)
-	if err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
-		err = fmt.Errorf("timed out after %s: %w", r.Timeout, err)
-	}
-	cancel()
-	e.m.actionDuration.WithLabelValues(d.Action.Type).Observe(elapsed.Seconds())
-
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer rcancel()
-	others, otherEvents := touched(res.Touched)
-	if err == nil {
-		log.Info("action succeeded", "duration", elapsed)
-		e.m.actions.WithLabelValues(d.Action.Type, string(store.ActionSucceeded)).Inc()
-		e.m.jobs.WithLabelValues(string(store.OutcomeSucceeded)).Inc()
-		var revert *store.Revert
-		if res.Revert != nil {
-			revert = &store.Revert{Host: e.host, ActionType: d.Action.Type, Target: target, Data: res.Revert}
-			defer e.revertGen.Add(1) // once the outcome is recorded
-		}
-		return c.Finish(rctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: target, Reason: d.Reason,
-			ResolveOccurrence: fastHealed(c.Job(), store.OutcomeSucceeded),
-			ActionID:          actionID, ActionStatus: store.ActionSucceeded, ActionDetail: res.Details, Revert: revert,
-			FollowUp: nextInSequence(r, c.Job()), Touched: others,
-			Events: append(otherEvents, store.Event{Severity: store.SeverityInfo, Type: "action_succeeded", Target: target,
-				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
-				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}),
-		})
-	}
-	log.Warn("action failed", "duration", elapsed, "err", err)
-	e.m.actions.WithLabelValues(d.Action.Type, string(store.ActionFailed)).Inc()
-	e.m.jobs.WithLabelValues(string(store.OutcomeFailed)).Inc()
-	followUp := &store.FollowUp{} // the ladder's next step
-	if r.IsSequence() {
-		followUp = nextInSequence(r, c.Job())
-	}
-	return c.Finish(rctx, store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: target, Reason: d.Reason,
-		ActionID: actionID, ActionStatus: store.ActionFailed, ActionError: err.Error(), ActionDetail: res.Details,
-		Failure:  &store.Failure{Type: d.Action.Type, Status: string(store.ActionFailed)},
-		FollowUp: followUp, Touched: others,
-		Events: append(otherEvents, store.Event{Severity: store.SeverityError, Type: "action_failed", Target: target,
-			Message: fmt.Sprintf("%s of %s failed (attempt %d): %v", d.Action.Type, target, d.Attempt, err),
-			Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}),
-	})
-}
-
-// touched turns what an action did beside its target into a row for each
-// container it acted on and an event for each, acted on or left alone.
-func touched(list []action.Touched) ([]store.TouchedAction, []store.Event) {
-	var rows []store.TouchedAction
-	var events []store.Event
-	for _, t := range list {
-		details := map[string]any{"role": t.Role, "action": t.Action}
-		if t.Skipped != "" {
-			details["skipped"] = t.Skipped
-			events = append(events, store.Event{Severity: store.SeverityWarning, Type: "left_alone", Target: t.Target,
-				Message: fmt.Sprintf("%s (%s) left alone: %s", t.Target, t.Role, t.Skipped), Details: details})
-			continue
-		}
-		row := store.TouchedAction{Target: t.Target, Action: t.Action, Status: store.ActionSucceeded,
-			Started: t.Started, Ended: t.Ended, Details: details}
-		took := t.Ended.Sub(t.Started).Round(time.Millisecond)
-		details["seconds"] = t.Ended.Sub(t.Started).Seconds()
-		ev := store.Event{Severity: store.SeverityInfo, Type: "touched", Target: t.Target, Details: details,
-			Message: fmt.Sprintf("%s of %s (%s) succeeded in %s", t.Action, t.Target, t.Role, took)}
-		if t.Err != nil {
-			row.Status, row.Error = store.ActionFailed, t.Err.Error()
-			ev.Severity = store.SeverityError
-			ev.Message = fmt.Sprintf("%s of %s (%s) failed after %s: %v", t.Action, t.Target, t.Role, took, t.Err)
-		}
-		rows = append(rows, row)
-		events = append(events, ev)
-	}
-	return rows, events
 }
 
 // joinsFastPath finds the fast path's occurrence an Alertmanager alert is

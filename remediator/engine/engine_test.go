@@ -36,10 +36,13 @@ type fakeClaim struct {
 	outcome  *store.Outcome
 	fast     *store.FastOccurrence // the fast path's occurrence an alert may join
 	released bool
+	refuse   *store.Admitted // admission refuses the intent with these counts
+	renewals int
+	retried  error
 }
 
 func (c *fakeClaim) Job() store.Job { return c.job }
-func (c *fakeClaim) OrphanedAction(context.Context) (store.Orphan, bool, error) {
+func (c *fakeClaim) OrphanedAction(context.Context, time.Duration) (store.Orphan, bool, error) {
 	if c.orphan == nil {
 		return store.Orphan{}, false, nil
 	}
@@ -71,9 +74,17 @@ func (c *fakeClaim) FastOccurrence(context.Context, string, string, time.Time, t
 	}
 	return *c.fast, true, nil
 }
-func (c *fakeClaim) RecordIntent(_ context.Context, in store.Intent) (int64, error) {
+func (c *fakeClaim) RecordIntent(_ context.Context, in store.Intent) (store.Admitted, error) {
+	if c.refuse != nil {
+		return *c.refuse, nil
+	}
 	c.intent = &in
-	return 7, nil
+	return store.Admitted{ActionID: 7}, nil
+}
+func (c *fakeClaim) Renew(context.Context, time.Duration) error { c.renewals++; return nil }
+func (c *fakeClaim) Retry(_ context.Context, cause error, _ int) (bool, error) {
+	c.retried = cause
+	return false, nil
 }
 func (c *fakeClaim) Defer(_ context.Context, _ time.Duration, reason string, events ...store.Event) error {
 	c.deferred, c.events = reason, events
@@ -98,6 +109,8 @@ type fakeExec struct {
 	ran       []action.Request
 	permitFor map[string]error // by target; else permit
 	permits   int              // Permit calls
+	// revertPlan is what undoing the action will need (PlanRevert).
+	revertPlan map[string]any
 }
 
 func (x *fakeExec) Permit(_ context.Context, r action.Request) error {
@@ -147,7 +160,7 @@ func (f *fakeStore) ApplyRetention(context.Context) (map[string]int64, error) {
 func (*fakeStore) JobCounts(context.Context) (map[string]int64, error) {
 	return map[string]int64{}, nil
 }
-func (f *fakeStore) DueReverts(context.Context, string, bool) ([]store.PendingRevert, error) {
+func (f *fakeStore) DueReverts(context.Context, string, string) ([]store.PendingRevert, error) {
 	due := f.reverts
 	f.reverts = nil
 	return due, nil
@@ -166,8 +179,8 @@ func (f *fakeStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Dura
 	f.ingested = append(f.ingested, a...)
 	return store.IngestResult{JobsQueued: len(a)}, nil
 }
-func (f *fakeStore) NodeHeartbeat(context.Context, store.NodeBeat) error { return nil }
-func (f *fakeStore) NodeStopped(context.Context, string, string) error   { return nil }
+func (f *fakeStore) NodeHeartbeat(context.Context, store.NodeBeat) ([]string, error) { return nil, nil }
+func (f *fakeStore) NodeStopped(context.Context, string, string) error               { return nil }
 func (f *fakeStore) NextDue(context.Context, []string) (time.Time, bool, error) {
 	return time.Time{}, false, nil
 }
@@ -401,12 +414,36 @@ func TestHandle(t *testing.T) {
 					t.Fatalf("target %q outages %v", c.outcome.Target, c.outages)
 				}
 			}},
-		{name: "name not resolvable now: deferred",
+		{name: "name not resolvable now: deferred, once with an event",
 			claim: &fakeClaim{job: job("service-down", "llm", 1)},
 			execs: map[string]*fakeExec{"restart": {canonErr: transient}},
 			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
-				if !strings.HasPrefix(c.deferred, "cannot resolve llm now") {
+				if !strings.HasPrefix(c.deferred, reasonUnreachable) || !strings.Contains(c.deferred, "cannot resolve llm now: Docker away") {
 					t.Fatalf("deferred %q", c.deferred)
+				}
+				if len(c.events) != 1 || c.events[0].Type != "target_unreachable" {
+					t.Fatalf("events %+v, want one target_unreachable", c.events)
+				}
+			}},
+		{name: "name not resolvable for unreachable_for: refused, critical",
+			claim: func() *fakeClaim {
+				j := job("service-down", "llm", 1)
+				j.Waited, j.Reason = 6*time.Minute, reasonUnreachable+", trying again in 30s: cannot resolve llm now"
+				return &fakeClaim{job: j}
+			}(),
+			execs: map[string]*fakeExec{"restart": {canonErr: transient}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome == nil || c.outcome.Result != store.OutcomeRefused || !strings.Contains(c.outcome.Reason, "stayed unreachable for 6m0s") ||
+					c.outcome.Events[0].Severity != store.SeverityCritical {
+					t.Fatalf("outcome %+v", c.outcome)
+				}
+			}},
+		{name: "name that can never resolve (an ambiguous ID prefix): refused at once",
+			claim: &fakeClaim{job: job("service-down", "ab12", 1)},
+			execs: map[string]*fakeExec{"restart": {canonErr: errors.New("multiple IDs found with provided prefix: ab12")}},
+			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
+				if c.outcome == nil || c.outcome.Result != store.OutcomeRefused || !strings.Contains(c.outcome.Reason, "cannot resolve target ab12: multiple IDs") {
+					t.Fatalf("outcome %+v", c.outcome)
 				}
 			}},
 		{name: "another node's alert: skipped",
@@ -552,6 +589,9 @@ func TestNoJob(t *testing.T) {
 }
 
 func (x *fakeExec) Revert(context.Context, string, map[string]any) error { return x.execErr }
+func (x *fakeExec) PlanRevert(context.Context, action.Request) (map[string]any, error) {
+	return x.revertPlan, nil
+}
 
 // TestCriticalEventsRaiseAndResolve: the engine raises its own alert at
 // the threshold, with the node's label, and resolves it below.

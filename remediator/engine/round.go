@@ -118,7 +118,7 @@ func (e *Engine) processRound(ctx context.Context, f store.ClaimFilter) (bool, e
 		if c == nil {
 			continue // another worker took it, or it was cancelled
 		}
-		err = e.handle(ctx, c)
+		err = e.handleOrRetry(ctx, c)
 		c.Release()
 		if err != nil {
 			return true, err

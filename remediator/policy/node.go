@@ -69,10 +69,12 @@ func AlertNode(labels map[string]string) string {
 }
 
 // Names are every name this node answers to, lower-cased: its name, its
-// aliases and the loopback names.
+// aliases and, on one host, the loopback names. In a fleet a loopback name
+// says nothing about which node an alert is for — every node is
+// "localhost" to itself — so no node answers to it.
 func (n Node) Names() []string {
 	var names []string
-	for _, name := range append(append([]string{n.Name}, n.Aliases...), loopback...) {
+	for _, name := range n.candidates() {
 		if name = strings.ToLower(strings.TrimSpace(name)); name != "" && !slices.Contains(names, name) {
 			names = append(names, name)
 		}
@@ -80,14 +82,27 @@ func (n Node) Names() []string {
 	return names
 }
 
+func (n Node) candidates() []string {
+	names := append([]string{n.Name}, n.Aliases...)
+	if !n.Fleet {
+		names = append(names, loopback...)
+	}
+	return names
+}
+
 // Owns reports whether node names this host.
 func (n Node) Owns(node string) bool {
-	for _, name := range append(append([]string{n.Name}, n.Aliases...), loopback...) {
+	for _, name := range n.candidates() {
 		if name != "" && strings.EqualFold(name, node) {
 			return true
 		}
 	}
 	return false
+}
+
+// isLoopback reports whether node is a loopback name.
+func isLoopback(node string) bool {
+	return slices.ContainsFunc(loopback, func(l string) bool { return strings.EqualFold(l, node) })
 }
 
 // Foreign says why an alert is not this node's to act on, or "".
@@ -116,7 +131,11 @@ func (n Node) Of(labels map[string]string) string {
 // fleet an alert for another node is queued for that node's engine, and
 // only one naming no node may be refused.
 func (n Node) NotQueued(labels map[string]string) string {
-	if n.Fleet && AlertNode(labels) != "" {
+	switch node := AlertNode(labels); {
+	case n.Fleet && isLoopback(node):
+		return "the alert's node is " + node + ", which in a fleet names no node (every host is " + node +
+			" to itself): set a node label, as the shipped Prometheus configurations do by relabelling"
+	case n.Fleet && node != "":
 		return ""
 	}
 	return n.Foreign(labels)

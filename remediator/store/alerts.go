@@ -88,9 +88,11 @@ WITH input AS (
     SELECT a.fingerprint, a.starts_at, a.alertname, a.status, a.labels, a.annotations, a.generator_url, NULLIF(a.remediation, ''),
            CASE WHEN a.status = 'resolved' THEN a.ends_at END,
            CASE WHEN a.status = 'resolved' THEN now() END,
-           -- The node's own name for an alias or IP it heartbeats with;
-           -- else the label as given; else the enrolled node writing it.
-           COALESCE((SELECT n.name FROM nodes n WHERE lower(a.node) = ANY (n.names) ORDER BY n.last_heartbeat DESC LIMIT 1),
+           -- The node that holds the name (its own, or an alias or IP it
+           -- heartbeats with: each name is one node's, and a node's own
+           -- name always wins); else the label as given; else the
+           -- enrolled node writing it.
+           COALESCE((SELECT nn.node FROM node_names nn WHERE nn.name = lower(a.node)),
                     NULLIF(lower(a.node), ''), (SELECT selfheal_node()))
     FROM input a
     ORDER BY a.i

@@ -270,7 +270,7 @@ func TestLastTouch(t *testing.T) {
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
-	if _, err := c.RecordIntent(ctx, store.Intent{Target: "application", Action: "hard_restart", Category: "C", Attempt: 1,
+	if _, err := c.RecordIntent(ctx, store.Intent{Target: "application", Action: "hard_restart", Category: "C", Attempt: 1, Owner: "test", Lease: time.Minute,
 		Details: map[string]any{"touches": []string{"db", "llm"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -400,10 +400,11 @@ func TestTouchedContainers(t *testing.T) {
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
-	id, err := c.RecordIntent(ctx, store.Intent{Target: "gateway", Action: "restart", Category: "A", Attempt: 1})
+	adm, err := c.RecordIntent(ctx, store.Intent{Target: "gateway", Action: "restart", Category: "A", Attempt: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := adm.ActionID
 	began := time.Now()
 	if err := c.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: "gateway",
 		ActionID: id, ActionStatus: store.ActionFailed, ActionError: "a dependent failed",
@@ -441,11 +442,12 @@ func TestCooldownUntil(t *testing.T) {
 		t.Fatal(c, err)
 	}
 	defer c.Release()
-	id, err := c.RecordIntent(ctx, store.Intent{Target: "llm", Action: "http", Category: "B", Attempt: 1,
+	adm, err := c.RecordIntent(ctx, store.Intent{Target: "llm", Action: "http", Category: "B", Attempt: 1,
 		Details: map[string]any{"cooldown_seconds": 300.0}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := adm.ActionID
 	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE id = $1
 		AND cooldown_until BETWEEN started_at + interval '299 seconds' AND started_at + interval '301 seconds'`, id); n != 1 {
 		t.Fatal("cooldown_until not recorded")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,8 +28,12 @@ type NodeBeat struct {
 	ConfigFingerprint string
 }
 
-// NodeHeartbeat records that the node's engine is alive.
-func (s *Store) NodeHeartbeat(ctx context.Context, b NodeBeat) error {
+// NodeHeartbeat records that the node's engine is alive, by the
+// database's clock, and claims the node's names: its own, which always
+// wins, and its aliases, except those that are another node's name or
+// alias (returned; they are not the node's). An alert's node is resolved
+// through those names.
+func (s *Store) NodeHeartbeat(ctx context.Context, b NodeBeat) (refused []string, err error) {
 	names := b.Names
 	if names == nil {
 		names = []string{b.Name}
@@ -38,23 +43,30 @@ func (s *Store) NodeHeartbeat(ctx context.Context, b NodeBeat) error {
 		WHERE name = $1 AND engine = $2 AND names = $3 AND version = $4 AND config_fingerprint = $5`,
 		b.Name, b.Engine, names, b.Version, b.ConfigFingerprint)
 	if err != nil {
-		return fmt.Errorf("node heartbeat: %w", err)
+		return nil, fmt.Errorf("node heartbeat: %w", err)
 	}
 	if tag.RowsAffected() == 1 {
-		return nil
+		return nil, nil
 	}
-	_, err = s.pool.Exec(ctx, `
-		INSERT INTO nodes (name, names, engine, version, config_fingerprint)
-		VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (name) DO UPDATE SET names = EXCLUDED.names, version = EXCLUDED.version,
-			config_fingerprint = EXCLUDED.config_fingerprint, last_heartbeat = now(), stopped_at = NULL,
-			started_at = CASE WHEN nodes.engine = EXCLUDED.engine THEN nodes.started_at ELSE now() END,
-			engine = EXCLUDED.engine`,
-		b.Name, names, b.Engine, b.Version, b.ConfigFingerprint)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT selfheal_claim_node_names($1, $2)`, b.Name, names).Scan(&refused); err != nil {
+			return err
+		}
+		kept := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(refused, n) })
+		_, err := tx.Exec(ctx, `
+			INSERT INTO nodes (name, names, engine, version, config_fingerprint)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (name) DO UPDATE SET names = EXCLUDED.names, version = EXCLUDED.version,
+				config_fingerprint = EXCLUDED.config_fingerprint, last_heartbeat = now(), stopped_at = NULL,
+				started_at = CASE WHEN nodes.engine = EXCLUDED.engine THEN nodes.started_at ELSE now() END,
+				engine = EXCLUDED.engine`,
+			b.Name, kept, b.Engine, b.Version, b.ConfigFingerprint)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("node heartbeat: %w", err)
+		return nil, fmt.Errorf("node heartbeat: %w", err)
 	}
-	return nil
+	return refused, nil
 }
 
 // NodeStopped records that the node's engine stopped cleanly (if it is
@@ -254,8 +266,14 @@ func (s *Store) Enrol(ctx context.Context, node string, webhook bool, base strin
 		if webhook {
 			return nil
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO node_roles (role_name, node) VALUES ($1, $2)
-			ON CONFLICT (role_name) DO UPDATE SET node = EXCLUDED.node`, e.Role, node)
+		if _, err := tx.Exec(ctx, `INSERT INTO node_roles (role_name, node) VALUES ($1, $2)
+			ON CONFLICT (role_name) DO UPDATE SET node = EXCLUDED.node`, e.Role, node); err != nil {
+			return err
+		}
+		// Its name is its own from now on, even if another node had
+		// claimed it as an alias before it was enrolled.
+		_, err := tx.Exec(ctx, `INSERT INTO node_names (name, node) VALUES ($1, $1)
+			ON CONFLICT (name) DO UPDATE SET node = EXCLUDED.node`, node)
 		return err
 	})
 	if err != nil {

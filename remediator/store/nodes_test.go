@@ -110,10 +110,11 @@ func TestNodeCredentialsReachOnlyTheirNode(t *testing.T) {
 		if _, err := c.LoadState(ctx, store.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: time.Hour, StormWindow: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
-		id, err := c.RecordIntent(ctx, store.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1, Reason: "test"})
+		adm, err := c.RecordIntent(ctx, store.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1, Reason: "test"})
 		if err != nil {
 			t.Fatal(err)
 		}
+		id := adm.ActionID
 		if err := c.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: "llm", ActionID: id,
 			ActionStatus: store.ActionFailed, Failure: &store.Failure{Type: "restart", Status: "failed"},
 			Escalation: &store.Escalation{To: "critical-recovery", Reason: "test"},
@@ -207,7 +208,7 @@ func TestJobsWaitForASilentNode(t *testing.T) {
 	if res := ingest(fleetAlert("edge-01", "a")); res.Waiting != 1 || res.Nodes[0] != "edge-01" {
 		t.Fatalf("a job for a node never heard from: %+v", res)
 	}
-	if err := s.NodeHeartbeat(ctx, store.NodeBeat{Name: "edge-01", Names: []string{"edge-01", "10.0.0.1"}, Engine: "e1"}); err != nil {
+	if _, err := s.NodeHeartbeat(ctx, store.NodeBeat{Name: "edge-01", Names: []string{"edge-01", "10.0.0.1"}, Engine: "e1"}); err != nil {
 		t.Fatal(err)
 	}
 	alias := fleetAlert("10.0.0.1", "b")

@@ -18,10 +18,10 @@ type PendingRevert struct {
 	Why string
 }
 
-// DueReverts returns this host's changes whose alert has resolved (or is
-// gone); with all, every one of this host's changes not yet undone
-// (selfheal is stopping).
-func (s *Store) DueReverts(ctx context.Context, host string, all bool) ([]PendingRevert, error) {
+// DueReverts returns the changes on node's devices whose alert has
+// resolved (or is gone), whoever made them; with owner set (selfheal is
+// stopping), also every change that replica made and has not undone.
+func (s *Store) DueReverts(ctx context.Context, node, owner string) ([]PendingRevert, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT r.id, r.action_type, r.target, r.data,
 		       CASE WHEN o.status = 'resolved' THEN 'alert resolved'
@@ -29,8 +29,8 @@ func (s *Store) DueReverts(ctx context.Context, host string, all bool) ([]Pendin
 		            ELSE 'selfheal stopping' END
 		FROM pending_reverts r
 		LEFT JOIN alert_occurrences o ON o.id = r.occurrence_id
-		WHERE r.reverted_at IS NULL AND r.host = $2 AND ($1 OR o.id IS NULL OR o.status = 'resolved')
-		ORDER BY r.id`, all, host)
+		WHERE r.reverted_at IS NULL AND r.host = $1 AND (r.owner = $2 OR o.id IS NULL OR o.status = 'resolved')
+		ORDER BY r.id`, node, owner)
 	if err != nil {
 		return nil, fmt.Errorf("read pending reverts: %w", err)
 	}

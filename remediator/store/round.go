@@ -67,10 +67,12 @@ func (r *Round) Release() { r.release() }
 
 // LockTargets takes, for the rest of the round, the per-target advisory
 // lock of each target it can, without waiting (the lock LockTarget takes),
-// and returns those it holds.
+// and returns those it holds on which no action runs.
 func (r *Round) LockTargets(ctx context.Context, targets []string) (map[string]bool, error) {
-	rows, err := r.tx.Query(ctx, `SELECT t FROM unnest($1::text[]) t
-		WHERE pg_try_advisory_xact_lock(hashtextextended('selfheal/target/' || t, 0))`, targets)
+	rows, err := r.tx.Query(ctx, fmt.Sprintf(`SELECT t FROM unnest($1::text[]) t
+		WHERE pg_try_advisory_xact_lock(%s)
+		  AND NOT EXISTS (SELECT 1 FROM recovery_actions WHERE status = 'running' AND service_name = t AND parent_action_id IS NULL)`,
+		fmt.Sprintf(targetLockKey, "t")), targets)
 	locked, err := stringSet(rows, err)
 	if err != nil {
 		return nil, fmt.Errorf("lock a round's targets: %w", err)

@@ -23,7 +23,9 @@ func open(t *testing.T) (*store.Store, *pgx.Conn) {
 	t.Helper()
 	dsn := pgtest.DSN(t)
 	ctx := context.Background()
-	s, err := store.Open(ctx, dsn, store.Options{})
+	// Enough connections for a test's claims, each holding one, as many
+	// workers would.
+	s, err := store.Open(ctx, dsn, store.Options{MaxConns: 16})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,208 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// State is what the database knows that a decision depends on. Failures,
+// escalations and cooldowns are counted per target and remediation: the
+// remediation a ladder escalates to starts its own count on the same
+// target.
+type State struct {
+	Now         time.Time
+	Paused      bool
+	PauseReason string
+	// FailuresInWindow counts the target's failures: its detected outages
+	// (OutageCounted says whether this occurrence's is among them) and its
+	// failed actions.
+	FailuresInWindow int
+	OutageCounted    bool
+	EscalatedAt      time.Time // an open escalation; zero when none
+	EscalatedTo      string
+	// LastEscalationAt is the newest escalation in the failure window,
+	// cleared or not: a target escalates at most once per window.
+	LastEscalationAt     time.Time
+	LastActionAt         time.Time // last action of this remediation on this target; zero when none
+	ActionsInStormWindow int
+	RunningActions       int
+	// RebootPendingSince is set while a guarded reboot is under way.
+	RebootPendingSince time.Time
+}
+
+// StateQuery says which target and windows a decision looks at.
+type StateQuery struct {
+	Target        string
+	Remediation   string
+	FailureWindow time.Duration
+	StormWindow   time.Duration
+}
+
+// rebootPendingFor is how long a reboot that was started but never
+// validated holds smaller actions back; a reboot that did not happen by
+// then has failed, and healing goes on.
+const rebootPendingFor = 10 * time.Minute
+
+// stateQuery is the decision state of one target and remediation, with
+// the database's clock. Its placeholders are parameters in stateSQL (one
+// decision) and columns in roundStateSQL (a round's).
+const stateQuery = `
+SELECT statement_timestamp(),
+       s.paused, s.reason,
+       f.failures, f.outage_counted,
+       esc.created_at, COALESCE(esc.escalate_to, ''),
+       (SELECT max(created_at) FROM escalations
+         WHERE service_name = {target} AND remediation = {remediation}
+           AND created_at >= statement_timestamp() - {failure_window} * interval '1 second'),
+       (SELECT max(started_at) FROM recovery_actions WHERE service_name = {target} AND remediation = {remediation}),
+       (SELECT count(*) FROM recovery_actions
+         WHERE started_at >= statement_timestamp() - {storm_window} * interval '1 second' AND status <> 'dry_run'),
+       (SELECT count(*) FROM recovery_actions WHERE status = 'running'),
+       (SELECT min(requested_at) FROM reboot_events
+         WHERE status IN ('pending', 'rebooting')
+           AND requested_at >= statement_timestamp() - {reboot_pending} * interval '1 second')
+FROM engine_settings s
+CROSS JOIN LATERAL (
+    -- The target's failures in the window, and whether this alert's outage
+    -- is among them, in one read of (service_name, remediation,
+    -- failure_time). No condition on failure_type: the partial index on
+    -- outages by occurrence would then qualify, and a plan made without
+    -- statistics chose it and read it whole for every decision.
+    SELECT count(*) AS failures,
+           COALESCE(bool_or(failure_type = 'outage' AND (occurrence_id = {occurrence} OR failure_time >= {starts_at})), false)
+               AS outage_counted
+    FROM service_failures
+    WHERE service_name = {target} AND remediation = {remediation}
+      AND failure_time >= statement_timestamp() - {failure_window} * interval '1 second'
+) f
+LEFT JOIN LATERAL (
+    SELECT created_at, escalate_to FROM escalations
+    WHERE service_name = {target} AND remediation = {remediation} AND cleared_at IS NULL
+      AND created_at >= statement_timestamp() - {failure_window} * interval '1 second'
+    ORDER BY created_at DESC LIMIT 1
+) esc ON true`
+
+var stateSQL = strings.NewReplacer("{target}", "$1", "{remediation}", "$2", "{failure_window}", "$3", "{storm_window}", "$4",
+	"{occurrence}", "$5", "{reboot_pending}", "$6", "{starts_at}", "$7").Replace(stateQuery)
+
+// LoadState reads the decision state for q, with the database's clock. The
+// clock is statement_timestamp(): stable within the statement, so every
+// time bound above is an index range (clock_timestamp() is volatile, and a
+// bound on it is evaluated row by row — a scan of the whole table).
+func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
+	return scanState(c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
+		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt), q)
+}
+
+// ReadState reads the state a decision on q would meet now, for an alert
+// that starts now, changing nothing (selfheal plan).
+func (s *Store) ReadState(ctx context.Context, q StateQuery) (State, error) {
+	var st State
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		st, err = scanState(tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
+			int64(0), rebootPendingFor.Seconds(), time.Now()), q)
+		return err
+	})
+	return st, err
+}
+
+func scanState(row pgx.Row, q StateQuery) (State, error) {
+	var st State
+	var escalatedAt, lastEscalation, lastAction, reboot *time.Time
+	err := row.Scan(
+		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &st.OutageCounted, &escalatedAt, &st.EscalatedTo,
+		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &st.RunningActions, &reboot)
+	if err != nil {
+		return State{}, fmt.Errorf("load decision state for %q: %w", q.Target, err)
+	}
+	for _, t := range []struct {
+		dst *time.Time
+		src *time.Time
+	}{{&st.EscalatedAt, escalatedAt}, {&st.LastEscalationAt, lastEscalation}, {&st.LastActionAt, lastAction}, {&st.RebootPendingSince, reboot}} {
+		if t.src != nil {
+			*t.dst = *t.src
+		}
+	}
+	return st, nil
+}
+
+// RecordOutage counts the job's alert occurrence as one failure of
+// target, once (recordOutagesSQL): recording it again (a deferred job
+// looked at anew, another replica) changes nothing. It commits with the
+// claim's outcome.
+func (c *Claim) RecordOutage(ctx context.Context, target string) error {
+	return recordOutages(ctx, c.tx, []Outage{{Job: c.job, Target: target}})
+}
+
+// Touch is an action of selfheal's on a target.
+type Touch struct {
+	ActionID    int64
+	Action      string
+	Remediation string
+	Started     time.Time
+	Completed   time.Time // zero while it runs
+	Running     bool
+}
+
+// LastTouch returns an action, for another alert occurrence, that acted on
+// the container target — a restart or stop and start of it, or an action
+// that recorded it among the containers it touches — and had not finished
+// before since: one still running if there is one, else the newest.
+func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (Touch, bool, error) {
+	var t Touch
+	var completed *time.Time
+	err := c.tx.QueryRow(ctx, `
+		SELECT id, action_type, COALESCE(remediation, ''), started_at, completed_at, status = 'running'
+		FROM recovery_actions
+		WHERE started_at >= $2::timestamptz - interval '1 hour'
+		  AND ((service_name = $1 AND action_type IN ('restart', 'stop_start')) OR details->'touches' ? $1)
+		  AND status <> 'dry_run'
+		  AND (completed_at IS NULL OR completed_at >= $2)
+		  AND NOT EXISTS (SELECT 1 FROM remediation_jobs j WHERE j.id = recovery_actions.job_id AND j.occurrence_id = $3)
+		ORDER BY status = 'running' DESC, started_at DESC
+		LIMIT 1`, target, since, c.job.OccurrenceID).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Touch{}, false, nil
+	}
+	if err != nil {
+		return Touch{}, false, fmt.Errorf("look up selfheal's actions on %q: %w", target, err)
+	}
+	if completed != nil {
+		t.Completed = *completed
+	}
+	return t, true, nil
+}
+
+// FastOccurrence is the fast path's occurrence of an outage.
+type FastOccurrence struct {
+	ID       int64
+	StartsAt time.Time // the Docker event
+	Firing   bool      // its remediation is still under way
+}
+
+// FastOccurrence returns the fast path's occurrence of remediation on
+// target that an alert which started at startsAt may belong to: opened by a
+// Docker event no later than the alert began (a second's slack for
+// clocks), and still firing or healed no more than within before it.
+func (c *Claim) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (FastOccurrence, bool, error) {
+	var f FastOccurrence
+	err := c.tx.QueryRow(ctx, `
+		SELECT id, starts_at, status = 'firing' FROM alert_occurrences
+		WHERE labels->>'selfheal_path' = 'fast' AND remediation = $1 AND labels->>'selfheal_target' = $2
+		  AND starts_at <= $3::timestamptz + interval '1 second' AND starts_at >= $3::timestamptz - interval '1 day'
+		  AND (status = 'firing' OR resolved_at + $4 * interval '1 second' >= $3::timestamptz)
+		ORDER BY starts_at DESC LIMIT 1`, remediation, target, startsAt, within.Seconds()).Scan(&f.ID, &f.StartsAt, &f.Firing)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return FastOccurrence{}, false, nil
+	}
+	if err != nil {
+		return FastOccurrence{}, false, fmt.Errorf("find the fast path's occurrence for %s: %w", target, err)
+	}
+	return f, true, nil
+}
