@@ -51,7 +51,7 @@ func dockerCollector(b *testing.B, n int) *docker.Collector {
 	for range n {
 		dockertest.Run(b, dockertest.Spec{Labels: map[string]string{key: "yes"}, Stopped: true})
 	}
-	c := docker.New(api, docker.Options{OptIn: optin.New(key+"=yes", nil)}, slog.New(slog.DiscardHandler))
+	c := docker.New(api, docker.Options{OptIn: optin.NewCurrent(optin.New(key+"=yes", nil))}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	go c.Run(ctx)

@@ -97,9 +97,9 @@ func AddFlags(g flagGroup) *Flags {
 type Deps struct {
 	// DockerAPI is nil when Docker is not configured.
 	DockerAPI docker.API
-	// OptedIn is selfheal's opt-in rule: the containers the docker
-	// collector reports.
-	OptedIn optin.Rule
+	// OptedIn is selfheal's opt-in rule in force: the containers the
+	// docker collector reports.
+	OptedIn *optin.Current
 	// OnDockerEvent, when set, is told of opted-in containers' deaths and
 	// failed health checks (selfheal's fast path); it must not block.
 	OnDockerEvent func(docker.Event)

@@ -6,10 +6,13 @@
 --    as that replica renews its lease. Another worker takes the action over
 --    only once the lease has lapsed (the owner is gone), and starts the next
 --    step only once the action's own deadline (its timeout) has passed, so
---    a step never runs while the one before may still run.
+--    a step never runs while the one before may still run. A lease last
+--    written before the database itself started is given a lease's time
+--    after the start: its owner could not renew while the server was down.
 ALTER TABLE recovery_actions
     ADD COLUMN owner       text,         -- the replica running it
     ADD COLUMN lease_until timestamptz,  -- renewed by the owner while it runs
+    ADD COLUMN renewed_at  timestamptz,  -- when the lease was last written
     ADD COLUMN deadline    timestamptz;  -- its timeout: nothing of it runs after this
 
 -- 2. A job whose handling keeps failing is retried with backoff, then

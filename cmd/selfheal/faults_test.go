@@ -202,8 +202,8 @@ func TestDockerAwayDelaysHealing(t *testing.T) {
 
 // TestShutdownBound: SIGTERM while a restart waits out a container that
 // ignores SIGTERM. selfheal exits once --shutdown.timeout has passed, not
-// when the action would have ended; the next start records the action as
-// interrupted and goes on.
+// when the action would have ended, giving up the action's lease; the next
+// start records the action as interrupted at once and goes on.
 func TestShutdownBound(t *testing.T) {
 	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
 	dsn := pgtest.DSN(t)

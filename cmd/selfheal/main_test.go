@@ -179,9 +179,9 @@ func queryInt(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
 
 // TestKillBetweenIntentAndOutcome kills selfheal with SIGKILL while a
 // restart is in flight (the container ignores SIGTERM, so Docker waits out
-// the stop timeout). On the next start the action is marked interrupted and
-// never run again, however often the alert is delivered; the ladder goes on
-// and the container runs again.
+// the stop timeout). Once the dead owner's lease has lapsed, the next start
+// marks the action interrupted and never runs it again, however often the
+// alert is delivered; the ladder goes on and the container runs again.
 func TestKillBetweenIntentAndOutcome(t *testing.T) {
 	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
 	dsn := pgtest.DSN(t)
@@ -216,7 +216,8 @@ remediations:
 	}
 
 	daemon(t, env, config, addr)
-	dockertest.WaitFor(t, 10*time.Second, "action marked interrupted", func() bool {
+	// A SIGKILL leaves the lease to lapse (engine.actionLease, 15 s).
+	dockertest.WaitFor(t, 30*time.Second, "action marked interrupted", func() bool {
 		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'interrupted'`) == 1
 	})
 	simulate() // Alertmanager delivers again
@@ -339,8 +340,9 @@ remediations:
 
 // TestKillDuringStopStart: selfheal killed while a stop and start waits for
 // a container that ignores SIGTERM. After the restart the interruption
-// counts as one failure, and the container runs again without any
-// redelivery.
+// counts as one failure, and — once the interrupted action's timeout has
+// passed, so that nothing of it can still run — the container runs again
+// without any redelivery.
 func TestKillDuringStopStart(t *testing.T) {
 	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
 	dsn := pgtest.DSN(t)
@@ -355,7 +357,8 @@ remediations:
     category: A
     target: '{{ .Labels.service }}'
     steps: [{type: stop_start, wait: 1s}, restart]
-    verify: {timeout: 30s, stable_for: 1s}
+    timeout: 15s
+    verify: {timeout: 10s, stable_for: 1s}
 `)
 	addr := freeAddr(t)
 	first := daemon(t, env, config, addr)

@@ -31,8 +31,9 @@ type API interface {
 
 // Options selects the containers.
 type Options struct {
-	// OptIn is selfheal's opt-in rule: the containers reported.
-	OptIn optin.Rule
+	// OptIn is selfheal's opt-in rule in force: the containers reported.
+	// When a reload changes it, the containers are listed again.
+	OptIn *optin.Current
 	// All reports every container, opted in or not.
 	All bool
 	// OnEvent, when set, is told of every die and health_status: unhealthy
@@ -104,20 +105,38 @@ func (c *Collector) filters() filters.Args {
 	// Docker's filters cannot say "this label or one of these names": with
 	// names listed, every container's events come and Allows chooses.
 	f := filters.NewArgs()
-	if !c.opts.All && c.opts.OptIn.Label() != "" && len(c.opts.OptIn.Names()) == 0 {
-		f.Add("label", c.opts.OptIn.Label())
+	if rule := c.opts.OptIn.Rule(); !c.opts.All && rule.Label() != "" && len(rule.Names()) == 0 {
+		f.Add("label", rule.Label())
 	}
 	return f
 }
 
+// errRuleChanged ends a follow whose filters a reload made stale.
+var errRuleChanged = errors.New("the opt-in rule changed")
+
+// healthyAfter is how long a stream must have lasted for its loss to
+// count as a new trouble: the reconnection backoff starts again at a
+// second, rather than staying at its 30 s ceiling for ever after a few
+// losses long ago.
+const healthyAfter = time.Minute
+
 // Run follows the events stream until ctx ends, re-synchronising with a
-// full listing whenever the stream has to be opened again.
+// full listing whenever the stream has to be opened again, or the opt-in
+// rule changed.
 func (c *Collector) Run(ctx context.Context) {
 	backoff := time.Second
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := c.follow(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errRuleChanged) {
+			c.logger.Info("opt-in rule changed: listing the containers again")
+			continue
+		}
+		if time.Since(began) >= healthyAfter {
+			backoff = time.Second
 		}
 		c.mu.Lock()
 		c.synced, c.streamErr = false, err
@@ -138,12 +157,15 @@ func (c *Collector) follow(ctx context.Context) error {
 	f := c.filters()
 	f.Add("type", string(events.ContainerEventType))
 	// Subscribe before listing, so nothing that happens in between is lost.
+	changed := c.opts.OptIn.Changed()
 	msgs, errs := c.api.Events(ctx, events.ListOptions{Filters: f})
 	if err := c.resync(ctx); err != nil {
 		return err
 	}
 	for {
 		select {
+		case <-changed:
+			return errRuleChanged
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("events stream closed")
@@ -221,11 +243,12 @@ func (c *Collector) inspect(ctx context.Context, id string) (state, error) {
 	if info.HostConfig != nil && info.HostConfig.RestartPolicy.Name != "" {
 		st.restartPolicy = string(info.HostConfig.RestartPolicy.Name)
 	}
+	rule := c.opts.OptIn.Rule()
 	if info.Config != nil {
 		st.image = info.Config.Image
-		st.optedIn = c.opts.OptIn.Allows(info.Name, info.Config.Labels)
+		st.optedIn = rule.Allows(info.Name, info.Config.Labels)
 	} else {
-		st.optedIn = c.opts.OptIn.Allows(info.Name, nil)
+		st.optedIn = rule.Allows(info.Name, nil)
 	}
 	if s := info.State; s != nil {
 		st.running = s.Running && !s.Restarting

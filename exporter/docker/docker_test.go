@@ -2,13 +2,16 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/exporter/exportertest"
@@ -40,7 +43,7 @@ func start(t *testing.T, all bool) (*Collector, *countingAPI, map[string]string)
 	key := dockertest.UniqueName("selfheal.test.collector")
 	label := map[string]string{key: "yes"}
 	capi := &countingAPI{API: api}
-	c := New(capi, Options{OptIn: optin.New(key+"=yes", nil), All: all}, slog.New(slog.DiscardHandler))
+	c := New(capi, Options{OptIn: optin.NewCurrent(optin.New(key+"=yes", nil)), All: all}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -173,7 +176,7 @@ func TestOptedInByName(t *testing.T) {
 	listed := dockertest.Run(t, dockertest.Spec{})
 	other := dockertest.Run(t, dockertest.Spec{})
 	labelled := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{key: "yes"}})
-	c := New(api, Options{OptIn: optin.New(key+"=yes", []string{listed})}, slog.New(slog.DiscardHandler))
+	c := New(api, Options{OptIn: optin.NewCurrent(optin.New(key+"=yes", []string{listed}))}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -190,4 +193,101 @@ func TestOptedInByName(t *testing.T) {
 	if out := scrape(t, c); strings.Contains(out, `name="`+other+`"`) {
 		t.Errorf("a container neither labelled nor listed is reported:\n%s", out)
 	}
+}
+
+// TestRuleChangeTakesEffect: a reload that withdraws a container's opt-in
+// (or grants another's) changes what the collector reports, and whose
+// events it passes on, without a reconnection's backoff.
+func TestRuleChangeTakesEffect(t *testing.T) {
+	api, _ := dockertest.Client(t)
+	key := dockertest.UniqueName("selfheal.test.reload")
+	first := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{key: "yes"}})
+	second := dockertest.Run(t, dockertest.Spec{})
+	rule := optin.NewCurrent(optin.New(key+"=yes", nil))
+	var events atomic.Int64
+	c := New(api, Options{OptIn: rule, OnEvent: func(Event) { events.Add(1) }}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	dockertest.WaitFor(t, 10*time.Second, "collector in sync", func() bool {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return c.synced
+	})
+	waitFor(t, c, 10*time.Second, `selfheal_container_running{name="`+first+`"} 1`)
+
+	rule.Set(optin.New("", []string{second}))
+	waitFor(t, c, 10*time.Second, `selfheal_container_running{name="`+second+`"} 1`)
+	if out := scrape(t, c); strings.Contains(out, `name="`+first+`"`) {
+		t.Fatalf("a container whose opt-in was withdrawn is still reported:\n%s", out)
+	}
+	dockertest.Kill(t, first)
+	dockertest.Kill(t, second)
+	waitFor(t, c, 10*time.Second, `selfheal_container_running{name="`+second+`"} 0`)
+	if n := events.Load(); n != 1 {
+		t.Fatalf("%d events passed on, want 1: the death of the container still opted in, not of the withdrawn one", n)
+	}
+}
+
+// flakyEvents is a Docker API whose events stream fails after a while.
+type flakyEvents struct {
+	API
+	lastFor func(n int) time.Duration // how long the n-th stream lasts
+	opened  chan time.Time
+	n       int
+}
+
+func (f *flakyEvents) ContainerList(context.Context, container.ListOptions) ([]container.Summary, error) {
+	return nil, nil
+}
+
+func (f *flakyEvents) Events(ctx context.Context, _ events.ListOptions) (<-chan events.Message, <-chan error) {
+	f.n++
+	f.opened <- time.Now()
+	errs := make(chan error, 1)
+	d := f.lastFor(f.n)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+			errs <- errors.New("stream lost")
+		}
+	}()
+	return make(chan events.Message), errs
+}
+
+// TestReconnectBackoffResets: after a stream that stayed up for a while is
+// lost, the collector reconnects after a second again, not after the
+// backoff its earlier losses reached.
+func TestReconnectBackoffResets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		api := &flakyEvents{opened: make(chan time.Time, 100), lastFor: func(n int) time.Duration {
+			if n == 5 {
+				return 2 * healthyAfter // healthy for a while, then lost
+			}
+			return 0
+		}}
+		c := New(api, Options{OptIn: optin.NewCurrent(optin.New("x", nil))}, slog.New(slog.DiscardHandler))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { c.Run(ctx); close(done) }()
+		var opened []time.Time
+		for range 7 {
+			opened = append(opened, <-api.opened)
+		}
+		cancel()
+		<-done
+		gap := func(i int) time.Duration { return opened[i].Sub(opened[i-1]) }
+		// Losses 1–4 back off 1, 2, 4, 8 s; stream 5 lasts; its loss waits 1 s.
+		if gap(4) != 8*time.Second {
+			t.Fatalf("the fourth loss waited %s, want 8s", gap(4))
+		}
+		if got := gap(5) - 2*healthyAfter; got != time.Second {
+			t.Fatalf("after a healthy stream the reconnection waited %s, want 1s", got)
+		}
+		if gap(6) != 2*time.Second {
+			t.Fatalf("the next loss waited %s, want 2s", gap(6))
+		}
+	})
 }

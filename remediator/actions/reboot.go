@@ -79,7 +79,7 @@ func (p *RebootParams) Problems() []string {
 // RebootStore is the history the reboot guard reads and writes.
 type RebootStore interface {
 	RebootHistory(ctx context.Context, since time.Time) (int, time.Time, error)
-	StartReboot(ctx context.Context, r store.Reboot) (int64, error)
+	StartReboot(ctx context.Context, r store.Reboot, g store.RebootGuard) (int64, error)
 	FailReboot(ctx context.Context, id int64, reason string) error
 	RebootsToValidate(ctx context.Context) ([]store.Reboot, error)
 	RebootHappened(ctx context.Context, r store.Reboot) error
@@ -176,11 +176,15 @@ func (a Reboot) Execute(ctx context.Context, req action.Request) (action.Result,
 		return action.Result{}, fmt.Errorf("read the boot ID: %w", err)
 	}
 	pre := map[string]any{"services": services, "metrics": a.metrics(), "remediation": req.Remediation, "target": req.Target}
-	id, err := a.Store.StartReboot(ctx, store.Reboot{ActionID: req.ActionID, Reason: req.Reason, BootID: boot, PreState: pre})
+	// Permit checked the guard for the decision; the start checks it
+	// again, atomically with its record, against a reboot started since.
+	p := paramsOf[*RebootParams](req, newRebootParams)
+	id, err := a.Store.StartReboot(ctx, store.Reboot{ActionID: req.ActionID, Reason: req.Reason, BootID: boot, PreState: pre},
+		store.RebootGuard{Window: p.Window.D(), MaxPerDay: p.MaxPerDay})
 	if err != nil {
-		return action.Result{}, err
+		return action.Result{}, fmt.Errorf("reboot not started: %w", err)
 	}
-	args, err := renderCommand(paramsOf[*RebootParams](req, newRebootParams).Command, map[string]any{"Target": req.Target})
+	args, err := renderCommand(p.Command, map[string]any{"Target": req.Target})
 	if err == nil {
 		var out []byte
 		if a.Run != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -67,8 +68,8 @@ type Options struct {
 // Client changes opted-in containers.
 type Client struct {
 	api         client.APIClient
-	optIn       optin.Rule
-	stopTimeout time.Duration
+	optIn       *optin.Current
+	stopTimeout atomic.Int64 // a time.Duration
 }
 
 // New connects to the Docker Engine at o.Host (negotiating the API version,
@@ -78,15 +79,25 @@ func New(o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client for %s: %w", o.Host, err)
 	}
-	return &Client{api: api, optIn: optin.New(o.RequireLabel, o.Allow), stopTimeout: o.StopTimeout}, nil
+	c := &Client{api: api, optIn: optin.NewCurrent(optin.New(o.RequireLabel, o.Allow))}
+	c.stopTimeout.Store(int64(o.StopTimeout))
+	return c, nil
+}
+
+// Reconfigure puts a reloaded configuration's opt-in rule and stop timeout
+// in force: from the next call on, nothing the new rule leaves out is
+// touched. A call under way (a stop and start) finishes as it began.
+func (c *Client) Reconfigure(requireLabel string, allow []string, stopTimeout time.Duration) {
+	c.optIn.Set(optin.New(requireLabel, allow))
+	c.stopTimeout.Store(int64(stopTimeout))
 }
 
 // API is the client's connection to the Docker Engine, for the exporter's
 // docker collector to share.
 func (c *Client) API() client.APIClient { return c.api }
 
-// OptIn is the rule the client enforces.
-func (c *Client) OptIn() optin.Rule { return c.optIn }
+// OptIn is the rule the client enforces, swapped by Reconfigure.
+func (c *Client) OptIn() *optin.Current { return c.optIn }
 
 // Close releases the client's connections.
 func (c *Client) Close() error { return c.api.Close() }
@@ -153,15 +164,16 @@ func (c *Client) permitted(ctx context.Context, name string) (container.InspectR
 	if info.Config != nil {
 		labels = info.Config.Labels
 	}
-	if c.optIn.Allows(info.Name, labels) {
+	rule := c.optIn.Rule()
+	if rule.Allows(info.Name, labels) {
 		return info, nil
 	}
 	return info, fmt.Errorf("%w: container %q lacks the opt-in label %s and is not listed in targets.docker.containers",
-		ErrNotPermitted, name, c.optIn.Label())
+		ErrNotPermitted, name, rule.Label())
 }
 
 func (c *Client) stopOptions() container.StopOptions {
-	secs := int(c.stopTimeout.Round(time.Second).Seconds())
+	secs := int(time.Duration(c.stopTimeout.Load()).Round(time.Second).Seconds())
 	return container.StopOptions{Timeout: &secs}
 }
 
@@ -330,7 +342,7 @@ func (c *Client) Running(ctx context.Context, name string) (up bool, startedAt t
 // labelFilter selects opted-in containers by label in Docker's own filters.
 func (c *Client) labelFilter() filters.Args {
 	f := filters.NewArgs()
-	f.Add("label", c.optIn.Label())
+	f.Add("label", c.optIn.Rule().Label())
 	return f
 }
 
@@ -347,7 +359,7 @@ func (c *Client) OptedIn(ctx context.Context) ([]string, error) {
 			seen[strings.TrimPrefix(s.Names[0], "/")] = true
 		}
 	}
-	for _, name := range c.optIn.Names() {
+	for _, name := range c.optIn.Rule().Names() {
 		if _, err := c.api.ContainerInspect(ctx, name); err == nil {
 			seen[name] = true
 		}

@@ -279,4 +279,4 @@ func (g *Graph) order(set map[string]bool) Order {
 }
 
 // Allows reports whether the client's opt-in rule allows n.
-func (c *Client) Allows(n *Node) bool { return c.optIn.Allows(n.Name, n.Labels) }
+func (c *Client) Allows(n *Node) bool { return c.optIn.Rule().Allows(n.Name, n.Labels) }

@@ -24,10 +24,11 @@ func (e *Engine) criticalEventsLabels() map[string]string {
 	}
 }
 
-// watchCriticalEvents keeps the CriticalEventsThreshold alert firing while
-// the count is at or above the threshold, and resolves it when it drops.
-// It goes through the same ingestion as webhook deliveries, so the same
-// idempotency holds across replicas and restarts.
+// watchCriticalEvents keeps the CriticalEventsThreshold alert firing
+// while the count is at or above the threshold, and resolves it when it
+// drops. It goes through the same ingestion as webhook deliveries, under a
+// lock that makes replicas deciding at once raise one occurrence (one
+// start time), so the same idempotency holds across replicas and restarts.
 func (e *Engine) watchCriticalEvents(ctx context.Context) {
 	ce := e.config().Engine.CriticalEvents
 	n, err := e.store.CriticalEvents(ctx, ce.Window.D())
@@ -37,31 +38,28 @@ func (e *Engine) watchCriticalEvents(ctx context.Context) {
 	}
 	labels := e.criticalEventsLabels()
 	fp := labelSet(labels).Fingerprint().String()
-	since, firing, err := e.store.FiringSince(ctx, fp)
-	if err != nil {
-		e.logger.Debug("cannot read the critical-events alert", "err", err)
-		return
-	}
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	a := store.Alert{Fingerprint: fp, Alertname: CriticalEventsAlert, Labels: labels,
-		Annotations: map[string]string{"summary": fmt.Sprintf("%d critical events in the last %s (threshold %d)", n, ce.Window, ce.Threshold)}}
-	switch {
-	case n >= ce.Threshold:
-		a.Status, a.StartsAt = "firing", now
-		if firing {
-			a.StartsAt = since
-		} else {
-			e.logger.Warn("critical events over the threshold", "count", n, "window", ce.Window, "threshold", ce.Threshold)
+	res, err := e.store.RaiseOwnAlert(ctx, fp, e.config().Engine.ReopenAfter.D(), func(since time.Time, firing bool) *store.Alert {
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		a := store.Alert{Fingerprint: fp, Alertname: CriticalEventsAlert, Labels: labels,
+			Annotations: map[string]string{"summary": fmt.Sprintf("%d critical events in the last %s (threshold %d)", n, ce.Window, ce.Threshold)}}
+		switch {
+		case n >= ce.Threshold:
+			a.Status, a.StartsAt = "firing", now
+			if firing {
+				a.StartsAt = since
+			} else {
+				e.logger.Warn("critical events over the threshold", "count", n, "window", ce.Window, "threshold", ce.Threshold)
+			}
+			if r := e.config().Match(labels); r != nil {
+				a.Remediation = r.Name
+			}
+		case firing:
+			a.Status, a.StartsAt, a.EndsAt = "resolved", since, now
+		default:
+			return nil
 		}
-		if r := e.config().Match(labels); r != nil {
-			a.Remediation = r.Name
-		}
-	case firing:
-		a.Status, a.StartsAt, a.EndsAt = "resolved", since, now
-	default:
-		return
-	}
-	res, err := e.store.IngestAlerts(ctx, []store.Alert{a}, e.config().Engine.ReopenAfter.D())
+		return &a
+	})
 	if err != nil {
 		e.logger.Warn("cannot record the critical-events alert", "err", err)
 		return

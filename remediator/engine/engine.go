@@ -55,11 +55,12 @@ type Store interface {
 	DueReverts(ctx context.Context, node, owner string) ([]store.PendingRevert, error)
 	MarkReverted(ctx context.Context, p store.PendingRevert, revertErr error) error
 	CriticalEvents(ctx context.Context, window time.Duration) (int, error)
-	FiringSince(ctx context.Context, fingerprint string) (time.Time, bool, error)
+	RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.Duration, next func(since time.Time, firing bool) *store.Alert) (store.IngestResult, error)
 	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
 	NodeHeartbeat(ctx context.Context, b store.NodeBeat) (refused []string, err error)
 	NodeStopped(ctx context.Context, name, engine string) error
 	ListenForJobs(ctx context.Context, node string, wake func()) error
+	ReleaseLeases(ctx context.Context, owner string) (int, error)
 	NextDue(ctx context.Context, nodes []string) (time.Time, bool, error)
 }
 
@@ -75,6 +76,7 @@ type Engine struct {
 	// long for a worker (stormOf).
 	claimRound func(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (Round, error)
 	storming   atomic.Bool
+	abandoned  atomic.Bool // Abandon was called: renew no lease
 	rounds     sync.Mutex                    // held by the worker deciding a round
 	nextRound  time.Time                     // under rounds: when the next may start
 	cfg        atomic.Pointer[policy.Config] // swapped by Reload
@@ -264,6 +266,22 @@ func (e *Engine) Run(ctx context.Context) {
 	// From now on this node's jobs wait, and say so.
 	if err := e.store.NodeStopped(final, strings.ToLower(e.config().Node.Name), e.replica); err != nil {
 		e.logger.Warn("could not record that this node's engine stopped", "err", err)
+	}
+}
+
+// Abandon gives up the actions still in flight: the process exits without
+// waiting for them (its shutdown timeout passed). Their leases are
+// renewed no more and ended now, so the next start, or another replica,
+// records them as interrupted at once and goes on once each action's
+// timeout has passed.
+func (e *Engine) Abandon(ctx context.Context) {
+	e.abandoned.Store(true)
+	n, err := e.store.ReleaseLeases(ctx, e.replica)
+	switch {
+	case err != nil:
+		e.logger.Warn("could not give up the actions in flight; they are taken over once their leases lapse", "err", err)
+	case n > 0:
+		e.logger.Warn("gave up the actions in flight: they are recorded as interrupted by the next start or another replica", "actions", n)
 	}
 }
 
@@ -782,13 +800,13 @@ func (e *Engine) config() *policy.Config { return e.cfg.Load() }
 // Config is the policy in force now.
 func (e *Engine) Config() *policy.Config { return e.config() }
 
-// Reload puts cfg in force for the jobs decided from now on; jobs already
-// being handled finish under the policy they started with. It refuses a
-// configuration naming an action this build cannot run. Settings read only
-// at start (workers, intervals, the database, the listener) keep their
-// values until a restart.
+// Reload puts cfg in force for the jobs decided from now on, queued ones
+// included; jobs already being handled finish under the policy they
+// started with. It refuses a configuration naming an action this build
+// cannot run. (The server refuses a reload that changes a setting read
+// only at start: policy.Config.StartOnlyChanges.)
 func (e *Engine) Reload(cfg *policy.Config) error {
-	if err := checkExecutors(cfg, e.executors); err != nil {
+	if err := e.CheckReload(cfg); err != nil {
 		return err
 	}
 	e.cfg.Store(cfg)
@@ -799,6 +817,9 @@ func (e *Engine) Reload(cfg *policy.Config) error {
 	e.availMu.Unlock()
 	return nil
 }
+
+// CheckReload says why cfg cannot be put in force by Reload, or nil.
+func (e *Engine) CheckReload(cfg *policy.Config) error { return checkExecutors(cfg, e.executors) }
 
 func checkExecutors(cfg *policy.Config, executors map[string]action.Executor) error {
 	for _, r := range cfg.Remediations {

@@ -172,8 +172,12 @@ func (f *fakeStore) MarkReverted(_ context.Context, _ store.PendingRevert, err e
 func (f *fakeStore) CriticalEvents(context.Context, time.Duration) (int, error) {
 	return f.critical, nil
 }
-func (f *fakeStore) FiringSince(context.Context, string) (time.Time, bool, error) {
-	return t0, f.firing, nil
+func (f *fakeStore) RaiseOwnAlert(ctx context.Context, _ string, reopen time.Duration, next func(time.Time, bool) *store.Alert) (store.IngestResult, error) {
+	a := next(t0, f.firing)
+	if a == nil {
+		return store.IngestResult{}, nil
+	}
+	return f.IngestAlerts(ctx, []store.Alert{*a}, reopen)
 }
 func (f *fakeStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Duration) (store.IngestResult, error) {
 	f.ingested = append(f.ingested, a...)
@@ -185,6 +189,7 @@ func (f *fakeStore) NextDue(context.Context, []string) (time.Time, bool, error) 
 	return time.Time{}, false, nil
 }
 func (f *fakeStore) ListenForJobs(context.Context, string, func()) error { return nil }
+func (f *fakeStore) ReleaseLeases(context.Context, string) (int, error)   { return 0, nil }
 func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (int, int, error) {
 	return 1, f.other, nil
 }

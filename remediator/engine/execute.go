@@ -166,6 +166,9 @@ func (e *Engine) renew(ctx context.Context, c Claim, log *slog.Logger) {
 			return
 		case <-time.After(wait):
 		}
+		if e.abandoned.Load() {
+			return
+		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := c.Renew(rctx, actionLease)
 		cancel()

@@ -6,6 +6,7 @@ package optin
 import (
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Rule says which containers are opted in.
@@ -54,4 +55,40 @@ func (r Rule) Names() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// Current is the rule in force, which a reload replaces: every check reads
+// it anew, so a withdrawn opt-in takes effect at once, for jobs already
+// queued too. Changed lets a follower of Docker's events (the docker
+// collector) list the containers again under the new rule.
+type Current struct {
+	mu      sync.Mutex
+	rule    Rule
+	changed chan struct{}
+}
+
+// NewCurrent returns r in force.
+func NewCurrent(r Rule) *Current { return &Current{rule: r, changed: make(chan struct{})} }
+
+// Rule is the rule in force now.
+func (c *Current) Rule() Rule {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rule
+}
+
+// Set puts r in force and wakes those waiting on Changed.
+func (c *Current) Set(r Rule) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rule = r
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// Changed is closed when the rule next changes.
+func (c *Current) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
 }

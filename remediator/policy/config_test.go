@@ -421,3 +421,46 @@ func TestFastPath(t *testing.T) {
 		t.Errorf("without Alertmanager: %v", err)
 	}
 }
+
+// TestStartOnlyChanges: a reload that changes a setting read only at
+// start is named; one that changes what takes effect on reload — what
+// selfheal may touch included — is not.
+func TestStartOnlyChanges(t *testing.T) {
+	base := `
+database_url: postgres://a@db/selfheal
+webhook: {allow_unauthenticated: true}
+targets: {docker: {require_label: selfheal.enable=true, containers: [x], stop_timeout: 10s}}
+remediations:
+  - {name: service-down, match: ['alertname="ServiceDown"'], category: A, target: '{{ .Labels.service }}', steps: [restart]}
+`
+	running, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, from, to string
+		want           string
+	}{
+		{"opt-in withdrawn", "containers: [x]", "containers: []", ""},
+		{"label changed", "require_label: selfheal.enable=true", "require_label: other", ""},
+		{"stop timeout", "stop_timeout: 10s", "stop_timeout: 3s", ""},
+		{"remediation", "steps: [restart]", "steps: [restart, stop_start]", ""},
+		{"database", "postgres://a@db/selfheal", "postgres://b@db/selfheal", "database_url"},
+		{"body limit and docker host", "webhook: {allow_unauthenticated: true}", "webhook: {allow_unauthenticated: true, max_body_bytes: 10}\nengine: {workers: 9}",
+			"webhook.max_body_bytes,engine.workers"},
+		{"docker host", "stop_timeout: 10s", "stop_timeout: 10s, host: 'tcp://x:2375'", "targets.docker.host"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(base, tc.from) {
+				t.Fatalf("%q not in the base configuration", tc.from)
+			}
+			next, err := Parse([]byte(strings.Replace(base, tc.from, tc.to, 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(running.StartOnlyChanges(next), ","); got != tc.want {
+				t.Fatalf("StartOnlyChanges = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

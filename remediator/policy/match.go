@@ -45,11 +45,19 @@ func (r *Remediation) RenderTarget(d TemplateData) (string, error) {
 		return "", fmt.Errorf("render target: %w", err)
 	}
 	t := strings.TrimSpace(b.String())
-	if t == "" {
+	switch {
+	case t == "":
 		return "", fmt.Errorf("target template %q rendered empty for this alert", r.Target)
+	case len(t) > MaxTargetBytes:
+		return "", fmt.Errorf("target template %q rendered %d bytes for this alert; a target may have at most %d (it is indexed)",
+			r.Target, len(t), MaxTargetBytes)
 	}
 	return t, nil
 }
+
+// MaxTargetBytes bounds a rendered target: targets are indexed, and an
+// index entry holds about 2.7 kB at most.
+const MaxTargetBytes = 1024
 
 // IsDryRun reports whether r only records what it would do.
 func (c *Config) IsDryRun(r *Remediation) bool { return c.DryRun || r.DryRun }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +193,18 @@ func Run(ctx context.Context, o Options) error {
 	var reload *reloader
 	if o.Reload != nil {
 		reload = newReloader(o.Reload, func(c *policy.Config) error {
+			if changed := config().StartOnlyChanges(c); len(changed) > 0 {
+				return fmt.Errorf("%s take effect only at start: restart selfheal to change them (nothing of the file was put in force)",
+					strings.Join(changed, ", "))
+			}
 			if side != nil {
+				if err := side.eng.CheckReload(c); err != nil {
+					return err
+				}
+				// What selfheal may touch first: from here on no call
+				// touches what the new rule leaves out, queued jobs' too.
+				d := c.Targets.Docker
+				side.docker.Reconfigure(d.RequireLabel, d.Containers, d.StopTimeout.D())
 				if err := side.eng.Reload(c); err != nil {
 					return err
 				}
@@ -255,6 +267,11 @@ func Run(ctx context.Context, o Options) error {
 		abandoned = true
 		log.Warn("shutdown timeout: exiting with actions in flight; the next start (or another replica) records them as interrupted and goes on",
 			"timeout", o.ShutdownTimeout)
+		if side != nil {
+			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			side.eng.Abandon(actx)
+			cancel()
+		}
 	}
 	return err
 }

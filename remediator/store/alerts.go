@@ -220,6 +220,15 @@ SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
 // alerts are written in the order of their keys, so that two deliveries
 // sharing alerts lock them in the same order and never deadlock.
 func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter time.Duration) (IngestResult, error) {
+	return s.ingest(ctx, s.pool, alerts, reopenAfter)
+}
+
+// batcher is a pool or a transaction.
+type batcher interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+func (s *Store) ingest(ctx context.Context, q batcher, alerts []Alert, reopenAfter time.Duration) (IngestResult, error) {
 	if len(alerts) == 0 {
 		return IngestResult{}, nil
 	}
@@ -257,8 +266,36 @@ func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter ti
 		remediations, endsAt, critical, notHere, nodes, reopenAfter, s.silentAfter.Seconds()).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&res.JobsQueued, &res.JobsCancelled, &cleared, &resolved, &criticals, &notHereEvents, &res.Waiting, &res.Nodes)
 	})
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
 		return IngestResult{}, fmt.Errorf("persist alerts: %w", err)
+	}
+	return res, nil
+}
+
+// RaiseOwnAlert persists an alert selfheal raises itself (the
+// critical-events threshold): next, given when the alert with fingerprint
+// fp began firing (firing false when it does not), returns the alert to
+// store, or nil. It runs under a lock per node and fingerprint, so that
+// replicas deciding at once raise one occurrence, not one each.
+func (s *Store) RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.Duration, next func(since time.Time, firing bool) *Alert) (IngestResult, error) {
+	var res IngestResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('selfheal/alert/' || COALESCE(selfheal_node(), '') || '/' || $1, 0))`, fp); err != nil {
+			return err
+		}
+		since, firing, err := firingSince(ctx, tx, fp)
+		if err != nil {
+			return err
+		}
+		a := next(since, firing)
+		if a == nil {
+			return nil
+		}
+		res, err = s.ingest(ctx, tx, []Alert{*a}, reopenAfter)
+		return err
+	})
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("raise alert %s: %w", fp, err)
 	}
 	return res, nil
 }

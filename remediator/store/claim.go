@@ -269,15 +269,16 @@ type Orphan struct {
 // recorded its outcome, and whether its owner may still hold it (judged by
 // the database's clock against the lease the owner renews; an action
 // recorded before leases existed has none, and is not held). lease is how
-// long a lease lasts: an owner is given that long after the database
-// itself started to renew its leases.
+// long a lease lasts: an owner whose lease was last written before the
+// database itself started is given that long after the start to renew it.
 func (c *Claim) OrphanedAction(ctx context.Context, lease time.Duration) (Orphan, bool, error) {
 	var o Orphan
 	var heldFor, runsFor float64
 	err := c.tx.QueryRow(ctx, `
 		SELECT id, service_name, action_type, COALESCE(owner, ''),
 		       GREATEST(EXTRACT(EPOCH FROM COALESCE(lease_until, '-infinity') - now()),
-		                EXTRACT(EPOCH FROM pg_postmaster_start_time() + $2 * interval '1 second' - now()), 0),
+		                CASE WHEN renewed_at < pg_postmaster_start_time()
+		                     THEN EXTRACT(EPOCH FROM pg_postmaster_start_time() + $2 * interval '1 second' - now()) END, 0),
 		       GREATEST(EXTRACT(EPOCH FROM COALESCE(deadline, '-infinity') - now()), 0)
 		FROM recovery_actions WHERE job_id = $1 AND status = 'running' AND parent_action_id IS NULL`,
 		c.job.ID, lease.Seconds()).Scan(&o.ActionID, &o.Target, &o.Action, &o.Owner, &heldFor, &runsFor)

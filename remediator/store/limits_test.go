@@ -426,3 +426,66 @@ func TestFleetNamesBelongToOneNode(t *testing.T) {
 		}
 	}
 }
+
+// TestOncePerWindowAtOnce: the "at most once" rules hold when asked for at
+// the same moment — a reboot guard's window, and the alert selfheal raises
+// itself, whose occurrence (and so whose reboot job) is one however many
+// replicas raise it.
+func TestOncePerWindowAtOnce(t *testing.T) {
+	s, conn := open(t)
+	ctx := context.Background()
+	const n = 6
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, err := s.StartReboot(ctx, store.Reboot{Reason: fmt.Sprint("test ", i), BootID: "b"}, store.RebootGuard{Window: time.Hour, MaxPerDay: 3})
+			errs <- err
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	started, guarded := 0, 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			started++
+		case errors.Is(err, store.ErrRebootGuard):
+			guarded++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if started != 1 || guarded != n-1 {
+		t.Fatalf("%d reboots started at once, %d refused by the guard; want 1 and %d", started, guarded, n-1)
+	}
+
+	start = make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, err := s.RaiseOwnAlert(ctx, "00000000000000ce", time.Hour, func(since time.Time, firing bool) *store.Alert {
+				at := startsAt.Add(time.Duration(i) * time.Millisecond) // each replica's own clock
+				if firing {
+					at = since
+				}
+				return &store.Alert{Fingerprint: "00000000000000ce", StartsAt: at, Status: "firing", Alertname: "CriticalEventsThreshold",
+					Labels: map[string]string{"alertname": "CriticalEventsThreshold"}, Remediation: "service-down"}
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if got := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE fingerprint = '00000000000000ce'`); got != 1 {
+		t.Fatalf("%d occurrences of the alert raised at once by %d replicas, want 1", got, n)
+	}
+	if got := one(t, conn, `SELECT count(*) FROM remediation_jobs`); got != 1 {
+		t.Fatalf("%d jobs, want 1", got)
+	}
+}

@@ -67,11 +67,12 @@ WITH counts AS (
              WHERE started_at >= statement_timestamp() - $12 * interval '1 second' AND status <> 'dry_run') AS in_window
 ), action AS (
     INSERT INTO recovery_actions (service_name, action_type, status, job_id, remediation, category, attempt, details,
-                                  cooldown_until, started_at, owner, lease_until, deadline)
+                                  cooldown_until, started_at, owner, lease_until, renewed_at, deadline)
     SELECT $1, $2, 'running', $3, $4, NULLIF($5, ''), $6, $7,
            CASE WHEN COALESCE(($7::jsonb->>'cooldown_seconds')::float8, 0) > 0
                 THEN clock_timestamp() + make_interval(secs => ($7::jsonb->>'cooldown_seconds')::float8) END,
-           clock_timestamp(), $13, clock_timestamp() + $14 * interval '1 second', clock_timestamp() + $15 * interval '1 second'
+           clock_timestamp(), $13, clock_timestamp() + $14 * interval '1 second', clock_timestamp(),
+           clock_timestamp() + $15 * interval '1 second'
     FROM counts
     WHERE ($10 = 0 OR running < $10) AND ($11 = 0 OR in_window < $11)
     RETURNING id, lease_until
@@ -132,6 +133,22 @@ func (c *Claim) RecordIntent(ctx context.Context, in Intent) (Admitted, error) {
 	return a, nil
 }
 
+// ReleaseLeases ends the leases of the actions owner still runs: it is
+// exiting without waiting for them (its shutdown timeout passed), so
+// whoever finds their jobs next takes them over at once rather than a
+// lease later. Their next steps still wait for each action's deadline.
+func (s *Store) ReleaseLeases(ctx context.Context, owner string) (int, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE recovery_actions SET lease_until = now(), renewed_at = now() WHERE status = 'running' AND owner = $1`, owner)
+	if err != nil {
+		return 0, fmt.Errorf("release the leases of %s: %w", owner, err)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE remediation_jobs j SET not_before = now() FROM recovery_actions a
+		WHERE a.job_id = j.id AND a.status = 'running' AND a.owner = $1 AND j.state = 'queued'`, owner); err != nil {
+		return 0, fmt.Errorf("release the leases of %s: %w", owner, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
 // ErrTakenOver means the action's lease lapsed and another worker took it
 // over (marked it interrupted): its owner no longer records its outcome.
 var ErrTakenOver = errors.New("the action was taken over: its lease had lapsed")
@@ -143,7 +160,8 @@ func (c *Claim) Renew(ctx context.Context, lease time.Duration) error {
 	if c.acting == nil {
 		return errors.New("renew: no action under way")
 	}
-	tag, err := c.store.pool.Exec(ctx, `UPDATE recovery_actions SET lease_until = clock_timestamp() + $3 * interval '1 second'
+	tag, err := c.store.pool.Exec(ctx, `UPDATE recovery_actions
+		SET lease_until = clock_timestamp() + $3 * interval '1 second', renewed_at = clock_timestamp()
 		WHERE id = $1 AND status = 'running' AND owner = $2`, c.acting.actionID, c.acting.owner, lease.Seconds())
 	if err != nil {
 		return fmt.Errorf("renew the lease of action %d: %w", c.acting.actionID, err)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,14 +36,49 @@ type Reboot struct {
 	Started  time.Time
 }
 
-// StartReboot records, and commits, a reboot about to run.
-func (s *Store) StartReboot(ctx context.Context, r Reboot) (int64, error) {
+// RebootGuard is the limit a reboot is started under: none within Window
+// of the last, and fewer than MaxPerDay in the last 24 hours.
+type RebootGuard struct {
+	Window    time.Duration
+	MaxPerDay int
+}
+
+// ErrRebootGuard wraps the reason a reboot was not started: the guard,
+// checked with the start in one step, refused it.
+var ErrRebootGuard = errors.New("reboot guard")
+
+// StartReboot records, and commits, a reboot about to run — only if the
+// guard allows it. The history is read and the row written under one
+// lock per node, so two reboots asked for at once (two alerts, two
+// replicas) cannot both pass the window.
+func (s *Store) StartReboot(ctx context.Context, r Reboot, g RebootGuard) (int64, error) {
 	var id int64
-	err := s.pool.QueryRow(ctx, `
-		INSERT INTO reboot_events (reason, status, pre_state, boot_id, action_id)
-		VALUES ($1, 'rebooting', $2, $3, NULLIF($4, 0)) RETURNING id`,
-		r.Reason, jsonObject(r.PreState), r.BootID, r.ActionID).Scan(&id)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('selfheal/reboot/' || COALESCE(selfheal_node(), ''), 0))`); err != nil {
+			return err
+		}
+		var inDay int
+		var last *time.Time
+		if err := tx.QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE requested_at >= now() - interval '24 hours'), max(requested_at)
+			FROM reboot_events WHERE status IN ('rebooting', 'validated', 'validation_failed')`).Scan(&inDay, &last); err != nil {
+			return err
+		}
+		if g.MaxPerDay > 0 && inDay >= g.MaxPerDay {
+			return fmt.Errorf("%w: %d reboots in the last 24h (limit %d)", ErrRebootGuard, inDay, g.MaxPerDay)
+		}
+		if last != nil && g.Window > 0 && time.Since(*last) < g.Window {
+			return fmt.Errorf("%w: another reboot started at %s, within the %s window", ErrRebootGuard, last.UTC().Format(time.RFC3339), g.Window)
+		}
+		return tx.QueryRow(ctx, `
+			INSERT INTO reboot_events (reason, status, pre_state, boot_id, action_id)
+			VALUES ($1, 'rebooting', $2, $3, NULLIF($4, 0)) RETURNING id`,
+			r.Reason, jsonObject(r.PreState), r.BootID, r.ActionID).Scan(&id)
+	})
 	if err != nil {
+		if errors.Is(err, ErrRebootGuard) {
+			return 0, err
+		}
 		return 0, fmt.Errorf("record reboot: %w", err)
 	}
 	return id, nil

@@ -75,8 +75,14 @@ func (s *Store) CriticalEvents(ctx context.Context, window time.Duration) (int, 
 // FiringSince returns when the firing occurrence of fingerprint began, if
 // one is firing.
 func (s *Store) FiringSince(ctx context.Context, fingerprint string) (time.Time, bool, error) {
+	return firingSince(ctx, s.pool, fingerprint)
+}
+
+func firingSince(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, fingerprint string) (time.Time, bool, error) {
 	var t time.Time
-	err := s.pool.QueryRow(ctx, `SELECT starts_at FROM alert_occurrences WHERE fingerprint = $1 AND status = 'firing'
+	err := q.QueryRow(ctx, `SELECT starts_at FROM alert_occurrences WHERE fingerprint = $1 AND status = 'firing'
 		ORDER BY starts_at DESC LIMIT 1`, fingerprint).Scan(&t)
 	if err == pgx.ErrNoRows {
 		return time.Time{}, false, nil

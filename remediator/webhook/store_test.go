@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -189,4 +190,58 @@ func FuzzWebhookToStore(f *testing.F) {
 			t.Fatalf("answered %d %s to %q", w.Code, w.Body, body)
 		}
 	})
+}
+
+// TestLabelPastAnIndexIsRejected: a label longer than an index can hold —
+// a 3,000-character service, which the job would fail on at every try —
+// is rejected at the webhook with the reason; nothing is queued for it,
+// and the rest of the delivery is stored.
+func TestLabelPastAnIndexIsRejected(t *testing.T) {
+	h, conn := realHandler(t)
+	body := group(3, func(i int, a map[string]any) {
+		if i == 1 {
+			a["labels"].(map[string]string)["service"] = strings.Repeat("s", 3000)
+		}
+	})
+	w := post(h, body, bearer("tok"))
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"index":1`) || !strings.Contains(w.Body.String(), "3000 bytes long") {
+		t.Fatalf("answered %d %s", w.Code, w.Body)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM remediation_jobs`); n != 2 {
+		t.Errorf("%d jobs queued, want 2: none for the long label", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM alert_occurrences WHERE length(labels->>'service') > 1024`); n != 0 {
+		t.Errorf("the alert with the long label was stored")
+	}
+}
+
+// TestBigGroupIsNeverA503: a delivery of 10,000 alerts (under the default
+// body limit), delivered and then re-delivered three times — as
+// Alertmanager re-sends a group — is stored within persist_timeout grown
+// by the delivery's size: 200 every time. The base is far tighter than the
+// default (which a quiet machine meets for such a group without growing)
+// so that the growth is what the test sees.
+func TestBigGroupIsNeverA503(t *testing.T) {
+	h, conn := realHandler(t)
+	h.o.PersistTimeout = policy.DefaultPersistTimeout / 15
+	// As small as Alertmanager's alerts get, so that 10,000 fit in the
+	// body limit (the fingerprints are computed).
+	var alerts []string
+	for i := range 10000 {
+		alerts = append(alerts, fmt.Sprintf(`{"status":"firing","labels":{"alertname":"ServiceDown","i":"%d"},"startsAt":"2026-11-27T03:00:00Z"}`, i))
+	}
+	body := []byte(`{"version":"4","status":"firing","groupKey":"{}:{alertname=\"ServiceDown\"}","alerts":[` + strings.Join(alerts, ",") + `]}`)
+	if len(body) > 1<<20 {
+		t.Fatalf("the delivery is %d bytes, over the default body limit", len(body))
+	}
+	for i := range 4 {
+		started := time.Now()
+		if w := post(h, body, bearer("tok")); w.Code != http.StatusOK {
+			t.Fatalf("delivery %d: answered %d %s after %s", i, w.Code, w.Body, time.Since(started))
+		}
+		t.Logf("delivery %d: %s (timeout %s)", i, time.Since(started).Round(time.Millisecond), PersistTimeout(h.o.PersistTimeout, 10000))
+	}
+	if n := count(t, conn, `SELECT count(*) FROM alert_occurrences WHERE deliveries = 4`); n != 10000 {
+		t.Fatalf("%d alerts stored four times, want 10000", n)
+	}
 }

@@ -157,7 +157,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 			NotHere:      notHere(h.o.NotHere, a.Labels),
 		}})
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.o.PersistTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), PersistTimeout(h.o.PersistTimeout, len(in)))
 	defer cancel()
 	res, stored, refused, err := h.persist(ctx, in)
 	if err != nil {
@@ -199,6 +199,21 @@ func (h *Handler) nodeOf(labels map[string]string) string {
 	return policy.AlertNode(labels)
 }
 
+// perAlertPersist is how much longer than persist_timeout a delivery may
+// take for each alert it carries: a big group (10,000 alerts, under a
+// megabyte) takes seconds to store on a small machine, and answering it
+// 503 would have Alertmanager retry it for ever. About three times what
+// a re-delivered 10,000-alert group took here (docs/benchmarks.md).
+const perAlertPersist = 500 * time.Microsecond
+
+// PersistTimeout is how long a delivery of n alerts may take to persist
+// before it is answered 503: base (webhook.persist_timeout), and
+// perAlertPersist more for each alert. Only an unavailable database takes
+// that long.
+func PersistTimeout(base time.Duration, n int) time.Duration {
+	return base + time.Duration(n)*perAlertPersist
+}
+
 // Rejection is an alert of a delivery that can never be stored, and why.
 // The rest of the delivery is stored and answered 200: answering 5xx
 // would have Alertmanager retry the same body for ever, and the other
@@ -214,12 +229,24 @@ type indexed struct {
 	alert store.Alert
 }
 
+// MaxLabelBytes bounds a label's name and value. Labels name what selfheal
+// indexes — targets, nodes, alert names — and a btree entry is at most
+// about 2.7 kB: a longer label could be stored, but the job it queues
+// would fail on an index at every try. (Prometheus labels are short;
+// long text belongs in annotations, which are not bounded but by the body.)
+const MaxLabelBytes = 1024
+
 // unstorable says why an alert can never be stored, or "". PostgreSQL's
-// text cannot hold a NUL byte, in any label, annotation or URL.
+// text cannot hold a NUL byte, in any label, annotation or URL; a label
+// past MaxLabelBytes cannot be indexed.
 func unstorable(a template.Alert) string {
 	for k, v := range a.Labels {
 		if strings.ContainsRune(k, 0) || strings.ContainsRune(v, 0) {
 			return fmt.Sprintf("label %q holds a NUL byte", k)
+		}
+		if len(k) > MaxLabelBytes || len(v) > MaxLabelBytes {
+			return fmt.Sprintf("label %q is %d bytes long (name and value may have at most %d each: a longer one cannot be indexed)",
+				store.Truncate(k, 64), max(len(k), len(v)), MaxLabelBytes)
 		}
 	}
 	for k, v := range a.Annotations {
