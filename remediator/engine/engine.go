@@ -76,7 +76,7 @@ type Engine struct {
 	// long for a worker (stormOf).
 	claimRound func(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (Round, error)
 	storming   atomic.Bool
-	abandoned  atomic.Bool // Abandon was called: renew no lease
+	abandoned  atomic.Bool                   // Abandon was called: renew no lease
 	rounds     sync.Mutex                    // held by the worker deciding a round
 	nextRound  time.Time                     // under rounds: when the next may start
 	cfg        atomic.Pointer[policy.Config] // swapped by Reload

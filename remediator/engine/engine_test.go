@@ -189,7 +189,7 @@ func (f *fakeStore) NextDue(context.Context, []string) (time.Time, bool, error) 
 	return time.Time{}, false, nil
 }
 func (f *fakeStore) ListenForJobs(context.Context, string, func()) error { return nil }
-func (f *fakeStore) ReleaseLeases(context.Context, string) (int, error)   { return 0, nil }
+func (f *fakeStore) ReleaseLeases(context.Context, string) (int, error)  { return 0, nil }
 func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (int, int, error) {
 	return 1, f.other, nil
 }
