@@ -16,6 +16,7 @@ import (
 
 	"github.com/selfheal/selfheal/internal/testenv"
 	_ "github.com/selfheal/selfheal/remediator/actions" // registers the action types the examples name
+	"github.com/selfheal/selfheal/remediator/optin"
 	"github.com/selfheal/selfheal/remediator/policy"
 )
 
@@ -263,5 +264,34 @@ func TestExamples(t *testing.T) {
 	if proxy.NetworkMode != "service:gateway" || !proxy.DependsOn["gateway"].Restart ||
 		proxy.Labels["selfheal.enable"] != "true" || c.Services["gateway"].Labels["selfheal.enable"] != "true" {
 		t.Errorf("the gateway/proxy example is not the classic case: %+v", c.Services)
+	}
+}
+
+// TestLocalStackTouchesOnlyItsDemo: `make run` opts in its demo container
+// by a label of its own, which scripts/run.sh gives the demo, so that on a
+// host whose containers carry the shipped selfheal.enable=true (opted in
+// for another selfheal) the demo touches none of them.
+func TestLocalStackTouchesOnlyItsDemo(t *testing.T) {
+	t.Setenv("SELFHEAL_WEBHOOK_TOKEN", "t")
+	cfg, err := policy.Load("local/selfheal.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Targets.Docker
+	rule := optin.New(d.RequireLabel, d.Containers)
+	if rule.Allows("other", map[string]string{"selfheal.enable": "true"}) {
+		t.Errorf("the local stack's rule (label %q, containers %v) opts in a container labelled selfheal.enable=true", d.RequireLabel, d.Containers)
+	}
+	run, err := os.ReadFile("../scripts/run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`docker run -d --name selfheal-demo --label (\S+) `).FindSubmatch(run)
+	if m == nil {
+		t.Fatal("scripts/run.sh does not start selfheal-demo with a label")
+	}
+	key, value, _ := strings.Cut(string(m[1]), "=")
+	if !rule.Allows("selfheal-demo", map[string]string{key: value}) {
+		t.Errorf("the demo's label %s is not the one the local stack opts in (%s)", m[1], d.RequireLabel)
 	}
 }

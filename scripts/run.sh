@@ -69,7 +69,7 @@ CGO_ENABLED=0 go build -o "$RUN/demo/testctr" ./internal/dockertest/testctr
 cp deploy/local/demo.Dockerfile "$RUN/demo/Dockerfile"
 docker build -q -t selfheal-demo:latest "$RUN/demo" >/dev/null
 docker rm -f selfheal-demo >/dev/null 2>&1 || true
-docker run -d --name selfheal-demo --label selfheal.enable=true selfheal-demo:latest >/dev/null
+docker run -d --name selfheal-demo --label selfheal.demo=make-run selfheal-demo:latest >/dev/null
 
 wait_up() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "$2 did not start; see .run/$2.log" >&2; return 1; }
 wait_up http://localhost:9595/-/ready selfheal
@@ -83,7 +83,7 @@ The whole loop is running (logs in .run/*.log):
   Prometheus    http://localhost:9090/alerts       1 s scrape and evaluation, rules from alerting/rules
   Alertmanager  http://localhost:9093              routes category A-D alerts to selfheal
   PostgreSQL    $SELFHEAL_DATABASE_URL
-  demo          container selfheal-demo (label selfheal.enable=true)
+  demo          container selfheal-demo (label selfheal.demo=make-run: nothing else is touched)
 
 Try, in another shell:
   docker kill selfheal-demo                          # about two seconds later it runs again

@@ -8,16 +8,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/exporter/gpu/gputest"
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
 )
@@ -168,5 +173,119 @@ remediations:
 				t.Log(strings.TrimSpace(out))
 			}
 		})
+	}
+}
+
+// TestKillBetweenChangeAndOutcome: selfheal killed (SIGKILL) after it
+// lowered a GPU's power limit and before it recorded the outcome. The
+// undoing was recorded with the intent, before the change, so the next
+// start restores the limit when the alert resolves. (The GPU is go-nvml's
+// mock, its limits kept in a file so that they outlive the killed process
+// as a real GPU's do.)
+func TestKillBetweenChangeAndOutcome(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	state := filepath.Join(t.TempDir(), "gpu-limits.json")
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok",
+		"SELFHEAL_NVML_FIXTURE=" + gpuFixture(t, func(*gputest.Reading) {}), "SELFHEAL_NVML_STATE=" + state}
+	config := writeFile(t, "selfheal.yml", `
+engine: {poll_interval: 200ms, revert_interval: 200ms}
+targets: {docker: {require_label: `+dockertest.UniqueName("selfheal.gpu")+`=yes}}
+remediations:
+  - name: gpu-hot
+    match: ['alertname="GPUTemperatureHigh"']
+    category: B
+    target: '{{ .Labels.gpu }}'
+    action: {type: gpu_throttle, power_limit_ratio: 0.7}
+    cooldown: 0s
+    timeout: 30s
+`)
+	limit := func() uint32 {
+		b, err := os.ReadFile(state)
+		if err != nil {
+			return 0
+		}
+		var kept map[string]uint32
+		if err := json.Unmarshal(b, &kept); err != nil {
+			t.Fatal(err)
+		}
+		return kept["0"]
+	}
+	addr := freeAddr(t)
+	first := daemonOf(t, fixtureBinary(t), append(env, "SELFHEAL_NVML_SET_LIMIT_STALL=1m"), config, addr)
+	startsAt := time.Now().UTC().Format(time.RFC3339Nano)
+	post(t, env, addr, "GPUTemperatureHigh", "gpu=0", "instance=localhost:9595", "--starts-at="+startsAt)
+	conn := connect(t, dsn)
+	dockertest.WaitFor(t, 15*time.Second, "the limit lowered, the action not finished", func() bool {
+		return limit() == 490000 && queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 1
+	})
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = first.Process.Wait()
+
+	daemonOf(t, fixtureBinary(t), env, config, addr)
+	post(t, env, addr, "GPUTemperatureHigh", "gpu=0", "instance=localhost:9595", "--starts-at="+startsAt, "--resolved")
+	dockertest.WaitFor(t, 45*time.Second, "the limit restored once the alert resolved", func() bool { return limit() == 700000 })
+	if n := queryInt(t, conn, `SELECT count(*) FROM pending_reverts WHERE reverted_at IS NOT NULL AND result = 'reverted: alert resolved'`); n != 1 {
+		t.Errorf("%d reverts recorded, want 1", n)
+	}
+}
+
+// TestDatabaseRestartDuringStopStart: PostgreSQL fast-restarted while a
+// stop and start runs (the container ignores SIGTERM, so the stop takes
+// its timeout). The worker's claim holds no connection while its action
+// runs: the action finishes, its outcome is recorded once the server is
+// back, and no other worker takes it for interrupted or starts the next
+// step meanwhile.
+func TestDatabaseRestartDuringStopStart(t *testing.T) {
+	t.Parallel()
+	label := dockertest.UniqueName("selfheal.dbrestart")
+	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{label: "yes"}, Args: []string{"-ignore-term"}})
+	cluster := pgtest.NewCluster(t)
+	dsn := cluster.URL()
+	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
+	config := writeFile(t, "selfheal.yml", `
+engine: {poll_interval: 200ms}
+targets: {docker: {require_label: `+label+`=yes, stop_timeout: 4s}}
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [{type: stop_start, wait: 1s}, restart]
+    timeout: 40s
+    verify: {timeout: 20s, stable_for: 1s}
+`)
+	addr := freeAddr(t)
+	daemon(t, env, config, addr)
+	post(t, env, addr, "ServiceDown", "service="+name)
+	conn := connect(t, dsn)
+	dockertest.WaitFor(t, 10*time.Second, "stop_start under way", func() bool {
+		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 1
+	})
+	conn.Close(context.Background())
+	cluster.Stop() // fast shutdown: every session is disconnected
+	time.Sleep(time.Second)
+	if err := cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn = connect(t, dsn)
+	dockertest.WaitFor(t, 40*time.Second, "the outcome recorded", func() bool {
+		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status <> 'running'`) == 1
+	})
+	if !running(t, name) {
+		t.Error(name + " is not running")
+	}
+	if n := queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'succeeded' AND action_type = 'stop_start'`); n != 1 {
+		t.Errorf("%d successful stop_start actions, want the one that ran through the restart", n)
+	}
+	time.Sleep(2 * time.Second) // a follow-up step, were one queued, would be due
+	if n := queryInt(t, conn, `SELECT count(*) FROM recovery_actions`); n != 1 {
+		t.Errorf("%d actions, want 1", n)
+	}
+	if n := queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'interrupted'`) +
+		queryInt(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'interrupted' OR step > 1`); n != 0 {
+		t.Errorf("%d interrupted actions, interrupted jobs or later steps, want none", n)
 	}
 }

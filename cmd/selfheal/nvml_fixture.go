@@ -5,6 +5,10 @@
 // SELFHEAL_NVML_FIXTURE says, so the GPU rules fire and the GPU actions act
 // on a machine without a GPU. SELFHEAL_NVML_PROCESSES ("0=4242,1=4343")
 // says which host PIDs hold a compute context on which GPU.
+// SELFHEAL_NVML_STATE names a file that keeps the power limits in force
+// across processes, as a GPU keeps them across a crash of selfheal, and
+// SELFHEAL_NVML_SET_LIMIT_STALL (a duration) makes setting a limit hang
+// that long once it is in force.
 
 package main
 
@@ -14,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -39,6 +44,18 @@ func nvmlOverride(log *slog.Logger) (server.NVML, error) {
 			return nil, fmt.Errorf("SELFHEAL_NVML_PROCESSES: %q is not gpu=pid", kv)
 		}
 		s.SetProcesses(i, []nvml.ProcessInfo{{Pid: uint32(p)}})
+	}
+	if state := os.Getenv("SELFHEAL_NVML_STATE"); state != "" {
+		if err := s.KeepLimitsIn(state); err != nil {
+			return nil, fmt.Errorf("SELFHEAL_NVML_STATE: %w", err)
+		}
+	}
+	if v := os.Getenv("SELFHEAL_NVML_SET_LIMIT_STALL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("SELFHEAL_NVML_SET_LIMIT_STALL: %w", err)
+		}
+		s.StallSetLimit(d)
 	}
 	log.Warn("NVML is a mock filled from a fixture (a game-day build)", "fixture", path)
 	return s, nil

@@ -723,3 +723,44 @@ func TestStormIsDecidedInRounds(t *testing.T) {
 	}
 	t.Logf("%d jobs: 1 action, %d braked, %d refused; %s decided in rounds", total, braked, refused, m[1])
 }
+
+// TestFailingJobIsRefusedAfterItsAttempts: a job whose handling fails at
+// every try (here the database refuses to record its target's outage) is
+// tried again with backoff and refused after its attempts, with an event;
+// it never holds the head of the queue: another alert's job is decided
+// meanwhile.
+func TestFailingJobIsRefusedAfterItsAttempts(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	cfg := config(t, dsn, "")
+	in, conn := ready(t, cfg)
+	if _, err := conn.Exec(context.Background(), `
+		CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'cannot record a failure of %', NEW.service_name; END $$;
+		CREATE TRIGGER poison BEFORE INSERT ON service_failures FOR EACH ROW
+			WHEN (NEW.service_name = 'poison') EXECUTE FUNCTION poison();`); err != nil {
+		t.Fatal(err)
+	}
+	if code := in.post(t, payload(t, "service-down-firing.json", "poison")); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	waitFor(t, 10*time.Second, "the failing job tried", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE attempts >= 1 AND state = 'queued'`) == 1
+	})
+	if code := in.post(t, withStartsAt(payload(t, "service-down-firing.json", "ghost-"+dockertest.UniqueName("x")), time.Now())); code != 200 {
+		t.Fatalf("webhook answered %d", code)
+	}
+	waitFor(t, 10*time.Second, "the other job decided meanwhile", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused' AND reason LIKE '%no container named%'`) == 1
+	})
+	if n := count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued' AND attempts BETWEEN 1 AND 4`); n != 1 {
+		t.Fatalf("the failing job is not waiting for its next attempt")
+	}
+	waitFor(t, 40*time.Second, "the failing job refused", func() bool {
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused' AND attempts = 5
+			AND reason LIKE 'the job could not be handled in 5 attempts; it is refused: %cannot record a failure of poison%'`) == 1
+	})
+	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'job_failed'`); n != 1 {
+		t.Errorf("%d job_failed events, want 1", n)
+	}
+}

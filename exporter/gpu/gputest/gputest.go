@@ -6,6 +6,7 @@ package gputest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -84,7 +85,42 @@ type Server struct {
 	PowerLimits map[int][]uint32 // index → every limit set, in order (mW)
 	limit       map[int]uint32
 	procs       map[int][]nvml.ProcessInfo
+	// state, when set, is a file holding the limits in force, so that
+	// they outlive the process as a real GPU's do (KeepLimitsIn).
+	state string
+	// stall is how long a call that sets a limit hangs after the limit is
+	// in force, as a slow driver's would (StallSetLimit).
+	stall time.Duration
 }
+
+// KeepLimitsIn keeps the power limits in force in the file at path: they
+// are read from it now, if it exists, and written to it whenever one is
+// set — so that a process killed after setting a limit leaves it set for
+// the next, as a real GPU would.
+func (s *Server) KeepLimitsIn(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state = path
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var kept map[int]uint32
+	if err := json.Unmarshal(b, &kept); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for i, mw := range kept {
+		s.limit[i] = mw
+	}
+	return nil
+}
+
+// StallSetLimit makes every call that sets a power limit hang for d once
+// the limit is in force.
+func (s *Server) StallSetLimit(d time.Duration) { s.stall = d }
 
 // NewServer returns a mock NVML with n GPUs reading like f.
 func NewServer(f *Fixture, n int) *Server {
@@ -174,9 +210,18 @@ func (s *Server) configure(d *server.Device, i int, r Reading) {
 			return nvml.ERROR_INVALID_ARGUMENT
 		}
 		s.mu.Lock()
-		defer s.mu.Unlock()
 		s.limit[i] = mw
 		s.PowerLimits[i] = append(s.PowerLimits[i], mw)
+		var err error
+		if s.state != "" {
+			b, _ := json.Marshal(s.limit)
+			err = os.WriteFile(s.state, b, 0o600)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return nvml.ERROR_UNKNOWN
+		}
+		time.Sleep(s.stall)
 		return ok
 	}
 	d.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) { return r.EnergyMJ, ok }
