@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/selfheal/selfheal/exporter/docker"
@@ -55,11 +54,7 @@ var collectors = []struct {
 	{GPU, "NVIDIA GPUs through NVML (no series without a driver).", func(f *Flags, d Deps) (Collector, error) {
 		lib := d.NVML
 		if lib == nil {
-			var opts []nvml.LibraryOption
-			if *f.NVMLLibrary != "" {
-				opts = append(opts, nvml.WithLibraryPath(*f.NVMLLibrary))
-			}
-			lib = nvml.New(opts...)
+			lib = gpu.Open(*f.NVMLLibrary)
 		}
 		return gpu.New(lib, d.Logger.With("collector", GPU)), nil
 	}},

@@ -1,4 +1,4 @@
-//go:build !selfheal_nvml_fixture
+//go:build !selfheal_nvml_fixture || !cgo
 
 package main
 

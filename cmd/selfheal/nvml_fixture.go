@@ -1,4 +1,4 @@
-//go:build selfheal_nvml_fixture
+//go:build selfheal_nvml_fixture && cgo
 
 // Built only for the game days (go build -tags selfheal_nvml_fixture), never
 // shipped: NVML is go-nvml's mock of two H100s reading as the fixture file

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -156,9 +157,16 @@ func (c *Collector) follow(ctx context.Context) error {
 	defer cancel()
 	f := c.filters()
 	f.Add("type", string(events.ContainerEventType))
-	// Subscribe before listing, so nothing that happens in between is lost.
+	// Subscribe before listing. The client opens the stream in the
+	// background, so it may not be
+	// open yet when the listing below is made: the daemon replays what
+	// happened since a second before (its buffer of recent events), and
+	// nothing that happens in between is lost. A replayed event is applied
+	// again, which changes nothing (its container is inspected anew; the
+	// fast path opens one occurrence per event).
 	changed := c.opts.OptIn.Changed()
-	msgs, errs := c.api.Events(ctx, events.ListOptions{Filters: f})
+	since := strconv.FormatInt(time.Now().Add(-time.Second).Unix(), 10)
+	msgs, errs := c.api.Events(ctx, events.ListOptions{Filters: f, Since: since})
 	if err := c.resync(ctx); err != nil {
 		return err
 	}

@@ -1,8 +1,11 @@
+//go:build cgo
+
 // Package gpu collects NVIDIA GPU metrics through NVML (go-nvml), read-only.
 // Names follow the Prometheus guide in base units; the README maps each to
 // its dcgm-exporter equivalent. A host without the driver or without GPUs
 // gets no GPU series and one log line; a GPU that falls off the bus fails
-// the scrape and NVML is initialised again on the next one.
+// the scrape and NVML is initialised again on the next one. NVML needs cgo:
+// a build without it (CGO_ENABLED=0) reports no GPU and says so (nocgo.go).
 package gpu
 
 import (
@@ -18,6 +21,16 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// Open returns the driver's NVML, from path when it is set (else the
+// driver's libnvidia-ml.so).
+func Open(path string) Library {
+	var opts []nvml.LibraryOption
+	if path != "" {
+		opts = append(opts, nvml.WithLibraryPath(path))
+	}
+	return nvml.New(opts...)
+}
 
 // Library is the part of NVML the collector uses. go-nvml's nvml.New()
 // (the real driver) and its mock servers both have these methods.

@@ -157,8 +157,11 @@ func Run(t testing.TB, s Spec) string {
 	}
 	cfg := &container.Config{Image: img, Cmd: s.Args, Labels: labels}
 	if s.Health > 0 {
+		// The check itself answers at once; its timeout is generous so that
+		// a loaded machine (the exec queued behind other containers) does
+		// not fail a healthy container.
 		cfg.Healthcheck = &container.HealthConfig{
-			Test: []string{"CMD", "/testctr", "health"}, Interval: s.Health, Timeout: s.Health, Retries: 1,
+			Test: []string{"CMD", "/testctr", "health"}, Interval: s.Health, Timeout: max(s.Health, 5*time.Second), Retries: 1,
 		}
 	}
 	_ = c.ContainerRemove(ctx, s.Name, container.RemoveOptions{Force: true})

@@ -1,12 +1,16 @@
+//go:build cgo
+
 // Package gpuctl is selfheal's only way to change NVIDIA GPUs: reading
 // which processes hold a GPU, and lowering or restoring its power limit.
 // It talks to NVML through a small interface, so tests use go-nvml's mock.
+// NVML needs cgo: a build without it (CGO_ENABLED=0, for hosts without
+// GPUs) has the same API, every GPU call answering that this build has no
+// GPU support (nocgo.go).
 package gpuctl
 
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 
@@ -42,6 +46,12 @@ type GPUs struct {
 
 // New returns GPUs over lib; nvml.New() for the real driver.
 func New(lib Library) *GPUs { return &GPUs{lib: lib} }
+
+// Open returns GPUs over the driver's NVML.
+func Open() *GPUs { return New(nvml.New()) }
+
+// Supported says that this build can act on GPUs.
+const Supported = true
 
 func (g *GPUs) init() error {
 	g.once.Do(func() {
@@ -109,11 +119,6 @@ func (g *GPUs) Processes(target string) ([]uint32, error) {
 	return pids, nil
 }
 
-// PowerLimits are a GPU's power limits, in milliwatts.
-type PowerLimits struct {
-	Current, Default, Min, Max uint32
-}
-
 // Limits reads the GPU's power limits.
 func (g *GPUs) Limits(target string) (PowerLimits, error) {
 	d, _, err := g.Device(target)
@@ -145,10 +150,4 @@ func (g *GPUs) SetLimit(target string, mw uint32) error {
 		return fmt.Errorf("GPU %s: set power limit to %d mW: %w", target, mw, r)
 	}
 	return nil
-}
-
-// Clamp returns ratio × the default limit, within the constraints.
-func (l PowerLimits) Clamp(ratio float64) uint32 {
-	mw := uint32(math.Round(float64(l.Default) * ratio))
-	return max(l.Min, min(l.Max, mw))
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/exporter"
@@ -54,13 +53,16 @@ func startEngineSide(o Options, st, ingest *store.Store, reg prometheus.Register
 	if procPath == "" {
 		procPath = "/proc"
 	}
+	if !gpuctl.Supported {
+		log.Warn("this selfheal was built without GPU support (CGO_ENABLED=0): GPU metrics are absent and GPU actions refuse")
+	}
 	gpus := o.GPUs
 	switch {
 	case gpus != nil:
 	case o.NVML != nil:
 		gpus = gpuctl.New(o.NVML)
 	default:
-		gpus = gpuctl.New(nvml.New())
+		gpus = gpuctl.Open()
 	}
 	s.eng, err = engine.New(st, cfg, actions.Registry(actions.Deps{
 		Docker: docker, GPUs: gpus, Store: st,

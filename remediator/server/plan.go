@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
-
 	"github.com/selfheal/selfheal/remediator/actions"
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
@@ -36,7 +34,7 @@ func NewPlanner(ctx context.Context, cfg *policy.Config, log *slog.Logger) (*Pla
 		return nil, err
 	}
 	eng, err := engine.New(st, cfg, actions.Registry(actions.Deps{
-		Docker: docker, GPUs: gpuctl.New(nvml.New()), Store: st, RebootEnabled: cfg.RebootEnabled, ProcPath: "/proc",
+		Docker: docker, GPUs: gpuctl.Open(), Store: st, RebootEnabled: cfg.RebootEnabled, ProcPath: "/proc",
 	}), log, nil)
 	if err != nil {
 		docker.Close()

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package gputest builds go-nvml mock servers (mock/dgxh100) that answer
 // with the readings of a real NVIDIA H100, taken from the fixtures in
 // exporter/gpu/testdata: every getter the exporter uses, "Not Supported"
