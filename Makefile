@@ -6,7 +6,7 @@ BIN         ?= selfheal
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build build-static test scenarios test-race test-gpu lint run bench deps clean
+.PHONY: all build build-static image test scenarios test-race test-gpu lint run bench deps clean
 
 all: build
 
@@ -53,6 +53,11 @@ lint:
 # The local stack; Ctrl-C stops everything it started.
 run: deps build
 	scripts/run.sh
+
+# selfheal's image from the Dockerfile, its base images made here from
+# Debian's packages and this machine's Go (no registry is needed).
+image: deps
+	scripts/images.sh
 
 bench:
 	scripts/deps.sh bench
