@@ -38,6 +38,18 @@ remediations:
     action: {type: http, url: 'http://127.0.0.1:1/clear'}
 `
 
+// postReload asks the selfheal at addr to reload, and returns its answer.
+func postReload(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // TestReload: POST /-/reload and SIGHUP put a valid file in force, an
 // invalid one keeps the running configuration and says why, and a job
 // under way when the policy changes finishes under the one it started
@@ -65,16 +77,7 @@ func TestReload(t *testing.T) {
 		}
 		return ""
 	}
-	reload := func() (int, string) {
-		t.Helper()
-		resp, err := http.Post("http://"+addr+"/-/reload", "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	reload := func() (int, string) { t.Helper(); return postReload(t, addr) }
 	simulate := func(args ...string) { t.Helper(); post(t, env, addr, args...) }
 
 	// A stop and start under way (it waits 3 s between the two) ...
@@ -162,16 +165,7 @@ remediations:
 	addr := freeAddr(t)
 	daemon(t, env, config, addr, "--web.enable-lifecycle", "--log.level=debug")
 	conn := connect(t, dsn)
-	reload := func() (int, string) {
-		t.Helper()
-		resp, err := http.Post("http://"+addr+"/-/reload", "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	reload := func() (int, string) { t.Helper(); return postReload(t, addr) }
 	startedAt := dockertest.State(t, withdrawn).StartedAt
 
 	post(t, env, addr, "ServiceDown", "service="+slow)

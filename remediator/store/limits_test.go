@@ -316,15 +316,7 @@ func TestRetryIsBounded(t *testing.T) {
 // target lock is per node.
 func TestFleetNamesBelongToOneNode(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.DSN(t)
-	admin, err := store.Open(ctx, dsn, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
-	if _, err := admin.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	admin, dsn := migrated(t)
 	a, b, c := uniqueNode("edge-a"), uniqueNode("edge-b"), uniqueNode("edge-c")
 	nodeA, connA := enrolled(t, admin, dsn, a, false)
 	nodeB, connB := enrolled(t, admin, dsn, b, false)

@@ -57,6 +57,23 @@ func enrolled(t *testing.T, admin *store.Store, adminDSN, name string, webhook b
 	return s, conn
 }
 
+// migrated is a store on a fresh, migrated database as its owner, and the
+// database's URL (to enrol roles from).
+func migrated(t *testing.T) (*store.Store, string) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	admin, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if _, err := admin.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return admin, dsn
+}
+
 func uniqueNode(prefix string) string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
@@ -72,15 +89,7 @@ func uniqueNode(prefix string) string {
 // granted, fails.)
 func TestNodeCredentialsReachOnlyTheirNode(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.DSN(t)
-	admin, err := store.Open(ctx, dsn, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
-	if _, err := admin.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	admin, dsn := migrated(t)
 	a, b := uniqueNode("edge-a"), uniqueNode("edge-b")
 	nodeA, connA := enrolled(t, admin, dsn, a, false)
 	_, connB := enrolled(t, admin, dsn, b, false)
