@@ -344,8 +344,13 @@ func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string, event
 // (1 s up to a minute), and after maxAttempts it is refused, with an event
 // that says why. The claim's transaction, which the failure may have
 // aborted, is rolled back first; the count is written on its own. It
-// reports whether the job was refused.
+// reports whether the job was refused. After an intent it does nothing:
+// the action's lease decides.
 func (c *Claim) Retry(ctx context.Context, cause error, maxAttempts int) (bool, error) {
+	if c.acting != nil {
+		// The action ran: its lease, not a retry, says what happens next.
+		return false, nil
+	}
 	c.release()
 	reason := Truncate(cause.Error(), maxReasonBytes)
 	var refused bool
