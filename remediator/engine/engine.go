@@ -120,7 +120,7 @@ const replicaAlive = time.Minute
 // configuration and another.
 func (e *Engine) heartbeat(ctx context.Context) {
 	cfg := e.config()
-	refused, err := e.store.NodeHeartbeat(ctx, store.NodeBeat{Name: strings.ToLower(cfg.Node.Name), Names: cfg.Node.Names(),
+	refused, err := e.store.NodeHeartbeat(ctx, store.NodeBeat{Name: e.node(), Names: cfg.Node.Names(),
 		Engine: e.replica, Version: version.Version, ConfigFingerprint: cfg.Fingerprint()})
 	e.namesMu.Lock()
 	switch {
@@ -264,7 +264,7 @@ func (e *Engine) Run(ctx context.Context) {
 	defer cancel()
 	e.revert(final, true)
 	// From now on this node's jobs wait, and say so.
-	if err := e.store.NodeStopped(final, strings.ToLower(e.config().Node.Name), e.replica); err != nil {
+	if err := e.store.NodeStopped(final, e.node(), e.replica); err != nil {
 		e.logger.Warn("could not record that this node's engine stopped", "err", err)
 	}
 }
@@ -289,7 +289,7 @@ func (e *Engine) Abandon(ctx context.Context) {
 // node (fleet mode), listening again after a lost connection; the
 // workers' polling covers the gaps.
 func (e *Engine) listen(ctx context.Context) {
-	node := strings.ToLower(e.config().Node.Name)
+	node := e.node()
 	var quiet errorLog
 	for ctx.Err() == nil {
 		err := e.store.ListenForJobs(ctx, node, e.Wake)
@@ -351,9 +351,6 @@ func (e *Engine) revertWhenDue(ctx context.Context) {
 		e.revertSeen = gen
 	}
 }
-
-// node is this engine's node, as temporary changes and locks know it.
-func (e *Engine) node() string { return strings.ToLower(e.config().Node.Name) }
 
 // revert undoes the temporary changes on this node whose alert resolved,
 // whoever made them; with stopping, also every one this replica made.
@@ -796,6 +793,10 @@ func limitsOf(cfg *policy.Config) Limits {
 
 // config is the policy in force now.
 func (e *Engine) config() *policy.Config { return e.cfg.Load() }
+
+// node is this engine's node's name, lower case, as the nodes table,
+// its jobs' channel and its temporary changes know it.
+func (e *Engine) node() string { return strings.ToLower(e.config().Node.Name) }
 
 // Config is the policy in force now.
 func (e *Engine) Config() *policy.Config { return e.config() }

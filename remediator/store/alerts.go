@@ -223,7 +223,7 @@ func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter ti
 	return s.ingest(ctx, s.pool, alerts, reopenAfter)
 }
 
-// batcher is a pool or a transaction.
+// batcher is a pool or a transaction (as querier is, in store.go).
 type batcher interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }

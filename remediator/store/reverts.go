@@ -78,9 +78,7 @@ func (s *Store) FiringSince(ctx context.Context, fingerprint string) (time.Time,
 	return firingSince(ctx, s.pool, fingerprint)
 }
 
-func firingSince(ctx context.Context, q interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}, fingerprint string) (time.Time, bool, error) {
+func firingSince(ctx context.Context, q querier, fingerprint string) (time.Time, bool, error) {
 	var t time.Time
 	err := q.QueryRow(ctx, `SELECT starts_at FROM alert_occurrences WHERE fingerprint = $1 AND status = 'firing'
 		ORDER BY starts_at DESC LIMIT 1`, fingerprint).Scan(&t)
