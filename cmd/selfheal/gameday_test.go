@@ -186,6 +186,9 @@ func startGameDay(t testing.TB, o gameDayOptions) *gameDay {
 		"target: n8n", "target: " + g.name["n8n"],
 		"target: llm-service", "target: " + g.name["llm-service"],
 		"http://localhost:8000/v1/cache/clear", g.hook.URL + "/v1/cache/clear",
+		// The probes, shipped commented out, switched on as an operator would.
+		"  probes: []\n  #   - {name: database", "  probes:\n    - {name: database",
+		"\n  #   - {name: object-store-minio", "\n    - {name: object-store-minio",
 		"http://localhost:9000/minio/health/live", g.hook.URL + "/minio/health/live",
 		"postgres://app@localhost/app?sslmode=disable", g.appDB,
 		"roots: [/var/log/apps, /var/cache/llm]", "roots: [" + strings.Join(roots, ", ") + "]",

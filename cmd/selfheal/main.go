@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/selfheal/selfheal/exporter"
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/report"
@@ -158,7 +159,7 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", *checkConfig, err)
 			return 1
 		}
-		for _, w := range warnings {
+		for _, w := range append(warnings, cfg.Advice(action.ThisHost())...) {
 			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *checkConfig, w)
 		}
 		fmt.Printf("%s: OK (%d remediations)\n", *checkConfig, len(cfg.Remediations))
@@ -227,7 +228,9 @@ func loadConfig(path string) (*policy.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.ApplyEnvironment(os.Getenv)
+	if err := cfg.ApplyEnvironment(os.Getenv); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
 

@@ -243,6 +243,22 @@ func TestUnknownKeyInVerify(t *testing.T) {
 	}
 }
 
+func TestAlertmanagerURLFromEnvironment(t *testing.T) {
+	cfg, err := Parse([]byte("alertmanager: {url: 'http://file:9093'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.ApplyEnvironment(func(k string) string {
+		return map[string]string{EnvAlertmanagerURL: "http://alertmanager:9093"}[k]
+	}); err != nil || cfg.Alertmanager.URL != "http://alertmanager:9093" {
+		t.Fatalf("url %q, err %v: the environment must win", cfg.Alertmanager.URL, err)
+	}
+	err = cfg.ApplyEnvironment(func(k string) string { return map[string]string{EnvAlertmanagerURL: "alertmanager:9093"}[k] })
+	if err == nil || err.Error() != `SELFHEAL_ALERTMANAGER_URL: "alertmanager:9093" is not an http or https URL` {
+		t.Fatalf("got %v", err)
+	}
+}
+
 func TestEnvironment(t *testing.T) {
 	env := map[string]string{"SELFHEAL_DATABASE_URL": "postgres://env", "SELFHEAL_WEBHOOK_TOKEN": "tok",
 		"SELFHEAL_REBOOT_ENABLED": "true", "DOCKER_HOST": "tcp://proxy:2375"}
@@ -250,13 +266,15 @@ func TestEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.ApplyEnvironment(func(k string) string { return env[k] })
+	if err := cfg.ApplyEnvironment(func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
 	if cfg.DatabaseURL != "postgres://env" || cfg.Webhook.Token != "tok" || !cfg.RebootEnabled || cfg.Targets.Docker.Host != "tcp://proxy:2375" {
 		t.Fatalf("%+v", cfg)
 	}
 	cfg, _ = Parse([]byte("targets: {docker: {host: unix:///x.sock}}\n"))
 	env["SELFHEAL_REBOOT_ENABLED"] = "yes" // only "true" enables reboots
-	cfg.ApplyEnvironment(func(k string) string { return env[k] })
+	_ = cfg.ApplyEnvironment(func(k string) string { return env[k] })
 	if cfg.Targets.Docker.Host != "unix:///x.sock" || cfg.RebootEnabled {
 		t.Fatalf("a host in the file must win over DOCKER_HOST, and only \"true\" enables reboots: %+v", cfg.Targets.Docker)
 	}
@@ -324,7 +342,7 @@ func TestAlertNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.ApplyEnvironment(func(k string) string { return map[string]string{EnvNodeName: "edge-07"}[k] })
+	_ = cfg.ApplyEnvironment(func(k string) string { return map[string]string{EnvNodeName: "edge-07"}[k] })
 	if cfg.Node.Name != "edge-07" || cfg.Node.Unlabelled != UnlabelledAct {
 		t.Errorf("node %+v: SELFHEAL_NODE_NAME must win, unlabelled default to act", cfg.Node)
 	}

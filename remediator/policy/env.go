@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -9,6 +10,9 @@ const (
 	EnvDatabaseURL   = "SELFHEAL_DATABASE_URL"
 	EnvWebhookToken  = "SELFHEAL_WEBHOOK_TOKEN"
 	EnvRebootEnabled = "SELFHEAL_REBOOT_ENABLED"
+	// EnvAlertmanagerURL is alertmanager.url, for deployments that know
+	// Alertmanager's address better than the file (the compose stack).
+	EnvAlertmanagerURL = "SELFHEAL_ALERTMANAGER_URL"
 )
 
 // The seed system's names, understood too; selfheal's own win when both are
@@ -22,8 +26,10 @@ const (
 )
 
 // ApplyEnvironment lets the environment override the file: the database URL
-// and the webhook token, secrets that often come from the service manager.
-func (c *Config) ApplyEnvironment(getenv func(string) string) {
+// and the webhook token, secrets that often come from the service manager,
+// and Alertmanager's address. A value that would be invalid in the file is
+// an error here too.
+func (c *Config) ApplyEnvironment(getenv func(string) string) error {
 	if v := getenv(EnvDatabaseURL); v != "" {
 		c.DatabaseURL = v
 	}
@@ -32,6 +38,12 @@ func (c *Config) ApplyEnvironment(getenv func(string) string) {
 	}
 	if v := strings.TrimSpace(getenv(EnvNodeName)); v != "" {
 		c.Node.Name = v
+	}
+	if v := strings.TrimSpace(getenv(EnvAlertmanagerURL)); v != "" {
+		if !httpURL(v) {
+			return fmt.Errorf("%s: %q is not an http or https URL", EnvAlertmanagerURL, v)
+		}
+		c.Alertmanager.URL = v
 	}
 	if c.Node.Name == "" {
 		c.Node.Name = hostname()
@@ -49,4 +61,5 @@ func (c *Config) ApplyEnvironment(getenv func(string) string) {
 	if v := getenv("DOCKER_HOST"); v != "" && c.Targets.Docker.hostDefaulted {
 		c.Targets.Docker.Host = v
 	}
+	return nil
 }

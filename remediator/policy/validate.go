@@ -49,7 +49,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if u := c.Alertmanager.URL; u != "" {
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+		if !httpURL(u) {
 			p.add("alertmanager", "url: %q is not an http or https URL", u)
 		}
 	}
@@ -114,4 +114,10 @@ func (c *Config) validate() error {
 		return errors.New(strings.Join(p, "\n"))
 	}
 	return nil
+}
+
+// httpURL reports whether u is an absolute http or https URL.
+func httpURL(u string) bool {
+	pu, err := url.Parse(u)
+	return err == nil && (pu.Scheme == "http" || pu.Scheme == "https") && pu.Host != ""
 }

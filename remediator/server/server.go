@@ -18,6 +18,7 @@ import (
 
 	"github.com/selfheal/selfheal/exporter"
 	"github.com/selfheal/selfheal/exporter/gpu"
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/actions"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
 	"github.com/selfheal/selfheal/remediator/handoff"
@@ -77,7 +78,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	for _, w := range warnings {
+	for _, w := range append(warnings, cfg.Advice(action.ThisHost())...) {
 		log.Warn(w)
 	}
 	if creds == (webhook.Credentials{}) {
