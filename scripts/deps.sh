@@ -27,7 +27,6 @@ need prometheus prometheus
 need promtool prometheus
 need prometheus-alertmanager prometheus-alertmanager
 need amtool prometheus-alertmanager
-need docker-compose docker-compose
 need curl curl
 need chromium chromium   # the status page's browser test
 if [ "${1:-}" = bench ]; then
@@ -64,3 +63,6 @@ if ! docker info >/dev/null 2>&1; then
 	done
 	docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/selfheal-dockerd.log" >&2; exit 1; }
 fi
+
+# Docker Compose v2 (`docker compose`): the compose files need it.
+"$(dirname "$0")/compose.sh"
