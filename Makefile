@@ -2,21 +2,31 @@
 
 GO          ?= go
 BIN         ?= selfheal
+# The version stamped into every binary (selfheal --version, the
+# selfheal_build_info metric, the replicas table): VERSION and git.
+VERSION     ?= $(shell cat VERSION)
+REVISION    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+BRANCH      ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+BUILD_DATE  ?= $(shell date -u +%Y%m%d-%H:%M:%S)
+VPKG         = github.com/prometheus/common/version
+LDFLAGS     ?= -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) \
+               -X $(VPKG).BuildUser=$(shell id -un)@$(shell hostname) -X $(VPKG).BuildDate=$(BUILD_DATE)
+NFPM        ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 # go-nvml's header marks many functions deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build build-static image test scenarios test-race test-gpu lint run bench deps clean
+.PHONY: all build build-static image package test test-deploy scenarios test-race test-gpu lint run bench deps clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/selfheal
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/selfheal
 
 # A static selfheal for hosts without GPUs: no cgo, so no NVML (the gpu
 # collector reports no GPUs and the GPU actions refuse, saying why).
 build-static:
-	CGO_ENABLED=0 $(GO) build -o $(BIN)-static ./cmd/selfheal
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)-static ./cmd/selfheal
 
 deps:
 	scripts/deps.sh
@@ -27,6 +37,15 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -parallel 4 -timeout 15m ./...
+
+# The deployment as shipped, run for real: the compose stack brought up
+# with stand-ins for its public images, built here (deploy/stack_test.go);
+# the .deb installed and purged (deploy/package_test.go); each example
+# configuration served on this host (cmd/selfheal/quiet_test.go). Its own
+# target: it needs root, the stand-in images and about ten minutes.
+test-deploy: deps package
+	scripts/images.sh standins
+	$(GO) test -tags deploy -p 1 -count=1 -v -timeout 20m -run 'TestComposeStack|TestGatewayProxyExample|TestDebianPackage|TestShippedConfigsQuiet' ./deploy/ ./cmd/selfheal/
 
 # The game days alone: each failure mode the seed names, through the
 # shipped rules, routing and example configuration (cmd/selfheal/scenarios_test.go).
@@ -48,7 +67,9 @@ test-gpu:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags deploy ./deploy/ ./cmd/selfheal/
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags deploy ./deploy/ ./cmd/selfheal/
 
 # The local stack; Ctrl-C stops everything it started.
 run: deps build
@@ -59,9 +80,18 @@ run: deps build
 image: deps
 	scripts/images.sh
 
+# selfheal's .deb and .rpm in dist/ (deploy/package/nfpm.yaml), from a
+# build with cgo (NVML) stamped with VERSION.
+package:
+	$(MAKE) build BIN=selfheal
+	mkdir -p dist
+	for p in deb rpm; do \
+		ARCH=$$($(GO) env GOARCH) VERSION=$(VERSION) $(NFPM) package -f deploy/package/nfpm.yaml -p $$p -t dist/ || exit 1; \
+	done
+
 bench:
 	scripts/deps.sh bench
 	scripts/bench.sh
 
 clean:
-	rm -rf $(BIN) $(BIN)-static .run
+	rm -rf $(BIN) $(BIN)-static .run dist

@@ -9,13 +9,20 @@
 #                                toolchain and trust store
 #   selfheal:local               the Dockerfile, built FROM those two
 #
+#   scripts/images.sh [--rebuild]            the three above
+#   scripts/images.sh [--rebuild] standins   the base images, and stand-ins
+#                                            for the compose stack's public
+#                                            images (make test-deploy)
+#
 # Base images already built are kept; --rebuild makes them again. Needs
 # root (debootstrap) and the Docker daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rebuild=false
-[ "${1:-}" = --rebuild ] && rebuild=true
+[ "${1:-}" = --rebuild ] && { rebuild=true; shift; }
+what=${1:-selfheal}
+case $what in selfheal | standins) ;; *) echo "usage: $0 [--rebuild] [selfheal|standins]" >&2; exit 2 ;; esac
 suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 goroot=$(go env GOROOT)
@@ -52,6 +59,23 @@ COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 ENV PATH=/usr/local/go/bin:/root/go/bin:\$PATH GOPATH=/root/go
 EOF
 	docker build -q -t "$golang" "$work/golang" >/dev/null
+fi
+
+if [ "$what" = standins ]; then
+	# deploy/compose/standins/docker-compose.standins.yml names these.
+	dir=deploy/compose/standins
+	echo "building the compose files' stand-ins (postgres, prometheus, alertmanager, nginx from Debian's packages; alpine: the Debian base; socket-proxy from $dir/socket-proxy)"
+	CGO_ENABLED=0 go build -trimpath -o "$dir/socket-proxy/socket-proxy" ./$dir/socket-proxy
+	for img in postgres:15 prometheus:v2.53.0 alertmanager:v0.27.0 socket-proxy:1 alpine:3.20 nginx:1.27-alpine; do
+		docker build -q --build-arg BASE_IMAGE="$base" -f "$dir/${img%%:*}.Dockerfile" -t "selfheal-standin/$img" "$dir" >/dev/null
+	done
+	# For the override's build arguments of selfheal's own image; built
+	# here once, so that the compose stack's `up --build` finds it in
+	# Docker's build cache.
+	printf 'SELFHEAL_GO_IMAGE=%s\nSELFHEAL_BASE_IMAGE=%s\n' "$golang" "$base" >"$dir/images.env"
+	echo "building selfheal:latest from the Dockerfile (GO_IMAGE=$golang, BASE_IMAGE=$base)"
+	docker build -q --build-arg GO_IMAGE="$golang" --build-arg BASE_IMAGE="$base" -t selfheal:latest . >/dev/null
+	exit 0
 fi
 
 echo "building selfheal:local from the Dockerfile (GO_IMAGE=$golang, BASE_IMAGE=$base)"
