@@ -21,7 +21,8 @@ RUN go mod download
 COPY . .
 ARG CGO_ENABLED=1
 ENV CGO_ENABLED=${CGO_ENABLED} CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations"
-RUN go build -trimpath -ldflags="-s -w" -o /out/selfheal ./cmd/selfheal
+# The version from VERSION (the context has no .git for a revision).
+RUN go build -trimpath -ldflags="-s -w -X github.com/prometheus/common/version.Version=$(cat VERSION)" -o /out/selfheal ./cmd/selfheal
 
 FROM ${BASE_IMAGE}
 RUN apt-get update \

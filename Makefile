@@ -45,7 +45,7 @@ test: deps
 # target: it needs root, the stand-in images and about ten minutes.
 test-deploy: deps package
 	scripts/images.sh standins
-	$(GO) test -tags deploy -p 1 -parallel 4 -count=1 -v -timeout 20m -run 'TestComposeStack|TestGatewayProxyExample|TestDebianPackage|TestShippedConfigsQuiet' ./deploy/ ./cmd/selfheal/
+	$(GO) test -tags deploy -p 1 -parallel 4 -count=1 -v -timeout 20m -run 'TestComposeStack|TestGatewayProxyExample|TestImageAsDocumented|TestDebianPackage|TestShippedConfigsQuiet' ./deploy/ ./cmd/selfheal/
 
 # The game days alone: each failure mode the seed names, through the
 # shipped rules, routing and example configuration (cmd/selfheal/scenarios_test.go).

@@ -431,3 +431,30 @@ func TestGatewayProxyExample(t *testing.T) {
 		return err == nil && n == 1
 	})
 }
+
+// TestImageAsDocumented: the image README.md's "From the image" describes
+// — built from the Dockerfile by scripts/images.sh (as `docker build` would
+// with local base images) — runs as the unprivileged user 10001, carries
+// the version, and its shipped configuration passes check-config, which
+// says that no reboot can come from inside it.
+func TestImageAsDocumented(t *testing.T) {
+	docker := testenv.Tool(t, "docker", true)
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(docker, append([]string{"run", "--rm"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("--entrypoint", "id", "selfheal:latest", "-u"); err != nil || strings.TrimSpace(out) != "10001" {
+		t.Errorf("the image runs as %q (%v), want 10001", out, err)
+	}
+	version, err := os.ReadFile("../VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("selfheal:latest", "--version"); err != nil || !strings.Contains(out, "version "+strings.TrimSpace(string(version))+" ") {
+		t.Errorf("selfheal --version in the image: %q (%v)", out, err)
+	}
+	out, err := run("-e", "SELFHEAL_WEBHOOK_TOKEN=t", "selfheal:latest", "check-config", "--config.file=/etc/selfheal/selfheal.yml")
+	if err != nil || !strings.Contains(out, "OK (") || !strings.Contains(out, `command: "systemctl" cannot be run here`) {
+		t.Errorf("check-config in the image: %v\n%s", err, out)
+	}
+}

@@ -115,7 +115,7 @@ remediations:
 		t.Fatal(err)
 	}
 	withFile := func(name, path string) string {
-		return writeFile(t, name, "webhook: {bearer_token_file: "+path+"}\nremediations: []\n")
+		return writeFile(t, name, "webhook: {bearer_token_file: "+path+"}\nalertmanager: {url: 'http://am:9093'}\nremediations: []\n")
 	}
 	cfg := withFile("blank.yml", blank)
 	code, _, errOut = selfheal(t, nil, "check-config", "--config.file="+cfg)
@@ -126,6 +126,13 @@ remediations:
 	code, _, errOut = selfheal(t, nil, "check-config", "--config.file="+cfg)
 	if want := cfg + ": warning: webhook.bearer_token_file: " + loose + " is readable by other users (mode 0644): chmod 600 it\n"; code != 0 || errOut != want {
 		t.Fatalf("world-readable token file: exit %d %q, want %q", code, errOut, want)
+	}
+
+	// The shipped example: valid, with a warning for each placeholder left
+	// to set (policy.TestAdvice has them all).
+	code, _, errOut = selfheal(t, []string{"SELFHEAL_WEBHOOK_TOKEN=t"}, "check-config", "--config.file=../../deploy/selfheal.yml")
+	if want := `warning: remediation "critical-recovery": sequence[3]: vacuum: databases: "postgres://app@localhost/app?sslmode=disable" is the example configuration's placeholder`; code != 0 || !strings.Contains(errOut, want) {
+		t.Fatalf("the shipped example: exit %d %q, want a warning %q", code, errOut, want)
 	}
 }
 
