@@ -87,6 +87,10 @@ The whole loop is running (logs in .run/*.log):
 
 Try, in another shell:
   docker kill selfheal-demo                          # about two seconds later it runs again
+      (the first kill restarts it, the second stops and starts it, the third in ten
+       minutes escalates to critical recovery; a fourth is held back for a person:
+       the status page at http://localhost:9595/ says so, and
+       ./selfheal clear selfheal-demo lets selfheal heal it again)
   docker ps --filter name=selfheal-demo
   SELFHEAL_DATABASE_URL='$SELFHEAL_DATABASE_URL' ./selfheal events
   SELFHEAL_WEBHOOK_TOKEN=\$(cat .run/token) ./selfheal simulate ServiceDown service=selfheal-demo

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
 	"strings"
 	"syscall"
 	"time"
@@ -90,6 +91,12 @@ func run(args []string) int {
 	pauseReason := pause.Flag("reason", "Why; shown in every skipped decision.").Required().String()
 	resume := app.Command("resume", "Resume remediation after pause.")
 	resumeConfig := resume.Flag("config.file", "Configuration file with database_url.").String()
+	clear := app.Command("clear", "Say a target's cause is fixed: its failures, escalations and cooldowns so far no longer count, and its next outage starts the ladder again. Recorded as an event, with who ran it.")
+	clearConfig := clear.Flag("config.file", "Configuration file with database_url.").String()
+	clearTarget := clear.Arg("target", "The target (container) to clear, as selfheal plan and the status page name it.").Required().String()
+	clearRemediation := clear.Flag("remediation", "Clear this remediation only (default: all of the target's).").String()
+	clearReason := clear.Flag("reason", "Why; recorded with the clear.").String()
+	clearBy := clear.Flag("by", "Who clears (default: the user running selfheal, and the one behind sudo).").Default(operator()).String()
 
 	nodes := app.Command("nodes", "List the fleet's nodes: last heartbeat, queued jobs, version, configuration fingerprint.")
 	nodesConfig := nodes.Flag("config.file", "Configuration file with database_url (and node.silent_after).").String()
@@ -193,6 +200,14 @@ func run(args []string) int {
 		return withStore(ctx, logger, *pauseConfig, func(st *store.Store) error { return st.SetPaused(ctx, true, *pauseReason) })
 	case resume.FullCommand():
 		return withStore(ctx, logger, *resumeConfig, func(st *store.Store) error { return st.SetPaused(ctx, false, "") })
+	case clear.FullCommand():
+		return withStore(ctx, logger, *clearConfig, func(st *store.Store) error {
+			c, err := st.ClearTarget(ctx, store.Clear{Target: *clearTarget, Remediation: *clearRemediation, By: *clearBy, Reason: *clearReason})
+			if err == nil {
+				report.WriteCleared(os.Stdout, *clearTarget, c)
+			}
+			return err
+		})
 	case nodes.FullCommand():
 		silentAfter := policy.DefaultSilentAfter
 		if *nodesConfig != "" {
@@ -364,4 +379,20 @@ func runPlan(ctx context.Context, cfg *policy.Config, logger *slog.Logger, name 
 		fmt.Println("no alert is firing")
 	}
 	return acts, nil
+}
+
+// operator names who runs a command, for the audit trail: the user, and
+// the one behind sudo.
+func operator() string {
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	if name == "" {
+		name = "unknown"
+	}
+	if su := os.Getenv("SUDO_USER"); su != "" && su != name {
+		name += " (sudo by " + su + ")"
+	}
+	return name
 }

@@ -61,7 +61,8 @@ func TestScenarioServiceStopped(t *testing.T) {
 // TestScenarioCrashLoop: a service that dies eight seconds after every
 // start. Each restart "succeeds", yet every outage counts: restart, then
 // stop and start, then the third outage escalates to critical recovery,
-// which runs its whole sequence; the next outage in the window runs nothing.
+// which runs its whole sequence; the next outage in the window runs nothing
+// and is refused — held back for a person, handed off, not silently skipped.
 func TestScenarioCrashLoop(t *testing.T) {
 	t.Parallel()
 	g := startGameDay(t, gameDayOptions{Specs: map[string]dockertest.Spec{"llm-service": {Args: []string{"-exit-after=8s"}}}})
@@ -74,7 +75,7 @@ func TestScenarioCrashLoop(t *testing.T) {
 	})
 	g.waitFor(90*time.Second, "the next outage decided", func() bool {
 		return g.count(`SELECT count(*) FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id
-			WHERE j.remediation = 'service-down' AND j.outcome = 'skipped' AND o.labels->>'service' = $1`, llm) >= 1
+			WHERE j.remediation = 'service-down' AND j.outcome = 'refused' AND o.labels->>'service' = $1`, llm) >= 1
 	})
 	if n := g.count(`SELECT get_service_failure_count($1, 10)`, llm); n < 3 {
 		t.Errorf("get_service_failure_count = %d, want at least 3", n)

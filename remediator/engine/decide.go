@@ -200,10 +200,14 @@ func decideLimits(r *policy.Remediation, st store.State, now time.Time) (Decisio
 			escalationTarget(st.EscalatedTo), st.EscalatedAt.UTC().Format(time.RFC3339), r.FailureWindow)}, true
 	case r.MaxFailures > 0 && st.FailuresInWindow >= r.MaxFailures && !st.LastEscalationAt.IsZero():
 		// A crash loop: the bigger remediation already had its turn in this
-		// window. Escalating again would only loop; people must look.
-		return Decision{Verdict: Skip, Reason: fmt.Sprintf(
-			"%d failures within %s (limit %d), and already escalated at %s: not escalating again within the window",
-			st.FailuresInWindow, r.FailureWindow, r.MaxFailures, st.LastEscalationAt.UTC().Format(time.RFC3339))}, true
+		// window. Escalating again would only loop; people must look. A
+		// refusal, not a skip: it is handed off (SelfhealRefused), and the
+		// status page and plan list the target as held back.
+		return Decision{Verdict: Refuse, Severity: store.SeverityWarning, Reason: fmt.Sprintf(
+			"%d failures within %s (limit %d), and already escalated at %s: held back for a person until %s, "+
+				"not escalating again within the window (selfheal clear lets the next outage start the ladder again)",
+			st.FailuresInWindow, r.FailureWindow, r.MaxFailures, st.LastEscalationAt.UTC().Format(time.RFC3339),
+			st.LastEscalationAt.Add(r.FailureWindow.D()).UTC().Format(time.RFC3339))}, true
 	case r.MaxFailures > 0 && st.FailuresInWindow >= r.MaxFailures:
 		return Decision{Verdict: Escalate, Reason: fmt.Sprintf("%d failures within %s (limit %d): escalating to %s",
 			st.FailuresInWindow, r.FailureWindow, r.MaxFailures, escalationTarget(r.EscalateTo))}, true
@@ -215,6 +219,18 @@ func decideLimits(r *policy.Remediation, st store.State, now time.Time) (Decisio
 		}
 	}
 	return Decision{}, false
+}
+
+// HeldBack reports whether the per-target limits hold r back on a target
+// in state st now — an open escalation, a crash loop already escalated
+// this window, the cooldown — and why, in the words a decision would use:
+// what the status page lists. The same limits Decide applies.
+func HeldBack(r *policy.Remediation, st store.State, now time.Time) (string, bool) {
+	d, ok := decideLimits(r, st, now)
+	if !ok || d.Verdict == Escalate {
+		return "", false
+	}
+	return d.Reason, true
 }
 
 func orNone(s string) string {

@@ -160,7 +160,8 @@ func TestCrashLoopLadder(t *testing.T) {
 		{"third outage", store.State{FailuresInWindow: 3, OutageCounted: true},
 			Escalate, "", "3 failures within 10m (limit 3): escalating to critical-recovery"},
 		{"fourth outage, escalated already", store.State{FailuresInWindow: 4, OutageCounted: true, LastEscalationAt: t0.Add(-time.Minute)},
-			Skip, "", "4 failures within 10m (limit 3), and already escalated at 2026-11-26T02:59:00Z: not escalating again within the window"},
+			Refuse, "", "4 failures within 10m (limit 3), and already escalated at 2026-11-26T02:59:00Z: held back for a person until 2026-11-26T03:09:00Z, " +
+				"not escalating again within the window (selfheal clear lets the next outage start the ladder again)"},
 		{"escalation of an earlier window is forgotten", store.State{FailuresInWindow: 1, OutageCounted: true},
 			Run, "restart", "running restart (attempt 1, 1 failures in the last 10m)"},
 	} {

@@ -36,11 +36,15 @@ type Plan struct {
 	MaxFailures   int        `json:"max_failures,omitempty"`
 	CooldownUntil *time.Time `json:"cooldown_until,omitempty"`
 	EscalatedTo   string     `json:"escalated_to,omitempty"`
-	Paused        bool       `json:"paused,omitempty"`
-	Verdict       Verdict    `json:"verdict"`
-	Reason        string     `json:"reason"`
-	Action        string     `json:"action,omitempty"`
-	Attempt       int        `json:"attempt,omitempty"`
+	// HeldBack is why the per-target limits hold the target back (an open
+	// escalation, a crash loop already escalated, the cooldown); empty
+	// when they do not.
+	HeldBack string  `json:"held_back,omitempty"`
+	Paused   bool    `json:"paused,omitempty"`
+	Verdict  Verdict `json:"verdict"`
+	Reason   string  `json:"reason"`
+	Action   string  `json:"action,omitempty"`
+	Attempt  int     `json:"attempt,omitempty"`
 	// Touches are the containers the action would act on beside the
 	// target (its dependents, its compose project), in order.
 	Touches []string `json:"touches,omitempty"`
@@ -103,6 +107,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 	}
 	p.Failures, p.MaxFailures, p.EscalatedTo, p.Paused = st.FailuresInWindow, r.MaxFailures, st.EscalatedTo, st.Paused
 	p.FailureWindow = r.FailureWindow.String()
+	p.HeldBack, _ = HeldBack(r, st, st.Now)
 	if cd := r.Cooldown.D(); cd > 0 && !st.LastActionAt.IsZero() && st.Now.Before(st.LastActionAt.Add(cd)) {
 		until := st.LastActionAt.Add(cd).UTC()
 		p.CooldownUntil = &until

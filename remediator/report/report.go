@@ -59,6 +59,7 @@ func WritePlan(w io.Writer, p engine.Plan) error {
 		}
 		row("COOLDOWN", cooldown)
 		row("ESCALATED", map[bool]string{true: "no", false: "to " + p.EscalatedTo}[p.EscalatedTo == ""])
+		row("HELD BACK", map[bool]string{true: "no", false: p.HeldBack}[p.HeldBack == ""])
 	}
 	verdict := string(p.Verdict)
 	if p.Action != "" {
@@ -120,4 +121,18 @@ func WriteNodes(w io.Writer, nodes []store.NodeStatus, silentAfter time.Duration
 			dash(n.Version), dash(n.ConfigFingerprint), role)
 	}
 	return tw.Flush()
+}
+
+// WriteCleared says what `selfheal clear` ended.
+func WriteCleared(w io.Writer, target string, c store.Cleared) {
+	fmt.Fprintf(w, "cleared %s: its next outage starts the ladder again\n", target)
+	if len(c.Escalations) > 0 {
+		fmt.Fprintf(w, "  escalations closed: %s\n", strings.Join(c.Escalations, ", "))
+	}
+	if c.Failures > 0 {
+		fmt.Fprintf(w, "  failures no longer counted: %d\n", c.Failures)
+	}
+	if len(c.Cooldowns) > 0 {
+		fmt.Fprintf(w, "  cooldowns ended: %s\n", strings.Join(c.Cooldowns, ", "))
+	}
 }

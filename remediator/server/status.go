@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/common/version"
 
+	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -23,7 +24,8 @@ var statusTemplate = template.Must(template.ParseFS(templates, "templates/status
 type statusStore interface {
 	Paused(ctx context.Context) (bool, string, error)
 	JobCounts(ctx context.Context) (map[string]int64, error)
-	HeldTargets(ctx context.Context, within time.Duration) ([]store.TargetState, error)
+	HeldCandidates(ctx context.Context) ([]store.HeldCandidate, error)
+	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
 	RecentActivity(ctx context.Context, limit int, since time.Time) ([]store.Activity, error)
 }
 
@@ -37,7 +39,7 @@ type statusPage struct {
 	log    *slog.Logger
 }
 
-type heldRow struct{ Target, Remediation, LastAction, CooldownUntil, Escalated string }
+type heldRow struct{ Target, Remediation, Why string }
 
 type decisionRow struct{ Time, Severity, Target, Remediation, What, Detail string }
 
@@ -91,27 +93,24 @@ func (p statusPage) fill(ctx context.Context, cfg *policy.Config, now time.Time,
 		return err
 	}
 	d.Queued, d.Running = counts["queued"], counts["running"]
-	var longest time.Duration
-	for _, r := range cfg.Remediations {
-		longest = max(longest, r.Cooldown.D())
-	}
-	held, err := p.st.HeldTargets(ctx, longest)
+	// Held back is the decision's own word: each candidate's state, read
+	// as a decision would, through the same limits.
+	held, err := p.st.HeldCandidates(ctx)
 	if err != nil {
 		return err
 	}
 	for _, h := range held {
-		row := heldRow{Target: h.Target, Remediation: h.Remediation, LastAction: "-", CooldownUntil: "-", Escalated: "-"}
-		if !h.LastAction.IsZero() {
-			row.LastAction = h.LastAction.Local().Format(timeFormat)
-			if r := cfg.Remediation(h.Remediation); r != nil && h.LastAction.Add(r.Cooldown.D()).After(now) {
-				row.CooldownUntil = h.LastAction.Add(r.Cooldown.D()).Local().Format(timeFormat)
-			}
+		r := cfg.Remediation(h.Remediation)
+		if r == nil {
+			continue
 		}
-		if h.EscalatedTo != "" {
-			row.Escalated = "to " + h.EscalatedTo + " at " + h.EscalatedAt.Local().Format(timeFormat)
+		st, err := p.st.ReadState(ctx, store.StateQuery{Target: h.Target, Remediation: h.Remediation,
+			FailureWindow: r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()})
+		if err != nil {
+			return err
 		}
-		if row.CooldownUntil != "-" || row.Escalated != "-" {
-			d.Held = append(d.Held, row)
+		if why, ok := engine.HeldBack(r, st, st.Now); ok {
+			d.Held = append(d.Held, heldRow{Target: h.Target, Remediation: h.Remediation, Why: why})
 		}
 	}
 	acts, err := p.st.RecentActivity(ctx, 200, now.Add(-24*time.Hour))

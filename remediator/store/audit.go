@@ -213,56 +213,39 @@ func (s *Store) Heartbeat(ctx context.Context, r Replica, alive time.Duration) (
 	return same, other, nil
 }
 
-// TargetState is a target the status page lists: in cooldown or escalated.
-type TargetState struct {
+// HeldCandidate is a target and remediation that may be held back: one
+// with an action, a failure or an escalation in the last day since its
+// last selfheal clear. Whether it is held is the decision's to say
+// (engine.HeldBack over ReadState).
+type HeldCandidate struct {
 	Target      string
 	Remediation string
-	LastAction  time.Time // zero when none
-	EscalatedTo string    // set while an escalation is open
-	EscalatedAt time.Time
+	Last        time.Time // the newest of those
 }
 
-// HeldTargets returns the targets with an action in the last `within`
-// (their cooldowns are judged by the caller, who knows each remediation's)
-// and those with an open escalation, newest first.
-func (s *Store) HeldTargets(ctx context.Context, within time.Duration) ([]TargetState, error) {
+// HeldCandidates returns up to 100 candidates, newest first.
+func (s *Store) HeldCandidates(ctx context.Context) ([]HeldCandidate, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT service_name, remediation, max(last_action), max(escalate_to), max(escalated_at) FROM (
-		    SELECT service_name, COALESCE(remediation, '') AS remediation, max(started_at) AS last_action,
-		           NULL::text AS escalate_to, NULL::timestamptz AS escalated_at
-		    FROM recovery_actions
-		    WHERE started_at >= now() - $1 * interval '1 second' AND status <> 'dry_run'
-		    GROUP BY service_name, remediation
+		SELECT t.service_name, t.remediation, max(t.at) FROM (
+		    SELECT service_name, remediation, started_at AS at FROM recovery_actions
+		    WHERE started_at >= now() - interval '1 day' AND status <> 'dry_run' AND remediation IS NOT NULL
 		    UNION ALL
-		    SELECT service_name, remediation, NULL, COALESCE(escalate_to, 'nobody'), created_at
-		    FROM escalations WHERE cleared_at IS NULL AND created_at >= now() - interval '1 hour'
+		    SELECT service_name, remediation, failure_time FROM service_failures
+		    WHERE failure_time >= now() - interval '1 day' AND remediation IS NOT NULL
+		    UNION ALL
+		    SELECT service_name, remediation, created_at FROM escalations WHERE created_at >= now() - interval '1 day'
 		) t
-		GROUP BY service_name, remediation
-		ORDER BY greatest(max(last_action), max(escalated_at)) DESC
-		LIMIT 100`, within.Seconds())
+		WHERE t.at > COALESCE((SELECT max(c.cleared_at) FROM target_clears c WHERE c.service_name = t.service_name
+		                       AND (c.remediation = t.remediation OR c.remediation IS NULL)), '-infinity')
+		GROUP BY t.service_name, t.remediation
+		ORDER BY max(t.at) DESC
+		LIMIT 100`)
 	if err != nil {
 		return nil, fmt.Errorf("read held targets: %w", err)
 	}
-	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TargetState, error) {
-		var t TargetState
-		var last, esc *time.Time
-		var to *string
-		if err := r.Scan(&t.Target, &t.Remediation, &last, &to, &esc); err != nil {
-			return t, err
-		}
-		if last != nil {
-			t.LastAction = *last
-		}
-		if to != nil {
-			t.EscalatedTo = *to
-		}
-		if esc != nil {
-			t.EscalatedAt = *esc
-		}
-		return t, nil
-	})
+	hs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[HeldCandidate])
 	if err != nil {
 		return nil, fmt.Errorf("read held targets: %w", err)
 	}
-	return ts, nil
+	return hs, nil
 }

@@ -58,8 +58,9 @@ SELECT statement_timestamp(),
        esc.created_at, COALESCE(esc.escalate_to, ''),
        (SELECT max(created_at) FROM escalations
          WHERE service_name = {target} AND remediation = {remediation}
-           AND created_at >= statement_timestamp() - {failure_window} * interval '1 second'),
-       (SELECT max(started_at) FROM recovery_actions WHERE service_name = {target} AND remediation = {remediation}),
+           AND created_at >= greatest(statement_timestamp() - {failure_window} * interval '1 second', clr.at)),
+       (SELECT max(started_at) FROM recovery_actions WHERE service_name = {target} AND remediation = {remediation}
+         AND started_at >= COALESCE(clr.at, '-infinity')),
        (SELECT count(*) FROM recovery_actions
          WHERE started_at >= statement_timestamp() - {storm_window} * interval '1 second' AND status <> 'dry_run'),
        (SELECT count(*) FROM recovery_actions WHERE status = 'running'),
@@ -67,6 +68,11 @@ SELECT statement_timestamp(),
          WHERE status IN ('pending', 'rebooting')
            AND requested_at >= statement_timestamp() - {reboot_pending} * interval '1 second')
 FROM engine_settings s
+CROSS JOIN LATERAL (
+    -- The newest selfheal clear of the target: nothing before it counts.
+    SELECT max(cleared_at) AS at FROM target_clears
+    WHERE service_name = {target} AND (remediation = {remediation} OR remediation IS NULL)
+) clr
 CROSS JOIN LATERAL (
     -- The target's failures in the window, and whether this alert's outage
     -- is among them, in one read of (service_name, remediation,
@@ -78,12 +84,12 @@ CROSS JOIN LATERAL (
                AS outage_counted
     FROM service_failures
     WHERE service_name = {target} AND remediation = {remediation}
-      AND failure_time >= statement_timestamp() - {failure_window} * interval '1 second'
+      AND failure_time >= greatest(statement_timestamp() - {failure_window} * interval '1 second', clr.at)
 ) f
 LEFT JOIN LATERAL (
     SELECT created_at, escalate_to FROM escalations
     WHERE service_name = {target} AND remediation = {remediation} AND cleared_at IS NULL
-      AND created_at >= statement_timestamp() - {failure_window} * interval '1 second'
+      AND created_at >= greatest(statement_timestamp() - {failure_window} * interval '1 second', clr.at)
     ORDER BY created_at DESC LIMIT 1
 ) esc ON true`
 
