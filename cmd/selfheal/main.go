@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"os/user"
+	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +25,7 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/selfheal/selfheal/alerting"
 	"github.com/selfheal/selfheal/exporter"
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/engine"
@@ -287,6 +291,21 @@ func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []s
 		return err
 	}
 	labels["alertname"] = name
+	// The shipped rule's own labels (category, severity), as a real alert
+	// of that name carries them: the routing sends selfheal only category
+	// A–D. A label given on the command line wins.
+	static, err := alerting.StaticLabels(name)
+	if err != nil {
+		return err
+	}
+	var added []string
+	for k, v := range static {
+		if _, ok := labels[k]; !ok {
+			labels[k] = v
+			added = append(added, k+"="+v)
+		}
+	}
+	sort.Strings(added)
 	annotations, err := simulate.ParseLabels(annotationArgs)
 	if err != nil {
 		return fmt.Errorf("annotation: %w", err)
@@ -313,8 +332,39 @@ func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []s
 	if resolved {
 		status = "resolved"
 	}
-	fmt.Printf("sent %s %s %v (starts-at %s)\n", status, name, labels, start.Format(time.RFC3339Nano))
+	fmt.Printf("sent %s %s (starts-at %s)\n", status, labelText(labels), start.Format(time.RFC3339Nano))
+	if len(added) > 0 {
+		fmt.Printf("  labels from the shipped rule %s: %s\n", name, strings.Join(added, ", "))
+	}
+	if amURL != "" && !resolved {
+		// Where Alertmanager's routing sent it; it routes at once.
+		var to []string
+		for range 20 {
+			if to, err = simulate.Receivers(ctx, amURL, labels); err != nil || len(to) > 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		switch {
+		case err != nil:
+			return err
+		case len(to) == 0:
+			fmt.Println("  Alertmanager routed it to no receiver (is it silenced or inhibited?)")
+		default:
+			fmt.Printf("  Alertmanager routed it to: %s\n", strings.Join(to, ", "))
+		}
+	}
 	return nil
+}
+
+// labelText prints a label set as Prometheus does: {a="b", c="d"}, sorted.
+func labelText(l map[string]string) string {
+	keys := slices.Sorted(maps.Keys(l))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%q", k, l[k])
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
 }
 
 func exitCode(logger *slog.Logger, err error) int {

@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -152,5 +154,43 @@ func FiringAlerts(ctx context.Context, amURL string) ([]map[string]string, error
 	for i, a := range alerts {
 		out[i] = a.Labels
 	}
+	return out, nil
+}
+
+// Receivers returns the receivers Alertmanager routed the active alerts
+// with exactly these labels to.
+func Receivers(ctx context.Context, amURL string, lset map[string]string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(amURL, "/")+"/api/v2/alerts?active=true", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("read alerts from %s: %s", amURL, resp.Status)
+	}
+	var alerts []struct {
+		Labels    map[string]string `json:"labels"`
+		Receivers []struct {
+			Name string `json:"name"`
+		} `json:"receivers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&alerts); err != nil {
+		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
+	}
+	var out []string
+	for _, a := range alerts {
+		if maps.Equal(a.Labels, lset) {
+			for _, r := range a.Receivers {
+				out = append(out, r.Name)
+			}
+		}
+	}
+	sort.Strings(out)
 	return out, nil
 }
