@@ -57,16 +57,24 @@ type panel struct {
 }
 
 type dashboard struct {
-	UID        string          `json:"uid"`
-	Title      string          `json:"title"`
-	Inputs     json.RawMessage `json:"__inputs"`
-	Panels     []panel         `json:"panels"`
+	UID    string  `json:"uid"`
+	Title  string  `json:"title"`
+	Panels []panel `json:"panels"`
+	Inputs []struct {
+		Name     string `json:"name"`
+		Type     string `json:"type"`
+		PluginID string `json:"pluginId"`
+	} `json:"__inputs"`
 	Templating struct {
 		List []struct {
-			Name  string `json:"name"`
-			Query struct {
-				Query string `json:"query"`
-			} `json:"query"`
+			Name string `json:"name"`
+			Type string `json:"type"`
+			// A query variable's query is an object; a data source
+			// variable's, the plugin type.
+			Query   json.RawMessage `json:"query"`
+			Current struct {
+				Value string `json:"value"`
+			} `json:"current"`
 			Datasource struct {
 				UID string `json:"uid"`
 			} `json:"datasource"`
@@ -138,6 +146,12 @@ func provisionedUIDs(t *testing.T) map[string]string {
 	return uids
 }
 
+// TestDashboardsAreValid: unique uids and panel ids, a query in every
+// panel, and data sources only through the dashboard's own inputs, so that
+// it imports into any Grafana: every data source reference is ${DS_…},
+// declared in __inputs (what the import dialog asks for) and as a data
+// source variable (what a provisioned dashboard resolves it with) whose
+// default is the data source the repository provisions.
 func TestDashboardsAreValid(t *testing.T) {
 	uids := provisionedUIDs(t)
 	seenUID := map[string]bool{}
@@ -146,8 +160,36 @@ func TestDashboardsAreValid(t *testing.T) {
 			t.Errorf("%s: uid %q missing or not unique", f, d.UID)
 		}
 		seenUID[d.UID] = true
-		if d.Inputs != nil {
-			t.Errorf("%s has __inputs placeholders", f)
+		// plugin of each input, and the provisioned default of each
+		// data source variable.
+		inputs, defaults := map[string]string{}, map[string]string{}
+		for _, in := range d.Inputs {
+			if in.Type == "datasource" {
+				inputs[in.Name] = in.PluginID
+			}
+		}
+		for _, v := range d.Templating.List {
+			if v.Type != "datasource" {
+				continue
+			}
+			var plugin string
+			_ = json.Unmarshal(v.Query, &plugin)
+			if inputs[v.Name] != plugin {
+				t.Errorf("%s: data source variable %s (%s) has no __inputs entry of that plugin", f, v.Name, plugin)
+			}
+			if uids[v.Current.Value] != plugin {
+				t.Errorf("%s: data source variable %s defaults to %q, not a provisioned %s data source", f, v.Name, v.Current.Value, plugin)
+			}
+			defaults[v.Name] = plugin
+		}
+		ref := func(where, typ, uid string) {
+			name, ok := strings.CutPrefix(uid, "${")
+			name, closed := strings.CutSuffix(name, "}")
+			if !ok || !closed || defaults[name] == "" {
+				t.Errorf("%s: %s names data source %q: only ${DS_…} of a data source variable lets the dashboard be imported", f, where, uid)
+			} else if typ != "" && defaults[name] != typ {
+				t.Errorf("%s: %s is of type %s but names %s, a %s data source", f, where, typ, uid, defaults[name])
+			}
 		}
 		ids := map[int]bool{}
 		for _, p := range d.Panels {
@@ -155,21 +197,17 @@ func TestDashboardsAreValid(t *testing.T) {
 				t.Errorf("%s: panel id %d missing or repeated (%s)", f, p.ID, p.Title)
 			}
 			ids[p.ID] = true
-			if _, ok := uids[p.Datasource.UID]; !ok {
-				t.Errorf("%s: panel %q uses data source %q, which is not provisioned", f, p.Title, p.Datasource.UID)
-			}
+			ref("panel "+p.Title, "", p.Datasource.UID)
 			if len(p.Targets) == 0 {
 				t.Errorf("%s: panel %q has no query", f, p.Title)
 			}
 			for _, tg := range p.Targets {
-				if typ, ok := uids[tg.Datasource.UID]; !ok || typ != tg.Datasource.Type {
-					t.Errorf("%s: panel %q query %s uses %s/%s", f, p.Title, tg.RefID, tg.Datasource.Type, tg.Datasource.UID)
-				}
+				ref("panel "+p.Title+" query "+tg.RefID, tg.Datasource.Type, tg.Datasource.UID)
 			}
 		}
 		for _, v := range d.Templating.List {
-			if _, ok := uids[v.Datasource.UID]; !ok {
-				t.Errorf("%s: variable %s uses data source %q", f, v.Name, v.Datasource.UID)
+			if v.Type != "datasource" {
+				ref("variable "+v.Name, "", v.Datasource.UID)
 			}
 		}
 	}
@@ -386,7 +424,16 @@ scrape_configs:
 	}
 	for f, d := range dashboards(t) {
 		for _, v := range d.Templating.List {
-			q := strings.TrimSuffix(strings.TrimPrefix(v.Query.Query, "label_values("), ")")
+			if v.Type == "datasource" {
+				continue
+			}
+			var vq struct {
+				Query string `json:"query"`
+			}
+			if err := json.Unmarshal(v.Query, &vq); err != nil {
+				t.Fatalf("%s: variable %s: %v", f, v.Name, err)
+			}
+			q := strings.TrimSuffix(strings.TrimPrefix(vq.Query, "label_values("), ")")
 			metric := strings.TrimSpace(q[:strings.LastIndex(q, ",")])
 			if series, errMsg := query(vars.Replace(metric)); series < 0 {
 				t.Errorf("%s: variable %s: %s", f, v.Name, errMsg)
