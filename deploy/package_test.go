@@ -58,8 +58,11 @@ func TestDebianPackage(t *testing.T) {
 	if !strings.Contains(out, "systemctl enable --now selfheal") {
 		t.Errorf("the install does not say what to do next:\n%s", out)
 	}
-	if v := run("/usr/bin/selfheal", "--version"); !strings.Contains(v, "version "+strings.TrimSpace(string(version))+" ") {
-		t.Errorf("selfheal --version: %s", v)
+	// make build stamps the version and the commit it was built from.
+	rev := strings.TrimSpace(run("git", "rev-parse", "--short=12", "HEAD"))
+	if v := run("/usr/bin/selfheal", "--version"); !strings.Contains(v, "version "+strings.TrimSpace(string(version))+" ") ||
+		!strings.Contains(v, "revision: "+rev) {
+		t.Errorf("selfheal --version: %s; want version %s and revision %s", v, version, rev)
 	}
 	if out := run("getent", "passwd", "selfheal"); !strings.Contains(out, ":/nonexistent:/usr/sbin/nologin") {
 		t.Errorf("the selfheal user: %s", out)
