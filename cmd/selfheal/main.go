@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -41,6 +42,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 func run(args []string) int {
 	app := kingpin.New("selfheal", "Repairs what Prometheus alerts report: the smallest fix first, never looping, every decision written down.")
 	app.Version(version.Print("selfheal"))
+	kingpin.ManPageTemplate = manPageTemplate(kingpin.ManPageTemplate)
 	app.HelpFlag.Short('h')
 	logCfg := &promslog.Config{}
 	promslogflag.AddFlags(app, logCfg)
@@ -127,6 +129,9 @@ func run(args []string) int {
 			return 1
 		}
 		logger.Info("starting selfheal", "version", version.Info(), "config", *serveConfig)
+		for _, w := range policy.UnreadEnvironment(os.Getenv) {
+			logger.Warn(w)
+		}
 		lib, err := nvmlOverride(logger)
 		if err != nil {
 			logger.Error("invalid NVML fixture", "err", err)
@@ -170,7 +175,8 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", *checkConfig, err)
 			return 1
 		}
-		for _, w := range append(warnings, cfg.Advice(action.ThisHost())...) {
+		warnings = append(warnings, cfg.Advice(action.ThisHost())...)
+		for _, w := range append(warnings, policy.UnreadEnvironment(os.Getenv)...) {
 			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *checkConfig, w)
 		}
 		fmt.Printf("%s: OK (%d remediations)\n", *checkConfig, len(cfg.Remediations))
@@ -244,6 +250,9 @@ func run(args []string) int {
 // loadConfig reads the file and lets the environment override it.
 func loadConfig(path string) (*policy.Config, error) {
 	cfg, err := policy.Load(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: name the configuration with --config.file=PATH", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -445,4 +454,15 @@ func operator() string {
 		name += " (sudo by " + su + ")"
 	}
 	return name
+}
+
+// manPageTemplate is kingpin's man page with a .TH header man can read:
+// its version on one line (kingpin puts all of --version's lines there).
+func manPageTemplate(tmpl string) string {
+	v := version.Version
+	if v == "" {
+		v = "devel"
+	}
+	th := fmt.Sprintf(".TH {{.App.Name}} 1 %q %q %q", version.BuildDate, "selfheal "+v+" ("+version.GetRevision()+")", "selfheal manual")
+	return strings.Replace(tmpl, `.TH {{.App.Name}} 1 {{.App.Version}} "{{.App.Author}}"`, th, 1)
 }

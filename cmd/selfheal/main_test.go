@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -390,5 +391,15 @@ remediations:
 	}
 	if n := queryInt(t, conn, `SELECT deliveries FROM alert_occurrences`); n != 1 {
 		t.Errorf("%d deliveries, want 1: nothing waited for a redelivery", n)
+	}
+}
+
+// TestManPageHeader: --help-man starts with a .TH line man can read — one
+// line, quoted fields — whatever --version prints.
+func TestManPageHeader(t *testing.T) {
+	code, out, errOut := selfheal(t, nil, "--help-man")
+	first, _, _ := strings.Cut(out, "\n")
+	if code != 0 || !regexp.MustCompile(`^\.TH selfheal 1 "[^"]*" "selfheal [^"]+ \([^"]+\)" "selfheal manual"$`).MatchString(first) {
+		t.Fatalf("--help-man: exit %d, header %q %s", code, first, errOut)
 	}
 }

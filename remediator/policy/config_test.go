@@ -482,3 +482,12 @@ remediations:
 		})
 	}
 }
+
+func TestUnreadEnvironment(t *testing.T) {
+	env := map[string]string{"SELF_HEALING_INTERVAL": "60", "DISK_REBOOT_PERCENT": "97", "SELF_HEALING_ENABLED": "true"}
+	got := UnreadEnvironment(func(k string) string { return env[k] })
+	if len(got) != 2 || !strings.HasPrefix(got[0], "SELF_HEALING_INTERVAL is set but not read: ") ||
+		!strings.Contains(got[1], "DiskSpaceExhausted") {
+		t.Errorf("%q", got)
+	}
+}

@@ -63,3 +63,26 @@ func (c *Config) ApplyEnvironment(getenv func(string) string) error {
 	}
 	return nil
 }
+
+// seedUnread are the seed system's variables selfheal does not read, and
+// where what each set lives now.
+var seedUnread = []struct{ name, now string }{
+	{"SELF_HEALING_INTERVAL", "selfheal acts when Alertmanager delivers an alert, not on an interval: the rules' for: and Prometheus' evaluation_interval say when"},
+	{"DISK_WARNING_PERCENT", "the threshold is DiskSpaceWarning's expression in alerting/rules/host.yml (80 %)"},
+	{"DISK_CLEANUP_PERCENT", "the threshold is DiskSpaceCleanup's expression in alerting/rules/host.yml (90 %)"},
+	{"DISK_CRITICAL_PERCENT", "the threshold is DiskSpaceCritical's expression in alerting/rules/host.yml (95 %)"},
+	{"DISK_REBOOT_PERCENT", "the threshold is DiskSpaceExhausted's expression in alerting/rules/host.yml (97 %); the reboot also needs SELFHEAL_REBOOT_ENABLED=true"},
+}
+
+// UnreadEnvironment names each of the seed's variables that is set but
+// that selfheal does not read, with where that setting lives now: set and
+// silently ignored, it would mislead.
+func UnreadEnvironment(getenv func(string) string) []string {
+	var out []string
+	for _, v := range seedUnread {
+		if getenv(v.name) != "" {
+			out = append(out, v.name+" is set but not read: "+v.now)
+		}
+	}
+	return out
+}

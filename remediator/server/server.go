@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"strings"
@@ -309,6 +310,10 @@ func Credentials(cfg *policy.Config) (webhook.Credentials, []string, error) {
 		return webhook.Credentials{BearerToken: tok}, nil, err
 	case w.BearerTokenFile != "":
 		tok, warn, err := webhook.ReadSecretFile(w.BearerTokenFile)
+		if errors.Is(err, fs.ErrNotExist) {
+			return webhook.Credentials{}, nil, fmt.Errorf("webhook.bearer_token_file: %w: write the token Alertmanager sends there, or set %s",
+				err, policy.EnvWebhookToken)
+		}
 		if err != nil {
 			return webhook.Credentials{}, nil, fmt.Errorf("webhook.bearer_token_file: %w", err)
 		}
