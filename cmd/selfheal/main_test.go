@@ -344,6 +344,16 @@ remediations:
 			t.Errorf("promtool check metrics on %s: %v\n%s", tc.addr, err, out)
 		}
 	}
+	// selfheal exporter has the landing page every exporter has.
+	resp, err := http.Get("http://" + exporterAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "selfheal exporter") || !strings.Contains(string(page), `href="/metrics"`) {
+		t.Errorf("selfheal exporter's landing page: %d\n%s", resp.StatusCode, page)
+	}
 }
 
 // TestKillDuringStopStart: selfheal killed while a stop and start waits for

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/selfheal/selfheal/exporter"
@@ -68,6 +69,17 @@ func RunExporter(ctx context.Context, o ExporterOptions) error {
 	go func() { exp.Run(ctx); close(done) }()
 	o.Logger.Info("exporter started", "collectors", exp.Names())
 	r := newRouter(reg, func(context.Context) error { return nil }, o.Logger)
+	// The landing page every Prometheus exporter has.
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "selfheal exporter",
+		Description: "System, NVIDIA GPU and Docker container metrics for selfheal's alert rules",
+		Version:     version.Info(),
+		Links:       []web.LandingLinks{{Address: "metrics", Text: "Metrics"}, {Address: "-/healthy", Text: "Health"}},
+	})
+	if err != nil {
+		return err
+	}
+	r.Handle("GET /{$}", landing)
 	err = serveHTTP(ctx, r, o.Web, o.Listener, o.Logger)
 	cancel()
 	<-done

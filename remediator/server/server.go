@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,6 +219,14 @@ func Run(ctx context.Context, o Options) error {
 			r.Handle("POST /-/reload", reload)
 			r.Handle("PUT /-/reload", reload)
 		}
+	}
+	if reload == nil || !o.EnableLifecycle {
+		// As Prometheus answers: the endpoint is there, switched off.
+		off := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "Lifecycle API is not enabled: start selfheal with --web.enable-lifecycle, or send it SIGHUP", http.StatusForbidden)
+		})
+		r.Handle("POST /-/reload", off)
+		r.Handle("PUT /-/reload", off)
 	}
 
 	var wg sync.WaitGroup

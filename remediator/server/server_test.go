@@ -764,3 +764,19 @@ func TestFailingJobIsRefusedAfterItsAttempts(t *testing.T) {
 		t.Errorf("%d job_failed events, want 1", n)
 	}
 }
+
+// TestReloadEndpointOffIsForbidden: without --web.enable-lifecycle,
+// /-/reload answers 403 and says how to reload, as Prometheus does.
+func TestReloadEndpointOffIsForbidden(t *testing.T) {
+	in := start(t, config(t, pgtest.DSN(t), ""))
+	in.waitReady(t)
+	resp, err := http.Post(in.url+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "--web.enable-lifecycle") {
+		t.Errorf("POST /-/reload with lifecycle off: %d %q", resp.StatusCode, body)
+	}
+}
