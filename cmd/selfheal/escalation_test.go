@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +139,13 @@ func TestEscalatedTargetInPlainSight(t *testing.T) {
 	code, out, errOut := selfheal(t, env, "clear", name, "--reason=fixed the crash", "--by=alice")
 	if code != 0 || !strings.Contains(out, "cleared "+name) || !strings.Contains(out, "failures no longer counted: ") {
 		t.Fatalf("clear: exit %d %q %q", code, out, errOut)
+	}
+	_, out, _ = selfheal(t, env, "events", "--output=json")
+	var acts []struct{ Kind, Target, What, Detail string }
+	if err := json.Unmarshal([]byte(out), &acts); err != nil || !slices.ContainsFunc(acts, func(a struct{ Kind, Target, What, Detail string }) bool {
+		return a.What == "clear" && a.Target == name && strings.Contains(a.Detail, "cleared by alice")
+	}) {
+		t.Errorf("events --output=json has no clear by alice: %v\n%s", err, out)
 	}
 	if n := queryInt(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'clear' AND service_name = $1
 		AND details->>'cleared_by' = 'alice' AND message LIKE '%fixed the crash%'`, name); n != 1 {

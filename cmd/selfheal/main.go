@@ -70,6 +70,7 @@ func run(args []string) int {
 
 	check := app.Command("check-config", "Validate a configuration file.")
 	checkConfig := check.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
+	checkOutput := check.Flag("output", "text or json (every error and warning, for scripts).").Default("text").Enum("text", "json")
 
 	sim := app.Command("simulate", "Post a test alert to selfheal's webhook, or to an Alertmanager.")
 	simName := sim.Arg("alertname", "Alert name, e.g. ServiceDown.").Required().String()
@@ -91,6 +92,7 @@ func run(args []string) int {
 	eventsConfig := events.Flag("config.file", "Configuration file with database_url (SELFHEAL_DATABASE_URL overrides it).").String()
 	eventsLimit := events.Flag("limit", "At most this many lines.").Default("50").Int()
 	eventsSince := events.Flag("since", "Only this far back.").Default("24h").Duration()
+	eventsOutput := events.Flag("output", "table or json.").Default("table").Enum("table", "json")
 
 	pause := app.Command("pause", "Stop all remediation on every replica until resume.")
 	pauseConfig := pause.Flag("config.file", "Configuration file with database_url.").String()
@@ -106,6 +108,7 @@ func run(args []string) int {
 
 	nodes := app.Command("nodes", "List the fleet's nodes: last heartbeat, queued jobs, version, configuration fingerprint.")
 	nodesConfig := nodes.Flag("config.file", "Configuration file with database_url (and node.silent_after).").String()
+	nodesOutput := nodes.Flag("output", "table or json.").Default("table").Enum("table", "json")
 	node := app.Command("node", "Manage the fleet's nodes.")
 	nodeAdd := node.Command("add", "Create the database role of a node (or, with --webhook, of a webhook-only replica) and print its database URL. Again for an existing one: a new password.")
 	nodeAddConfig := nodeAdd.Flag("config.file", "Configuration file with database_url: a role that may create roles.").String()
@@ -165,22 +168,7 @@ func run(args []string) int {
 			return err
 		})
 	case check.FullCommand():
-		cfg, err := loadConfig(*checkConfig)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		_, warnings, err := server.Credentials(cfg)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", *checkConfig, err)
-			return 1
-		}
-		warnings = append(warnings, cfg.Advice(action.ThisHost())...)
-		for _, w := range append(warnings, policy.UnreadEnvironment(os.Getenv)...) {
-			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *checkConfig, w)
-		}
-		fmt.Printf("%s: OK (%d remediations)\n", *checkConfig, len(cfg.Remediations))
-		return 0
+		return checkConfigFile(*checkConfig, *checkOutput)
 	case sim.FullCommand():
 		return exitCode(logger, runSimulate(ctx, *simName, *simLabels, *simAnnotations, *simResolved, *simStartsAt, *simWebhook, *simAM))
 	case plan.FullCommand():
@@ -203,6 +191,9 @@ func run(args []string) int {
 			acts, err := st.RecentActivity(ctx, *eventsLimit, time.Now().Add(-*eventsSince))
 			if err != nil {
 				return err
+			}
+			if *eventsOutput == "json" {
+				return report.WriteActivityJSON(os.Stdout, acts)
 			}
 			return report.WriteActivity(os.Stdout, acts, time.Local)
 		})
@@ -230,6 +221,9 @@ func run(args []string) int {
 			if err != nil {
 				return err
 			}
+			if *nodesOutput == "json" {
+				return report.WriteNodesJSON(os.Stdout, list, silentAfter)
+			}
 			return report.WriteNodes(os.Stdout, list, silentAfter)
 		})
 	case nodeAdd.FullCommand():
@@ -243,6 +237,46 @@ func run(args []string) int {
 			fmt.Println(e.DSN)
 			return nil
 		})
+	}
+	return 0
+}
+
+// checkConfigFile is `selfheal check-config`: exit 1 on an error, the
+// warnings on standard error (or everything as JSON on standard output).
+func checkConfigFile(path, output string) int {
+	res := report.ConfigCheck{File: path}
+	cfg, err := loadConfig(path)
+	if err == nil {
+		var warnings []string
+		if _, warnings, err = server.Credentials(cfg); err == nil {
+			res.Valid, res.Remediations = true, len(cfg.Remediations)
+			res.Warnings = append(append(warnings, cfg.Advice(action.ThisHost())...), policy.UnreadEnvironment(os.Getenv)...)
+		} else {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if err != nil {
+		// One error a line: the loader reports every problem it found.
+		res.Errors = strings.Split(err.Error(), "\n")
+	}
+	if output == "json" {
+		if err := report.WriteConfigCheckJSON(os.Stdout, res); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	} else {
+		for _, e := range res.Errors {
+			fmt.Fprintln(os.Stderr, e)
+		}
+		for _, w := range res.Warnings {
+			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", path, w)
+		}
+		if res.Valid {
+			fmt.Printf("%s: OK (%d remediations)\n", path, res.Remediations)
+		}
+	}
+	if !res.Valid {
+		return 1
 	}
 	return 0
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -127,6 +128,17 @@ remediations:
 	code, _, errOut = selfheal(t, nil, "check-config", "--config.file="+cfg)
 	if want := cfg + ": warning: webhook.bearer_token_file: " + loose + " is readable by other users (mode 0644): chmod 600 it\n"; code != 0 || errOut != want {
 		t.Fatalf("world-readable token file: exit %d %q, want %q", code, errOut, want)
+	}
+
+	// --output=json: every error, for scripts.
+	code, out, _ = selfheal(t, nil, "check-config", "--config.file="+bad, "--output=json")
+	var res struct {
+		Valid  bool
+		Errors []string
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 1 || res.Valid || len(res.Errors) != 1 ||
+		!strings.Contains(res.Errors[0], `unknown field "cooldwn"`) {
+		t.Errorf("check-config --output=json of a bad file: exit %d %q (%v)", code, out, err)
 	}
 
 	// The shipped example: valid, with a warning for each placeholder left

@@ -26,20 +26,20 @@ type Plan struct {
 	Labels      map[string]string `json:"labels"`
 	Remediation string            `json:"remediation,omitempty"`
 	Category    string            `json:"category,omitempty"`
-	Node        string            `json:"node,omitempty"`
+	Node        string            `json:"node"`
 	Target      string            `json:"target,omitempty"`
 	// Permit is why the target may not be touched; empty when it may.
-	Permit string `json:"permit,omitempty"`
+	Permit string `json:"permit"`
 	// The state the decision meets.
 	Failures      int        `json:"failures_in_window"`
 	FailureWindow string     `json:"failure_window,omitempty"`
 	MaxFailures   int        `json:"max_failures,omitempty"`
-	CooldownUntil *time.Time `json:"cooldown_until,omitempty"`
-	EscalatedTo   string     `json:"escalated_to,omitempty"`
+	CooldownUntil *time.Time `json:"cooldown_until"`
+	EscalatedTo   string     `json:"escalated_to"`
 	// HeldBack is why the per-target limits hold the target back (an open
 	// escalation, a crash loop already escalated, the cooldown); empty
 	// when they do not.
-	HeldBack string  `json:"held_back,omitempty"`
+	HeldBack string  `json:"held_back"`
 	Paused   bool    `json:"paused,omitempty"`
 	Verdict  Verdict `json:"verdict"`
 	Reason   string  `json:"reason"`

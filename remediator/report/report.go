@@ -2,6 +2,7 @@
 package report
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -97,15 +98,7 @@ func WriteNodes(w io.Writer, nodes []store.NodeStatus, silentAfter time.Duration
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tLAST HEARTBEAT\tQUEUED\tOLDEST QUEUED\tVERSION\tCONFIG\tROLE")
 	for _, n := range nodes {
-		state, beat := "alive", "never"
-		switch {
-		case n.LastHeartbeat.IsZero():
-			state = "never seen"
-		case n.Stopped:
-			state = "stopped"
-		case n.Silent(silentAfter):
-			state = "silent"
-		}
+		state, beat := nodeState(n, silentAfter), "never"
 		if !n.LastHeartbeat.IsZero() {
 			beat = fmt.Sprintf("%s ago", n.AsOf.Sub(n.LastHeartbeat).Round(time.Second))
 		}
@@ -123,6 +116,19 @@ func WriteNodes(w io.Writer, nodes []store.NodeStatus, silentAfter time.Duration
 	return tw.Flush()
 }
 
+// nodeState is alive, silent, stopped or never seen.
+func nodeState(n store.NodeStatus, silentAfter time.Duration) string {
+	switch {
+	case n.LastHeartbeat.IsZero():
+		return "never seen"
+	case n.Stopped:
+		return "stopped"
+	case n.Silent(silentAfter):
+		return "silent"
+	}
+	return "alive"
+}
+
 // WriteCleared says what `selfheal clear` ended.
 func WriteCleared(w io.Writer, target string, c store.Cleared) {
 	fmt.Fprintf(w, "cleared %s: its next outage starts the ladder again\n", target)
@@ -135,4 +141,83 @@ func WriteCleared(w io.Writer, target string, c store.Cleared) {
 	if len(c.Cooldowns) > 0 {
 		fmt.Fprintf(w, "  cooldowns ended: %s\n", strings.Join(c.Cooldowns, ", "))
 	}
+}
+
+// jsonActivity is one line of `selfheal events --output=json`.
+type jsonActivity struct {
+	Time        time.Time `json:"time"`
+	Kind        string    `json:"kind"`
+	Severity    string    `json:"severity"`
+	Target      string    `json:"target"`
+	Remediation string    `json:"remediation"`
+	What        string    `json:"what"`
+	Detail      string    `json:"detail"`
+}
+
+// WriteActivityJSON prints acts, oldest first, as a JSON array.
+func WriteActivityJSON(w io.Writer, acts []store.Activity) error {
+	out := make([]jsonActivity, 0, len(acts))
+	for i := len(acts) - 1; i >= 0; i-- {
+		a := acts[i]
+		out = append(out, jsonActivity{a.Time.UTC(), a.Kind, a.Severity, a.Target, a.Remediation, a.What, a.Detail})
+	}
+	return writeJSON(w, out)
+}
+
+// jsonNode is one node of `selfheal nodes --output=json`.
+type jsonNode struct {
+	Name              string     `json:"name"`
+	State             string     `json:"state"` // alive, silent, stopped, never seen
+	LastHeartbeat     *time.Time `json:"last_heartbeat"`
+	Queued            int64      `json:"queued"`
+	OldestQueued      *time.Time `json:"oldest_queued"`
+	Version           string     `json:"version"`
+	ConfigFingerprint string     `json:"config_fingerprint"`
+	OwnRole           bool       `json:"own_role"`
+}
+
+// WriteNodesJSON prints the fleet's nodes as a JSON array.
+func WriteNodesJSON(w io.Writer, nodes []store.NodeStatus, silentAfter time.Duration) error {
+	out := make([]jsonNode, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, jsonNode{Name: n.Name, State: nodeState(n, silentAfter), LastHeartbeat: timeOrNil(n.LastHeartbeat),
+			Queued: n.Queued, OldestQueued: timeOrNil(n.OldestQueued), Version: n.Version,
+			ConfigFingerprint: n.ConfigFingerprint, OwnRole: n.Enrolled})
+	}
+	return writeJSON(w, out)
+}
+
+// ConfigCheck is `selfheal check-config --output=json`: valid or not,
+// with every error and warning.
+type ConfigCheck struct {
+	File         string   `json:"file"`
+	Valid        bool     `json:"valid"`
+	Remediations int      `json:"remediations"`
+	Errors       []string `json:"errors"`
+	Warnings     []string `json:"warnings"`
+}
+
+// WriteConfigCheckJSON prints c as JSON.
+func WriteConfigCheckJSON(w io.Writer, c ConfigCheck) error {
+	if c.Errors == nil {
+		c.Errors = []string{}
+	}
+	if c.Warnings == nil {
+		c.Warnings = []string{}
+	}
+	return writeJSON(w, c)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }

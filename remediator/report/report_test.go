@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -30,5 +31,28 @@ edge-04  never seen  never           1       1h0m0s ago     -        -       sha
 `
 	if got := b.String(); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestJSONOutputs(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	acts := []store.Activity{{Time: t0.Add(time.Second), Kind: "event", What: "clear"}, {Time: t0, Kind: "alert", What: "ServiceDown"}}
+	if err := WriteActivityJSON(&b, acts); err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal([]byte(b.String()), &got); err != nil || len(got) != 2 || got[0]["what"] != "ServiceDown" || got[1]["kind"] != "event" {
+		t.Errorf("events, oldest first: %v %s", err, b.String())
+	}
+	b.Reset()
+	nodes := []store.NodeStatus{{Name: "edge-01", LastHeartbeat: t0, AsOf: t0.Add(5 * time.Minute), Queued: 2}, {Name: "edge-02"}}
+	if err := WriteNodesJSON(&b, nodes, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	if err := json.Unmarshal([]byte(b.String()), &got); err != nil || len(got) != 2 || got[0]["state"] != "silent" ||
+		got[0]["queued"] != 2.0 || got[1]["state"] != "never seen" || got[1]["last_heartbeat"] != nil {
+		t.Errorf("nodes: %v %s", err, b.String())
 	}
 }
