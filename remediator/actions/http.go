@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	commoncfg "github.com/prometheus/common/config"
+
 	"github.com/selfheal/selfheal/remediator/action"
 )
 
@@ -21,6 +23,10 @@ type HTTPParams struct {
 	URL     string            `yaml:"url"`
 	Method  string            `yaml:"method"`
 	Headers map[string]string `yaml:"headers"`
+	// HTTPConfig, when set, is how to reach the URL: TLS, basic auth, a
+	// bearer token, a proxy (Prometheus' http_config; files by absolute
+	// path).
+	HTTPConfig *commoncfg.HTTPClientConfig `yaml:"http_config"`
 }
 
 func newHTTPParams() action.Params { return &HTTPParams{Method: http.MethodPost} }
@@ -33,6 +39,11 @@ func (p *HTTPParams) Problems() []string {
 	}
 	if p.Method == "" || strings.ContainsAny(p.Method, " \t\r\n") {
 		probs = append(probs, fmt.Sprintf("method: %q is not an HTTP method", p.Method))
+	}
+	if p.HTTPConfig != nil {
+		if err := p.HTTPConfig.Validate(); err != nil {
+			probs = append(probs, fmt.Sprintf("http_config: %v", err))
+		}
 	}
 	return probs
 }
@@ -63,6 +74,11 @@ func (a HTTP) Execute(ctx context.Context, req action.Request) (action.Result, e
 	client := a.Client
 	if client == nil {
 		client = http.DefaultClient
+	}
+	if act.HTTPConfig != nil {
+		if client, err = commoncfg.NewClientFromConfig(*act.HTTPConfig, "selfheal-http-action"); err != nil {
+			return action.Result{}, fmt.Errorf("http_config: %w", err)
+		}
 	}
 	start := time.Now()
 	resp, err := client.Do(r)

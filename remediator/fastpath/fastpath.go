@@ -72,9 +72,10 @@ type FastPath struct {
 	events *prometheus.CounterVec
 }
 
-// New returns a fast path; wake tells the engine a job is queued.
-func New(config func() *policy.Config, st Store, wake func(), log *slog.Logger, reg prometheus.Registerer) *FastPath {
-	f := &FastPath{config: config, store: st, wake: wake, log: log, client: &http.Client{Timeout: time.Second},
+// New returns a fast path; wake tells the engine a job is queued, and
+// client reaches Alertmanager (policy.Alertmanager.Client).
+func New(config func() *policy.Config, st Store, wake func(), client *http.Client, log *slog.Logger, reg prometheus.Registerer) *FastPath {
+	f := &FastPath{config: config, store: st, wake: wake, log: log, client: client,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "selfheal_fastpath_events_total",
 			Help: "Docker events the fast path handled, by result: opened (an occurrence), silenced, unavailable (Alertmanager could not be asked: left to the slow path), failed (the database).",

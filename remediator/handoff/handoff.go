@@ -55,11 +55,12 @@ type Handoff struct {
 	sent   *prometheus.CounterVec
 }
 
-// New returns a Handoff posting to Alertmanager at url, and registers its
-// metrics with reg (if not nil).
-func New(url string, config func() *policy.Config, probs Problems, log *slog.Logger, reg prometheus.Registerer) *Handoff {
+// New returns a Handoff posting to Alertmanager at url with client
+// (policy.Alertmanager.Client), and registers its metrics with reg (if not
+// nil).
+func New(url string, client *http.Client, config func() *policy.Config, probs Problems, log *slog.Logger, reg prometheus.Registerer) *Handoff {
 	h := &Handoff{url: strings.TrimRight(url, "/"), config: config, probs: probs, log: log,
-		client: &http.Client{Timeout: 10 * time.Second}, posted: map[string]alert{},
+		client: client, posted: map[string]alert{},
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "selfheal_handoff_posts_total",
 			Help: "Posts of selfheal's own alerts to Alertmanager, by result.",
@@ -167,6 +168,8 @@ func (h *Handoff) alert(cfg *policy.Config, p store.Problem) alert {
 }
 
 func (h *Handoff) post(ctx context.Context, alerts []alert) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	b, err := json.Marshal(alerts)
 	if err != nil {
 		return err

@@ -11,9 +11,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
+	commoncfg "github.com/prometheus/common/config"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/selfheal/selfheal/exporter/probe"
@@ -54,6 +57,15 @@ type Alertmanager struct {
 	// Lookback is how far back a failed or refused action still counts as
 	// unresolved, when the target has had no success since.
 	Lookback Duration `yaml:"lookback"`
+	// HTTPConfig is how selfheal reaches Alertmanager (the hand-off, the
+	// fast path's silences): TLS, basic auth, a bearer token, a proxy, as
+	// every Prometheus component configures its HTTP clients.
+	HTTPConfig commoncfg.HTTPClientConfig `yaml:"http_config"`
+}
+
+// Client returns the HTTP client for Alertmanager that HTTPConfig says.
+func (a Alertmanager) Client() (*http.Client, error) {
+	return commoncfg.NewClientFromConfig(a.HTTPConfig, "selfheal")
 }
 
 // StatusPage configures the read-only page at /.
@@ -163,6 +175,9 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, prefixLines(path, err)
 	}
+	// Files named in http_config are relative to the configuration's
+	// directory, as in Prometheus.
+	cfg.Alertmanager.HTTPConfig.SetDirectory(filepath.Dir(path))
 	return cfg, nil
 }
 

@@ -491,3 +491,34 @@ func TestUnreadEnvironment(t *testing.T) {
 		t.Errorf("%q", got)
 	}
 }
+
+func TestHTTPClientConfigs(t *testing.T) {
+	cfg, err := Parse([]byte(`
+alertmanager:
+  url: https://am:9093
+  http_config: {basic_auth: {username: selfheal, password_file: pw}, tls_config: {ca_file: ca.pem}}
+remediations:
+  - name: cache
+    match: ['alertname="HostCPUHigh"']
+    category: B
+    target: llm
+    action: {type: http, url: 'https://llm:8000/cache/clear', http_config: {authorization: {credentials: t}}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Alertmanager.HTTPConfig.BasicAuth == nil || cfg.Alertmanager.HTTPConfig.BasicAuth.Username != "selfheal" {
+		t.Errorf("alertmanager.http_config: %+v", cfg.Alertmanager.HTTPConfig)
+	}
+	if _, err := cfg.Alertmanager.Client(); err == nil {
+		t.Error("a client with a CA file that is not there")
+	}
+	_, err = Parse([]byte(`
+alertmanager:
+  url: https://am:9093
+  http_config: {basic_auth: {username: a, password: b}, authorization: {credentials: c}}
+`))
+	if err == nil || !strings.Contains(err.Error(), "at most one of basic_auth, oauth2 & authorization must be configured") {
+		t.Errorf("two kinds of credentials: %v", err)
+	}
+}

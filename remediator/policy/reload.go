@@ -34,6 +34,7 @@ var startOnly = []struct {
 	{"targets.docker.host", func(c *Config) any { return c.Targets.Docker.Host }},
 	{"exporter.probes", func(c *Config) any { return c.Exporter.Probes }},
 	{"alertmanager.url", func(c *Config) any { return c.Alertmanager.URL }},
+	{"alertmanager.http_config", func(c *Config) any { return c.Alertmanager.HTTPConfig }},
 }
 
 // StartOnlyChanges names the settings that differ between the running

@@ -53,6 +53,9 @@ func (c *Config) validate() error {
 			p.add("alertmanager", "url: %q is not an http or https URL", u)
 		}
 	}
+	if err := c.Alertmanager.HTTPConfig.Validate(); err != nil {
+		p.add("alertmanager", "http_config: %v", err)
+	}
 	switch c.Node.Unlabelled {
 	case UnlabelledAct, UnlabelledRefuse:
 	default:

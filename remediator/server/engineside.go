@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 
@@ -28,6 +29,8 @@ type engineSide struct {
 	eng    *engine.Engine
 	fast   *fastpath.FastPath
 	reg    prometheus.Registerer
+	// amClient reaches Alertmanager as alertmanager.http_config says.
+	amClient *http.Client
 }
 
 func startEngineSide(o Options, st, ingest *store.Store, reg prometheus.Registerer) (*engineSide, error) {
@@ -72,7 +75,15 @@ func startEngineSide(o Options, st, ingest *store.Store, reg prometheus.Register
 		docker.Close()
 		return nil, err
 	}
-	s.fast = fastpath.New(s.eng.Config, ingest, s.eng.Wake, log.With("component", "fastpath"), reg)
+	// Alertmanager's client: its timeouts are each caller's (the fast path
+	// waits a second for the silences, the hand-off ten for a post).
+	amClient, err := cfg.Alertmanager.Client()
+	if err != nil {
+		docker.Close()
+		return nil, fmt.Errorf("alertmanager.http_config: %w", err)
+	}
+	s.amClient = amClient
+	s.fast = fastpath.New(s.eng.Config, ingest, s.eng.Wake, amClient, log.With("component", "fastpath"), reg)
 	if s.exp == nil && fastPathConfigured(cfg) {
 		log.Warn("a remediation has a fast path, but the exporter is off: the fast path follows the docker collector's events; only the slow path runs")
 	}
@@ -92,7 +103,7 @@ func (s *engineSide) run(ctx context.Context, o Options, st *store.Store, wg *sy
 	settleReboots(ctx, actions.RebootValidator{Store: st, Services: s.docker, BootID: o.BootID,
 		Delay: cfg.Engine.RebootValidationDelay.D()}, wg, log)
 	if cfg.Alertmanager.URL != "" {
-		h := handoff.New(cfg.Alertmanager.URL, s.eng.Config, st, log.With("component", "handoff"), s.reg)
+		h := handoff.New(cfg.Alertmanager.URL, s.amClient, s.eng.Config, st, log.With("component", "handoff"), s.reg)
 		wg.Go(func() { h.Run(ctx) })
 	}
 	log.Info("engine started", "node", cfg.Node.Name, "fleet", cfg.Node.Fleet, "workers", cfg.Engine.Workers,
