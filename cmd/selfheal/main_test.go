@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -423,5 +424,29 @@ func TestManPageHeader(t *testing.T) {
 	first, _, _ := strings.Cut(out, "\n")
 	if code != 0 || !regexp.MustCompile(`^\.TH selfheal 1 "[^"]*" "selfheal [^"]+ \([^"]+\)" "selfheal manual"$`).MatchString(first) {
 		t.Fatalf("--help-man: exit %d, header %q %s", code, first, errOut)
+	}
+}
+
+// TestTakenPortSaysSo: serve on a port another process holds exits 1, and
+// the first error it logs is the bind error — not a database problem the
+// shutdown would make up.
+func TestTakenPortSaysSo(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	config := writeFile(t, "selfheal.yml", "webhook: {allow_unauthenticated: true}\nremediations: []\n")
+	code, _, errOut := selfheal(t, []string{"SELFHEAL_DATABASE_URL=postgres://nobody@127.0.0.1:1/none?connect_timeout=1"},
+		"serve", "--config.file="+config, "--web.listen-address="+l.Addr().String(), "--no-collector.gpu")
+	var firstError string
+	for _, line := range strings.Split(errOut, "\n") {
+		if strings.Contains(line, "level=ERROR") {
+			firstError = line
+			break
+		}
+	}
+	if code != 1 || !strings.Contains(firstError, "address already in use") || strings.Contains(errOut, "cannot migrate") {
+		t.Errorf("serve on a taken port: exit %d, first error %q\n%s", code, firstError, errOut)
 	}
 }

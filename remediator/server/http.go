@@ -80,6 +80,9 @@ func serveHTTP(ctx context.Context, h http.Handler, webCfg *web.FlagConfig, l ne
 	case err = <-serveErr:
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
+		} else if err != nil {
+			// First, before the shutdown it causes: a taken port, say.
+			log.Error("cannot serve HTTP; stopping", "err", err)
 		}
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -297,6 +297,9 @@ func migrateUntilDone(ctx context.Context, st *store.Store, retry time.Duration,
 			log.Info("database schema is current", "migrations_applied", n)
 			return nil
 		}
+		if ctx.Err() != nil {
+			return ctx.Err() // stopping: not a database problem
+		}
 		log.Error("cannot migrate the database; nothing will run until it can", "err", err, "retry_in", retry)
 		select {
 		case <-ctx.Done():
