@@ -170,17 +170,18 @@ func run(args []string) int {
 	case check.FullCommand():
 		return checkConfigFile(*checkConfig, *checkOutput)
 	case sim.FullCommand():
-		return exitCode(logger, runSimulate(ctx, *simName, *simLabels, *simAnnotations, *simResolved, *simStartsAt, *simWebhook, *simAM))
+		if err := runSimulate(ctx, *simName, *simLabels, *simAnnotations, *simResolved, *simStartsAt, *simWebhook, *simAM); err != nil {
+			return cliError("simulate", err)
+		}
+		return 0
 	case plan.FullCommand():
 		cfg, err := loadConfig(*planConfig)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+			return cliError("plan", err)
 		}
 		acts, err := runPlan(ctx, cfg, logger, *planName, *planLabels, *planAM, *planOutput)
 		if err != nil {
-			logger.Error("plan failed", "err", err)
-			return 1
+			return cliError("plan", err)
 		}
 		if !acts {
 			return 3
@@ -308,24 +309,24 @@ func withStoreURL(ctx context.Context, logger *slog.Logger, configFile string, f
 	if url == "" && configFile != "" {
 		cfg, err := loadConfig(configFile)
 		if err != nil {
-			logger.Error("invalid configuration", "err", err)
-			return 1
+			return cliError("", err)
 		}
 		url = cfg.DatabaseURL
 	}
 	if url == "" {
-		logger.Error("no database: set " + policy.EnvDatabaseURL + " or pass --config.file")
-		return 1
+		return cliError("", errors.New("no database: set "+policy.EnvDatabaseURL+" or pass --config.file"))
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, url, store.Options{MaxConns: 2})
 	if err != nil {
-		logger.Error("cannot open the database", "err", err)
-		return 1
+		return cliError("", fmt.Errorf("cannot open the database: %w", err))
 	}
 	defer st.Close()
-	return exitCode(logger, f(st, url))
+	if err := f(st, url); err != nil && !errors.Is(err, context.Canceled) {
+		return cliError("", err)
+	}
+	return 0
 }
 
 func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []string, resolved bool, startsAt, webhookURL, amURL string) error {
@@ -408,6 +409,18 @@ func labelText(l map[string]string) string {
 		parts[i] = fmt.Sprintf("%s=%q", k, l[k])
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// cliError prints a command's error as a sentence on standard error —
+// commands people type answer in words, not log lines — and returns the
+// exit code 1.
+func cliError(command string, err error) int {
+	prefix := "selfheal"
+	if command != "" {
+		prefix += " " + command
+	}
+	fmt.Fprintf(os.Stderr, "%s: %v\n", prefix, err)
+	return 1
 }
 
 func exitCode(logger *slog.Logger, err error) int {

@@ -450,3 +450,18 @@ func TestTakenPortSaysSo(t *testing.T) {
 		t.Errorf("serve on a taken port: exit %d, first error %q\n%s", code, firstError, errOut)
 	}
 }
+
+// TestCommandErrorsAreSentences: a command people type answers an error
+// with a sentence on standard error, not a log line.
+func TestCommandErrorsAreSentences(t *testing.T) {
+	for _, args := range [][]string{
+		{"events"},
+		{"plan", "--config.file=/nonexistent/selfheal.yml", "ServiceDown"},
+		{"simulate", "--webhook.url=http://127.0.0.1:1/api/v1/webhook", "ServiceDown"},
+	} {
+		code, _, errOut := selfheal(t, []string{"SELFHEAL_DATABASE_URL="}, args...)
+		if code != 1 || !strings.HasPrefix(errOut, "selfheal") || strings.Contains(errOut, "level=ERROR") {
+			t.Errorf("selfheal %s: exit %d %q", strings.Join(args, " "), code, errOut)
+		}
+	}
+}
