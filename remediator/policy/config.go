@@ -206,12 +206,21 @@ func Parse(b []byte) (*Config, error) {
 	cfg := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
+	var problems []string
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		return nil, cleanYAMLError(err, names)
+		// Unknown fields leave the rest decoded: validate it too, so that
+		// one run lists every problem. Any other error stops here.
+		if !onlyUnknownFields(err) {
+			return nil, cleanYAMLError(err, names)
+		}
+		problems = strings.Split(cleanYAMLError(err, names).Error(), "\n")
 	}
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
-		return nil, err
+		problems = append(problems, strings.Split(err.Error(), "\n")...)
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "\n"))
 	}
 	return cfg, nil
 }

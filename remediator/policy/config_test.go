@@ -189,8 +189,10 @@ func TestLoadPrefixesFile(t *testing.T) {
 	if err := os.WriteFile(p, []byte("remediations:\n  - name: a\n    bogus: 1\n  - {name: b, match: ['a=\"b\"'], category: Z, target: t, steps: [restart]}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Every problem at once: the unknown field, and what validation finds
+	// in the rest.
 	_, err := Load(p)
-	want := p + `:3: remediation "a": unknown field "bogus" in remediation`
+	want := p + `:3: remediation "a": unknown field "bogus" in remediation` + "\n" + p + `: remediation "b": category: "Z" is not one of A, B, C, D`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}

@@ -173,3 +173,19 @@ func remediationAt(spans []span, line int) (string, bool) {
 	}
 	return "", false
 }
+
+// onlyUnknownFields reports whether a decoding error is nothing but
+// unknown fields, after which the rest of the file is decoded.
+func onlyUnknownFields(err error) bool {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return false
+	}
+	for _, m := range te.Errors {
+		g := yamlLine.FindStringSubmatch(m)
+		if g == nil || !unknownField.MatchString(g[2]) {
+			return false
+		}
+	}
+	return true
+}
