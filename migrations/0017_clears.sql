@@ -25,7 +25,9 @@ BEGIN
         GRANT SELECT ON target_clears TO selfheal_node;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'selfheal_webhook') THEN
-        GRANT SELECT ON target_clears TO selfheal_webhook;
+        -- The status page of a webhook-only replica lists held-back
+        -- targets from the decision state, which reads these too.
+        GRANT SELECT ON target_clears, service_failures, reboot_events TO selfheal_webhook;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'selfheal_grafana') THEN
         GRANT SELECT ON target_clears TO selfheal_grafana;

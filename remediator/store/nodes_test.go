@@ -190,6 +190,16 @@ func TestNodeCredentialsReachOnlyTheirNode(t *testing.T) {
 	if _, err := nodeA.ApplyRetention(ctx); err != nil {
 		t.Errorf("retention on a node's role: %v", err)
 	}
+	// The status page reads the held-back targets as a decision would, on
+	// any replica: the webhook's role and a node's may.
+	for name, st := range map[string]*store.Store{"webhook": hook, "node": nodeA} {
+		if _, err := st.HeldCandidates(ctx); err != nil {
+			t.Errorf("held targets on the %s's role: %v", name, err)
+		}
+		if _, err := st.ReadState(ctx, store.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: time.Minute, StormWindow: time.Minute}); err != nil {
+			t.Errorf("decision state on the %s's role: %v", name, err)
+		}
+	}
 }
 
 // TestJobsWaitForASilentNode: in a fleet, a job queued for a node that
