@@ -268,7 +268,7 @@ func TestNothingSelfhealActsOnIsInhibited(t *testing.T) {
 			Labels:   map[string]string{"alertname": alertname, "category": category, "instance": instance, "severity": "critical"},
 			StartsAt: time.Now().Add(-time.Minute),
 		}
-		if err := simulate.PostAlertmanager(context.Background(), amURL, a, time.Now()); err != nil {
+		if err := simulate.PostAlertmanager(context.Background(), http.DefaultClient, amURL, a, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +99,23 @@ remediations:
 		}
 		return json.NewDecoder(resp.Body).Decode(&alerts) == nil && len(alerts) == 1 && alerts[0].Labels["target"] == refused
 	})
+
+	// The commands that talk to Alertmanager take the same settings, from
+	// a file as amtool does: plan sees the hand-off, simulate reaches it.
+	httpConfig := writeFile(t, "am-http.yml", "basic_auth: {username: selfheal, password_file: "+pwFile+"}\ntls_config: {ca_file: "+caFile+"}\n")
+	code, out, errOut := selfheal(t, env, "plan", "--config.file="+config, "--alertmanager.url=https://"+amAddr,
+		"--alertmanager.http-config.file="+httpConfig)
+	if code != 3 || !strings.Contains(out, "SelfhealRefused") {
+		t.Errorf("plan --alertmanager.url over TLS and basic auth: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = selfheal(t, env, "simulate", "--alertmanager.url=https://"+amAddr,
+		"--alertmanager.http-config.file="+httpConfig, "ServiceDown", "service=simulated")
+	if code != 0 || !strings.Contains(out, "Alertmanager routed it to: operators, selfheal") {
+		t.Errorf("simulate --alertmanager.url over TLS and basic auth: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := selfheal(t, env, "simulate", "--alertmanager.url=https://"+amAddr, "ServiceDown", "service=simulated"); code != 1 {
+		t.Errorf("simulate without the settings: exit %d %s; the Alertmanager must refuse it", code, errOut)
+	}
 }
 
 // selfSigned writes a CA and a certificate for 127.0.0.1 signed by it, and

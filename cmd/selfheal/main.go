@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
@@ -80,6 +82,7 @@ func run(args []string) int {
 	simAnnotations := sim.Flag("annotation", "An annotation as name=value (repeatable).").Strings()
 	simResolved := sim.Flag("resolved", "Send the alert as resolved.").Bool()
 	simStartsAt := sim.Flag("starts-at", "The alert's start (RFC 3339); reuse it to resolve the same occurrence. Default: now.").String()
+	simAMHTTP := sim.Flag("alertmanager.http-config.file", "How to reach --alertmanager.url: a file of Prometheus' http_config (TLS, basic auth, a bearer token, a proxy).").String()
 
 	plan := app.Command("plan", "Say what selfheal would do if an alert started firing now, changing nothing. Exit 0 when it would act, 3 when not.")
 	planConfig := plan.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
@@ -87,6 +90,7 @@ func run(args []string) int {
 	planLabels := plan.Arg("labels", "More labels as label=value.").Strings()
 	planAM := plan.Flag("alertmanager.url", "Plan every alert firing in this Alertmanager now (not silenced or inhibited).").String()
 	planOutput := plan.Flag("output", "table or json.").Default("table").Enum("table", "json")
+	planAMHTTP := plan.Flag("alertmanager.http-config.file", "How to reach --alertmanager.url: a file of Prometheus' http_config (TLS, basic auth, a bearer token, a proxy).").String()
 
 	events := app.Command("events", "Print recent alerts, decisions and actions.")
 	eventsConfig := events.Flag("config.file", "Configuration file with database_url (SELFHEAL_DATABASE_URL overrides it).").String()
@@ -170,7 +174,7 @@ func run(args []string) int {
 	case check.FullCommand():
 		return checkConfigFile(*checkConfig, *checkOutput)
 	case sim.FullCommand():
-		if err := runSimulate(ctx, *simName, *simLabels, *simAnnotations, *simResolved, *simStartsAt, *simWebhook, *simAM); err != nil {
+		if err := runSimulate(ctx, *simName, *simLabels, *simAnnotations, *simResolved, *simStartsAt, *simWebhook, *simAM, *simAMHTTP); err != nil {
 			return cliError("simulate", err)
 		}
 		return 0
@@ -179,7 +183,7 @@ func run(args []string) int {
 		if err != nil {
 			return cliError("plan", err)
 		}
-		acts, err := runPlan(ctx, cfg, logger, *planName, *planLabels, *planAM, *planOutput)
+		acts, err := runPlan(ctx, cfg, logger, *planName, *planLabels, *planAM, *planAMHTTP, *planOutput)
 		if err != nil {
 			return cliError("plan", err)
 		}
@@ -329,7 +333,11 @@ func withStoreURL(ctx context.Context, logger *slog.Logger, configFile string, f
 	return 0
 }
 
-func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []string, resolved bool, startsAt, webhookURL, amURL string) error {
+func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []string, resolved bool, startsAt, webhookURL, amURL, amHTTP string) error {
+	client, err := alertmanagerClient(amHTTP)
+	if err != nil {
+		return err
+	}
 	labels, err := simulate.ParseLabels(labelArgs)
 	if err != nil {
 		return err
@@ -365,7 +373,7 @@ func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []s
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if amURL != "" {
-		err = simulate.PostAlertmanager(ctx, amURL, a, now)
+		err = simulate.PostAlertmanager(ctx, client, amURL, a, now)
 	} else {
 		err = simulate.PostWebhook(ctx, webhookURL, os.Getenv(policy.EnvWebhookToken), simulate.Message(a, now))
 	}
@@ -384,7 +392,7 @@ func runSimulate(ctx context.Context, name string, labelArgs, annotationArgs []s
 		// Where Alertmanager's routing sent it; it routes at once.
 		var to []string
 		for range 20 {
-			if to, err = simulate.Receivers(ctx, amURL, labels); err != nil || len(to) > 0 {
+			if to, err = simulate.Receivers(ctx, client, amURL, labels); err != nil || len(to) > 0 {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -411,6 +419,19 @@ func labelText(l map[string]string) string {
 	return "{" + strings.Join(parts, ", ") + "}"
 }
 
+// alertmanagerClient is the HTTP client a command reaches Alertmanager
+// with: as the http_config file says, or a plain one.
+func alertmanagerClient(httpConfigFile string) (*http.Client, error) {
+	if httpConfigFile == "" {
+		return &http.Client{}, nil
+	}
+	c, _, err := commoncfg.LoadHTTPConfigFile(httpConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("--alertmanager.http-config.file: %w", err)
+	}
+	return commoncfg.NewClientFromConfig(*c, "selfheal")
+}
+
 // cliError prints a command's error as a sentence on standard error —
 // commands people type answer in words, not log lines — and returns the
 // exit code 1.
@@ -433,14 +454,18 @@ func exitCode(logger *slog.Logger, err error) int {
 
 // runPlan prints the plan for one alert, or for every alert firing in an
 // Alertmanager, and reports whether any of them would act.
-func runPlan(ctx context.Context, cfg *policy.Config, logger *slog.Logger, name string, labelArgs []string, amURL, output string) (bool, error) {
+func runPlan(ctx context.Context, cfg *policy.Config, logger *slog.Logger, name string, labelArgs []string, amURL, amHTTP, output string) (bool, error) {
 	var alerts []map[string]string
 	switch {
 	case amURL != "" && name != "":
 		return false, errors.New("give an alert or --alertmanager.url, not both")
 	case amURL != "":
 		var err error
-		if alerts, err = simulate.FiringAlerts(ctx, amURL); err != nil {
+		client, err := alertmanagerClient(amHTTP)
+		if err != nil {
+			return false, err
+		}
+		if alerts, err = simulate.FiringAlerts(ctx, client, amURL); err != nil {
 			return false, err
 		}
 	case name == "":

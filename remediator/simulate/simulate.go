@@ -83,11 +83,12 @@ func labelSet(m map[string]string) model.LabelSet {
 
 // PostWebhook sends m to selfheal's webhook, with a bearer token if given.
 func PostWebhook(ctx context.Context, url, token string, m *webhook.Message) error {
-	return post(ctx, url, token, m)
+	return post(ctx, http.DefaultClient, url, token, m)
 }
 
-// PostAlertmanager sends a to an Alertmanager's v2 API, as amtool does.
-func PostAlertmanager(ctx context.Context, amURL string, a Alert, now time.Time) error {
+// PostAlertmanager sends a to an Alertmanager's v2 API with client, as
+// amtool does.
+func PostAlertmanager(ctx context.Context, client *http.Client, amURL string, a Alert, now time.Time) error {
 	// No generatorURL: Alertmanager requires a URI there, and a simulated
 	// alert has no rule to link to.
 	body := []map[string]any{{
@@ -98,10 +99,10 @@ func PostAlertmanager(ctx context.Context, amURL string, a Alert, now time.Time)
 	if a.Resolved {
 		body[0]["endsAt"] = now
 	}
-	return post(ctx, strings.TrimRight(amURL, "/")+"/api/v2/alerts", "", body)
+	return post(ctx, client, strings.TrimRight(amURL, "/")+"/api/v2/alerts", "", body)
 }
 
-func post(ctx context.Context, url, token string, v any) error {
+func post(ctx context.Context, client *http.Client, url, token string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -114,7 +115,7 @@ func post(ctx context.Context, url, token string, v any) error {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("post to %s: %w", url, err)
 	}
@@ -128,7 +129,7 @@ func post(ctx context.Context, url, token string, v any) error {
 
 // FiringAlerts returns the labels of every alert an Alertmanager has
 // active now and neither silenced nor inhibited (its API v2).
-func FiringAlerts(ctx context.Context, amURL string) ([]map[string]string, error) {
+func FiringAlerts(ctx context.Context, client *http.Client, amURL string) ([]map[string]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	url := strings.TrimRight(amURL, "/") + "/api/v2/alerts?active=true&silenced=false&inhibited=false&unprocessed=false"
@@ -136,7 +137,7 @@ func FiringAlerts(ctx context.Context, amURL string) ([]map[string]string, error
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
 	}
@@ -159,14 +160,14 @@ func FiringAlerts(ctx context.Context, amURL string) ([]map[string]string, error
 
 // Receivers returns the receivers Alertmanager routed the active alerts
 // with exactly these labels to.
-func Receivers(ctx context.Context, amURL string, lset map[string]string) ([]string, error) {
+func Receivers(ctx context.Context, client *http.Client, amURL string, lset map[string]string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(amURL, "/")+"/api/v2/alerts?active=true", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
 	}
