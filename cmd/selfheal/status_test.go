@@ -35,6 +35,11 @@ alertmanager: {url: 'http://127.0.0.1:1', interval: 1h}
 	dockertest.WaitFor(t, 20*time.Second, "both decided", func() bool {
 		return queryInt(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'done'`) == 2
 	})
+	// A job a decision deferred, as one waiting for an action's slot is.
+	if _, err := conn.Exec(t.Context(), `INSERT INTO remediation_jobs (occurrence_id, remediation, step, target, reason, not_before)
+		SELECT id, 'memory-high', 9, $1, '4 actions running (limit 4)', now() + interval '1 hour' FROM alert_occurrences LIMIT 1`, healed); err != nil {
+		t.Fatal(err)
+	}
 	if code, _, errOut := selfheal(t, env, "pause", "--reason=maintenance window"); code != 0 {
 		t.Fatalf("pause: %s", errOut)
 	}
@@ -54,6 +59,7 @@ alertmanager: {url: 'http://127.0.0.1:1', interval: 1h}
 	for _, want := range []string{
 		"selfheal on ", "Paused: maintenance window", "job(s) waiting",
 		"Targets held back", healed, "memory-high",
+		"Jobs waiting", "4 actions running (limit 4)",
 		"Last decisions", refused, "lacks the opt-in label",
 		`href="http://prometheus.example:9090"`, "Alertmanager",
 	} {

@@ -26,6 +26,7 @@ type statusStore interface {
 	JobCounts(ctx context.Context) (map[string]int64, error)
 	HeldCandidates(ctx context.Context) ([]store.HeldCandidate, error)
 	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
+	WaitingJobs(ctx context.Context) ([]store.WaitingJob, error)
 	RecentActivity(ctx context.Context, limit int, since time.Time) ([]store.Activity, error)
 }
 
@@ -41,6 +42,8 @@ type statusPage struct {
 
 type heldRow struct{ Target, Remediation, Why string }
 
+type waitingRow struct{ Target, Remediation, Why, Until string }
+
 type decisionRow struct{ Time, Severity, Target, Remediation, What, Detail string }
 
 type statusData struct {
@@ -52,6 +55,7 @@ type statusData struct {
 	Queued, Running                 int64
 	PrometheusURL, AlertmanagerURL  string
 	Held                            []heldRow
+	Waiting                         []waitingRow
 	Decisions                       []decisionRow
 }
 
@@ -112,6 +116,14 @@ func (p statusPage) fill(ctx context.Context, cfg *policy.Config, now time.Time,
 		if why, ok := engine.HeldBack(r, st, st.Now); ok {
 			d.Held = append(d.Held, heldRow{Target: h.Target, Remediation: h.Remediation, Why: why})
 		}
+	}
+	waiting, err := p.st.WaitingJobs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, w := range waiting {
+		d.Waiting = append(d.Waiting, waitingRow{Target: w.Target, Remediation: w.Remediation, Why: w.Reason,
+			Until: w.NotBefore.Local().Format(timeFormat)})
 	}
 	acts, err := p.st.RecentActivity(ctx, 200, now.Add(-24*time.Hour))
 	if err != nil {

@@ -249,3 +249,31 @@ func (s *Store) HeldCandidates(ctx context.Context) ([]HeldCandidate, error) {
 	}
 	return hs, nil
 }
+
+// WaitingJob is a queued job a decision deferred: why, and when it is
+// decided again.
+type WaitingJob struct {
+	Target      string
+	Remediation string
+	Reason      string
+	NotBefore   time.Time
+}
+
+// WaitingJobs returns up to 50 deferred jobs, the soonest first: waiting
+// for a running action's slot, for Docker, for a silent node.
+func (s *Store) WaitingJobs(ctx context.Context) ([]WaitingJob, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT COALESCE(j.target, o.labels->>'service', o.labels->>'instance', ''), j.remediation, j.reason, j.not_before
+		FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id
+		WHERE j.state = 'queued' AND j.reason IS NOT NULL
+		ORDER BY j.not_before
+		LIMIT 50`)
+	if err != nil {
+		return nil, fmt.Errorf("read waiting jobs: %w", err)
+	}
+	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[WaitingJob])
+	if err != nil {
+		return nil, fmt.Errorf("read waiting jobs: %w", err)
+	}
+	return ws, nil
+}
