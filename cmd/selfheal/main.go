@@ -164,7 +164,7 @@ func run(args []string) int {
 		logger.Info("starting selfheal exporter", "version", version.Info())
 		return exitCode(logger, server.RunExporter(ctx, server.ExporterOptions{Config: cfg, Flags: expCollectors, Web: expWeb, Logger: logger}))
 	case migrate.FullCommand():
-		return withStore(ctx, logger, *migrateConfig, func(st *store.Store) error {
+		return withStore(ctx, *migrateConfig, func(st *store.Store) error {
 			n, err := st.Migrate(ctx)
 			if err == nil {
 				fmt.Printf("applied %d migration(s); the schema is current\n", n)
@@ -192,7 +192,7 @@ func run(args []string) int {
 		}
 		return 0
 	case events.FullCommand():
-		return withStore(ctx, logger, *eventsConfig, func(st *store.Store) error {
+		return withStore(ctx, *eventsConfig, func(st *store.Store) error {
 			acts, err := st.RecentActivity(ctx, *eventsLimit, time.Now().Add(-*eventsSince))
 			if err != nil {
 				return err
@@ -203,11 +203,11 @@ func run(args []string) int {
 			return report.WriteActivity(os.Stdout, acts, time.Local)
 		})
 	case pause.FullCommand():
-		return withStore(ctx, logger, *pauseConfig, func(st *store.Store) error { return st.SetPaused(ctx, true, *pauseReason) })
+		return withStore(ctx, *pauseConfig, func(st *store.Store) error { return st.SetPaused(ctx, true, *pauseReason) })
 	case resume.FullCommand():
-		return withStore(ctx, logger, *resumeConfig, func(st *store.Store) error { return st.SetPaused(ctx, false, "") })
+		return withStore(ctx, *resumeConfig, func(st *store.Store) error { return st.SetPaused(ctx, false, "") })
 	case clear.FullCommand():
-		return withStore(ctx, logger, *clearConfig, func(st *store.Store) error {
+		return withStore(ctx, *clearConfig, func(st *store.Store) error {
 			c, err := st.ClearTarget(ctx, store.Clear{Target: *clearTarget, Remediation: *clearRemediation, By: *clearBy, Reason: *clearReason})
 			if err == nil {
 				report.WriteCleared(os.Stdout, *clearTarget, c)
@@ -221,7 +221,7 @@ func run(args []string) int {
 				silentAfter = cfg.Node.SilentAfter.D()
 			}
 		}
-		return withStore(ctx, logger, *nodesConfig, func(st *store.Store) error {
+		return withStore(ctx, *nodesConfig, func(st *store.Store) error {
 			list, err := st.Nodes(ctx)
 			if err != nil {
 				return err
@@ -232,7 +232,7 @@ func run(args []string) int {
 			return report.WriteNodes(os.Stdout, list, silentAfter)
 		})
 	case nodeAdd.FullCommand():
-		return withStoreURL(ctx, logger, *nodeAddConfig, func(st *store.Store, url string) error {
+		return withStoreURL(ctx, *nodeAddConfig, func(st *store.Store, url string) error {
 			e, err := st.Enrol(ctx, *nodeAddName, *nodeAddWebhook, url)
 			if err != nil {
 				return err
@@ -303,12 +303,12 @@ func loadConfig(path string) (*policy.Config, error) {
 
 // withStore opens the database named by SELFHEAL_DATABASE_URL or, failing
 // that, by the configuration file, and runs f.
-func withStore(ctx context.Context, logger *slog.Logger, configFile string, f func(*store.Store) error) int {
-	return withStoreURL(ctx, logger, configFile, func(st *store.Store, _ string) error { return f(st) })
+func withStore(ctx context.Context, configFile string, f func(*store.Store) error) int {
+	return withStoreURL(ctx, configFile, func(st *store.Store, _ string) error { return f(st) })
 }
 
 // withStoreURL is withStore for commands that need the database URL too.
-func withStoreURL(ctx context.Context, logger *slog.Logger, configFile string, f func(*store.Store, string) error) int {
+func withStoreURL(ctx context.Context, configFile string, f func(*store.Store, string) error) int {
 	url := os.Getenv(policy.EnvDatabaseURL)
 	if url == "" && configFile != "" {
 		cfg, err := loadConfig(configFile)

@@ -127,13 +127,19 @@ func post(ctx context.Context, client *http.Client, url, token string, v any) er
 	return nil
 }
 
-// FiringAlerts returns the labels of every alert an Alertmanager has
-// active now and neither silenced nor inhibited (its API v2).
-func FiringAlerts(ctx context.Context, client *http.Client, amURL string) ([]map[string]string, error) {
+// amAlert is an alert as Alertmanager's API v2 lists it.
+type amAlert struct {
+	Labels    map[string]string `json:"labels"`
+	Receivers []struct {
+		Name string `json:"name"`
+	} `json:"receivers"`
+}
+
+// activeAlerts reads GET /api/v2/alerts with the query's filters.
+func activeAlerts(ctx context.Context, client *http.Client, amURL, query string) ([]amAlert, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	url := strings.TrimRight(amURL, "/") + "/api/v2/alerts?active=true&silenced=false&inhibited=false&unprocessed=false"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(amURL, "/")+"/api/v2/alerts?"+query, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -145,11 +151,19 @@ func FiringAlerts(ctx context.Context, client *http.Client, amURL string) ([]map
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("read alerts from %s: %s", amURL, resp.Status)
 	}
-	var alerts []struct {
-		Labels map[string]string `json:"labels"`
-	}
+	var alerts []amAlert
 	if err := json.NewDecoder(resp.Body).Decode(&alerts); err != nil {
 		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
+	}
+	return alerts, nil
+}
+
+// FiringAlerts returns the labels of every alert an Alertmanager has
+// active now and neither silenced nor inhibited (its API v2).
+func FiringAlerts(ctx context.Context, client *http.Client, amURL string) ([]map[string]string, error) {
+	alerts, err := activeAlerts(ctx, client, amURL, "active=true&silenced=false&inhibited=false&unprocessed=false")
+	if err != nil {
+		return nil, err
 	}
 	out := make([]map[string]string, len(alerts))
 	for i, a := range alerts {
@@ -161,28 +175,9 @@ func FiringAlerts(ctx context.Context, client *http.Client, amURL string) ([]map
 // Receivers returns the receivers Alertmanager routed the active alerts
 // with exactly these labels to.
 func Receivers(ctx context.Context, client *http.Client, amURL string, lset map[string]string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(amURL, "/")+"/api/v2/alerts?active=true", nil)
+	alerts, err := activeAlerts(ctx, client, amURL, "active=true")
 	if err != nil {
 		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("read alerts from %s: %s", amURL, resp.Status)
-	}
-	var alerts []struct {
-		Labels    map[string]string `json:"labels"`
-		Receivers []struct {
-			Name string `json:"name"`
-		} `json:"receivers"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&alerts); err != nil {
-		return nil, fmt.Errorf("read alerts from %s: %w", amURL, err)
 	}
 	var out []string
 	for _, a := range alerts {
