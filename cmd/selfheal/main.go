@@ -70,8 +70,9 @@ func run(args []string) int {
 	migrate := app.Command("migrate", "Apply database migrations (serve also applies them at start).")
 	migrateConfig := migrate.Flag("config.file", "Configuration file with database_url (SELFHEAL_DATABASE_URL overrides it).").String()
 
-	check := app.Command("check-config", "Validate a configuration file.")
-	checkConfig := check.Flag("config.file", "Configuration file.").Default("selfheal.yml").String()
+	check := app.Command("check-config", "Validate configuration files.")
+	checkConfig := check.Flag("config.file", "Configuration file, when no file is named as an argument.").Default("selfheal.yml").String()
+	checkFiles := check.Arg("file", "Configuration files to check (as promtool check config takes them).").Strings()
 	checkOutput := check.Flag("output", "text or json (every error and warning, for scripts).").Default("text").Enum("text", "json")
 
 	sim := app.Command("simulate", "Post a test alert to selfheal's webhook, or to an Alertmanager.")
@@ -172,7 +173,15 @@ func run(args []string) int {
 			return err
 		})
 	case check.FullCommand():
-		return checkConfigFile(*checkConfig, *checkOutput)
+		files := *checkFiles
+		if len(files) == 0 {
+			files = []string{*checkConfig}
+		}
+		rc := 0
+		for _, f := range files {
+			rc = max(rc, checkConfigFile(f, *checkOutput))
+		}
+		return rc
 	case sim.FullCommand():
 		if err := runSimulate(ctx, *simName, *simLabels, *simAnnotations, *simResolved, *simStartsAt, *simWebhook, *simAM, *simAMHTTP); err != nil {
 			return cliError("simulate", err)

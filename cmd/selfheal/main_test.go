@@ -131,6 +131,23 @@ remediations:
 		t.Fatalf("world-readable token file: exit %d %q, want %q", code, errOut, want)
 	}
 
+	// Files as arguments, as promtool takes them: each checked, every
+	// problem with its line, exit 1 if any is bad.
+	invalid := writeFile(t, "invalid.yml", `
+engine: {workers: -1}
+remediations:
+  - {name: a, match: ['alertname="X"'], category: Q, target: x, steps: [restart]}
+  - {name: b, match: ['alertname="Y"'], category: A, target: x, steps: [restart], escalate_to: nobody}
+`)
+	code, out, errOut = selfheal(t, nil, "check-config", good, invalid)
+	want = invalid + `:2: engine: workers: must be positive
+` + invalid + `:4: remediation "a": category: "Q" is not one of A, B, C, D
+` + invalid + `:5: remediation "b": escalate_to: no remediation is named "nobody"
+`
+	if code != 1 || out != good+": OK (1 remediations)\n" || !strings.HasSuffix(errOut, "\n"+want) {
+		t.Fatalf("two files as arguments: exit %d, %q\n%s\nwant\n%s", code, out, errOut, want)
+	}
+
 	// --output=json: every error, for scripts.
 	code, out, _ = selfheal(t, nil, "check-config", "--config.file="+bad, "--output=json")
 	var res struct {

@@ -41,5 +41,5 @@ func (c *Config) Advice(h action.Host) []string {
 			}
 		}
 	}
-	return p
+	return p.lines(nil)
 }

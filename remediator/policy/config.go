@@ -6,14 +6,18 @@ package policy
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	commoncfg "github.com/prometheus/common/config"
@@ -216,13 +220,25 @@ func Parse(b []byte) (*Config, error) {
 		problems = strings.Split(cleanYAMLError(err, names).Error(), "\n")
 	}
 	cfg.setDefaults()
-	if err := cfg.validate(); err != nil {
-		problems = append(problems, strings.Split(err.Error(), "\n")...)
-	}
+	problems = append(problems, cfg.validate().lines(&doc)...)
 	if len(problems) > 0 {
+		// In the file's order, so a list of problems reads top to bottom;
+		// those no line is known for (defaults, the environment) last.
+		slices.SortStableFunc(problems, func(a, b string) int { return cmp.Compare(lineOf(a), lineOf(b)) })
 		return nil, errors.New(strings.Join(problems, "\n"))
 	}
 	return cfg, nil
+}
+
+// lineOf is the line a problem names ("line 12: …"), or the largest int.
+func lineOf(problem string) int {
+	rest, ok := strings.CutPrefix(problem, "line ")
+	if n, _, _ := strings.Cut(rest, ":"); ok {
+		if i, err := strconv.Atoi(n); err == nil {
+			return i
+		}
+	}
+	return math.MaxInt
 }
 
 // Fingerprint identifies what the configuration makes the engine do — its

@@ -126,26 +126,28 @@ func TestParseErrors(t *testing.T) {
     target: x
     action: {type: restart}
 `,
-			`remediation "a": match: "alertname=~\"(": matcher value contains unescaped double quote: "(
-remediation "a": category: "E" is not one of A, B, C, D
-remediation "a": target: template: a:1:10: executing "a" at <.Labelz.x>: can't evaluate field Labelz in type policy.TemplateData
-remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, restart_project, stop_start, vacuum)
-remediation "a": failure_window: 2h is longer than the 1h failures are kept
-remediation "a": name: used by another remediation
-remediation "a": match: needs at least one matcher
-remediation "a": escalate_to: no remediation is named "nowhere"`,
+			// Every problem, each with its line, in the file's order (the
+			// second "a" is told from the first by its line).
+			`line 3: remediation "a": match: "alertname=~\"(": matcher value contains unescaped double quote: "(
+line 4: remediation "a": category: "E" is not one of A, B, C, D
+line 5: remediation "a": target: template: a:1:10: executing "a" at <.Labelz.x>: can't evaluate field Labelz in type policy.TemplateData
+line 6: remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, restart_project, stop_start, vacuum)
+line 7: remediation "a": failure_window: 2h is longer than the 1h failures are kept
+line 8: remediation "a": escalate_to: no remediation is named "nowhere"
+line 9: remediation "a": name: used by another remediation
+line 10: remediation "a": match: needs at least one matcher`,
 		},
 		"missing fields": {
 			"remediations:\n  - match: ['a=\"b\"']\n",
-			`remediation #1: name: must be set
-remediation #1: category: must be set (A, B, C or D)
-remediation #1: target: must be set (a template such as '{{ .Labels.service }}')
-remediation #1: steps: needs at least one step (or set action or sequence)`,
+			`line 2: remediation #1: name: must be set
+line 2: remediation #1: category: must be set (A, B, C or D)
+line 2: remediation #1: target: must be set (a template such as '{{ .Labels.service }}')
+line 2: remediation #1: steps: needs at least one step (or set action or sequence)`,
 		},
 		"webhook credentials": {
 			"webhook:\n  bearer_token_file: /t\n  basic_auth: {username: u}\n",
-			`webhook: basic_auth.password_file: must be set
-webhook: bearer_token_file and basic_auth: set one, not both`,
+			`line 1: webhook: bearer_token_file and basic_auth: set one, not both
+line 3: webhook: basic_auth.password_file: must be set`,
 		},
 		"parameter of another action type": {
 			"remediations:\n  - name: a\n    action: {type: restart, wait: 1s}\n",
@@ -158,17 +160,17 @@ webhook: bearer_token_file and basic_auth: set one, not both`,
   - {name: l, match: ['a="b"'], category: C, target: t, action: {type: log_cleanup, roots: [/, var/log], patterns: ["a/*.log"], older_than: 1m}}
   - {name: r, match: ['a="b"'], category: D, target: t, action: {type: reboot, command: ["{{ .Oops"]}}
 `,
-			`remediation "h": action: url: "ftp://x" is not an http or https URL
-remediation "g": action: power_limit_ratio: 1.5 is not in (0, 1]
-remediation "l": action: roots: "/" must be an absolute directory other than /
-remediation "l": action: roots: "var/log" must be an absolute directory other than /
-remediation "l": action: patterns: "a/*.log" is not a file name glob
-remediation "l": action: older_than: 1m is less than an hour
-remediation "r": action: command: template: :1: unclosed action`,
+			`line 2: remediation "h": action: url: "ftp://x" is not an http or https URL
+line 3: remediation "g": action: power_limit_ratio: 1.5 is not in (0, 1]
+line 4: remediation "l": action: roots: "/" must be an absolute directory other than /
+line 4: remediation "l": action: roots: "var/log" must be an absolute directory other than /
+line 4: remediation "l": action: patterns: "a/*.log" is not a file name glob
+line 4: remediation "l": action: older_than: 1m is less than an hour
+line 5: remediation "r": action: command: template: :1: unclosed action`,
 		},
 		"self escalation": {
 			"remediations:\n  - {name: a, match: ['a=\"b\"'], category: A, target: t, steps: [restart], escalate_to: a}\n",
-			`remediation "a": escalate_to: a remediation cannot escalate to itself`,
+			`line 2: remediation "a": escalate_to: a remediation cannot escalate to itself`,
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -192,7 +194,7 @@ func TestLoadPrefixesFile(t *testing.T) {
 	// Every problem at once: the unknown field, and what validation finds
 	// in the rest.
 	_, err := Load(p)
-	want := p + `:3: remediation "a": unknown field "bogus" in remediation` + "\n" + p + `: remediation "b": category: "Z" is not one of A, B, C, D`
+	want := p + `:3: remediation "a": unknown field "bogus" in remediation` + "\n" + p + `:4: remediation "b": category: "Z" is not one of A, B, C, D`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
@@ -200,7 +202,7 @@ func TestLoadPrefixesFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Load(p)
-	want = p + `: remediation "b": category: "Z" is not one of A, B, C, D`
+	want = p + `:2: remediation "b": category: "Z" is not one of A, B, C, D`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
@@ -299,7 +301,7 @@ func TestLogCleanupRefusesSystemDirectories(t *testing.T) {
 		t.Run(tc.root, func(t *testing.T) {
 			yaml := "remediations:\n  - {name: l, match: ['a=\"b\"'], category: C, target: t, action: {type: log_cleanup, roots: [" + tc.root + "], patterns: ['*.log']}}\n"
 			_, err := Parse([]byte(yaml))
-			want := `remediation "l": action: roots: "` + tc.root + `" is in the system directory ` + tc.dir + ` (set unsafe_allow_system_roots: true to allow it)`
+			want := `line 2: remediation "l": action: roots: "` + tc.root + `" is in the system directory ` + tc.dir + ` (set unsafe_allow_system_roots: true to allow it)`
 			if err == nil || err.Error() != want {
 				t.Fatalf("got %v\nwant %s", err, want)
 			}
@@ -348,7 +350,7 @@ func TestAlertNode(t *testing.T) {
 	if cfg.Node.Name != "edge-07" || cfg.Node.Unlabelled != UnlabelledAct {
 		t.Errorf("node %+v: SELFHEAL_NODE_NAME must win, unlabelled default to act", cfg.Node)
 	}
-	if _, err := Parse([]byte("node: {unlabelled: maybe}\n")); err == nil || err.Error() != `node: unlabelled: "maybe" is not one of act, refuse` {
+	if _, err := Parse([]byte("node: {unlabelled: maybe}\n")); err == nil || err.Error() != `line 1: node: unlabelled: "maybe" is not one of act, refuse` {
 		t.Errorf("bad unlabelled: %v", err)
 	}
 }

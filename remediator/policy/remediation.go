@@ -49,6 +49,7 @@ type Remediation struct {
 	matchers labels.Matchers
 	target   *template.Template
 	sequence bool
+	node     *yaml.Node // where in the file, for problems' lines
 }
 
 // IsSequence reports whether the remediation runs its steps as a sequence
@@ -82,6 +83,7 @@ func (r *Remediation) UnmarshalYAML(n *yaml.Node) error {
 	if r.Category == CategoryB && !hasKey(n, "cooldown") {
 		r.Cooldown = Duration(DefaultCooldownB)
 	}
+	r.node = n
 	return nil
 }
 

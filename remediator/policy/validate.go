@@ -1,20 +1,42 @@
 package policy
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
-// problems collects validation errors, each with where it was found.
-type problems []string
-
-func (p *problems) add(where, format string, args ...any) {
-	*p = append(*p, where+": "+fmt.Sprintf(format, args...))
+// problem is one validation error: where it was found, in the file's
+// words ("engine", "remediation \"a\"", "exporter.probes[0]"), and what is
+// wrong, starting with the field it is about where there is one
+// ("workers: must be positive").
+// node, where set, is the part of the file where is about, when where
+// alone does not find it (two remediations of one name).
+type problem struct {
+	where, msg string
+	node       *yaml.Node
 }
 
-func (c *Config) validate() error {
+// problems collects validation errors.
+type problems []problem
+
+func (p *problems) add(where, format string, args ...any) {
+	*p = append(*p, problem{where: where, msg: fmt.Sprintf(format, args...)})
+}
+
+// at sets the node of the problems added since the first from.
+func (p problems) at(from int, n *yaml.Node) {
+	for i := from; i < len(p); i++ {
+		p[i].node = n
+	}
+}
+
+// validate returns every problem of c, none when it is valid.
+func (c *Config) validate() problems {
 	var p problems
 	w := c.Webhook
 	if w.MaxBodyBytes < 0 {
@@ -85,6 +107,7 @@ func (c *Config) validate() error {
 
 	byName := map[string]*Remediation{}
 	for i, r := range c.Remediations {
+		from := len(p)
 		if r == nil {
 			p.add(fmt.Sprintf("remediation #%d", i+1), "empty entry")
 			continue
@@ -100,11 +123,13 @@ func (c *Config) validate() error {
 		}
 		r.validate(where, &p)
 		r.validateFastPath(where, c, &p)
+		p.at(from, r.node)
 	}
 	for _, r := range c.Remediations {
 		if r == nil || r.EscalateTo == "" {
 			continue
 		}
+		from := len(p)
 		where := fmt.Sprintf("remediation %q", r.Name)
 		switch to, ok := byName[r.EscalateTo]; {
 		case !ok:
@@ -112,11 +137,98 @@ func (c *Config) validate() error {
 		case to == r:
 			p.add(where, "escalate_to: a remediation cannot escalate to itself")
 		}
+		p.at(from, r.node)
 	}
-	if len(p) > 0 {
-		return errors.New(strings.Join(p, "\n"))
+	return p
+}
+
+// lines renders the problems one per line, each with the line of the file
+// it is about where doc (the parsed file; nil when there is none) has it.
+func (p problems) lines(doc *yaml.Node) []string {
+	out := make([]string, 0, len(p))
+	for _, pr := range p {
+		s := pr.where + ": " + pr.msg
+		if n := locate(doc, pr); n > 0 {
+			s = fmt.Sprintf("line %d: %s", n, s)
+		}
+		out = append(out, s)
 	}
-	return nil
+	return out
+}
+
+var (
+	fieldPath = regexp.MustCompile(`^[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*$`)
+	pathElem  = regexp.MustCompile(`([a-z_]+)(?:\[(\d+)\])?`)
+)
+
+// locate finds the line a problem is about: its node, or the node its
+// where names, then as far down the field path its message starts with as
+// the file goes. 0 when the file does not have it at all (a default, or a
+// setting from the environment).
+func locate(doc *yaml.Node, pr problem) int {
+	n, line := pr.node, 0
+	switch {
+	case n != nil:
+		line = n.Line
+	case doc != nil && len(doc.Content) > 0 && fieldPath.MatchString(pr.where):
+		n, line = walk(doc.Content[0], pr.where)
+	}
+	if line == 0 {
+		return 0
+	}
+	// "action: roots: …" is the field roots of the field action.
+	for field, rest, ok := strings.Cut(pr.msg, ": "); ok && fieldPath.MatchString(field); field, rest, ok = strings.Cut(rest, ": ") {
+		var l int
+		if n, l = walk(n, field); l == 0 {
+			break
+		}
+		line = l
+	}
+	return line
+}
+
+// walk follows a dotted path with [i] indexes from n as far as the file
+// has it, returning the last node found and the line of its key (or
+// item): 0 when the file has not even the path's first element.
+func walk(n *yaml.Node, path string) (*yaml.Node, int) {
+	line := 0
+	for _, e := range pathElem.FindAllStringSubmatch(path, -1) {
+		k, v := mapEntry(n, e[1])
+		if v == nil {
+			return n, line
+		}
+		n, line = v, k.Line
+		if e[2] != "" {
+			i, _ := strconv.Atoi(e[2])
+			items := seqItems(n)
+			if i >= len(items) {
+				return n, line
+			}
+			n, line = items[i], items[i].Line
+		}
+	}
+	return n, line
+}
+
+func mapEntry(n *yaml.Node, key string) (k, v *yaml.Node) {
+	for i := 0; n != nil && n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i], n.Content[i+1]
+		}
+	}
+	return nil, nil
+}
+
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	_, v := mapEntry(n, key)
+	return v
+}
+
+func seqItems(n *yaml.Node) []*yaml.Node {
+	if n == nil || n.Kind != yaml.SequenceNode {
+		return nil
+	}
+	return n.Content
 }
 
 // httpURL reports whether u is an absolute http or https URL.
