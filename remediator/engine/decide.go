@@ -37,6 +37,21 @@ type Limits struct {
 	StormWindow          time.Duration
 }
 
+// brake is the decision the storm brake makes: a skip, saying until when
+// at the earliest it holds — when the oldest action in its window leaves
+// it. The skip is handed off to people (store.OpenProblems) while the
+// alert fires.
+func (l Limits) brake(st store.State) Decision {
+	reason := fmt.Sprintf("%s: %d actions in the last %s (limit %d)", store.StormBrakeReason,
+		st.ActionsInStormWindow, policy.Duration(l.StormWindow), l.StormMaxActions)
+	if !st.StormWindowOldest.IsZero() {
+		reason += fmt.Sprintf("; it holds until %s at the earliest, when the oldest of them leaves the window; "+
+			"this outage is not acted on, the alert's next occurrence is",
+			st.StormWindowOldest.Add(l.StormWindow).UTC().Format(time.RFC3339))
+	}
+	return Decision{Verdict: Skip, Reason: reason}
+}
+
 // braked reports whether the storm brake holds in st: the actions in its
 // window reached its limit.
 func (l Limits) braked(st store.State) bool {
@@ -153,8 +168,7 @@ func Decide(in Input, now time.Time) Decision {
 		}
 	}
 	if in.Limits.braked(st) {
-		return Decision{Verdict: Skip, Reason: fmt.Sprintf("storm brake: %d actions in the last %s (limit %d)",
-			st.ActionsInStormWindow, policy.Duration(in.Limits.StormWindow), in.Limits.StormMaxActions)}
+		return in.Limits.brake(st)
 	}
 	if in.PermitErr != nil && action.IsTransient(in.PermitErr) {
 		return in.Limits.unreachable(in.Waited, in.PermitErr)

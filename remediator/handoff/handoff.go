@@ -1,7 +1,7 @@
 // Package handoff tells people what selfheal could not fix. It posts
 // selfheal's own alerts to Alertmanager's API v2 — an open escalation, a
-// ladder that gave up, a target whose last action failed or was refused,
-// a pause that lasts — so they reach people through their usual routes,
+// ladder that gave up, a target whose last action failed or was refused
+// or that the storm brake held back, a pause that lasts — so they reach people through their usual routes,
 // and resolves each once the problem is gone. It runs beside the engine
 // and never holds healing back: a failed post is retried at the next
 // round.
@@ -41,6 +41,7 @@ var kinds = map[string]struct{ alertname, severity, summary string }{
 	"gave_up":       {"SelfhealGaveUp", "critical", "selfheal gave up on {target}: the ladder is exhausted"},
 	"action_failed": {"SelfhealActionFailed", "warning", "selfheal's last action on {target} failed"},
 	"refused":       {"SelfhealRefused", "warning", "selfheal refused to act on {target}"},
+	"braked":        {"SelfhealBraked", "warning", "selfheal's storm brake held back {target}: too many actions in its window"},
 	"paused":        {"SelfhealPaused", "warning", "selfheal has been paused for a while"},
 }
 

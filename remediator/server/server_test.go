@@ -24,6 +24,7 @@ import (
 	"github.com/selfheal/selfheal/internal/testenv"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/server"
+	"github.com/selfheal/selfheal/remediator/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -474,10 +475,48 @@ func TestPauseAndStormBrake(t *testing.T) {
 	waitIdle(t, conn)
 	in.post(t, bytes.ReplaceAll(payload(t, "service-down-firing.json", b), []byte("d03bb581f83ed40e"), []byte("0000000000000b0b")))
 	waitFor(t, 10*time.Second, "storm brake", func() bool {
-		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'storm brake: 1 actions in the last 10m (limit 1)'`) == 1
+		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'skipped' AND reason LIKE 'storm brake: 1 actions in the last 10m (limit 1)%'`) == 1
 	})
 	if dockertest.State(t, b).Running {
 		t.Fatal("the storm brake let a second action through")
+	}
+
+	// The skip says until when the brake holds: the first action's start
+	// plus the window. It is handed off to people, and the status page
+	// lists the target as held back.
+	var started time.Time
+	var reason string
+	if err := conn.QueryRow(context.Background(), `SELECT started_at FROM recovery_actions WHERE service_name = $1`, a).Scan(&started); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(context.Background(), `SELECT reason FROM remediation_jobs WHERE target = $1 AND outcome = 'skipped'`, b).Scan(&reason); err != nil {
+		t.Fatal(err)
+	}
+	until := started.Add(10 * time.Minute).UTC().Format(time.RFC3339)
+	if want := "storm brake: 1 actions in the last 10m (limit 1); it holds until " + until + " at the earliest"; !strings.HasPrefix(reason, want) {
+		t.Errorf("braked reason %q, want it to begin %q", reason, want)
+	}
+	st, err := store.Open(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	probs, err := st.OpenProblems(context.Background(), time.Hour, 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(probs) != 1 || probs[0].Kind != "braked" || probs[0].Target != b || probs[0].Reason != reason {
+		t.Errorf("problems to hand off: %+v, want %s braked", probs, b)
+	}
+	resp, err := http.Get(in.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	held, _, _ := strings.Cut(string(page), "<h2>Jobs waiting</h2>")
+	if _, held, _ = strings.Cut(held, "<h2>Targets held back</h2>"); !strings.Contains(held, "<td>"+b+"</td>") || !strings.Contains(held, "holds until "+until) {
+		t.Errorf("the status page's held-back targets do not list %s braked until %s:\n%s", b, until, held)
 	}
 }
 

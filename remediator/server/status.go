@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"embed"
+	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -27,6 +28,7 @@ type statusStore interface {
 	HeldCandidates(ctx context.Context) ([]store.HeldCandidate, error)
 	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
 	WaitingJobs(ctx context.Context) ([]store.WaitingJob, error)
+	OpenProblems(ctx context.Context, lookback, pausedFor time.Duration) ([]store.Problem, error)
 	RecentActivity(ctx context.Context, limit int, since time.Time) ([]store.Activity, error)
 }
 
@@ -115,6 +117,18 @@ func (p statusPage) fill(ctx context.Context, cfg *policy.Config, now time.Time,
 		}
 		if why, ok := engine.HeldBack(r, st, st.Now); ok {
 			d.Held = append(d.Held, heldRow{Target: h.Target, Remediation: h.Remediation, Why: why})
+		}
+	}
+	// And those the storm brake skipped while their alert fires: what the
+	// hand-off tells people (SelfhealBraked).
+	probs, err := p.st.OpenProblems(ctx, cfg.Alertmanager.Lookback.D(), cfg.Alertmanager.PausedFor.D())
+	if err != nil {
+		return err
+	}
+	for _, pr := range probs {
+		if pr.Kind == "braked" {
+			d.Held = append(d.Held, heldRow{Target: pr.Target, Remediation: pr.Remediation,
+				Why: fmt.Sprintf("skipped at %s: %s", pr.Since.Local().Format(timeFormat), pr.Reason)})
 		}
 	}
 	waiting, err := p.st.WaitingJobs(ctx)

@@ -30,7 +30,10 @@ type State struct {
 	LastEscalationAt     time.Time
 	LastActionAt         time.Time // last action of this remediation on this target; zero when none
 	ActionsInStormWindow int
-	RunningActions       int
+	// StormWindowOldest is when the oldest of those started: the storm
+	// brake lets go, at the earliest, when it leaves the window.
+	StormWindowOldest time.Time
+	RunningActions    int
 	// RebootPendingSince is set while a guarded reboot is under way.
 	RebootPendingSince time.Time
 }
@@ -61,13 +64,16 @@ SELECT statement_timestamp(),
            AND created_at >= greatest(statement_timestamp() - {failure_window} * interval '1 second', clr.at)),
        (SELECT max(started_at) FROM recovery_actions WHERE service_name = {target} AND remediation = {remediation}
          AND started_at >= COALESCE(clr.at, '-infinity')),
-       (SELECT count(*) FROM recovery_actions
-         WHERE started_at >= statement_timestamp() - {storm_window} * interval '1 second' AND status <> 'dry_run'),
+       storm.actions, storm.oldest,
        (SELECT count(*) FROM recovery_actions WHERE status = 'running'),
        (SELECT min(requested_at) FROM reboot_events
          WHERE status IN ('pending', 'rebooting')
            AND requested_at >= statement_timestamp() - {reboot_pending} * interval '1 second')
 FROM engine_settings s
+CROSS JOIN (
+    SELECT count(*) AS actions, min(started_at) AS oldest FROM recovery_actions
+    WHERE started_at >= statement_timestamp() - {storm_window} * interval '1 second' AND status <> 'dry_run'
+) storm
 CROSS JOIN LATERAL (
     -- The newest selfheal clear of the target: nothing before it counts.
     SELECT max(cleared_at) AS at FROM target_clears
@@ -120,17 +126,18 @@ func (s *Store) ReadState(ctx context.Context, q StateQuery) (State, error) {
 
 func scanState(row pgx.Row, q StateQuery) (State, error) {
 	var st State
-	var escalatedAt, lastEscalation, lastAction, reboot *time.Time
+	var escalatedAt, lastEscalation, lastAction, stormOldest, reboot *time.Time
 	err := row.Scan(
 		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &st.OutageCounted, &escalatedAt, &st.EscalatedTo,
-		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &st.RunningActions, &reboot)
+		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &stormOldest, &st.RunningActions, &reboot)
 	if err != nil {
 		return State{}, fmt.Errorf("load decision state for %q: %w", q.Target, err)
 	}
 	for _, t := range []struct {
 		dst *time.Time
 		src *time.Time
-	}{{&st.EscalatedAt, escalatedAt}, {&st.LastEscalationAt, lastEscalation}, {&st.LastActionAt, lastAction}, {&st.RebootPendingSince, reboot}} {
+	}{{&st.EscalatedAt, escalatedAt}, {&st.LastEscalationAt, lastEscalation}, {&st.LastActionAt, lastAction},
+		{&st.StormWindowOldest, stormOldest}, {&st.RebootPendingSince, reboot}} {
 		if t.src != nil {
 			*t.dst = *t.src
 		}
