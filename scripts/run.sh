@@ -86,7 +86,7 @@ The whole loop is running (logs in .run/*.log):
   demo          container selfheal-demo (label selfheal.demo=make-run: nothing else is touched)
 
 Try, in another shell:
-  docker kill selfheal-demo                          # about two seconds later it runs again
+  docker kill selfheal-demo                          # two to three seconds later it runs again
       (the first kill restarts it, the second stops and starts it, the third in ten
        minutes escalates to critical recovery; a fourth is held back for a person:
        the status page at http://localhost:9595/ says so, and
