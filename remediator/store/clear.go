@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -34,13 +35,25 @@ type Cleared struct {
 func (s *Store) ClearTarget(ctx context.Context, c Clear) (Cleared, error) {
 	var out Cleared
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO target_clears (service_name, remediation, cleared_by, reason)
-			VALUES ($1, NULLIF($2, ''), $3, $4)`, c.Target, c.Remediation, c.By, c.Reason); err != nil {
+		// Under the target's lock, so a decision under way on the target
+		// (another replica's, perhaps) is wholly before the clear — its
+		// failure, its escalation closed by it — never half; and timed
+		// when the lock is held (clock_timestamp, not the transaction's
+		// start), so that nothing committed before the clear counts after.
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SELECT pg_advisory_xact_lock(%s)`, fmt.Sprintf(targetLockKey, "$1")), c.Target); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `UPDATE escalations SET cleared_at = now(), cleared_by = $3
+		var at time.Time
+		if err := tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&at); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO target_clears (service_name, remediation, cleared_by, reason, cleared_at)
+			VALUES ($1, NULLIF($2, ''), $3, $4, $5)`, c.Target, c.Remediation, c.By, c.Reason, at); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `UPDATE escalations SET cleared_at = $4, cleared_by = $3
 			WHERE service_name = $1 AND ($2 = '' OR remediation = $2) AND cleared_at IS NULL
-			RETURNING remediation`, c.Target, c.Remediation, c.By)
+			RETURNING remediation`, c.Target, c.Remediation, c.By, at)
 		if err != nil {
 			return err
 		}

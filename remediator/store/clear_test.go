@@ -77,3 +77,51 @@ func TestClearTarget(t *testing.T) {
 		t.Errorf("%d clear events, want 2 (%v)", n, err)
 	}
 }
+
+// TestClearWaitsForADecisionUnderWay: a clear while another worker (or
+// replica) is deciding on the target comes wholly after that decision —
+// the escalation it records is closed by the clear and its failure no
+// longer counts — never between its read and its commit, which would
+// leave the target escalated just after a person cleared it.
+func TestClearWaitsForADecisionUnderWay(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}})
+	if err != nil || c == nil {
+		t.Fatal(c, err)
+	}
+	defer c.Release()
+	if ok, err := c.LockTarget(ctx, "llm"); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+
+	cleared := make(chan error, 1)
+	go func() {
+		_, err := s.ClearTarget(ctx, store.Clear{Target: "llm", By: "alice"})
+		cleared <- err
+	}()
+	select {
+	case err := <-cleared:
+		t.Fatalf("the clear finished while a decision on the target was under way (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// The decision escalates and commits; only then does the clear go on.
+	if err := c.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeEscalated, Target: "llm",
+		Reason: "3 failures", Failure: &store.Failure{Type: "outage", Status: "detected"},
+		Escalation: &store.Escalation{To: "critical-recovery", Reason: "3 failures"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-cleared; err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.ReadState(ctx, store.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: 10 * time.Minute, StormWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FailuresInWindow != 0 || !st.EscalatedAt.IsZero() || !st.LastEscalationAt.IsZero() {
+		t.Errorf("after the clear: %+v, want nothing from the decision before it to count", st)
+	}
+}
