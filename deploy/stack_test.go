@@ -171,6 +171,12 @@ func TestComposeStack(t *testing.T) {
 		if n := c.count(`SELECT count(*) FROM recovery_actions`); n != 1 {
 			t.Errorf("%d actions for one kill, want 1", n)
 		}
+		// The evidence was read through the socket proxy, whose allow-list
+		// has the logs endpoint: the killed run's exit code and its logs.
+		if ev := c.sql(fmt.Sprintf(`SELECT details->'evidence' FROM recovery_actions WHERE service_name = '%s'`, app)); !strings.Contains(ev, `"exit_code": 137`) ||
+			!strings.Contains(ev, "testctr started") || strings.Contains(ev, "logs_error") {
+			t.Errorf("the restart's evidence, through the socket proxy: %s", ev)
+		}
 		if running(t, bystander) {
 			t.Errorf("%s, not opted in, was started", bystander)
 		}

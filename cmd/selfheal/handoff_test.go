@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -12,13 +13,15 @@ import (
 )
 
 // TestHandoffToAlertmanager: a crash-looping container escalates; selfheal
-// posts SelfhealEscalated to a real Alertmanager, with the target and the
-// reason, where amtool finds it; once the container's alert resolves the
-// hand-off resolves too.
+// posts SelfhealEscalated to a real Alertmanager, with the target, the
+// reason and the evidence (its exit code and last log lines, read before
+// each restart), where amtool finds it; selfheal events --details shows
+// the evidence too; once the container's alert resolves the hand-off
+// resolves too.
 func TestHandoffToAlertmanager(t *testing.T) {
 	amtool := requireTool(t, "amtool")
 	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Stopped: true,
-		Args: []string{"-exit-after=300ms"}})
+		Args: []string{"-say=fatal: configuration invalid: unknown key 'listen'", "-exit-after=300ms", "-exit-code=3"}})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
 	amAddr := alertmanager(t)
@@ -70,10 +73,19 @@ remediations:
 		!strings.Contains(annotations["description"].(string), "3 failures within 10m (limit 3): escalating to critical-recovery") {
 		t.Fatalf("hand-off alert %v", a)
 	}
+	if ev, _ := annotations["evidence"].(string); !strings.HasPrefix(ev, "exited, exit code 3, OOM-killed false, ran ") ||
+		!strings.Contains(fmt.Sprint(annotations["last_log_lines"]), "fatal: configuration invalid: unknown key 'listen'") {
+		t.Errorf("hand-off alert's evidence: %q, last lines %q", annotations["evidence"], annotations["last_log_lines"])
+	}
+	code, out, errOut := selfheal(t, env, "events", "--details", "--since=10m")
+	if code != 0 || !strings.Contains(out, "    evidence: exited, exit code 3, OOM-killed false, ran ") ||
+		!strings.Contains(out, "    | fatal: configuration invalid: unknown key 'listen'") {
+		t.Errorf("selfheal events --details: exit %d\n%s%s", code, out, errOut)
+	}
 
 	// selfheal plan over what Alertmanager has firing: only the hand-off,
 	// which no remediation acts on.
-	code, out, errOut := selfheal(t, env, "plan", "--config.file="+config, "--alertmanager.url=http://"+amAddr)
+	code, out, errOut = selfheal(t, env, "plan", "--config.file="+config, "--alertmanager.url=http://"+amAddr)
 	if code != 3 || !strings.Contains(out, "SelfhealEscalated") || !strings.Contains(out, "no remediation matches the alert") {
 		t.Errorf("plan --alertmanager.url: exit %d\n%s%s", code, out, errOut)
 	}

@@ -98,6 +98,7 @@ func run(args []string) int {
 	eventsLimit := events.Flag("limit", "At most this many lines.").Default("50").Int()
 	eventsSince := events.Flag("since", "Only this far back.").Default("24h").Duration()
 	eventsOutput := events.Flag("output", "table or json.").Default("table").Enum("table", "json")
+	eventsDetails := events.Flag("details", "Show each action's evidence: its target's state and last log lines before it was changed (json: every recorded detail).").Bool()
 
 	pause := app.Command("pause", "Stop all remediation on every replica until resume.")
 	pauseConfig := pause.Flag("config.file", "Configuration file with database_url.").String()
@@ -207,9 +208,9 @@ func run(args []string) int {
 				return err
 			}
 			if *eventsOutput == "json" {
-				return report.WriteActivityJSON(os.Stdout, acts)
+				return report.WriteActivityJSON(os.Stdout, acts, *eventsDetails)
 			}
-			return report.WriteActivity(os.Stdout, acts, time.Local)
+			return report.WriteActivity(os.Stdout, acts, time.Local, *eventsDetails)
 		})
 	case pause.FullCommand():
 		return withStore(ctx, *pauseConfig, func(st *store.Store) error { return st.SetPaused(ctx, true, *pauseReason) })

@@ -140,6 +140,9 @@ type Spec struct {
 	// NetworkMode is the container's network ("container:<name>" to share
 	// another's namespace); empty is Docker's default bridge.
 	NetworkMode string
+	// Memory is the container's memory limit in bytes (docker run
+	// --memory); 0 is none.
+	Memory int64
 }
 
 // Run creates (and unless s.Stopped, starts) a container and returns its
@@ -166,7 +169,7 @@ func Run(t testing.TB, s Spec) string {
 	}
 	_ = c.ContainerRemove(ctx, s.Name, container.RemoveOptions{Force: true})
 	host := &container.HostConfig{RestartPolicy: container.RestartPolicy{Name: s.Restart, MaximumRetryCount: s.MaxRetries},
-		NetworkMode: container.NetworkMode(s.NetworkMode)}
+		NetworkMode: container.NetworkMode(s.NetworkMode), Resources: container.Resources{Memory: s.Memory, MemorySwap: s.Memory}}
 	created, err := c.ContainerCreate(ctx, cfg, host, nil, nil, s.Name)
 	if err != nil {
 		t.Fatalf("create container %s: %v", s.Name, err)

@@ -74,6 +74,15 @@ type Touched struct {
 	Err error
 }
 
+// Witness is implemented by executors whose target has state worth
+// keeping before they change it — a container's exit state and last log
+// lines, gone once it restarts. The engine asks just before Execute and
+// stores what it returns (JSON) with the action, whatever the outcome; an
+// error is recorded in its place and the action runs all the same.
+type Witness interface {
+	Evidence(ctx context.Context, req Request) (any, error)
+}
+
 // Reverter is implemented by executors whose changes are temporary (a
 // lowered power limit, say). PlanRevert, asked before the action runs,
 // returns what Revert will need to undo the change Execute is about to

@@ -58,6 +58,7 @@ type Containers interface {
 	Ping(ctx context.Context) error
 	Canonical(ctx context.Context, name string) (string, error)
 	Permit(ctx context.Context, name string) error
+	Evidence(ctx context.Context, name string) (containers.Evidence, error)
 	Restart(ctx context.Context, name string) (time.Time, error)
 	StopStart(ctx context.Context, name string, wait time.Duration) (time.Time, error)
 	Verify(ctx context.Context, name string, since time.Time, v containers.Verification) error
@@ -85,7 +86,20 @@ var (
 	_ action.RecoveryChecker = StopStart{}
 	_ action.Toucher         = Restart{}
 	_ action.Toucher         = StopStart{}
+	_ action.Witness         = Restart{}
+	_ action.Witness         = StopStart{}
 )
+
+// Evidence implements action.Witness: the container's exit state and last
+// log lines before it is restarted.
+func (a Restart) Evidence(ctx context.Context, req action.Request) (any, error) {
+	return a.Containers.Evidence(ctx, req.Target)
+}
+
+// Evidence implements action.Witness, as Restart's.
+func (a StopStart) Evidence(ctx context.Context, req action.Request) (any, error) {
+	return a.Containers.Evidence(ctx, req.Target)
+}
 
 // Touches implements action.Toucher: the target, and its dependents when
 // the step restarts them.

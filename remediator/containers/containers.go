@@ -63,6 +63,8 @@ type Options struct {
 	Allow []string
 	// StopTimeout is the grace period before a stopping container is killed.
 	StopTimeout time.Duration
+	// Evidence bounds what Evidence keeps.
+	Evidence EvidenceOptions
 }
 
 // Client changes opted-in containers.
@@ -70,6 +72,7 @@ type Client struct {
 	api         client.APIClient
 	optIn       *optin.Current
 	stopTimeout atomic.Int64 // a time.Duration
+	evidence    atomic.Pointer[EvidenceOptions]
 }
 
 // New connects to the Docker Engine at o.Host (negotiating the API version,
@@ -81,15 +84,18 @@ func New(o Options) (*Client, error) {
 	}
 	c := &Client{api: api, optIn: optin.NewCurrent(optin.New(o.RequireLabel, o.Allow))}
 	c.stopTimeout.Store(int64(o.StopTimeout))
+	c.evidence.Store(&o.Evidence)
 	return c, nil
 }
 
-// Reconfigure puts a reloaded configuration's opt-in rule and stop timeout
-// in force: from the next call on, nothing the new rule leaves out is
-// touched. A call under way (a stop and start) finishes as it began.
-func (c *Client) Reconfigure(requireLabel string, allow []string, stopTimeout time.Duration) {
-	c.optIn.Set(optin.New(requireLabel, allow))
-	c.stopTimeout.Store(int64(stopTimeout))
+// Reconfigure puts a reloaded configuration's opt-in rule, stop timeout
+// and evidence bounds in force: from the next call on, nothing the new
+// rule leaves out is touched. A call under way (a stop and start)
+// finishes as it began. o.Host is read only by New.
+func (c *Client) Reconfigure(o Options) {
+	c.optIn.Set(optin.New(o.RequireLabel, o.Allow))
+	c.stopTimeout.Store(int64(o.StopTimeout))
+	c.evidence.Store(&o.Evidence)
 }
 
 // API is the client's connection to the Docker Engine, for the exporter's

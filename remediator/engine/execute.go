@@ -110,7 +110,14 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout.D())
 	start := time.Now()
 	req.ActionID = actionID
+	evidence := e.witness(actx, exec, req, log)
 	res, err := exec.Execute(actx, req)
+	if evidence != nil {
+		if res.Details == nil {
+			res.Details = map[string]any{}
+		}
+		res.Details["evidence"] = evidence
+	}
 	elapsed := time.Since(start)
 	if err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("timed out after %s: %w", r.Timeout, err)
@@ -118,6 +125,27 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 	cancel()
 	e.m.actionDuration.WithLabelValues(d.Action.Type).Observe(elapsed.Seconds())
 	return e.recordOutcome(ctx, c, e.outcomeOf(c.Job(), r, target, d, actionID, res, err, elapsed, log), log)
+}
+
+// evidenceTimeout bounds the look at the target before an action changes
+// it; past it the action runs without.
+const evidenceTimeout = 3 * time.Second
+
+// witness reads what exec's target shows before it is changed, when exec
+// keeps evidence: nil when it keeps none; what went wrong when it could not.
+func (e *Engine) witness(ctx context.Context, exec action.Executor, req action.Request, log *slog.Logger) any {
+	w, ok := exec.(action.Witness)
+	if !ok {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, evidenceTimeout)
+	defer cancel()
+	ev, err := w.Evidence(wctx, req)
+	if err != nil {
+		log.Warn("cannot keep the evidence before acting; acting all the same", "target", req.Target, "err", err)
+		return map[string]any{"not_kept": err.Error()}
+	}
+	return ev
 }
 
 // outcomeOf is what the action's end records.

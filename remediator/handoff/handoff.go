@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -157,16 +158,30 @@ func (h *Handoff) alert(cfg *policy.Config, p store.Problem) alert {
 			labels["category"] = r.Category
 		}
 	}
-	return alert{
-		Labels: labels,
-		Annotations: map[string]string{
-			"summary":     strings.ReplaceAll(k.summary, "{target}", p.Target),
-			"description": p.Reason,
-			"runbook_url": "https://github.com/selfheal/selfheal/blob/main/docs/runbooks.md#" + strings.ToLower(k.alertname),
-		},
-		StartsAt: p.Since.UTC(),
+	annotations := map[string]string{
+		"summary":     strings.ReplaceAll(k.summary, "{target}", p.Target),
+		"description": p.Reason,
+		"runbook_url": "https://github.com/selfheal/selfheal/blob/main/docs/runbooks.md#" + strings.ToLower(k.alertname),
 	}
+	// What the target showed before selfheal last acted on it, shortened
+	// to what a notification carries: the person paged has it without
+	// the container's logs, which the restart replaced.
+	var ev containers.Evidence
+	if len(p.Evidence) > 0 && json.Unmarshal(p.Evidence, &ev) == nil {
+		annotations["evidence"] = ev.Summary()
+		if lines := ev.LastLines(evidenceLines, evidenceBytes); lines != "" {
+			annotations["last_log_lines"] = lines
+		}
+	}
+	return alert{Labels: labels, Annotations: annotations, StartsAt: p.Since.UTC()}
 }
+
+// The evidence a hand-off alert carries: the newest lines, as many as fit
+// a chat message or a page.
+const (
+	evidenceLines = 10
+	evidenceBytes = 1024
+)
 
 func (h *Handoff) post(ctx context.Context, alerts []alert) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

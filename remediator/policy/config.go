@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -151,6 +152,41 @@ type StormBrake struct {
 	Window     Duration `yaml:"window"`
 }
 
+// Evidence bounds what selfheal reads and keeps of a container before an
+// action changes it: its last log lines and exit state.
+type Evidence struct {
+	// LogLines is how many of the last log lines to keep; 0 keeps none.
+	LogLines int `yaml:"log_lines"`
+	// LogBytes bounds them, in memory and in the record.
+	LogBytes int `yaml:"log_bytes"`
+	// Redact are regular expressions (RE2) whose matches in the kept
+	// logs and health-check output are replaced by [REDACTED]; they
+	// replace the defaults (DefaultRedactions) when set.
+	Redact []string `yaml:"redact"`
+
+	set    bool // in the file: its zeroes are the file's, not defaults
+	redact []*regexp.Regexp
+}
+
+// UnmarshalYAML decodes the section, the defaults first, so that
+// log_lines: 0 means no logs.
+func (e *Evidence) UnmarshalYAML(n *yaml.Node) error {
+	type plain Evidence
+	if err := knownKeys(n, plain{}, "evidence"); err != nil {
+		return err
+	}
+	p := plain{LogLines: DefaultEvidenceLogLines, LogBytes: DefaultEvidenceLogBytes}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*e = Evidence(p)
+	e.set = true
+	return nil
+}
+
+// Redactions are the compiled Redact patterns (after validation).
+func (e Evidence) Redactions() []*regexp.Regexp { return e.redact }
+
 // Targets says what selfheal may touch. Nothing else, ever.
 type Targets struct {
 	Docker Docker `yaml:"docker"`
@@ -165,6 +201,8 @@ type Docker struct {
 	Containers []string `yaml:"containers"`
 	// StopTimeout is the grace period before a stopped container is killed.
 	StopTimeout Duration `yaml:"stop_timeout"`
+	// Evidence is what is kept of a container before an action changes it.
+	Evidence Evidence `yaml:"evidence"`
 
 	hostDefaulted bool // Host was not in the file: DOCKER_HOST may set it
 }

@@ -526,3 +526,28 @@ alertmanager:
 		t.Errorf("two kinds of credentials: %v", err)
 	}
 }
+
+func TestEvidenceSettings(t *testing.T) {
+	cfg, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := cfg.Targets.Docker.Evidence; ev.LogLines != DefaultEvidenceLogLines || ev.LogBytes != DefaultEvidenceLogBytes ||
+		len(ev.Redactions()) != len(DefaultRedactions) {
+		t.Errorf("defaults: %+v", ev)
+	}
+	// Written zeroes are kept: no logs at all.
+	cfg, err = Parse([]byte("targets: {docker: {evidence: {log_lines: 0}}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := cfg.Targets.Docker.Evidence; ev.LogLines != 0 || ev.LogBytes != DefaultEvidenceLogBytes {
+		t.Errorf("log_lines: 0 → %+v", ev)
+	}
+	_, err = Parse([]byte("targets:\n  docker:\n    evidence:\n      redact: ['(unclosed']\n      log_bytes: -1\n"))
+	want := "line 4: targets.docker: evidence.redact[0]: \"(unclosed\": error parsing regexp: missing closing ): `(unclosed`\n" +
+		"line 5: targets.docker: evidence.log_bytes: must be positive when log_lines is"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+}

@@ -5,6 +5,17 @@ import (
 )
 
 // Defaults for settings left out of the file.
+// DefaultRedactions are what is redacted from the evidence kept of a
+// container unless targets.docker.evidence.redact says otherwise: the
+// values of password, secret, token and key settings, bearer tokens, and
+// passwords in URLs. A pattern's first group, where it has one, is what is
+// replaced.
+var DefaultRedactions = []string{
+	`(?i)(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)["']?\s*[:=]\s*["']?([^\s"',;&]+)`,
+	`(?i)\bbearer\s+([A-Za-z0-9._~+/=-]+)`,
+	`://[^/\s:@]+:([^@\s/]+)@`,
+}
+
 const (
 	DefaultMaxBodyBytes      = 1 << 20
 	DefaultPersistTimeout    = 1500 * time.Millisecond
@@ -25,6 +36,8 @@ const (
 	DefaultDockerHost        = "unix:///var/run/docker.sock"
 	DefaultRequireLabel      = "selfheal.enable=true"
 	DefaultStopTimeout       = 10 * time.Second
+	DefaultEvidenceLogLines  = 50
+	DefaultEvidenceLogBytes  = 8 << 10
 	DefaultFailureWindow     = 10 * time.Minute
 	DefaultMaxFailures       = 3
 	DefaultCooldownB         = 5 * time.Minute
@@ -89,6 +102,12 @@ func (c *Config) setDefaults() {
 		d.RequireLabel = DefaultRequireLabel
 	}
 	setDuration(&d.StopTimeout, DefaultStopTimeout)
+	if !d.Evidence.set {
+		d.Evidence = Evidence{LogLines: DefaultEvidenceLogLines, LogBytes: DefaultEvidenceLogBytes}
+	}
+	if d.Evidence.Redact == nil {
+		d.Evidence.Redact = DefaultRedactions
+	}
 	// Remediations get their defaults as they are decoded.
 	for _, r := range c.Remediations {
 		switch {

@@ -89,6 +89,22 @@ func (c *Config) validate() problems {
 		p.add("node", "silent_after (%s) must be at least twice heartbeat_interval (%s): one late heartbeat is not silence",
 			c.Node.SilentAfter.D(), c.Node.HeartbeatInterval.D())
 	}
+	ev := &c.Targets.Docker.Evidence
+	if ev.LogLines < 0 {
+		p.add("targets.docker", "evidence.log_lines: must not be negative")
+	}
+	if ev.LogBytes < 0 || (ev.LogLines > 0 && ev.LogBytes == 0) {
+		p.add("targets.docker", "evidence.log_bytes: must be positive when log_lines is")
+	}
+	ev.redact = ev.redact[:0]
+	for i, r := range ev.Redact {
+		re, err := regexp.Compile(r)
+		if err != nil {
+			p.add("targets.docker", "evidence.redact[%d]: %q: %v", i, r, err)
+			continue
+		}
+		ev.redact = append(ev.redact, re)
+	}
 	if c.Targets.Docker.RequireLabel != "" && strings.HasPrefix(c.Targets.Docker.RequireLabel, "=") {
 		p.add("targets.docker", "require_label: %q has no label name", c.Targets.Docker.RequireLabel)
 	}

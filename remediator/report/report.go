@@ -10,12 +10,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
-// WriteActivity prints acts, oldest first, as an aligned table.
-func WriteActivity(w io.Writer, acts []store.Activity, loc *time.Location) error {
+// WriteActivity prints acts, oldest first, as an aligned table; with
+// details, each action's evidence (its target's state and last log lines
+// before it was changed) follows its row.
+func WriteActivity(w io.Writer, acts []store.Activity, loc *time.Location, details bool) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tKIND\tSTATUS\tTARGET\tREMEDIATION\tWHAT\tDETAIL")
 	for i := len(acts) - 1; i >= 0; i-- {
@@ -23,8 +26,44 @@ func WriteActivity(w io.Writer, acts []store.Activity, loc *time.Location) error
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			a.Time.In(loc).Format("2006-01-02 15:04:05.000"), a.Kind, a.Severity,
 			dash(a.Target), dash(a.Remediation), a.What, oneLine(a.Detail))
+		if ev, ok := a.Details["evidence"].(map[string]any); ok && details {
+			// Flushed first: lines outside the table's columns.
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			writeEvidence(w, ev)
+		}
 	}
 	return tw.Flush()
+}
+
+// writeEvidence prints an action's evidence, indented under its row.
+func writeEvidence(w io.Writer, raw map[string]any) {
+	ev := EvidenceOf(raw)
+	fmt.Fprintf(w, "    evidence: %s\n", ev.Summary())
+	if ev.Health != "" {
+		fmt.Fprintf(w, "    last health check: %s\n", oneLine(ev.Health))
+	}
+	if ev.Logs != "" {
+		fmt.Fprintln(w, "    last log lines:")
+		for l := range strings.SplitSeq(strings.TrimRight(ev.Logs, "\n"), "\n") {
+			fmt.Fprintf(w, "    | %s\n", l)
+		}
+	}
+}
+
+// EvidenceOf reads the evidence an action recorded (its details'
+// "evidence", as JSON decodes it).
+func EvidenceOf(raw map[string]any) containers.Evidence {
+	var ev containers.Evidence
+	b, err := json.Marshal(raw)
+	if err == nil {
+		err = json.Unmarshal(b, &ev)
+	}
+	if err != nil {
+		ev.NotKept = "unreadable: " + err.Error()
+	}
+	return ev
 }
 
 func dash(s string) string {
@@ -152,14 +191,20 @@ type jsonActivity struct {
 	Remediation string    `json:"remediation"`
 	What        string    `json:"what"`
 	Detail      string    `json:"detail"`
+	Details     any       `json:"details,omitempty"`
 }
 
-// WriteActivityJSON prints acts, oldest first, as a JSON array.
-func WriteActivityJSON(w io.Writer, acts []store.Activity) error {
+// WriteActivityJSON prints acts, oldest first, as a JSON array; with
+// details, each action's and event's recorded details (evidence too).
+func WriteActivityJSON(w io.Writer, acts []store.Activity, details bool) error {
 	out := make([]jsonActivity, 0, len(acts))
 	for i := len(acts) - 1; i >= 0; i-- {
 		a := acts[i]
-		out = append(out, jsonActivity{a.Time.UTC(), a.Kind, a.Severity, a.Target, a.Remediation, a.What, a.Detail})
+		j := jsonActivity{a.Time.UTC(), a.Kind, a.Severity, a.Target, a.Remediation, a.What, a.Detail, nil}
+		if details && len(a.Details) > 0 {
+			j.Details = a.Details
+		}
+		out = append(out, j)
 	}
 	return writeJSON(w, out)
 }

@@ -38,7 +38,7 @@ func TestJSONOutputs(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
 	var b strings.Builder
 	acts := []store.Activity{{Time: t0.Add(time.Second), Kind: "event", What: "clear"}, {Time: t0, Kind: "alert", What: "ServiceDown"}}
-	if err := WriteActivityJSON(&b, acts); err != nil {
+	if err := WriteActivityJSON(&b, acts, false); err != nil {
 		t.Fatal(err)
 	}
 	var got []map[string]any

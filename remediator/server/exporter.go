@@ -30,10 +30,14 @@ func buildExporter(cfg *policy.Config, f *exporter.Flags, lib NVML, docker *cont
 
 // dockerClient is selfheal's one way to open its Docker client.
 func dockerClient(cfg *policy.Config) (*containers.Client, error) {
-	return containers.New(containers.Options{
-		Host: cfg.Targets.Docker.Host, RequireLabel: cfg.Targets.Docker.RequireLabel,
-		Allow: cfg.Targets.Docker.Containers, StopTimeout: cfg.Targets.Docker.StopTimeout.D(),
-	})
+	return containers.New(dockerOptions(cfg))
+}
+
+// dockerOptions is what the configuration asks of the Docker client.
+func dockerOptions(cfg *policy.Config) containers.Options {
+	d := cfg.Targets.Docker
+	return containers.Options{Host: d.Host, RequireLabel: d.RequireLabel, Allow: d.Containers, StopTimeout: d.StopTimeout.D(),
+		Evidence: containers.EvidenceOptions{LogLines: d.Evidence.LogLines, LogBytes: d.Evidence.LogBytes, Redact: d.Evidence.Redactions()}}
 }
 
 // ExporterOptions configures RunExporter.

@@ -206,8 +206,7 @@ func Run(ctx context.Context, o Options) error {
 				}
 				// What selfheal may touch first: from here on no call
 				// touches what the new rule leaves out, queued jobs' too.
-				d := c.Targets.Docker
-				side.docker.Reconfigure(d.RequireLabel, d.Containers, d.StopTimeout.D())
+				side.docker.Reconfigure(dockerOptions(c))
 				if err := side.eng.Reload(c); err != nil {
 					return err
 				}

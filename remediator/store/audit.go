@@ -18,25 +18,29 @@ type Activity struct {
 	Remediation string
 	What        string
 	Detail      string
+	// Details are an action's or event's recorded details (an action's
+	// evidence among them); nil for an alert.
+	Details map[string]any
 }
 
 // activitySQL takes the newest $1 of each source through its time index
 // and merges them: its cost is bounded by the limit, not by the window.
 const activitySQL = `
-SELECT t, kind, severity, target, remediation, what, detail FROM (
+SELECT t, kind, severity, target, remediation, what, detail, details FROM (
     (SELECT first_received_at AS t, 0 AS rank, 'alert' AS kind,
            CASE status WHEN 'firing' THEN 'FIRING' ELSE 'RESOLVED' END AS severity,
            COALESCE(labels->>'service', labels->>'container', labels->>'instance', '') AS target,
            COALESCE(remediation, '') AS remediation,
            alertname AS what,
            CASE WHEN remediation IS NULL THEN 'no remediation matches'
-                ELSE format('%s delivery(ies)', deliveries) END AS detail
+                ELSE format('%s delivery(ies)', deliveries) END AS detail,
+           NULL::jsonb AS details
     FROM alert_occurrences
     WHERE first_received_at >= $2
     ORDER BY first_received_at DESC LIMIT $1)
     UNION ALL
     (SELECT event_time, 1, 'event', severity, COALESCE(service_name, ''), COALESCE(remediation, ''),
-           event_type, message
+           event_type, message, details
     FROM self_healing_events
     WHERE event_time >= $2
     ORDER BY event_time DESC LIMIT $1)
@@ -46,7 +50,8 @@ SELECT t, kind, severity, target, remediation, what, detail FROM (
            concat_ws(' ', CASE WHEN attempt IS NOT NULL THEN format('attempt %s', attempt) END,
                      CASE WHEN completed_at IS NOT NULL
                           THEN format('took %ss', round(EXTRACT(EPOCH FROM completed_at - started_at)::numeric, 2)) END,
-                     error_message)
+                     error_message),
+           details
     FROM recovery_actions
     WHERE started_at >= $2
     ORDER BY started_at DESC LIMIT $1)
@@ -63,7 +68,7 @@ func (s *Store) RecentActivity(ctx context.Context, limit int, since time.Time) 
 	}
 	acts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Activity, error) {
 		var a Activity
-		err := r.Scan(&a.Time, &a.Kind, &a.Severity, &a.Target, &a.Remediation, &a.What, &a.Detail)
+		err := r.Scan(&a.Time, &a.Kind, &a.Severity, &a.Target, &a.Remediation, &a.What, &a.Detail, &a.Details)
 		return a, err
 	})
 	if err != nil {

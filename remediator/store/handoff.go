@@ -23,6 +23,10 @@ type Problem struct {
 	Node        string
 	Reason      string
 	Since       time.Time
+	// Evidence is the newest evidence an action on the target kept (its
+	// state and last log lines before that action), as recorded JSON;
+	// nil when none did within the lookback.
+	Evidence []byte
 }
 
 // openProblemsSQL lists what is unresolved now. An escalation is open
@@ -30,6 +34,11 @@ type Problem struct {
 // newest finished job of its target and remediation within the lookback,
 // and so does one the storm brake skipped.
 const openProblemsSQL = `
+SELECT p.*, (SELECT a.details->'evidence' FROM recovery_actions a
+             WHERE a.service_name = p.target AND p.target <> '' AND a.details ? 'evidence'
+               AND a.started_at >= now() - $1 * interval '1 second'
+             ORDER BY a.started_at DESC LIMIT 1)
+FROM (
 SELECT CASE WHEN e.escalate_to IS NULL THEN 'gave_up' ELSE 'escalated' END,
        e.service_name, e.remediation, COALESCE(o.node, ''), e.reason, e.created_at
 FROM escalations e
@@ -51,7 +60,8 @@ WHERE last.outcome <> 'succeeded' AND o.status = 'firing'
 UNION ALL
 SELECT 'paused', '', '', '', reason, updated_at
 FROM engine_settings
-WHERE paused AND updated_at <= now() - $2 * interval '1 second'`
+WHERE paused AND updated_at <= now() - $2 * interval '1 second'
+) p (kind, target, remediation, node, reason, since)`
 
 // OpenProblems returns what selfheal could not fix, as of now.
 func (s *Store) OpenProblems(ctx context.Context, lookback, pausedFor time.Duration) ([]Problem, error) {
@@ -61,7 +71,7 @@ func (s *Store) OpenProblems(ctx context.Context, lookback, pausedFor time.Durat
 	}
 	ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Problem, error) {
 		var p Problem
-		err := r.Scan(&p.Kind, &p.Target, &p.Remediation, &p.Node, &p.Reason, &p.Since)
+		err := r.Scan(&p.Kind, &p.Target, &p.Remediation, &p.Node, &p.Reason, &p.Since, &p.Evidence)
 		return p, err
 	})
 	if err != nil {

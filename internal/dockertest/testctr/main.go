@@ -1,6 +1,7 @@
 // Command testctr is the process inside selfheal's test containers: a
 // static binary that can run in a FROM scratch image and misbehave on
-// demand (exit soon, ignore SIGTERM, turn healthy late or never).
+// demand (exit soon, ignore SIGTERM, turn healthy late or never, print
+// given lines, flood its log, allocate past its memory limit).
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -53,7 +55,32 @@ func main() {
 	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM (so a stop waits for its timeout)")
 	healthyAfter := flag.Duration("healthy-after", 0, "become healthy this long after starting (negative: never)")
 	listen := flag.String("http", "", "serve HTTP 200 on this address")
+	var say lines
+	flag.Var(&say, "say", "print this line to stderr at start (repeatable)")
+	logBytes := flag.Int("log-bytes", 0, "write this many bytes of log lines to stdout at start")
+	allocMB := flag.Int("alloc-mb", 0, "allocate (and touch) this many MiB at start: past a --memory limit, the kernel OOM-kills it")
 	flag.Parse()
+
+	for _, l := range say {
+		fmt.Fprintln(os.Stderr, l)
+	}
+	if *logBytes > 0 {
+		// Long lines, just under the 16 KiB at which Docker splits a
+		// message: a flood of few messages, written fast.
+		line := []byte(strings.Repeat("x", 16000-1) + "\n")
+		for n := 0; n < *logBytes; n += len(line) {
+			_, _ = os.Stdout.Write(line)
+		}
+	}
+	var hold [][]byte
+	for range *allocMB {
+		b := make([]byte, 1<<20)
+		for i := range b {
+			b[i] = 1
+		}
+		hold = append(hold, b)
+	}
+	_ = hold
 
 	_ = os.Remove(healthFile)
 	if *healthyAfter >= 0 {
@@ -89,3 +116,9 @@ func main() {
 		os.Exit(*exitCode)
 	}
 }
+
+// lines is a repeatable string flag.
+type lines []string
+
+func (l *lines) String() string     { return strings.Join(*l, "\n") }
+func (l *lines) Set(s string) error { *l = append(*l, s); return nil }
