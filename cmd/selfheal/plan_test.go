@@ -51,6 +51,10 @@ func TestPlanMatchesWhatTheEngineDoes(t *testing.T) {
 		p.IfItFails != "2 failures within 10m: stop_start (attempt 2)" {
 		t.Fatalf("plan: exit %d %+v", code, p)
 	}
+	// What the restart would keep, read now: the container, never started.
+	if ev, _ := p.Evidence.(map[string]any); ev["container"] != optedIn || ev["status"] != "created" {
+		t.Errorf("plan's evidence: %v", p.Evidence)
+	}
 	if jobs() != 0 || running(t, optedIn) {
 		t.Fatal("the plan changed something")
 	}

@@ -50,6 +50,9 @@ type Plan struct {
 	Touches []string `json:"touches,omitempty"`
 	// IfItFails is what follows a failure of the action.
 	IfItFails string `json:"if_it_fails,omitempty"`
+	// Evidence is what the action would keep of the target, read now
+	// (action.Witness): its state and last log lines.
+	Evidence any `json:"evidence,omitempty"`
 }
 
 // Acts reports whether the plan would run (or, in dry-run, record) an action.
@@ -122,6 +125,13 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 			if err == nil {
 				p.Touches = slices.DeleteFunc(touches, func(s string) bool { return s == target })
 			}
+		}
+		if w, ok := e.executors[d.Action.Type].(action.Witness); ok {
+			wctx, cancel := context.WithTimeout(ctx, evidenceTimeout)
+			if ev, err := w.Evidence(wctx, action.Request{Target: target, Params: d.Action.Params, Labels: labels, Remediation: r.Name}); err == nil {
+				p.Evidence = ev
+			}
+			cancel()
 		}
 	}
 	return p, nil

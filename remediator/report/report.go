@@ -113,6 +113,12 @@ func WritePlan(w io.Writer, p engine.Plan) error {
 	if p.IfItFails != "" {
 		row("IF IT FAILS", p.IfItFails)
 	}
+	if ev, ok := p.Evidence.(containers.Evidence); ok {
+		row("EVIDENCE NOW", ev.Summary())
+		if last := ev.LastLines(1, 200); last != "" {
+			row("LAST LOG LINE", last)
+		}
+	}
 	return tw.Flush()
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"embed"
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/common/version"
 
+	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
@@ -29,6 +31,7 @@ type statusStore interface {
 	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
 	WaitingJobs(ctx context.Context) ([]store.WaitingJob, error)
 	OpenProblems(ctx context.Context, lookback, pausedFor time.Duration) ([]store.Problem, error)
+	LatestEvidence(ctx context.Context, targets []string) (map[string][]byte, error)
 	RecentActivity(ctx context.Context, limit int, since time.Time) ([]store.Activity, error)
 }
 
@@ -42,7 +45,9 @@ type statusPage struct {
 	log    *slog.Logger
 }
 
-type heldRow struct{ Target, Remediation, Why string }
+// heldRow is a target held back, and what selfheal's last action on it
+// found before acting (its evidence), for the person who looks.
+type heldRow struct{ Target, Remediation, Why, Evidence, LastLine string }
 
 type waitingRow struct{ Target, Remediation, Why, Until string }
 
@@ -89,6 +94,29 @@ func (p statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// fillEvidence adds to each held-back target the evidence of its last
+// action.
+func (p statusPage) fillEvidence(ctx context.Context, held []heldRow) error {
+	if len(held) == 0 {
+		return nil
+	}
+	targets := make([]string, len(held))
+	for i, h := range held {
+		targets[i] = h.Target
+	}
+	evs, err := p.st.LatestEvidence(ctx, targets)
+	if err != nil {
+		return err
+	}
+	for i := range held {
+		var ev containers.Evidence
+		if raw, ok := evs[held[i].Target]; ok && json.Unmarshal(raw, &ev) == nil {
+			held[i].Evidence, held[i].LastLine = ev.Summary(), ev.LastLines(1, 300)
+		}
+	}
+	return nil
+}
+
 func (p statusPage) fill(ctx context.Context, cfg *policy.Config, now time.Time, d *statusData) error {
 	var err error
 	if d.Paused, d.PauseReason, err = p.st.Paused(ctx); err != nil {
@@ -130,6 +158,9 @@ func (p statusPage) fill(ctx context.Context, cfg *policy.Config, now time.Time,
 			d.Held = append(d.Held, heldRow{Target: pr.Target, Remediation: pr.Remediation,
 				Why: fmt.Sprintf("skipped at %s: %s", pr.Since.Local().Format(timeFormat), pr.Reason)})
 		}
+	}
+	if err := p.fillEvidence(ctx, d.Held); err != nil {
+		return err
 	}
 	waiting, err := p.st.WaitingJobs(ctx)
 	if err != nil {

@@ -255,6 +255,29 @@ func (s *Store) HeldCandidates(ctx context.Context) ([]HeldCandidate, error) {
 	return hs, nil
 }
 
+// LatestEvidence returns, for each of targets with one in the last day,
+// the evidence its newest action kept (as recorded JSON).
+func (s *Store) LatestEvidence(ctx context.Context, targets []string) (map[string][]byte, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT DISTINCT ON (service_name) service_name, details->'evidence' FROM recovery_actions
+		WHERE service_name = ANY($1) AND details ? 'evidence' AND started_at >= now() - interval '1 day'
+		ORDER BY service_name, started_at DESC`, targets)
+	if err != nil {
+		return nil, fmt.Errorf("read evidence: %w", err)
+	}
+	out := map[string][]byte{}
+	var target string
+	var ev []byte
+	_, err = pgx.ForEachRow(rows, []any{&target, &ev}, func() error {
+		out[target] = append([]byte(nil), ev...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read evidence: %w", err)
+	}
+	return out, nil
+}
+
 // WaitingJob is a queued job a decision deferred: why, and when it is
 // decided again.
 type WaitingJob struct {
