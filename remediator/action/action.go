@@ -80,7 +80,28 @@ type Touched struct {
 // stores what it returns (JSON) with the action, whatever the outcome; an
 // error is recorded in its place and the action runs all the same.
 type Witness interface {
-	Evidence(ctx context.Context, req Request) (any, error)
+	Evidence(ctx context.Context, req Request) (Evidence, error)
+}
+
+// Evidence is what a Witness found.
+type Evidence struct {
+	// Record is stored with the action (as JSON).
+	Record any
+	// Facts are what a remediation's causes choose on.
+	Facts Facts
+}
+
+// Facts are what the evidence says about why the target is down.
+type Facts struct {
+	// Stopped: the target is not running (it exited, or never started).
+	Stopped bool
+	// OOMKilled: the kernel killed its last run for memory.
+	OOMKilled bool
+	// ExitCode is its last run's exit code.
+	ExitCode int
+	// RanFor is how long its last run lasted, when it has stopped; zero
+	// when unknown.
+	RanFor time.Duration
 }
 
 // Reverter is implemented by executors whose changes are temporary (a

@@ -92,13 +92,22 @@ var (
 
 // Evidence implements action.Witness: the container's exit state and last
 // log lines before it is restarted.
-func (a Restart) Evidence(ctx context.Context, req action.Request) (any, error) {
-	return a.Containers.Evidence(ctx, req.Target)
+func (a Restart) Evidence(ctx context.Context, req action.Request) (action.Evidence, error) {
+	return containerEvidence(ctx, a.Containers, req.Target)
 }
 
 // Evidence implements action.Witness, as Restart's.
-func (a StopStart) Evidence(ctx context.Context, req action.Request) (any, error) {
-	return a.Containers.Evidence(ctx, req.Target)
+func (a StopStart) Evidence(ctx context.Context, req action.Request) (action.Evidence, error) {
+	return containerEvidence(ctx, a.Containers, req.Target)
+}
+
+func containerEvidence(ctx context.Context, c Containers, target string) (action.Evidence, error) {
+	ev, err := c.Evidence(ctx, target)
+	if err != nil {
+		return action.Evidence{}, err
+	}
+	return action.Evidence{Record: ev, Facts: action.Facts{Stopped: ev.Status != "running" && ev.Status != "restarting",
+		OOMKilled: ev.OOMKilled, ExitCode: ev.ExitCode, RanFor: time.Duration(ev.RanFor * float64(time.Second))}}, nil
 }
 
 // Touches implements action.Toucher: the target, and its dependents when

@@ -631,6 +631,9 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 			return err
 		}
 	}
+	// The cause, where the remediation chooses by it: what the target's
+	// evidence says picks the branch.
+	r, cause := e.byCause(ctx, r, target, log)
 	st, err := c.LoadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,
 		FailureWindow: r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()})
 	if err != nil {
@@ -654,7 +657,32 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 		}
 		d = Decide(in, st.Now)
 	}
+	if cause != "" {
+		d.Reason = cause + ": " + d.Reason
+	}
 	return e.settle(ctx, c, r, target, in, d, log)
+}
+
+// byCause returns r as the cause its target's evidence shows makes it
+// (policy.Remediation.ForCause), and which cause; r and "" when r has no
+// causes, none applies or the evidence cannot be read (then the ladder
+// runs as configured).
+func (e *Engine) byCause(ctx context.Context, r *policy.Remediation, target string, log *slog.Logger) (*policy.Remediation, string) {
+	if !r.HasCauses() || len(r.Steps) == 0 {
+		return r, ""
+	}
+	w, ok := e.executors[r.Steps[0].Type].(action.Witness)
+	if !ok {
+		return r, ""
+	}
+	wctx, cancel := context.WithTimeout(ctx, evidenceTimeout)
+	defer cancel()
+	ev, err := w.Evidence(wctx, action.Request{Target: target, Params: r.Steps[0].Params, Remediation: r.Name})
+	if err != nil {
+		log.Warn("cannot read the evidence the remediation's causes choose on; the ladder applies", "target", target, "err", err)
+		return r, ""
+	}
+	return r.ForCause(ev.Facts)
 }
 
 // settle carries out decision d on input in: defer the job, run the

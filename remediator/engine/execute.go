@@ -145,7 +145,7 @@ func (e *Engine) witness(ctx context.Context, exec action.Executor, req action.R
 		log.Warn("cannot keep the evidence before acting; acting all the same", "target", req.Target, "err", err)
 		return map[string]any{"not_kept": err.Error()}
 	}
-	return ev
+	return ev.Record
 }
 
 // outcomeOf is what the action's end records.

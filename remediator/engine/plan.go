@@ -53,6 +53,9 @@ type Plan struct {
 	// Evidence is what the action would keep of the target, read now
 	// (action.Witness): its state and last log lines.
 	Evidence any `json:"evidence,omitempty"`
+	// Cause is the remediation's cause the evidence chose, and why; empty
+	// when it has none or none applies (the ladder as configured).
+	Cause string `json:"cause,omitempty"`
 }
 
 // Acts reports whether the plan would run (or, in dry-run, record) an action.
@@ -82,6 +85,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		target = canonical
 	}
 	p.Target = target
+	r, p.Cause = e.byCause(ctx, r, target, e.logger)
 	st, err := states.ReadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,
 		FailureWindow: r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()})
 	if err != nil {
@@ -115,6 +119,9 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		until := st.LastActionAt.Add(cd).UTC()
 		p.CooldownUntil = &until
 	}
+	if p.Cause != "" {
+		d.Reason = p.Cause + ": " + d.Reason
+	}
 	p.Verdict, p.Reason, p.Action, p.Attempt = d.Verdict, d.Reason, d.Action.Type, d.Attempt
 	if d.Verdict == Run || d.Verdict == DryRun {
 		p.IfItFails = ifItFails(r, in)
@@ -129,7 +136,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		if w, ok := e.executors[d.Action.Type].(action.Witness); ok {
 			wctx, cancel := context.WithTimeout(ctx, evidenceTimeout)
 			if ev, err := w.Evidence(wctx, action.Request{Target: target, Params: d.Action.Params, Labels: labels, Remediation: r.Name}); err == nil {
-				p.Evidence = ev
+				p.Evidence = ev.Record
 			}
 			cancel()
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/actions" // registers the action types
 )
 
@@ -549,5 +550,65 @@ func TestEvidenceSettings(t *testing.T) {
 		"line 5: targets.docker: evidence.log_bytes: must be positive when log_lines is"
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v\nwant %s", err, want)
+	}
+}
+
+func TestCauses(t *testing.T) {
+	cfg, err := Parse([]byte(`
+remediations:
+  - name: service-down
+    match: ['alertname="ServiceDown"']
+    category: A
+    target: '{{ .Labels.service }}'
+    steps: [restart, stop_start]
+    escalate_to: critical-recovery
+    causes:
+      - {name: oom-killed, when: {oom_killed: true}, max_failures: 2, escalate_to: ''}
+      - {name: config-error, when: {exit_codes: [2, 78], died_within: 5s}, max_failures: 1}
+  - {name: critical-recovery, match: ['alertname="X"'], category: C, target: t, action: restart}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Remediation("service-down")
+	for _, tc := range []struct {
+		facts       action.Facts
+		cause       string
+		maxFailures int
+		escalateTo  string
+	}{
+		{action.Facts{Stopped: true, OOMKilled: true, ExitCode: 137, RanFor: time.Minute}, "cause oom-killed (OOM-killed)", 2, ""},
+		{action.Facts{Stopped: true, ExitCode: 78, RanFor: 300 * time.Millisecond}, "cause config-error (exit code 78, died 300ms after starting (within 5s))", 1, "critical-recovery"},
+		{action.Facts{Stopped: true, ExitCode: 78, RanFor: time.Minute}, "", 3, "critical-recovery"}, // ran long: an ordinary crash
+		{action.Facts{Stopped: true, ExitCode: 1, RanFor: time.Second}, "", 3, "critical-recovery"},
+		{action.Facts{OOMKilled: true}, "", 3, "critical-recovery"}, // running again: no cause to choose on
+	} {
+		got, why := r.ForCause(tc.facts)
+		if why != tc.cause || got.MaxFailures != tc.maxFailures || got.EscalateTo != tc.escalateTo {
+			t.Errorf("%+v: %q, max_failures %d, escalate_to %q", tc.facts, why, got.MaxFailures, got.EscalateTo)
+		}
+	}
+	if r.MaxFailures != 3 || r.EscalateTo != "critical-recovery" {
+		t.Error("ForCause changed the remediation itself")
+	}
+
+	_, err = Parse([]byte(`
+remediations:
+  - name: a
+    match: ['alertname="X"']
+    category: A
+    target: t
+    steps: [restart]
+    causes:
+      - {name: x, when: {}}
+      - {name: x, when: {exit_codes: [300]}, escalate_to: nowhere}
+`))
+	want := `line 9: remediation "a": causes[0].when: needs at least one of oom_killed, exit_codes, died_within
+line 9: remediation "a": causes[0]: changes nothing: set max_failures or escalate_to
+line 10: remediation "a": causes[1].name: "x" is used by another cause
+line 10: remediation "a": causes[1].when: exit_codes: 300 is not an exit code (0–255)
+line 10: remediation "a": causes[1].escalate_to: no remediation is named "nowhere"`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant\n%s", err, want)
 	}
 }

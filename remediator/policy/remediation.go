@@ -45,6 +45,8 @@ type Remediation struct {
 	// FastPath, when set, lets the Docker events stream open this
 	// remediation's occurrences at once.
 	FastPath *FastPath `yaml:"fast_path"`
+	// Causes choose by what the target's evidence says (Cause).
+	Causes []Cause `yaml:"causes"`
 
 	matchers labels.Matchers
 	target   *template.Template
@@ -141,6 +143,7 @@ func (r *Remediation) validate(where string, p *problems) {
 	if r.MaxFailures < 0 {
 		p.add(where, "max_failures: must be positive")
 	}
+	r.validateCauses(where, p)
 	for _, d := range []struct {
 		name string
 		v    Duration

@@ -155,6 +155,24 @@ func (c *Config) validate() problems {
 		}
 		p.at(from, r.node)
 	}
+	for _, r := range c.Remediations {
+		if r == nil {
+			continue
+		}
+		from := len(p)
+		for i, cause := range r.Causes {
+			if cause.EscalateTo == nil || *cause.EscalateTo == "" {
+				continue
+			}
+			switch to, ok := byName[*cause.EscalateTo]; {
+			case !ok:
+				p.add(fmt.Sprintf("remediation %q", r.Name), "causes[%d].escalate_to: no remediation is named %q", i, *cause.EscalateTo)
+			case to == r:
+				p.add(fmt.Sprintf("remediation %q", r.Name), "causes[%d].escalate_to: a remediation cannot escalate to itself", i)
+			}
+		}
+		p.at(from, r.node)
+	}
 	return p
 }
 

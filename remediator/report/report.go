@@ -91,6 +91,9 @@ func WritePlan(w io.Writer, p engine.Plan) error {
 	row("NODE", dash(p.Node))
 	if p.Target != "" {
 		row("TARGET", p.Target)
+		if p.Cause != "" {
+			row("CAUSE", p.Cause)
+		}
 		row("PERMITTED", map[bool]string{true: "yes", false: "no: " + p.Permit}[p.Permit == ""])
 		row("FAILURES", fmt.Sprintf("%d within %s, this alert counted (escalates at %d)", p.Failures, p.FailureWindow, p.MaxFailures))
 		cooldown := "none"

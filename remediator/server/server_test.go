@@ -63,7 +63,13 @@ type instance struct {
 
 func config(t testing.TB, dsn, extra string) *policy.Config {
 	t.Helper()
-	cfg, err := policy.Parse([]byte(baseConfig + extra))
+	return configText(t, dsn, baseConfig+extra)
+}
+
+// configText is config of a whole file.
+func configText(t testing.TB, dsn, text string) *policy.Config {
+	t.Helper()
+	cfg, err := policy.Parse([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
