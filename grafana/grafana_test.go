@@ -223,7 +223,8 @@ SELECT id, 'service-down', 1, 'done', 'succeeded', 'llm', now() FROM alert_occur
 INSERT INTO recovery_actions (service_name, action_type, status, started_at, completed_at, remediation, category, attempt, details, cooldown_until)
 VALUES ('llm', 'restart', 'succeeded', now() - interval '2 minutes', now() - interval '1 minute', 'service-down', 'A', 1, '{"cooldown_seconds": 600}', now() + interval '8 minutes'),
        ('n8n', 'restart', 'failed', now() - interval '5 minutes', now() - interval '4 minutes', 'memory-high', 'B', 1, '{}', NULL),
-       ('0', 'gpu_throttle', 'dry_run', now() - interval '3 minutes', now() - interval '3 minutes', 'gpu-hot', 'B', 1, '{"cooldown_seconds": 300}', now() + interval '2 minutes');
+       ('0', 'gpu_throttle', 'dry_run', now() - interval '3 minutes', now() - interval '3 minutes', 'gpu-hot', 'B', 1, '{"cooldown_seconds": 300}', now() + interval '2 minutes'),
+       ('llm', 'stop_start', 'succeeded', now() - interval '2 days', now() - interval '2 days', 'service-down', 'A', 2, '{}', NULL);
 INSERT INTO service_failures (service_name, failure_type, status, remediation) VALUES ('n8n', 'restart', 'failed', 'memory-high');
 INSERT INTO self_healing_events (severity, event_type, service_name, remediation, message)
 VALUES ('INFO', 'decision', 'llm', 'service-down', 'running restart (attempt 1)'),

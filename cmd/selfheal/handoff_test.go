@@ -90,6 +90,32 @@ remediations:
 		t.Errorf("plan --alertmanager.url: exit %d\n%s%s", code, out, errOut)
 	}
 
+	// A chronic target — five remediations in the last days, backdated in
+	// the audit trail — is one SelfhealChronic alert, with its history.
+	conn := connect(t, dsn)
+	if _, err := conn.Exec(t.Context(), `INSERT INTO recovery_actions (service_name, action_type, status, remediation, started_at)
+		SELECT 'chronic-svc', 'restart', 'succeeded', 'service-down', now() - d * interval '1 day' FROM generate_series(1, 5) d`); err != nil {
+		t.Fatal(err)
+	}
+	chronic := func() []map[string]any {
+		t.Helper()
+		out, err := exec.Command(amtool, "alert", "query", "--alertmanager.url=http://"+amAddr, "-o", "json",
+			"alertname=SelfhealChronic").Output()
+		if err != nil {
+			t.Fatalf("amtool alert query: %v", err)
+		}
+		var alerts []map[string]any
+		if err := json.Unmarshal(out, &alerts); err != nil {
+			t.Fatalf("amtool output %q: %v", out, err)
+		}
+		return alerts
+	}
+	dockertest.WaitFor(t, 30*time.Second, "SelfhealChronic in Alertmanager", func() bool { return len(chronic()) > 0 })
+	if cs := chronic(); len(cs) != 1 || cs[0]["labels"].(map[string]any)["target"] != "chronic-svc" ||
+		!strings.HasPrefix(fmt.Sprint(cs[0]["annotations"].(map[string]any)["description"]), "5 remediations within 1w (limit 5): restart ×5; first ") {
+		t.Errorf("SelfhealChronic alerts: %v", cs)
+	}
+
 	// The container's alert resolves: so does the hand-off.
 	post(t, env, addr, "ServiceDown", "service="+name, "--starts-at="+startsAt, "--resolved")
 	dockertest.WaitFor(t, 30*time.Second, "SelfhealEscalated resolved", func() bool { return len(query()) == 0 })

@@ -35,6 +35,20 @@ type Limits struct {
 	MaxConcurrentActions int
 	StormMaxActions      int
 	StormWindow          time.Duration
+	// Chronic holds a target repaired too often, when Chronic.Hold.
+	Chronic policy.Chronic
+}
+
+// chronic is the refusal of a target the chronic limit holds back, if
+// it does.
+func (l Limits) chronic(st store.State) (Decision, bool) {
+	c := l.Chronic
+	if !c.Hold || c.MaxRemediations <= 0 || st.ChronicActions < c.MaxRemediations {
+		return Decision{}, false
+	}
+	return Decision{Verdict: Refuse, Severity: store.SeverityWarning, Reason: fmt.Sprintf(
+		"chronic: %d remediations of the target within %s (limit %d): held for a person, who fixes the cause and runs selfheal clear",
+		st.ChronicActions, c.Window, c.MaxRemediations)}, true
 }
 
 // brake is the decision the storm brake makes: a skip, saying until when
@@ -163,6 +177,9 @@ func Decide(in Input, now time.Time) Decision {
 			st.RebootPendingSince.UTC().Format(time.RFC3339))}
 	}
 	if !underway {
+		if d, ok := in.Limits.chronic(st); ok {
+			return d
+		}
 		if d, ok := decideLimits(r, st, now); ok {
 			return d
 		}

@@ -73,6 +73,9 @@ func TestDecideOrderOfChecks(t *testing.T) {
 	b.Cooldown = policy.Duration(5 * time.Minute)
 	limits := Limits{MaxConcurrentActions: 2, StormMaxActions: 10, StormWindow: 10 * time.Minute}
 	refused := errors.New(`container "db" lacks label selfheal.enable=true`)
+	chronicHold := Limits{Chronic: policy.Chronic{MaxRemediations: 5, Window: policy.Duration(7 * 24 * time.Hour), Hold: true}}
+	chronicNotHeld := chronicHold
+	chronicNotHeld.Chronic.Hold = false
 	for _, tc := range []struct {
 		name    string
 		in      Input
@@ -97,6 +100,12 @@ func TestDecideOrderOfChecks(t *testing.T) {
 			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
 		{"storm brake", Input{Remediation: r, Limits: limits, State: store.State{ActionsInStormWindow: 10}},
 			Skip, "storm brake: 10 actions in the last 10m (limit 10)"},
+		{"chronic, held", Input{Remediation: r, Limits: chronicHold, State: store.State{ChronicActions: 5, FailuresInWindow: 3}},
+			Refuse, "chronic: 5 remediations of the target within 1w (limit 5): held for a person, who fixes the cause and runs selfheal clear"},
+		{"chronic, not held: handed off only", Input{Remediation: r, Limits: chronicNotHeld, State: store.State{ChronicActions: 9}},
+			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
+		{"below chronic", Input{Remediation: r, Limits: chronicHold, State: store.State{ChronicActions: 4}},
+			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
 		{"below the storm brake", Input{Remediation: r, Limits: limits, State: store.State{ActionsInStormWindow: 9}},
 			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
 		{"dry-run is not deferred by running actions", Input{Remediation: r, DryRun: true, Limits: limits, State: store.State{RunningActions: 5, FailuresInWindow: 1}},

@@ -634,8 +634,7 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	// The cause, where the remediation chooses by it: what the target's
 	// evidence says picks the branch.
 	r, cause := e.byCause(ctx, r, target, log)
-	st, err := c.LoadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,
-		FailureWindow: r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()})
+	st, err := c.LoadState(ctx, StateQueryOf(cfg, r, target))
 	if err != nil {
 		return err
 	}
@@ -816,7 +815,18 @@ func limitsOf(cfg *policy.Config) Limits {
 		MaxConcurrentActions: cfg.Engine.MaxConcurrentActions,
 		StormMaxActions:      cfg.Engine.StormBrake.MaxActions,
 		StormWindow:          cfg.Engine.StormBrake.Window.D(),
+		Chronic:              cfg.Engine.Chronic,
 	}
+}
+
+// StateQueryOf is the state a decision of r on target reads under cfg.
+func StateQueryOf(cfg *policy.Config, r *policy.Remediation, target string) store.StateQuery {
+	q := store.StateQuery{Target: target, Remediation: r.Name, FailureWindow: r.FailureWindow.D(),
+		StormWindow: cfg.Engine.StormBrake.Window.D()}
+	if cfg.Engine.Chronic.MaxRemediations > 0 {
+		q.ChronicWindow = cfg.Engine.Chronic.Window.D()
+	}
+	return q
 }
 
 // config is the policy in force now.

@@ -86,8 +86,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 	}
 	p.Target = target
 	r, p.Cause = e.byCause(ctx, r, target, e.logger)
-	st, err := states.ReadState(ctx, store.StateQuery{Target: target, Remediation: r.Name,
-		FailureWindow: r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()})
+	st, err := states.ReadState(ctx, StateQueryOf(cfg, r, target))
 	if err != nil {
 		return p, err
 	}

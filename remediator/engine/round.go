@@ -202,7 +202,7 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 			outages = append(outages, store.Outage{Job: p.job, Target: p.target})
 		}
 		queries = append(queries, store.RoundQuery{Job: p.job, StateQuery: store.StateQuery{Target: p.target, Remediation: p.r.Name,
-			FailureWindow: p.r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()}})
+			FailureWindow: p.r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D(), ChronicWindow: StateQueryOf(cfg, p.r, "").ChronicWindow}})
 	}
 	if err := r.RecordOutages(ctx, outages); err != nil {
 		return 0, nil, err

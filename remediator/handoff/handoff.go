@@ -27,7 +27,7 @@ import (
 
 // Problems reads what selfheal could not fix; *store.Store has it.
 type Problems interface {
-	OpenProblems(ctx context.Context, lookback, pausedFor time.Duration) ([]store.Problem, error)
+	OpenProblems(ctx context.Context, q store.ProblemQuery) ([]store.Problem, error)
 }
 
 var _ Problems = (*store.Store)(nil)
@@ -43,7 +43,18 @@ var kinds = map[string]struct{ alertname, severity, summary string }{
 	"action_failed": {"SelfhealActionFailed", "warning", "selfheal's last action on {target} failed"},
 	"refused":       {"SelfhealRefused", "warning", "selfheal refused to act on {target}"},
 	"braked":        {"SelfhealBraked", "warning", "selfheal's storm brake held back {target}: too many actions in its window"},
+	"chronic":       {"SelfhealChronic", "warning", "selfheal keeps repairing {target}: the cause is not fixed"},
 	"paused":        {"SelfhealPaused", "warning", "selfheal has been paused for a while"},
+}
+
+// Query is what counts as a problem under cfg: what the hand-off posts and
+// the status page lists.
+func Query(cfg *policy.Config) store.ProblemQuery {
+	q := store.ProblemQuery{Lookback: cfg.Alertmanager.Lookback.D(), PausedFor: cfg.Alertmanager.PausedFor.D()}
+	if ch := cfg.Engine.Chronic; ch.MaxRemediations > 0 {
+		q.ChronicMax, q.ChronicWindow = ch.MaxRemediations, ch.Window.D()
+	}
+	return q
 }
 
 // Handoff posts the alerts.
@@ -110,7 +121,7 @@ func (h *Handoff) Run(ctx context.Context) {
 func (h *Handoff) Sync(ctx context.Context) error {
 	cfg := h.config()
 	am := cfg.Alertmanager
-	probs, err := h.probs.OpenProblems(ctx, am.Lookback.D(), am.PausedFor.D())
+	probs, err := h.probs.OpenProblems(ctx, Query(cfg))
 	if err != nil {
 		return err
 	}

@@ -137,6 +137,37 @@ type Engine struct {
 	// selfheal when that many CRITICAL or EMERGENCY events fall in the
 	// window (category D's "3 critical events in 30 minutes").
 	CriticalEvents CriticalEvents `yaml:"critical_events"`
+	// Chronic notices a target selfheal keeps repairing: the cause is not
+	// fixed, however well each repair holds.
+	Chronic Chronic `yaml:"chronic"`
+}
+
+// Chronic is a long-window count of remediations per target, from the
+// audit trail: MaxRemediations actions on one target within Window (since
+// its last selfheal clear) hand it to people (SelfhealChronic) and, with
+// Hold, stop automatic action on it until a person clears it.
+type Chronic struct {
+	MaxRemediations int      `yaml:"max_remediations"` // 0: off
+	Window          Duration `yaml:"window"`
+	Hold            bool     `yaml:"hold"`
+
+	set bool
+}
+
+// UnmarshalYAML decodes the section, the defaults first, so that
+// max_remediations: 0 means off.
+func (c *Chronic) UnmarshalYAML(n *yaml.Node) error {
+	type plain Chronic
+	if err := knownKeys(n, plain{}, "chronic"); err != nil {
+		return err
+	}
+	p := plain{MaxRemediations: DefaultChronicMax, Window: Duration(DefaultChronicWindow)}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*c = Chronic(p)
+	c.set = true
+	return nil
 }
 
 // CriticalEvents configures the critical-event counter.

@@ -36,15 +36,19 @@ const (
 	DefaultDockerHost        = "unix:///var/run/docker.sock"
 	DefaultRequireLabel      = "selfheal.enable=true"
 	DefaultStopTimeout       = 10 * time.Second
-	DefaultEvidenceLogLines  = 50
-	DefaultEvidenceLogBytes  = 8 << 10
-	DefaultFailureWindow     = 10 * time.Minute
-	DefaultMaxFailures       = 3
-	DefaultCooldownB         = 5 * time.Minute
-	DefaultTimeout           = 2 * time.Minute
-	DefaultVerifyTimeout     = 30 * time.Second
-	DefaultVerifyStableFor   = 3 * time.Second
-	MaxFailureWindow         = time.Hour // service_failures keeps one hour
+	DefaultChronicMax        = 5
+	DefaultChronicWindow     = 7 * 24 * time.Hour
+	// MaxChronicWindow is how long actions are kept (store retention).
+	MaxChronicWindow        = 7 * 24 * time.Hour
+	DefaultEvidenceLogLines = 50
+	DefaultEvidenceLogBytes = 8 << 10
+	DefaultFailureWindow    = 10 * time.Minute
+	DefaultMaxFailures      = 3
+	DefaultCooldownB        = 5 * time.Minute
+	DefaultTimeout          = 2 * time.Minute
+	DefaultVerifyTimeout    = 30 * time.Second
+	DefaultVerifyStableFor  = 3 * time.Second
+	MaxFailureWindow        = time.Hour // service_failures keeps one hour
 )
 
 func (c *Config) setDefaults() {
@@ -64,6 +68,9 @@ func (c *Config) setDefaults() {
 		e.StormBrake.MaxActions = DefaultStormMaxActions
 	}
 	setDuration(&e.StormBrake.Window, DefaultStormWindow)
+	if !e.Chronic.set {
+		e.Chronic = Chronic{MaxRemediations: DefaultChronicMax, Window: Duration(DefaultChronicWindow)}
+	}
 	setDuration(&e.ReopenAfter, DefaultReopenAfter)
 	if c.Node.Fleet {
 		// Webhook replicas wake a node's engine when they queue its jobs,

@@ -62,6 +62,11 @@ func (c *Config) validate() problems {
 			p.add("engine", "%s: must be positive", f.name)
 		}
 	}
+	if ch := e.Chronic; ch.MaxRemediations < 0 {
+		p.add("engine", "chronic.max_remediations: must be positive (0: off)")
+	} else if ch.MaxRemediations > 0 && (ch.Window <= 0 || ch.Window.D() > MaxChronicWindow) {
+		p.add("engine", "chronic.window: %s must be positive and at most %s, how long actions are kept", ch.Window, Duration(MaxChronicWindow))
+	}
 	for _, f := range []struct {
 		name string
 		v    Duration

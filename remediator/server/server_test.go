@@ -507,7 +507,7 @@ func TestPauseAndStormBrake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	probs, err := st.OpenProblems(context.Background(), time.Hour, 15*time.Minute)
+	probs, err := st.OpenProblems(context.Background(), store.ProblemQuery{Lookback: time.Hour, PausedFor: 15 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

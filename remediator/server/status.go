@@ -14,6 +14,7 @@ import (
 
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/engine"
+	"github.com/selfheal/selfheal/remediator/handoff"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -30,7 +31,7 @@ type statusStore interface {
 	HeldCandidates(ctx context.Context) ([]store.HeldCandidate, error)
 	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
 	WaitingJobs(ctx context.Context) ([]store.WaitingJob, error)
-	OpenProblems(ctx context.Context, lookback, pausedFor time.Duration) ([]store.Problem, error)
+	OpenProblems(ctx context.Context, q store.ProblemQuery) ([]store.Problem, error)
 	LatestEvidence(ctx context.Context, targets []string) (map[string][]byte, error)
 	RecentActivity(ctx context.Context, limit int, since time.Time) ([]store.Activity, error)
 }
@@ -138,8 +139,7 @@ func (p statusPage) fill(ctx context.Context, cfg *policy.Config, now time.Time,
 		if r == nil {
 			continue
 		}
-		st, err := p.st.ReadState(ctx, store.StateQuery{Target: h.Target, Remediation: h.Remediation,
-			FailureWindow: r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D()})
+		st, err := p.st.ReadState(ctx, engine.StateQueryOf(cfg, r, h.Target))
 		if err != nil {
 			return err
 		}
@@ -149,14 +149,21 @@ func (p statusPage) fill(ctx context.Context, cfg *policy.Config, now time.Time,
 	}
 	// And those the storm brake skipped while their alert fires: what the
 	// hand-off tells people (SelfhealBraked).
-	probs, err := p.st.OpenProblems(ctx, cfg.Alertmanager.Lookback.D(), cfg.Alertmanager.PausedFor.D())
+	probs, err := p.st.OpenProblems(ctx, handoff.Query(cfg))
 	if err != nil {
 		return err
 	}
 	for _, pr := range probs {
-		if pr.Kind == "braked" {
+		switch pr.Kind {
+		case "braked":
 			d.Held = append(d.Held, heldRow{Target: pr.Target, Remediation: pr.Remediation,
 				Why: fmt.Sprintf("skipped at %s: %s", pr.Since.Local().Format(timeFormat), pr.Reason)})
+		case "chronic":
+			why := "chronic, handed to people: " + pr.Reason
+			if cfg.Engine.Chronic.Hold {
+				why = "chronic, held for a person: " + pr.Reason
+			}
+			d.Held = append(d.Held, heldRow{Target: pr.Target, Remediation: "any", Why: why})
 		}
 	}
 	if err := p.fillEvidence(ctx, d.Held); err != nil {

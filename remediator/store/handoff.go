@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/common/model"
 )
 
 // StormBrakeReason begins the reason of every decision the storm brake
@@ -17,7 +18,7 @@ const StormBrakeReason = "storm brake"
 // refused, or that the storm brake held back, with nothing succeeding
 // since, or a long pause.
 type Problem struct {
-	Kind        string // escalated, gave_up, action_failed, refused, braked, paused
+	Kind        string // escalated, gave_up, action_failed, refused, braked, chronic, paused
 	Target      string
 	Remediation string
 	Node        string
@@ -58,14 +59,46 @@ FROM (
 JOIN alert_occurrences o ON o.id = last.occurrence_id
 WHERE last.outcome <> 'succeeded' AND o.status = 'firing'
 UNION ALL
+-- A chronic target: repaired max_remediations times within the window
+-- since its last selfheal clear, with the history.
+SELECT 'chronic', a.service_name, '', '',
+       format('%s remediations within %s (limit %s): %s; first %s, last %s',
+              count(*), $5::text, $4::int,
+              (SELECT string_agg(format('%s ×%s', t.action_type, t.n), ', ' ORDER BY t.n DESC, t.action_type) FROM (
+                   SELECT b.action_type, count(*) AS n FROM recovery_actions b
+                   WHERE b.service_name = a.service_name AND b.status <> 'dry_run' AND b.parent_action_id IS NULL
+                     AND b.started_at >= min(a.started_at)
+                   GROUP BY b.action_type) t),
+              to_char(min(a.started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+              to_char(max(a.started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+       min(a.started_at)
+FROM recovery_actions a
+WHERE $4::int > 0 AND a.started_at >= now() - $6 * interval '1 second' AND a.status <> 'dry_run' AND a.parent_action_id IS NULL
+  AND a.started_at > COALESCE((SELECT max(c.cleared_at) FROM target_clears c WHERE c.service_name = a.service_name), '-infinity')
+GROUP BY a.service_name
+HAVING count(*) >= $4::int
+UNION ALL
 SELECT 'paused', '', '', '', reason, updated_at
 FROM engine_settings
 WHERE paused AND updated_at <= now() - $2 * interval '1 second'
 ) p (kind, target, remediation, node, reason, since)`
 
+// ProblemQuery says what counts as a problem.
+type ProblemQuery struct {
+	// Lookback is how far back a failed, refused or braked job counts.
+	Lookback time.Duration
+	// PausedFor is how long a pause lasts before it is one.
+	PausedFor time.Duration
+	// ChronicMax remediations of one target within ChronicWindow make it
+	// chronic; 0: none is.
+	ChronicMax    int
+	ChronicWindow time.Duration
+}
+
 // OpenProblems returns what selfheal could not fix, as of now.
-func (s *Store) OpenProblems(ctx context.Context, lookback, pausedFor time.Duration) ([]Problem, error) {
-	rows, err := s.pool.Query(ctx, openProblemsSQL, lookback.Seconds(), pausedFor.Seconds(), StormBrakeReason)
+func (s *Store) OpenProblems(ctx context.Context, q ProblemQuery) ([]Problem, error) {
+	rows, err := s.pool.Query(ctx, openProblemsSQL, q.Lookback.Seconds(), q.PausedFor.Seconds(), StormBrakeReason,
+		q.ChronicMax, model.Duration(q.ChronicWindow).String(), q.ChronicWindow.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("read open problems: %w", err)
 	}

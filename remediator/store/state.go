@@ -34,6 +34,9 @@ type State struct {
 	// brake lets go, at the earliest, when it leaves the window.
 	StormWindowOldest time.Time
 	RunningActions    int
+	// ChronicActions counts the target's actions, by any remediation,
+	// within the chronic window since its last selfheal clear.
+	ChronicActions int
 	// RebootPendingSince is set while a guarded reboot is under way.
 	RebootPendingSince time.Time
 }
@@ -44,6 +47,9 @@ type StateQuery struct {
 	Remediation   string
 	FailureWindow time.Duration
 	StormWindow   time.Duration
+	// ChronicWindow is how far back ChronicActions counts; zero counts
+	// none.
+	ChronicWindow time.Duration
 }
 
 // rebootPendingFor is how long a reboot that was started but never
@@ -66,6 +72,10 @@ SELECT statement_timestamp(),
          AND started_at >= COALESCE(clr.at, '-infinity')),
        storm.actions, storm.oldest,
        (SELECT count(*) FROM recovery_actions WHERE status = 'running'),
+       (SELECT count(*) FROM recovery_actions
+         WHERE service_name = {target} AND status <> 'dry_run' AND parent_action_id IS NULL
+           AND started_at >= greatest(statement_timestamp() - {chronic_window} * interval '1 second',
+                                      (SELECT max(cleared_at) FROM target_clears WHERE service_name = {target}))),
        (SELECT min(requested_at) FROM reboot_events
          WHERE status IN ('pending', 'rebooting')
            AND requested_at >= statement_timestamp() - {reboot_pending} * interval '1 second')
@@ -100,7 +110,7 @@ LEFT JOIN LATERAL (
 ) esc ON true`
 
 var stateSQL = strings.NewReplacer("{target}", "$1", "{remediation}", "$2", "{failure_window}", "$3", "{storm_window}", "$4",
-	"{occurrence}", "$5", "{reboot_pending}", "$6", "{starts_at}", "$7").Replace(stateQuery)
+	"{occurrence}", "$5", "{reboot_pending}", "$6", "{starts_at}", "$7", "{chronic_window}", "$8").Replace(stateQuery)
 
 // LoadState reads the decision state for q, with the database's clock. The
 // clock is statement_timestamp(): stable within the statement, so every
@@ -108,7 +118,7 @@ var stateSQL = strings.NewReplacer("{target}", "$1", "{remediation}", "$2", "{fa
 // bound on it is evaluated row by row — a scan of the whole table).
 func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
 	return scanState(c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
-		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt), q)
+		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt, q.ChronicWindow.Seconds()), q)
 }
 
 // ReadState reads the state a decision on q would meet now, for an alert
@@ -118,7 +128,7 @@ func (s *Store) ReadState(ctx context.Context, q StateQuery) (State, error) {
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
 		st, err = scanState(tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
-			int64(0), rebootPendingFor.Seconds(), time.Now()), q)
+			int64(0), rebootPendingFor.Seconds(), time.Now(), q.ChronicWindow.Seconds()), q)
 		return err
 	})
 	return st, err
@@ -129,7 +139,7 @@ func scanState(row pgx.Row, q StateQuery) (State, error) {
 	var escalatedAt, lastEscalation, lastAction, stormOldest, reboot *time.Time
 	err := row.Scan(
 		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &st.OutageCounted, &escalatedAt, &st.EscalatedTo,
-		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &stormOldest, &st.RunningActions, &reboot)
+		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &stormOldest, &st.RunningActions, &st.ChronicActions, &reboot)
 	if err != nil {
 		return State{}, fmt.Errorf("load decision state for %q: %w", q.Target, err)
 	}
