@@ -96,6 +96,11 @@ func TestUnitGrantsWhatTheActionsNeed(t *testing.T) {
 		"restart": docker, "stop_start": docker, "hard_restart": docker, "restart_project": docker,
 		"docker_prune": docker, "gpu_session_reset": docker,
 		"http": network, "vacuum": network,
+		"exec": func(t *testing.T, _ action.Params) {
+			if !strings.Contains(unit.text, "Programs the exec action runs") {
+				t.Error("say in the unit what a program the exec action runs gets of its sandbox")
+			}
+		},
 		"gpu_throttle": root, "gpu_reset": root,
 		"log_cleanup": func(t *testing.T, p action.Params) {
 			if unit.last("ProtectSystem") != "strict" {

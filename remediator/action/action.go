@@ -104,6 +104,12 @@ type Facts struct {
 	RanFor time.Duration
 }
 
+// Executable is implemented by the parameters of an action that runs a
+// program of the operator's: the configuration must allow it by path.
+type Executable interface {
+	Executable() string
+}
+
 // Reverter is implemented by executors whose changes are temporary (a
 // lowered power limit, say). PlanRevert, asked before the action runs,
 // returns what Revert will need to undo the change Execute is about to

@@ -15,6 +15,8 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/selfheal/selfheal/internal/tail"
 )
 
 // EvidenceOptions bound what Evidence keeps.
@@ -140,49 +142,16 @@ func (c *Client) lastLines(ctx context.Context, id string, tty bool, o EvidenceO
 		return "", false, fmt.Errorf("read the logs of %s: %w", id[:min(12, len(id))], err)
 	}
 	defer rc.Close()
-	tail := &tailBuffer{max: o.LogBytes}
+	last := tail.New(o.LogBytes)
 	if tty {
-		_, err = io.Copy(tail, rc)
+		_, err = io.Copy(last, rc)
 	} else {
-		_, err = stdcopy.StdCopy(tail, tail, rc)
+		_, err = stdcopy.StdCopy(last, last, rc)
 	}
 	if err != nil {
 		err = fmt.Errorf("read the logs of %s: %w", id[:min(12, len(id))], err)
 	}
-	return tail.String(), tail.dropped, err
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	buf     []byte
-	max     int
-	dropped bool
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	n := len(p)
-	if len(p) >= t.max {
-		t.dropped = t.dropped || len(t.buf) > 0 || len(p) > t.max
-		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
-		return n, nil
-	}
-	if over := len(t.buf) + len(p) - t.max; over > 0 {
-		t.dropped = true
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	t.buf = append(t.buf, p...)
-	return n, nil
-}
-
-// String is what is kept, from its first whole line when some was dropped.
-func (t *tailBuffer) String() string {
-	b := t.buf
-	if t.dropped {
-		if i := strings.IndexByte(string(b), '\n'); i >= 0 && i < len(b)-1 {
-			b = b[i+1:]
-		}
-	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
+	return last.String(), last.Dropped(), err
 }
 
 func redact(s string, patterns []*regexp.Regexp) string {

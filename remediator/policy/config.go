@@ -221,6 +221,14 @@ func (e Evidence) Redactions() []*regexp.Regexp { return e.redact }
 // Targets says what selfheal may touch. Nothing else, ever.
 type Targets struct {
 	Docker Docker `yaml:"docker"`
+	Exec   Exec   `yaml:"exec"`
+}
+
+// Exec says which programs the exec action may run.
+type Exec struct {
+	// Allow lists them by absolute path; an exec step of any other is an
+	// error in the configuration.
+	Allow []string `yaml:"allow"`
 }
 
 // Docker configures the Docker Engine and which containers are opted in.

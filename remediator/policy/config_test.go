@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 			`line 3: remediation "a": match: "alertname=~\"(": matcher value contains unescaped double quote: "(
 line 4: remediation "a": category: "E" is not one of A, B, C, D
 line 5: remediation "a": target: template: a:1:10: executing "a" at <.Labelz.x>: can't evaluate field Labelz in type policy.TemplateData
-line 6: remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, restart_project, stop_start, vacuum)
+line 6: remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, exec, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, restart_project, stop_start, vacuum)
 line 7: remediation "a": failure_window: 2h is longer than the 1h failures are kept
 line 8: remediation "a": escalate_to: no remediation is named "nowhere"
 line 9: remediation "a": name: used by another remediation
@@ -610,5 +610,27 @@ line 10: remediation "a": causes[1].when: exit_codes: 300 is not an exit code (0
 line 10: remediation "a": causes[1].escalate_to: no remediation is named "nowhere"`
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v\nwant\n%s", err, want)
+	}
+}
+
+func TestExecAllowList(t *testing.T) {
+	const exec = `
+remediations:
+  - name: flush
+    match: ['alertname="LLMCacheFull"']
+    category: B
+    target: '{{ .Labels.service }}'
+    action: {type: exec, command: [/usr/local/bin/flush-cache, '{{ .Labels.service }}'], timeout: 10s}
+`
+	_, err := Parse([]byte(exec))
+	want := `line 7: remediation "flush": action: command: "/usr/local/bin/flush-cache" is not in targets.exec.allow []: list it there to let selfheal run it`
+	if err == nil || err.Error() != want {
+		t.Errorf("not allowed: %v\nwant %s", err, want)
+	}
+	if _, err := Parse([]byte("targets: {exec: {allow: [/usr/local/bin/flush-cache]}}\n" + exec)); err != nil {
+		t.Errorf("allowed: %v", err)
+	}
+	if _, err := Parse([]byte("targets: {exec: {allow: [flush-cache]}}\n")); err == nil || !strings.Contains(err.Error(), `allow[0]: "flush-cache" is not an absolute path`) {
+		t.Errorf("a relative allow entry: %v", err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/selfheal/selfheal/remediator/action"
 )
 
 // Categories of remediation, as in the A–D table of docs/design.md.
@@ -89,7 +91,9 @@ func (r *Remediation) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-func (r *Remediation) validate(where string, p *problems) {
+// validate checks r; exe, when set, says why a program an action would
+// run is not allowed (empty when it is).
+func (r *Remediation) validate(where string, p *problems, exe func(string) string) {
 	if len(r.Match) == 0 {
 		p.add(where, "match: needs at least one matcher")
 	}
@@ -135,6 +139,11 @@ func (r *Remediation) validate(where string, p *problems) {
 		}
 		for _, msg := range s.problems() {
 			p.add(where, "%s: %s", field, msg)
+		}
+		if e, ok := s.Params.(action.Executable); ok && exe != nil {
+			if msg := exe(e.Executable()); msg != "" {
+				p.add(where, "%s: command: %s", field, msg)
+			}
 		}
 	}
 	if time.Duration(r.FailureWindow) > MaxFailureWindow {

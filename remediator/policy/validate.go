@@ -114,6 +114,11 @@ func (c *Config) validate() problems {
 		p.add("targets.docker", "require_label: %q has no label name", c.Targets.Docker.RequireLabel)
 	}
 
+	for i, a := range c.Targets.Exec.Allow {
+		if !strings.HasPrefix(a, "/") {
+			p.add("targets.exec", "allow[%d]: %q is not an absolute path", i, a)
+		}
+	}
 	probes := map[string]bool{}
 	for i, pr := range c.Exporter.Probes {
 		where := fmt.Sprintf("exporter.probes[%d]", i)
@@ -142,7 +147,7 @@ func (c *Config) validate() problems {
 		} else {
 			byName[r.Name] = r
 		}
-		r.validate(where, &p)
+		r.validate(where, &p, c.Targets.Exec.allows)
 		r.validateFastPath(where, c, &p)
 		p.at(from, r.node)
 	}
@@ -268,6 +273,16 @@ func seqItems(n *yaml.Node) []*yaml.Node {
 		return nil
 	}
 	return n.Content
+}
+
+// allows says why exe may not be run, empty when targets.exec.allow has it.
+func (e Exec) allows(exe string) string {
+	for _, a := range e.Allow {
+		if a == exe {
+			return ""
+		}
+	}
+	return fmt.Sprintf("%q is not in targets.exec.allow %v: list it there to let selfheal run it", exe, e.Allow)
 }
 
 // httpURL reports whether u is an absolute http or https URL.
