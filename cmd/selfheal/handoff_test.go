@@ -52,19 +52,7 @@ remediations:
 	startsAt := time.Now().UTC().Format(time.RFC3339Nano)
 	post(t, env, addr, "ServiceDown", "service="+name, "--starts-at="+startsAt)
 
-	query := func() []map[string]any {
-		t.Helper()
-		out, err := exec.Command(amtool, "alert", "query", "--alertmanager.url=http://"+amAddr, "-o", "json",
-			"alertname=SelfhealEscalated", "target="+name).Output()
-		if err != nil {
-			t.Fatalf("amtool alert query: %v", err)
-		}
-		var alerts []map[string]any
-		if err := json.Unmarshal(out, &alerts); err != nil {
-			t.Fatalf("amtool output %q: %v", out, err)
-		}
-		return alerts
-	}
+	query := func() []map[string]any { return amAlerts(t, amtool, amAddr, "alertname=SelfhealEscalated", "target="+name) }
 	dockertest.WaitFor(t, 60*time.Second, "SelfhealEscalated in Alertmanager", func() bool { return len(query()) == 1 })
 	a := query()[0]
 	labels, _ := a["labels"].(map[string]any)
@@ -97,19 +85,7 @@ remediations:
 		SELECT 'chronic-svc', 'restart', 'succeeded', 'service-down', now() - d * interval '1 day' FROM generate_series(1, 5) d`); err != nil {
 		t.Fatal(err)
 	}
-	chronic := func() []map[string]any {
-		t.Helper()
-		out, err := exec.Command(amtool, "alert", "query", "--alertmanager.url=http://"+amAddr, "-o", "json",
-			"alertname=SelfhealChronic").Output()
-		if err != nil {
-			t.Fatalf("amtool alert query: %v", err)
-		}
-		var alerts []map[string]any
-		if err := json.Unmarshal(out, &alerts); err != nil {
-			t.Fatalf("amtool output %q: %v", out, err)
-		}
-		return alerts
-	}
+	chronic := func() []map[string]any { return amAlerts(t, amtool, amAddr, "alertname=SelfhealChronic") }
 	dockertest.WaitFor(t, 30*time.Second, "SelfhealChronic in Alertmanager", func() bool { return len(chronic()) > 0 })
 	if cs := chronic(); len(cs) != 1 || cs[0]["labels"].(map[string]any)["target"] != "chronic-svc" ||
 		!strings.HasPrefix(fmt.Sprint(cs[0]["annotations"].(map[string]any)["description"]), "5 remediations within 1w (limit 5): restart ×5; first ") {
@@ -119,4 +95,18 @@ remediations:
 	// The container's alert resolves: so does the hand-off.
 	post(t, env, addr, "ServiceDown", "service="+name, "--starts-at="+startsAt, "--resolved")
 	dockertest.WaitFor(t, 30*time.Second, "SelfhealEscalated resolved", func() bool { return len(query()) == 0 })
+}
+
+// amAlerts is what amtool finds in the Alertmanager at addr for matchers.
+func amAlerts(t *testing.T, amtool, addr string, matchers ...string) []map[string]any {
+	t.Helper()
+	out, err := exec.Command(amtool, append([]string{"alert", "query", "--alertmanager.url=http://" + addr, "-o", "json"}, matchers...)...).Output()
+	if err != nil {
+		t.Fatalf("amtool alert query: %v", err)
+	}
+	var alerts []map[string]any
+	if err := json.Unmarshal(out, &alerts); err != nil {
+		t.Fatalf("amtool output %q: %v", out, err)
+	}
+	return alerts
 }
