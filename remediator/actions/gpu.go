@@ -102,11 +102,51 @@ type GPUReset struct {
 
 var (
 	_ action.Executor = GPUSessionReset{}
+	_ action.Witness  = GPUSessionReset{}
+	_ action.Witness  = GPUReset{}
 	_ action.Toucher  = GPUSessionReset{}
 	_ action.Executor = GPUThrottle{}
 	_ action.Reverter = GPUThrottle{}
 	_ action.Executor = GPUReset{}
 )
+
+// Evidence implements action.Witness: the processes holding the GPU, and
+// the containers they run in, before they are restarted.
+func (a GPUSessionReset) Evidence(ctx context.Context, req action.Request) (action.Evidence, error) {
+	return gpuHolders(ctx, a.GPUs, req.Target, func() (any, error) { return a.holders(ctx, req.Target) })
+}
+
+// Evidence implements action.Witness: the processes holding the GPU (a
+// reset needs none) before it is reset.
+func (a GPUReset) Evidence(ctx context.Context, req action.Request) (action.Evidence, error) {
+	return gpuHolders(ctx, a.GPUs, req.Target, nil)
+}
+
+// gpuHolders is a GPU's evidence: its index, the PIDs holding it and,
+// where containers says, theirs.
+func gpuHolders(_ context.Context, gpus GPUs, target string, containers func() (any, error)) (action.Evidence, error) {
+	rec := map[string]any{"gpu": target}
+	if target == "" {
+		return action.Evidence{Record: rec}, nil
+	}
+	_, idx, err := gpus.Device(target)
+	if err != nil {
+		return action.Evidence{}, err
+	}
+	pids, err := gpus.Processes(target)
+	if err != nil {
+		return action.Evidence{}, err
+	}
+	rec["index"], rec["pids"] = idx, pids
+	if containers != nil {
+		if names, err := containers(); err != nil {
+			rec["holders_error"] = err.Error()
+		} else {
+			rec["holders"] = names
+		}
+	}
+	return action.Evidence{Record: rec}, nil
+}
 
 // holders maps the GPU's processes to opted-in containers.
 func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, error) {

@@ -2,6 +2,7 @@ package actions
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -111,6 +112,9 @@ func TestGPUResetRefusedWhileHeld(t *testing.T) {
 	}}
 	req := action.Request{Target: "1", Params: &GPUResetParams{Command: DefaultGPUResetCommand}}
 	s.SetProcesses(1, []nvml.ProcessInfo{{Pid: 4242}})
+	if ev, err := a.Evidence(context.Background(), req); err != nil || fmt.Sprint(ev.Record) != "map[gpu:1 index:1 pids:[4242]]" {
+		t.Errorf("evidence %v (%v)", ev.Record, err)
+	}
 	err := a.Permit(context.Background(), req)
 	if err == nil || !strings.Contains(err.Error(), "GPU 1 reset refused: 1 process(es) hold it (pids [4242])") {
 		t.Fatalf("Permit while held = %v", err)
@@ -201,6 +205,11 @@ func TestGPUSessionReset(t *testing.T) {
 	before := dockertest.State(t, holder).StartedAt
 	if err := a.Permit(context.Background(), req); err != nil {
 		t.Fatal(err)
+	}
+	// The evidence kept before the reset: who held the GPU.
+	ev, err := a.Evidence(context.Background(), req)
+	if rec, _ := ev.Record.(map[string]any); err != nil || fmt.Sprint(rec["pids"]) != "[100]" || fmt.Sprint(rec["holders"]) != "["+holder+"]" {
+		t.Errorf("evidence %v (%v)", ev.Record, err)
 	}
 	res, err := a.Execute(context.Background(), req)
 	if err != nil {

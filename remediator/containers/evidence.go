@@ -61,9 +61,13 @@ type Evidence struct {
 
 // Summary is the evidence in one line: the container's state before the
 // action — status, exit code, OOM kill, how long its last run lasted.
+// Empty when the record is not a container's (a GPU's holders, say).
 func (ev Evidence) Summary() string {
 	if ev.NotKept != "" {
 		return "not kept: " + ev.NotKept
+	}
+	if ev.Container == "" {
+		return ""
 	}
 	parts := []string{ev.Status, fmt.Sprintf("exit code %d", ev.ExitCode), fmt.Sprintf("OOM-killed %t", ev.OOMKilled)}
 	if ev.RanFor > 0 {

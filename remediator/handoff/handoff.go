@@ -180,6 +180,9 @@ func (h *Handoff) alert(cfg *policy.Config, p store.Problem) alert {
 	var ev containers.Evidence
 	if len(p.Evidence) > 0 && json.Unmarshal(p.Evidence, &ev) == nil {
 		annotations["evidence"] = ev.Summary()
+		if annotations["evidence"] == "" { // not a container's: as recorded
+			annotations["evidence"] = store.Truncate(string(p.Evidence), evidenceBytes)
+		}
 		if lines := ev.LastLines(evidenceLines, evidenceBytes); lines != "" {
 			annotations["last_log_lines"] = lines
 		}

@@ -40,7 +40,12 @@ func WriteActivity(w io.Writer, acts []store.Activity, loc *time.Location, detai
 // writeEvidence prints an action's evidence, indented under its row.
 func writeEvidence(w io.Writer, raw map[string]any) {
 	ev := EvidenceOf(raw)
-	fmt.Fprintf(w, "    evidence: %s\n", ev.Summary())
+	summary := ev.Summary()
+	if summary == "" { // not a container's (a GPU's holders): as recorded
+		b, _ := json.Marshal(raw)
+		summary = string(b)
+	}
+	fmt.Fprintf(w, "    evidence: %s\n", summary)
 	if ev.Health != "" {
 		fmt.Fprintf(w, "    last health check: %s\n", oneLine(ev.Health))
 	}
