@@ -104,6 +104,17 @@ type Facts struct {
 	RanFor time.Duration
 }
 
+// StopsOnResolve is implemented by the parameters of an action that may be
+// stopped when its alert resolves: its context is then cancelled with
+// ErrAlertResolved as the cause (context.Cause), within a few seconds.
+type StopsOnResolve interface {
+	StopOnResolve() bool
+}
+
+// ErrAlertResolved is the cause of an action's context cancelled because
+// its alert resolved (StopsOnResolve).
+var ErrAlertResolved = errors.New("the alert resolved")
+
 // Executable is implemented by the parameters of an action that runs a
 // program of the operator's: the configuration must allow it by path.
 type Executable interface {

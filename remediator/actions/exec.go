@@ -41,7 +41,13 @@ type ExecParams struct {
 	Env map[string]string `yaml:"env"`
 	// Timeout kills the command (its whole process group) past it.
 	Timeout action.Duration `yaml:"timeout"`
+	// StopOnResolve kills it when its alert resolves (checked every few
+	// seconds): the fix is no longer needed, and the step succeeds.
+	StopWhenResolved bool `yaml:"stop_on_resolve"`
 }
+
+// StopOnResolve implements action.StopsOnResolve.
+func (p *ExecParams) StopOnResolve() bool { return p.StopWhenResolved }
 
 func newExecParams() action.Params { return &ExecParams{Timeout: action.Duration(DefaultExecTimeout)} }
 
@@ -78,8 +84,9 @@ func (p *ExecParams) Executable() string {
 type Exec struct{}
 
 var (
-	_ action.Executor   = Exec{}
-	_ action.Executable = (*ExecParams)(nil)
+	_ action.Executor       = Exec{}
+	_ action.Executable     = (*ExecParams)(nil)
+	_ action.StopsOnResolve = (*ExecParams)(nil)
 )
 
 // Permit implements action.Executor: the executable is there and may be
@@ -123,7 +130,11 @@ func (Exec) Execute(ctx context.Context, req action.Request) (action.Result, err
 		"argv": argv, "exit_code": cmd.ProcessState.ExitCode(), "seconds": time.Since(start).Seconds(),
 		"stdout": stdout.String(), "stderr": stderr.String(),
 	}}
-	if ctx.Err() != nil {
+	switch {
+	case errors.Is(context.Cause(ctx), action.ErrAlertResolved):
+		res.Details["stopped"] = "its alert resolved"
+		return res, nil
+	case ctx.Err() != nil:
 		res.Details["killed"] = fmt.Sprintf("past its timeout of %s", p.Timeout)
 		return res, fmt.Errorf("exec %s: killed past its timeout of %s", argv[0], p.Timeout)
 	}

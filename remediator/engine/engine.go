@@ -36,7 +36,7 @@ type Claim interface {
 	LastTouch(ctx context.Context, target string, since time.Time) (store.Touch, bool, error)
 	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error)
 	RecordIntent(ctx context.Context, in store.Intent) (store.Admitted, error)
-	Renew(ctx context.Context, lease time.Duration) error
+	Renew(ctx context.Context, lease time.Duration) (resolved bool, err error)
 	Defer(ctx context.Context, d time.Duration, reason string, events ...store.Event) error
 	Retry(ctx context.Context, cause error, maxAttempts int) (bool, error)
 	Finish(ctx context.Context, o store.Outcome) error

@@ -81,7 +81,10 @@ func (c *fakeClaim) RecordIntent(_ context.Context, in store.Intent) (store.Admi
 	c.intent = &in
 	return store.Admitted{ActionID: 7}, nil
 }
-func (c *fakeClaim) Renew(context.Context, time.Duration) error { c.renewals++; return nil }
+func (c *fakeClaim) Renew(context.Context, time.Duration) (bool, error) {
+	c.renewals++
+	return false, nil
+}
 func (c *fakeClaim) Retry(_ context.Context, cause error, _ int) (bool, error) {
 	c.retried = cause
 	return false, nil

@@ -98,16 +98,24 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 	log = log.With("target", target, "action", d.Action.Type, "attempt", d.Attempt, "action_id", actionID)
 	log.Info("running action")
 
+	// The action runs to its own timeout even when selfheal is asked to
+	// stop, so its outcome is recorded rather than left interrupted; one
+	// whose step says so is stopped when its alert resolves.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout.D())
+	actx, stop := context.WithCancelCause(actx)
+	defer stop(nil)
+	onResolved := func() {}
+	if s, ok := d.Action.Params.(action.StopsOnResolve); ok && s.StopOnResolve() {
+		onResolved = func() { stop(action.ErrAlertResolved) }
+	}
+
 	// The lease is renewed until the outcome is recorded, however long
 	// the database takes to take it.
 	renewCtx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))
 	var renewing sync.WaitGroup
-	renewing.Go(func() { e.renew(renewCtx, c, log) })
+	renewing.Go(func() { e.renew(renewCtx, c, log, onResolved) })
 	defer func() { stopRenewing(); renewing.Wait() }()
 
-	// The action runs to its own timeout even when selfheal is asked to
-	// stop, so its outcome is recorded rather than left interrupted.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout.D())
 	start := time.Now()
 	req.ActionID = actionID
 	evidence := e.witness(actx, exec, req, log)
@@ -184,8 +192,9 @@ func (e *Engine) outcomeOf(j store.Job, r *policy.Remediation, target string, d 
 
 // renew keeps the claim's action leased until ctx ends: every
 // leaseRenewEvery, and sooner again after a failure (the database
-// restarting), so the lease outlives any outage shorter than itself.
-func (e *Engine) renew(ctx context.Context, c Claim, log *slog.Logger) {
+// restarting), so the lease outlives any outage shorter than itself. It
+// calls resolved once it finds the action's alert resolved.
+func (e *Engine) renew(ctx context.Context, c Claim, log *slog.Logger, resolved func()) {
 	var quiet errorLog
 	wait := leaseRenewEvery
 	for {
@@ -198,11 +207,14 @@ func (e *Engine) renew(ctx context.Context, c Claim, log *slog.Logger) {
 			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := c.Renew(rctx, actionLease)
+		gone, err := c.Renew(rctx, actionLease)
 		cancel()
 		switch {
 		case err == nil:
 			wait = leaseRenewEvery
+			if gone {
+				resolved()
+			}
 		case errors.Is(err, store.ErrTakenOver):
 			log.Warn("the action's lease was taken over by another worker; it runs on, but its outcome will not count")
 			return

@@ -154,7 +154,7 @@ func TestLeaseKeepsTheActionItsOwners(t *testing.T) {
 	other.Release()
 	// Renewed, it stays held; the renewal by another owner is refused.
 	time.Sleep(time.Second)
-	if err := owner.Renew(ctx, 2*time.Second); err != nil {
+	if resolved, err := owner.Renew(ctx, 2*time.Second); err != nil || resolved {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // past the first lease, within the renewed one
@@ -178,7 +178,7 @@ func TestLeaseKeepsTheActionItsOwners(t *testing.T) {
 	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs WHERE step = 2 AND not_before > now() + interval '20 seconds'`); n != 1 {
 		t.Error("the next step does not wait for the interrupted action's deadline")
 	}
-	if err := owner.Renew(ctx, time.Minute); !errors.Is(err, store.ErrTakenOver) {
+	if _, err := owner.Renew(ctx, time.Minute); !errors.Is(err, store.ErrTakenOver) {
 		t.Fatalf("renew after a takeover: %v", err)
 	}
 	err = owner.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: "llm", ActionID: a.ActionID,
@@ -261,7 +261,7 @@ func TestActionOutlivesADatabaseRestart(t *testing.T) {
 		}
 		return nil
 	})
-	again("renew", func() error { return owner.Renew(ctx, lease) })
+	again("renew", func() error { _, err := owner.Renew(ctx, lease); return err })
 	again("finish", func() error {
 		return owner.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: "llm",
 			ActionID: a.ActionID, ActionStatus: store.ActionSucceeded})

@@ -154,22 +154,25 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string) (int, error) {
 var ErrTakenOver = errors.New("the action was taken over: its lease had lapsed")
 
 // Renew extends the lease of the claim's running action by lease, from the
-// database's clock. It uses any connection of the pool, so it works across
+// database's clock, and reports whether the action's alert has resolved
+// since. It uses any connection of the pool, so it works across
 // reconnections. ErrTakenOver says another worker took the action over.
-func (c *Claim) Renew(ctx context.Context, lease time.Duration) error {
+func (c *Claim) Renew(ctx context.Context, lease time.Duration) (resolved bool, err error) {
 	if c.acting == nil {
-		return errors.New("renew: no action under way")
+		return false, errors.New("renew: no action under way")
 	}
-	tag, err := c.store.pool.Exec(ctx, `UPDATE recovery_actions
+	err = c.store.pool.QueryRow(ctx, `UPDATE recovery_actions a
 		SET lease_until = clock_timestamp() + $3 * interval '1 second', renewed_at = clock_timestamp()
-		WHERE id = $1 AND status = 'running' AND owner = $2`, c.acting.actionID, c.acting.owner, lease.Seconds())
-	if err != nil {
-		return fmt.Errorf("renew the lease of action %d: %w", c.acting.actionID, err)
+		WHERE id = $1 AND status = 'running' AND owner = $2
+		RETURNING COALESCE((SELECT o.status = 'resolved' FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id
+		                    WHERE j.id = a.job_id), false)`, c.acting.actionID, c.acting.owner, lease.Seconds()).Scan(&resolved)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, ErrTakenOver
+	case err != nil:
+		return false, fmt.Errorf("renew the lease of action %d: %w", c.acting.actionID, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return ErrTakenOver
-	}
-	return nil
+	return resolved, nil
 }
 
 // Event is one row of the audit trail.
