@@ -66,6 +66,7 @@ type GPUs interface {
 	Processes(target string) ([]uint32, error)
 	Limits(target string) (gpuctl.PowerLimits, error)
 	SetLimit(target string, mw uint32) error
+	Snapshot(target string) (gpuctl.Snapshot, error)
 }
 
 var _ GPUs = (*gpuctl.GPUs)(nil)
@@ -122,8 +123,8 @@ func (a GPUReset) Evidence(ctx context.Context, req action.Request) (action.Evid
 	return gpuHolders(ctx, a.GPUs, req.Target, nil)
 }
 
-// gpuHolders is a GPU's evidence: its index, the PIDs holding it and,
-// where containers says, theirs.
+// gpuHolders is a GPU's evidence: its index, what NVML reads of it now,
+// the PIDs holding it and, where containers says, theirs.
 func gpuHolders(_ context.Context, gpus GPUs, target string, containers func() (any, error)) (action.Evidence, error) {
 	rec := map[string]any{"gpu": target}
 	if target == "" {
@@ -138,6 +139,11 @@ func gpuHolders(_ context.Context, gpus GPUs, target string, containers func() (
 		return action.Evidence{}, err
 	}
 	rec["index"], rec["pids"] = idx, pids
+	if snap, err := gpus.Snapshot(target); err != nil {
+		rec["nvml_error"] = err.Error()
+	} else {
+		rec["nvml"] = snap
+	}
 	if containers != nil {
 		if names, err := containers(); err != nil {
 			rec["holders_error"] = err.Error()

@@ -112,10 +112,15 @@ func TestGPUResetRefusedWhileHeld(t *testing.T) {
 	}}
 	req := action.Request{Target: "1", Params: &GPUResetParams{Command: DefaultGPUResetCommand}}
 	s.SetProcesses(1, []nvml.ProcessInfo{{Pid: 4242}})
-	if ev, err := a.Evidence(context.Background(), req); err != nil || fmt.Sprint(ev.Record) != "map[gpu:1 index:1 pids:[4242]]" {
+	// The evidence kept before the reset: the holders, and NVML's readings
+	// (the H100 fixture's).
+	ev, err := a.Evidence(context.Background(), req)
+	rec, _ := ev.Record.(map[string]any)
+	snap, _ := rec["nvml"].(gpuctl.Snapshot)
+	if err != nil || rec["index"] != 1 || fmt.Sprint(rec["pids"]) != "[4242]" || snap.TemperatureC == nil || snap.MemoryTotal == nil || *snap.MemoryTotal == 0 {
 		t.Errorf("evidence %v (%v)", ev.Record, err)
 	}
-	err := a.Permit(context.Background(), req)
+	err = a.Permit(context.Background(), req)
 	if err == nil || !strings.Contains(err.Error(), "GPU 1 reset refused: 1 process(es) hold it (pids [4242])") {
 		t.Fatalf("Permit while held = %v", err)
 	}

@@ -33,6 +33,10 @@ type Device interface {
 	GetPowerManagementDefaultLimit() (uint32, nvml.Return)
 	GetPowerManagementLimitConstraints() (uint32, uint32, nvml.Return)
 	SetPowerManagementLimit(uint32) nvml.Return
+	GetTemperature(nvml.TemperatureSensors) (uint32, nvml.Return)
+	GetUtilizationRates() (nvml.Utilization, nvml.Return)
+	GetMemoryInfo_v2() (nvml.Memory_v2, nvml.Return)
+	GetPowerUsage() (uint32, nvml.Return)
 }
 
 var _ Device = nvml.Device(nil)
@@ -117,6 +121,29 @@ func (g *GPUs) Processes(target string) ([]uint32, error) {
 		pids[i] = p.Pid
 	}
 	return pids, nil
+}
+
+// Snapshot reads the GPU's temperature, utilisation, memory and power
+// draw, each as far as NVML answers.
+func (g *GPUs) Snapshot(target string) (Snapshot, error) {
+	d, _, err := g.Device(target)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	var s Snapshot
+	if t, r := d.GetTemperature(nvml.TEMPERATURE_GPU); r == nvml.SUCCESS {
+		s.TemperatureC = &t
+	}
+	if u, r := d.GetUtilizationRates(); r == nvml.SUCCESS {
+		s.UtilizationGPU, s.UtilizationMem = &u.Gpu, &u.Memory
+	}
+	if m, r := d.GetMemoryInfo_v2(); r == nvml.SUCCESS {
+		s.MemoryUsedBytes, s.MemoryTotal = &m.Used, &m.Total
+	}
+	if p, r := d.GetPowerUsage(); r == nvml.SUCCESS {
+		s.PowerMW = &p
+	}
+	return s, nil
 }
 
 // Limits reads the GPU's power limits.

@@ -38,5 +38,8 @@ func (*GPUs) Processes(string) ([]uint32, error) { return nil, ErrNoGPUSupport }
 // Limits is ErrNoGPUSupport.
 func (*GPUs) Limits(string) (PowerLimits, error) { return PowerLimits{}, ErrNoGPUSupport }
 
+// Snapshot is ErrNoGPUSupport.
+func (*GPUs) Snapshot(string) (Snapshot, error) { return Snapshot{}, ErrNoGPUSupport }
+
 // SetLimit is ErrNoGPUSupport.
 func (*GPUs) SetLimit(string, uint32) error { return ErrNoGPUSupport }
