@@ -631,13 +631,13 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 			return err
 		}
 	}
-	// The cause, where the remediation chooses by it: what the target's
-	// evidence says picks the branch.
-	r, cause := e.byCause(ctx, r, target, log)
 	st, err := c.LoadState(ctx, StateQueryOf(cfg, r, target))
 	if err != nil {
 		return err
 	}
+	// The cause, where the remediation chooses by it and it could matter:
+	// what the target's evidence says picks the branch.
+	r, cause := e.byCause(ctx, r, target, st, log)
 	in := inputFor(cfg, r, j, st)
 	d := Decide(in, st.Now)
 	if d.Verdict.Acts() {
@@ -663,11 +663,12 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 }
 
 // byCause returns r as the cause its target's evidence shows makes it
-// (policy.Remediation.ForCause), and which cause; r and "" when r has no
-// causes, none applies or the evidence cannot be read (then the ladder
-// runs as configured).
-func (e *Engine) byCause(ctx context.Context, r *policy.Remediation, target string, log *slog.Logger) (*policy.Remediation, string) {
-	if !r.HasCauses() || len(r.Steps) == 0 {
+// (policy.Remediation.ForCause), and which cause; r and "" when no cause
+// could matter in state st, none applies or the evidence cannot be read
+// (then the ladder runs as configured). The state a decision reads is the
+// same under every cause: the remediation's name and window.
+func (e *Engine) byCause(ctx context.Context, r *policy.Remediation, target string, st store.State, log *slog.Logger) (*policy.Remediation, string) {
+	if !r.CauseMatters(st.FailuresInWindow) || len(r.Steps) == 0 {
 		return r, ""
 	}
 	w, ok := e.executors[r.Steps[0].Type].(action.Witness)

@@ -85,7 +85,6 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		target = canonical
 	}
 	p.Target = target
-	r, p.Cause = e.byCause(ctx, r, target, e.logger)
 	st, err := states.ReadState(ctx, StateQueryOf(cfg, r, target))
 	if err != nil {
 		return p, err
@@ -95,6 +94,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		st.FailuresInWindow++
 		st.OutageCounted = true
 	}
+	r, p.Cause = e.byCause(ctx, r, target, st, e.logger)
 	if why := cfg.PausedByEnvironment; why != "" && !st.Paused {
 		st.Paused, st.PauseReason = true, "this replica's environment says "+why
 	}

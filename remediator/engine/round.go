@@ -213,6 +213,12 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 	}
 	permits := map[permitKey]error{} // each target checked once per round
 	for i, p := range deciding {
+		// Where a cause could decide otherwise, the target's evidence is
+		// read first, which handle does.
+		if p.r.CauseMatters(states[i].FailuresInWindow) {
+			left = append(left, p.job.ID)
+			continue
+		}
 		in := inputFor(cfg, p.r, p.job, states[i])
 		// Decide asks for the target check only when it would act: a
 		// verdict that runs nothing without it is final.

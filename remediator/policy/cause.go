@@ -68,9 +68,27 @@ func (w CauseWhen) Holds(f action.Facts) (bool, string) {
 	return true, strings.Join(why, ", ")
 }
 
-// HasCauses reports whether the remediation chooses by the cause, so the
-// evidence must be read before deciding.
+// HasCauses reports whether the remediation chooses by the cause.
 func (r *Remediation) HasCauses() bool { return len(r.Causes) > 0 }
+
+// CauseMatters reports whether a cause could decide a target with this
+// many failures in the window differently from the remediation itself: a
+// cause changes only when it escalates and to what, so only from the
+// smallest max_failures among the remediation's and its causes'. Below
+// it, the evidence need not be read (a storm of first outages costs no
+// Docker call more).
+func (r *Remediation) CauseMatters(failures int) bool {
+	if !r.HasCauses() {
+		return false
+	}
+	least := r.MaxFailures
+	for _, c := range r.Causes {
+		if m := least; c.MaxFailures != nil && *c.MaxFailures > 0 && (m == 0 || *c.MaxFailures < m) {
+			least = *c.MaxFailures
+		}
+	}
+	return least > 0 && failures >= least
+}
 
 // ForCause returns the remediation as the first cause whose conditions
 // the facts meet makes it — a copy with that cause's settings — and why;

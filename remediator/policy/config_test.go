@@ -591,6 +591,11 @@ remediations:
 	if r.MaxFailures != 3 || r.EscalateTo != "critical-recovery" {
 		t.Error("ForCause changed the remediation itself")
 	}
+	// A cause can change a decision only from the smallest max_failures
+	// (config-error's 1): below it the evidence need not be read.
+	if r.CauseMatters(0) || !r.CauseMatters(1) || !r.CauseMatters(3) || cfg.Remediation("critical-recovery").CauseMatters(9) {
+		t.Error("CauseMatters")
+	}
 
 	_, err = Parse([]byte(`
 remediations:
