@@ -52,7 +52,9 @@ remediations:
 	startsAt := time.Now().UTC().Format(time.RFC3339Nano)
 	post(t, env, addr, "ServiceDown", "service="+name, "--starts-at="+startsAt)
 
-	query := func() []map[string]any { return amAlerts(t, amtool, amAddr, "alertname=SelfhealEscalated", "target="+name) }
+	query := func() []map[string]any {
+		return amAlerts(t, amtool, amAddr, "alertname=SelfhealEscalated", "target="+name)
+	}
 	dockertest.WaitFor(t, 60*time.Second, "SelfhealEscalated in Alertmanager", func() bool { return len(query()) == 1 })
 	a := query()[0]
 	labels, _ := a["labels"].(map[string]any)
