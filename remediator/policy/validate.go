@@ -263,11 +263,6 @@ func mapEntry(n *yaml.Node, key string) (k, v *yaml.Node) {
 	return nil, nil
 }
 
-func mapValue(n *yaml.Node, key string) *yaml.Node {
-	_, v := mapEntry(n, key)
-	return v
-}
-
 func seqItems(n *yaml.Node) []*yaml.Node {
 	if n == nil || n.Kind != yaml.SequenceNode {
 		return nil
