@@ -52,6 +52,16 @@ type ExporterOptions struct {
 // RunExporter serves the exporter alone (`selfheal exporter`), for hosts
 // that are watched but not remediated, until ctx ends.
 func RunExporter(ctx context.Context, o ExporterOptions) error {
+	listeners, err := listen(o.Web, o.Listener)
+	if err != nil {
+		o.Logger.Error("cannot serve HTTP; stopping", "err", err)
+		return err
+	}
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
 	var docker *containers.Client
 	if o.Config.Targets.Docker.Host != "" {
 		d, err := dockerClient(o.Config)
@@ -84,7 +94,7 @@ func RunExporter(ctx context.Context, o ExporterOptions) error {
 		return err
 	}
 	r.Handle("GET /{$}", landing)
-	err = serveHTTP(ctx, r, o.Web, o.Listener, o.Logger)
+	err = serveHTTP(ctx, r, o.Web, listeners, o.Logger)
 	cancel()
 	<-done
 	return err

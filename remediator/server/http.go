@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,18 +59,55 @@ func newRouter(reg *prometheus.Registry, ready func(context.Context) error, log 
 	return r
 }
 
-// serveHTTP serves h until ctx ends, on l if set, else on webCfg's
-// addresses (with its TLS and auth settings), then shuts down gracefully.
-func serveHTTP(ctx context.Context, h http.Handler, webCfg *web.FlagConfig, l net.Listener, log *slog.Logger) error {
+// webConfig is webCfg, or the defaults when there is none (tests).
+func webConfig(webCfg *web.FlagConfig) *web.FlagConfig {
 	if webCfg == nil {
 		noFile, noSocket := "", false
 		webCfg = &web.FlagConfig{WebListenAddresses: &[]string{":9595"}, WebConfigFile: &noFile, WebSystemdSocket: &noSocket}
 	}
+	return webCfg
+}
+
+// listen binds webCfg's TCP addresses, or returns l when set (tests). It
+// returns none where exporter-toolkit must listen itself (systemd socket
+// activation, vsock): serveHTTP then does.
+func listen(webCfg *web.FlagConfig, l net.Listener) ([]net.Listener, error) {
+	if l != nil {
+		return []net.Listener{l}, nil
+	}
+	webCfg = webConfig(webCfg)
+	if webCfg.WebSystemdSocket != nil && *webCfg.WebSystemdSocket {
+		return nil, nil
+	}
+	var ls []net.Listener
+	for _, addr := range *webCfg.WebListenAddresses {
+		if strings.HasPrefix(addr, "vsock://") {
+			for _, l := range ls {
+				l.Close()
+			}
+			return nil, nil
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+// serveHTTP serves h until ctx ends, on listeners if any, else on webCfg's
+// addresses (with its TLS and auth settings), then shuts down gracefully.
+func serveHTTP(ctx context.Context, h http.Handler, webCfg *web.FlagConfig, listeners []net.Listener, log *slog.Logger) error {
+	webCfg = webConfig(webCfg)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() {
-		if l != nil {
-			serveErr <- web.Serve(l, srv, webCfg, log)
+		if len(listeners) > 0 {
+			serveErr <- web.ServeMultiple(listeners, srv, webCfg, log)
 			return
 		}
 		serveErr <- web.ListenAndServe(srv, webCfg, log)

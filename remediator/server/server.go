@@ -89,6 +89,18 @@ func Run(ctx context.Context, o Options) error {
 	if cfg.DatabaseURL == "" {
 		return errors.New("no database: set database_url or SELFHEAL_DATABASE_URL")
 	}
+	// The listen addresses first, before anything else starts: a taken
+	// port is the one error said, not one among the database's.
+	listeners, err := listen(o.Web, o.Listener)
+	if err != nil {
+		log.Error("cannot serve HTTP; stopping", "err", err)
+		return err
+	}
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
 	// Two pools: the engine's workers hold connections while actions run, and
 	// must never leave the webhook waiting for one.
 	engineOpts := store.Options{MaxConns: int32(2*cfg.Engine.Workers + 2), ApplicationName: "selfheal-engine"}
@@ -257,7 +269,7 @@ func Run(ctx context.Context, o Options) error {
 	if waker != nil {
 		wg.Go(func() { waker.Run(runCtx) })
 	}
-	err = serveHTTP(httpCtx, r, o.Web, o.Listener, log)
+	err = serveHTTP(httpCtx, r, o.Web, listeners, log)
 	if cause := context.Cause(httpCtx); err == nil && ctx.Err() == nil && cause != nil {
 		err = cause
 	}
