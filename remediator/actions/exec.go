@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -114,7 +115,7 @@ func (Exec) Execute(ctx context.Context, req action.Request) (action.Result, err
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = make([]string, 0, len(p.Env))
-	for _, k := range sortedKeys(p.Env) {
+	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
 		cmd.Env = append(cmd.Env, k+"="+p.Env[k])
 	}
 	cmd.Dir = "/"
@@ -150,15 +151,6 @@ func (Exec) Execute(ctx context.Context, req action.Request) (action.Result, err
 		return res, fmt.Errorf("exec %s: %w", argv[0], err)
 	}
 	return res, nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func lastLine(s string) string {
