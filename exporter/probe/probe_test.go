@@ -12,6 +12,7 @@ import (
 
 	"github.com/selfheal/selfheal/exporter/exportertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/internal/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -34,9 +35,8 @@ func TestProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	closedAddr := closed.Addr().String()
-	closed.Close()
+	// Reserved: no other test or connection takes it while this one runs.
+	closedAddr := testenv.FreeAddr(t)
 	dsn := pgtest.DSN(t)
 
 	for _, tc := range []struct {

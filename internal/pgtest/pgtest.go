@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,6 +27,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/selfheal/selfheal/internal/testenv"
 )
 
 // EnvURL names the variable that points tests at an existing server. The
@@ -108,6 +109,8 @@ type Cluster struct {
 	cred    *syscall.Credential // the postgres user's, when running as root
 	durable bool
 	extra   []string // more -c settings
+	// reserved holds the port for the cluster's life (testenv.ReservePort).
+	reserved *testenv.Reservation
 }
 
 // NewCluster starts a private server for one test, which may stop and start
@@ -185,7 +188,7 @@ func initCluster() (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	if c.port, err = freePort(); err != nil {
+	if err := c.reservePort(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -345,7 +348,7 @@ func NewReplicated(t testing.TB) (primary, standby *Cluster) {
 			t.Fatal(err)
 		}
 	}
-	if standby.port, err = freePort(); err != nil {
+	if err := standby.reservePort(); err != nil {
 		t.Fatal(err)
 	}
 	out, err := standby.command("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port), "-U", "postgres",
@@ -393,6 +396,9 @@ func queryRow(ctx context.Context, dsn, sql string, dst any) error {
 func (c *Cluster) remove() {
 	c.Stop()
 	_ = os.RemoveAll(c.dir)
+	if c.reserved != nil {
+		c.reserved.Release()
+	}
 }
 
 func stopCluster() {
@@ -425,13 +431,15 @@ func versionOf(dir string) int {
 	return v
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// reservePort gives the cluster a port of its own until it is removed: one
+// no other test takes between now and the server's bind.
+func (c *Cluster) reservePort() error {
+	r, err := testenv.ReservePort()
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	c.port, c.reserved = r.Port, r
+	return nil
 }
 
 func randomHex(n int) string {

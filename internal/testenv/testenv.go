@@ -3,23 +3,11 @@
 package testenv
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
 )
-
-// FreeAddr returns a loopback host:port nothing listens on right now.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // Tool returns the path of an external program. A missing one skips the
 // test, or fails it when requiredInCI and CI=true: in CI a missing
