@@ -56,8 +56,11 @@ scenarios: deps
 # (the others run real PostgreSQL, Docker and Prometheus processes, where
 # it would mostly slow them down).
 RACE_PKGS = ./remediator/engine/ ./remediator/policy/ ./remediator/action/ ./remediator/optin/ ./exporter/system/ ./exporter/gpu/ ./migrations/
+# Of the store's, the test of what the engine does from two goroutines at
+# once (renewing a lease while the outcome is recorded).
 test-race:
 	$(GO) test -race -count=1 $(RACE_PKGS)
+	$(GO) test -race -count=1 -run 'TestRenewWhileFinishing' ./remediator/store/
 
 # On a machine with an NVIDIA GPU: the gpu collector against the real
 # driver, read-only, checked against nvidia-smi.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -56,8 +57,24 @@ type Claim struct {
 	held
 	job   Job
 	store *Store
-	// acting is the action under way once RecordIntent admitted it.
+	// acting is the action under way once RecordIntent admitted it, until
+	// Finish recorded its outcome. The worker renews the lease from a
+	// goroutine of its own while Finish runs: mu guards it.
+	mu     sync.Mutex
 	acting *acting
+}
+
+// action is the claim's action under way, nil when none is (or no longer).
+func (c *Claim) action() *acting {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.acting
+}
+
+func (c *Claim) setAction(a *acting) {
+	c.mu.Lock()
+	c.acting = a
+	c.mu.Unlock()
 }
 
 // acting is the action a claim runs, owned by lease.
@@ -347,7 +364,7 @@ func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string, event
 // reports whether the job was refused. After an intent it does nothing:
 // the action's lease decides.
 func (c *Claim) Retry(ctx context.Context, cause error, maxAttempts int) (bool, error) {
-	if c.acting != nil {
+	if c.action() != nil {
 		// The action ran: its lease, not a retry, says what happens next.
 		return false, nil
 	}

@@ -129,7 +129,7 @@ func (c *Claim) RecordIntent(ctx context.Context, in Intent) (Admitted, error) {
 	if err := c.commit(ctx); err != nil {
 		return Admitted{}, fmt.Errorf("record intent for %s on %q: %w", in.Action, in.Target, err)
 	}
-	c.acting = &acting{actionID: a.ActionID, owner: in.Owner}
+	c.setAction(&acting{actionID: a.ActionID, owner: in.Owner})
 	return a, nil
 }
 
@@ -157,20 +157,25 @@ var ErrTakenOver = errors.New("the action was taken over: its lease had lapsed")
 // database's clock, and reports whether the action's alert has resolved
 // since. It uses any connection of the pool, so it works across
 // reconnections. ErrTakenOver says another worker took the action over.
+// Once Finish has recorded the outcome there is nothing to renew: it
+// returns false, nil, even when it raced with Finish.
 func (c *Claim) Renew(ctx context.Context, lease time.Duration) (resolved bool, err error) {
-	if c.acting == nil {
-		return false, errors.New("renew: no action under way")
+	a := c.action()
+	if a == nil {
+		return false, nil
 	}
 	err = c.store.pool.QueryRow(ctx, `UPDATE recovery_actions a
 		SET lease_until = clock_timestamp() + $3 * interval '1 second', renewed_at = clock_timestamp()
 		WHERE id = $1 AND status = 'running' AND owner = $2
 		RETURNING COALESCE((SELECT o.status = 'resolved' FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id
-		                    WHERE j.id = a.job_id), false)`, c.acting.actionID, c.acting.owner, lease.Seconds()).Scan(&resolved)
+		                    WHERE j.id = a.job_id), false)`, a.actionID, a.owner, lease.Seconds()).Scan(&resolved)
 	switch {
+	case c.action() == nil:
+		return false, nil // Finish recorded the outcome meanwhile
 	case errors.Is(err, pgx.ErrNoRows):
 		return false, ErrTakenOver
 	case err != nil:
-		return false, fmt.Errorf("renew the lease of action %d: %w", c.acting.actionID, err)
+		return false, fmt.Errorf("renew the lease of action %d: %w", a.actionID, err)
 	}
 	return resolved, nil
 }
@@ -272,7 +277,7 @@ type FollowUp struct {
 // the claim's: if its lease lapsed and another worker took it over, it
 // records that the outcome came late and returns ErrTakenOver.
 func (c *Claim) Finish(ctx context.Context, o Outcome) error {
-	if c.acting == nil {
+	if c.action() == nil {
 		defer c.Release()
 		if err := c.tx.SendBatch(ctx, outcomeBatch(c.job, o)).Close(); err != nil {
 			return fmt.Errorf("record outcome of job %d: %w", c.job.ID, err)
@@ -282,7 +287,7 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 		}
 		return nil
 	}
-	j, a := c.job, c.acting
+	j, a := c.job, c.action()
 	var lost bool
 	err := pgx.BeginFunc(ctx, c.store.pool, func(tx pgx.Tx) error {
 		// Only a worker deciding on the job holds its row, and not for long.
@@ -312,7 +317,7 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 	if err != nil {
 		return fmt.Errorf("record outcome of job %d: %w", j.ID, err)
 	}
-	c.acting = nil
+	c.setAction(nil)
 	if lost {
 		return ErrTakenOver
 	}
