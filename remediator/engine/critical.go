@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prometheus/common/model"
-
+	"github.com/selfheal/selfheal/internal/labelset"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -37,7 +36,7 @@ func (e *Engine) watchCriticalEvents(ctx context.Context) {
 		return
 	}
 	labels := e.criticalEventsLabels()
-	fp := labelSet(labels).Fingerprint().String()
+	fp := labelset.Fingerprint(labels)
 	res, err := e.store.RaiseOwnAlert(ctx, fp, e.config().Engine.ReopenAfter.D(), func(since time.Time, firing bool) *store.Alert {
 		now := time.Now().UTC().Truncate(time.Millisecond)
 		a := store.Alert{Fingerprint: fp, Alertname: CriticalEventsAlert, Labels: labels,
@@ -67,12 +66,4 @@ func (e *Engine) watchCriticalEvents(ctx context.Context) {
 	if res.JobsQueued > 0 {
 		e.Wake()
 	}
-}
-
-func labelSet(m map[string]string) model.LabelSet {
-	ls := model.LabelSet{}
-	for k, v := range m {
-		ls[model.LabelName(k)] = model.LabelValue(v)
-	}
-	return ls
 }

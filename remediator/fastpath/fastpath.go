@@ -15,16 +15,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/selfheal/selfheal/internal/labelset"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
 )
@@ -112,7 +111,7 @@ func (f *FastPath) Handle(ctx context.Context, ev Event) {
 		}
 		return
 	}
-	a := store.Alert{Fingerprint: fingerprint(lset), StartsAt: ev.Time.Truncate(time.Millisecond), Status: "firing",
+	a := store.Alert{Fingerprint: labelset.Fingerprint(lset), StartsAt: ev.Time.Truncate(time.Millisecond), Status: "firing",
 		Alertname: lset["alertname"], Labels: lset, Remediation: r.Name, Node: cfg.Node.Name,
 		Annotations: map[string]string{"summary": fmt.Sprintf("Docker reports %s: %s (selfheal's fast path)", ev.Container, ev.Kind)}}
 	if _, err := f.store.IngestAlerts(ctx, []store.Alert{a}, cfg.Engine.ReopenAfter.D()); err != nil {
@@ -123,21 +122,6 @@ func (f *FastPath) Handle(ctx context.Context, ev Event) {
 	f.events.WithLabelValues("opened").Inc()
 	log.Debug("fast path opened an occurrence")
 	f.wake()
-}
-
-// fingerprint derives a 16-hex-digit fingerprint from the labels, as
-// Alertmanager's are; the die's time tells occurrences apart.
-func fingerprint(lset map[string]string) string {
-	names := make([]string, 0, len(lset))
-	for n := range lset {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	h := fnv.New64a()
-	for _, n := range names {
-		fmt.Fprintf(h, "%s\xff%s\xff", n, lset[n])
-	}
-	return fmt.Sprintf("%016x", h.Sum64())
 }
 
 type silence struct {

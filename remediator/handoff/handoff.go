@@ -14,12 +14,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/selfheal/selfheal/internal/labelset"
 	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/policy"
 	"github.com/selfheal/selfheal/remediator/store"
@@ -220,11 +220,4 @@ func (h *Handoff) post(ctx context.Context, alerts []alert) error {
 	return nil
 }
 
-func key(l map[string]string) string {
-	ks := make([]string, 0, len(l))
-	for k, v := range l {
-		ks = append(ks, k+"="+v)
-	}
-	sort.Strings(ks)
-	return strings.Join(ks, ",")
-}
+func key(l map[string]string) string { return labelset.Fingerprint(l) }

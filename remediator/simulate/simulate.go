@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/common/model"
 
+	"github.com/selfheal/selfheal/internal/labelset"
 	"github.com/selfheal/selfheal/remediator/webhook"
 )
 
@@ -50,7 +51,7 @@ func Message(a Alert, now time.Time) *webhook.Message {
 		Labels:      a.Labels,
 		Annotations: a.Annotations,
 		StartsAt:    a.StartsAt,
-		Fingerprint: labelSet(a.Labels).Fingerprint().String(),
+		Fingerprint: labelset.Fingerprint(a.Labels),
 	}
 	if ta.Annotations == nil {
 		ta.Annotations = template.KV{}
@@ -71,14 +72,6 @@ func Message(a Alert, now time.Time) *webhook.Message {
 		Version:  "4",
 		GroupKey: fmt.Sprintf("{}:{alertname=%q}", a.Labels["alertname"]),
 	}
-}
-
-func labelSet(m map[string]string) model.LabelSet {
-	ls := model.LabelSet{}
-	for k, v := range m {
-		ls[model.LabelName(k)] = model.LabelValue(v)
-	}
-	return ls
 }
 
 // PostWebhook sends m to selfheal's webhook, with a bearer token if given.

@@ -304,14 +304,72 @@ func withCredentials(base, user, password string) (string, error) {
 		u.User = url.UserPassword(user, password)
 		return u.String(), nil
 	}
+	settings, err := keywordValues(base)
+	if err != nil {
+		return "", fmt.Errorf("database URL: %w", err)
+	}
 	quote := func(v string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'" }
 	var kept []string
-	for _, kv := range strings.Fields(base) {
-		if k, _, _ := strings.Cut(kv, "="); k != "user" && k != "password" {
-			kept = append(kept, kv)
+	for _, kv := range settings {
+		if kv[0] != "user" && kv[0] != "password" {
+			kept = append(kept, kv[0]+"="+quote(kv[1]))
 		}
 	}
 	return strings.Join(append(kept, "user="+quote(user), "password="+quote(password)), " "), nil
+}
+
+// keywordValues splits a key=value connection string as libpq (and pgx)
+// read it: spaces around "=" allowed, a value in single quotes may hold
+// spaces, and a backslash escapes the next character.
+func keywordValues(s string) ([][2]string, error) {
+	var out [][2]string
+	i := 0
+	skipSpace := func() {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+			i++
+		}
+	}
+	for {
+		skipSpace()
+		if i == len(s) {
+			return out, nil
+		}
+		start := i
+		for i < len(s) && s[i] != '=' && s[i] != ' ' && s[i] != '\t' {
+			i++
+		}
+		key := s[start:i]
+		skipSpace()
+		if key == "" || i == len(s) || s[i] != '=' {
+			return nil, errors.New("not a valid key=value connection string")
+		}
+		i++
+		skipSpace()
+		var v strings.Builder
+		quoted := i < len(s) && s[i] == '\''
+		if quoted {
+			i++
+		}
+		for ; i < len(s); i++ {
+			c := s[i]
+			if c == '\\' && i+1 < len(s) {
+				i++
+				v.WriteByte(s[i])
+				continue
+			}
+			if quoted && c == '\'' || !quoted && (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+				break
+			}
+			v.WriteByte(c)
+		}
+		if quoted {
+			if i == len(s) {
+				return nil, errors.New("not a valid key=value connection string: unterminated quoted value")
+			}
+			i++ // the closing quote
+		}
+		out = append(out, [2]string{key, v.String()})
+	}
 }
 
 // Silent reports whether the node's engine is gone: stopped, never heard

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/common/model"
+
+	"github.com/selfheal/selfheal/internal/labelset"
 )
 
 // Message is Alertmanager's webhook payload, version 4.
@@ -97,13 +99,7 @@ func validStatus(s string) bool {
 	return s == string(model.AlertFiring) || s == string(model.AlertResolved)
 }
 
-func fingerprint(kv template.KV) string {
-	ls := make(model.LabelSet, len(kv))
-	for k, v := range kv {
-		ls[model.LabelName(k)] = model.LabelValue(v)
-	}
-	return ls.Fingerprint().String()
-}
+func fingerprint(kv template.KV) string { return labelset.Fingerprint(kv) }
 
 // occurrenceStart is the start time that identifies an occurrence.
 // Alertmanager sends startsAt with nanoseconds while an alert fires and
