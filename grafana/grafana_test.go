@@ -35,7 +35,7 @@ import (
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, pgtest.Template(store.MigrateURL))) }
 
 type target struct {
 	RefID      string `json:"refId"`
@@ -153,6 +153,7 @@ func provisionedUIDs(t *testing.T) map[string]string {
 // source variable (what a provisioned dashboard resolves it with) whose
 // default is the data source the repository provisions.
 func TestDashboardsAreValid(t *testing.T) {
+	t.Parallel()
 	uids := provisionedUIDs(t)
 	seenUID := map[string]bool{}
 	for f, d := range dashboards(t) {
@@ -238,6 +239,7 @@ VALUES ('disk full', 'validated', '{"services":["llm","n8n"]}', '{"services":["l
 var newestFirst = map[string]bool{"Recent actions": true, "Events": true}
 
 func TestSQLPanelsReturnRows(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	ctx := context.Background()
 	st, err := store.Open(ctx, dsn, store.Options{})
@@ -343,6 +345,7 @@ func exporterFlags() *exporter.Flags {
 }
 
 func TestPromQLPanelsRun(t *testing.T) {
+	t.Parallel()
 	prometheus := testenv.Tool(t, "prometheus", true)
 	dsn := pgtest.DSN(t)
 	cfg, err := policy.Parse([]byte("webhook: {allow_unauthenticated: true}\n"))
@@ -449,6 +452,7 @@ scrape_configs:
 // TestThresholdsMatchTheRules: the threshold lines on the host and GPU
 // panels are the alert rules' own values, read from alerting/rules.
 func TestThresholdsMatchTheRules(t *testing.T) {
+	t.Parallel()
 	ruleValue := map[string]string{}
 	files, _ := filepath.Glob("../alerting/rules/*.yml")
 	for _, f := range files {

@@ -17,12 +17,13 @@ import (
 // crash restarts both, the proxy's restart is its own row under the job,
 // and selfheal events says so.
 func TestStackThroughTheDaemon(t *testing.T) {
-	label := map[string]string{"selfheal.enable": "true"}
+	t.Parallel()
+	label, requireLabel := dockertest.OptIn()
 	gateway := dockertest.Run(t, dockertest.Spec{Labels: label})
 	proxy := dockertest.Run(t, dockertest.Spec{Labels: label, NetworkMode: "container:" + gateway})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", strings.Replace(faultConfig, "steps: [restart, stop_start]",
+	config := writeConfig(t, requireLabel, strings.Replace(faultConfig, "steps: [restart, stop_start]",
 		"steps: [{type: restart, dependents: restart}, stop_start]", 1))
 	addr := freeAddr(t)
 	daemon(t, env, config, addr)

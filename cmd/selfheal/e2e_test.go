@@ -22,6 +22,7 @@ const serviceDownRemediation = `
 // routing, selfheal, PostgreSQL and Docker — and checks it runs again and
 // that the events show the alert, the decision and the action.
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, stackOptions{ScrapeInterval: time.Second, EvalInterval: time.Second, Remediations: serviceDownRemediation})
 	name := dockertest.Run(t, dockertest.Spec{Labels: s.Label, Args: []string{"-http", ":8080"}})
 	dockertest.WaitFor(t, 20*time.Second, "Prometheus sees the container", func() bool {

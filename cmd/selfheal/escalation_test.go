@@ -48,11 +48,13 @@ remediations:
 // clear` is recorded with who ran it, and the next outage is healed from
 // the first step of the ladder.
 func TestEscalatedTargetInPlainSight(t *testing.T) {
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
 	chromium := testenv.Tool(t, "chromium", true)
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", escalationConfig)
+	config := writeConfig(t, requireLabel, escalationConfig)
 	addr := freeAddr(t)
 	daemon(t, env, config, addr)
 	conn := connect(t, dsn)

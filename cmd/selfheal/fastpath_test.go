@@ -38,12 +38,14 @@ func fastPathConfig(amAddr string) string {
 // delivery for the same outage then joins the fast path's occurrence: one
 // restart, one outage counted.
 func TestFastPathExactlyOnceWithTheSlowPath(t *testing.T) {
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
 	amAddr := alertmanager(t)
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
 	addr := freeAddr(t)
-	daemon(t, env, writeFile(t, "selfheal.yml", fastPathConfig(amAddr)), addr)
+	daemon(t, env, writeConfig(t, requireLabel, fastPathConfig(amAddr)), addr)
 	conn := connect(t, dsn)
 	time.Sleep(time.Second) // the docker collector follows the events stream
 
@@ -84,9 +86,11 @@ func TestFastPathExactlyOnceWithTheSlowPath(t *testing.T) {
 // Alertmanager; its death opens nothing and the event says why. Once the
 // silence is expired, the next death is healed at once.
 func TestFastPathHonoursSilences(t *testing.T) {
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
 	amAddr := alertmanager(t)
 	amtool := requireTool(t, "amtool")
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn})
 	out, err := exec.Command(amtool, "silence", "add", "--alertmanager.url=http://"+amAddr,
 		"--comment=maintenance", "--duration=10m", "service="+name).CombinedOutput()
 	if err != nil {
@@ -95,7 +99,7 @@ func TestFastPathHonoursSilences(t *testing.T) {
 	id := strings.TrimSpace(string(out))
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	daemon(t, env, writeFile(t, "selfheal.yml", fastPathConfig(amAddr)), freeAddr(t))
+	daemon(t, env, writeConfig(t, requireLabel, fastPathConfig(amAddr)), freeAddr(t))
 	conn := connect(t, dsn)
 	time.Sleep(time.Second)
 

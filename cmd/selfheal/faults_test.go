@@ -40,14 +40,15 @@ remediations:
 // It reports not ready, claims none of the jobs, and the healthy replica
 // heals every container within seconds.
 func TestReplicaWithoutDockerLeavesItsAlertsToAHealthyOne(t *testing.T) {
-	label := map[string]string{"selfheal.enable": "true"}
+	t.Parallel()
+	label, requireLabel := dockertest.OptIn()
 	var names []string
 	for range 5 {
 		names = append(names, dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true}))
 	}
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", faultConfig)
+	config := writeConfig(t, requireLabel, faultConfig)
 	healthy, dead := freeAddr(t), freeAddr(t)
 	daemon(t, env, config, healthy)
 	background(t, append(env, "DOCKER_HOST=unix://"+filepath.Join(t.TempDir(), "no-docker.sock")), binary,
@@ -174,12 +175,14 @@ func (p *dockerProxy) set(up bool) {
 // seconds, and an alert arrives meanwhile. Nothing is refused; once Docker
 // answers again the container is healed, with no second delivery.
 func TestDockerAwayDelaysHealing(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Stopped: true})
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
 	proxy := newDockerProxy(t)
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok", "DOCKER_HOST=unix://" + proxy.path}
 	addr := freeAddr(t)
-	daemon(t, env, writeFile(t, "selfheal.yml", faultConfig), addr)
+	daemon(t, env, writeConfig(t, requireLabel, faultConfig), addr)
 
 	proxy.set(false)
 	post(t, env, addr, "ServiceDown", "service="+name)
@@ -205,10 +208,12 @@ func TestDockerAwayDelaysHealing(t *testing.T) {
 // when the action would have ended, giving up the action's lease; the next
 // start records the action as interrupted at once and goes on.
 func TestShutdownBound(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Args: []string{"-ignore-term"}})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", strings.Replace(faultConfig, "stop_timeout: 2s", "stop_timeout: 20s", 1))
+	config := writeConfig(t, requireLabel, strings.Replace(faultConfig, "stop_timeout: 2s", "stop_timeout: 20s", 1))
 	addr := freeAddr(t)
 	first := daemon(t, env, config, addr, "--shutdown.timeout=2s")
 	post(t, env, addr, "ServiceDown", "service="+name)
@@ -216,6 +221,7 @@ func TestShutdownBound(t *testing.T) {
 	dockertest.WaitFor(t, 10*time.Second, "the restart under way", func() bool {
 		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 1
 	})
+	dockertest.WaitForStopAsked(t, name, 10*time.Second) // the restart itself, past the evidence
 	stopped := time.Now()
 	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -64,6 +64,8 @@ func enrol(t *testing.T, adminDSN, name string, webhook bool) string {
 // replica. Each node heals only its own node's containers, once; a
 // stopped node's jobs wait (event and metric) and run once it is back.
 func TestFleet(t *testing.T) {
+	t.Parallel()
+	label, requireLabel := dockertest.OptIn()
 	dsn := pgtest.DSN(t)
 	token := "SELFHEAL_WEBHOOK_TOKEN=tok"
 	admin := []string{"SELFHEAL_DATABASE_URL=" + dsn, token}
@@ -75,14 +77,13 @@ func TestFleet(t *testing.T) {
 	dsnA, dsnB := enrol(t, dsn, nodeA, false), enrol(t, dsn, nodeB, false)
 	dsnHook := enrol(t, dsn, "ingest-"+suffix, true)
 
-	label := map[string]string{"selfheal.enable": "true"}
 	containers := map[string][]string{}
 	for _, n := range []string{nodeA, nodeB} {
 		for range 2 {
 			containers[n] = append(containers[n], dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true}))
 		}
 	}
-	config := writeFile(t, "selfheal.yml", fleetConfig)
+	config := writeConfig(t, requireLabel, fleetConfig)
 	hook := freeAddr(t)
 	daemon(t, []string{"SELFHEAL_DATABASE_URL=" + dsnHook, token, "SELFHEAL_NODE_NAME=ingest"}, config, hook,
 		"--webhook-only", "--log.level=debug")

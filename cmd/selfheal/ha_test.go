@@ -20,6 +20,7 @@ import (
 // others were answered 503 (Alertmanager retries them) and are stored by
 // a retry; selfheal serves again with no restart.
 func TestPrimaryLostDuringABurst(t *testing.T) {
+	t.Parallel()
 	primary, standby := pgtest.NewReplicated(t)
 	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/postgres?sslmode=disable&target_session_attrs=read-write",
 		primary.Port(), standby.Port())

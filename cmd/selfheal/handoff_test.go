@@ -19,14 +19,16 @@ import (
 // the evidence too; once the container's alert resolves the hand-off
 // resolves too.
 func TestHandoffToAlertmanager(t *testing.T) {
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
 	amtool := requireTool(t, "amtool")
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Stopped: true,
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true,
 		Args: []string{"-say=fatal: configuration invalid: unknown key 'listen'", "-exit-after=300ms", "-exit-code=3"}})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
 	amAddr := alertmanager(t)
 
-	config := writeFile(t, "selfheal.yml", `
+	config := writeConfig(t, requireLabel, `
 engine: {poll_interval: 200ms}
 alertmanager: {url: 'http://`+amAddr+`', interval: 1s}
 targets:

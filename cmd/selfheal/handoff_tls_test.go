@@ -29,6 +29,7 @@ import (
 // through alertmanager.http_config — a CA file, a user and a password
 // file — and its hand-off (a refused action: SelfhealRefused) arrives.
 func TestHandoffBehindTLSAndBasicAuth(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	caFile, certFile, keyFile := selfSigned(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)

@@ -23,6 +23,7 @@ import (
 	"github.com/selfheal/selfheal/internal/pgtest"
 	"github.com/selfheal/selfheal/internal/testenv"
 	"github.com/selfheal/selfheal/migrations"
+	"github.com/selfheal/selfheal/remediator/store"
 )
 
 var binary string
@@ -37,7 +38,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build selfheal: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := pgtest.Main(m)
+	code := pgtest.Main(m, pgtest.Template(store.MigrateURL))
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -69,6 +70,7 @@ func writeFile(t testing.TB, name, body string) string {
 }
 
 func TestCheckConfig(t *testing.T) {
+	t.Parallel()
 	good := writeFile(t, "good.yml", `
 webhook: {allow_unauthenticated: true}
 remediations:
@@ -221,10 +223,12 @@ func queryInt(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
 // marks the action interrupted and never runs it again, however often the
 // alert is delivered; the ladder goes on and the container runs again.
 func TestKillBetweenIntentAndOutcome(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Args: []string{"-ignore-term"}})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", `
+	config := writeConfig(t, requireLabel, `
 engine: {poll_interval: 200ms}
 targets:
   docker: {stop_timeout: 8s}
@@ -285,7 +289,8 @@ remediations:
 }
 
 func TestPauseResume(t *testing.T) {
-	dsn := pgtest.DSN(t)
+	t.Parallel()
+	dsn := pgtest.EmptyDSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn}
 	all, _ := migrations.All()
 	if code, out, errOut := selfheal(t, env, "migrate"); code != 0 || !strings.Contains(out, fmt.Sprintf("applied %d migration(s)", len(all))) {
@@ -320,6 +325,8 @@ func TestPauseResume(t *testing.T) {
 // exporter (and its own metrics) and `selfheal exporter`, and runs
 // `promtool check metrics` over each exposition.
 func TestLiveScrapePassesPromtool(t *testing.T) {
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -328,9 +335,9 @@ func TestLiveScrapePassesPromtool(t *testing.T) {
 		t.Skip("no promtool")
 	}
 	dockertest.Client(t)
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Health: time.Second})
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Health: time.Second})
 	dsn := pgtest.DSN(t)
-	config := writeFile(t, "selfheal.yml", `
+	config := writeConfig(t, requireLabel, `
 exporter:
   probes:
     - {name: database, type: postgres, target: '`+dsn+`'}
@@ -392,10 +399,12 @@ remediations:
 // passed, so that nothing of it can still run — the container runs again
 // without any redelivery.
 func TestKillDuringStopStart(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Args: []string{"-ignore-term"}})
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Args: []string{"-ignore-term"}})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", `
+	config := writeConfig(t, requireLabel, `
 engine: {poll_interval: 200ms}
 targets:
   docker: {stop_timeout: 4s}
@@ -415,6 +424,9 @@ remediations:
 	dockertest.WaitFor(t, 10*time.Second, "stop_start under way", func() bool {
 		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running' AND action_type = 'stop_start'`) == 1
 	})
+	// The action runs once the evidence is read: the kill must come after
+	// Docker was asked to stop the container, or nothing is half done.
+	dockertest.WaitForStopAsked(t, name, 10*time.Second)
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -437,6 +449,7 @@ remediations:
 // TestManPageHeader: --help-man starts with a .TH line man can read — one
 // line, quoted fields — whatever --version prints.
 func TestManPageHeader(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := selfheal(t, nil, "--help-man")
 	first, _, _ := strings.Cut(out, "\n")
 	if code != 0 || !regexp.MustCompile(`^\.TH selfheal 1 "[^"]*" "selfheal [^"]+ \([^"]+\)" "selfheal manual"$`).MatchString(first) {
@@ -448,6 +461,7 @@ func TestManPageHeader(t *testing.T) {
 // the first error it logs is the bind error — not a database problem the
 // shutdown would make up.
 func TestTakenPortSaysSo(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -471,6 +485,7 @@ func TestTakenPortSaysSo(t *testing.T) {
 // TestCommandErrorsAreSentences: a command people type answers an error
 // with a sentence on standard error, not a log line.
 func TestCommandErrorsAreSentences(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"events"},
 		{"plan", "--config.file=/nonexistent/selfheal.yml", "ServiceDown"},

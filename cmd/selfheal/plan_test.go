@@ -26,11 +26,13 @@ const planConfig = faultConfig + `  - name: memory-high
 // fired: the engine does what the plan said, for an opted-in container and
 // one that is not, in cooldown and out of it. The plan changes nothing.
 func TestPlanMatchesWhatTheEngineDoes(t *testing.T) {
-	optedIn := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Stopped: true})
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
+	optedIn := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
 	other := dockertest.Run(t, dockertest.Spec{Stopped: true})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", planConfig)
+	config := writeConfig(t, requireLabel, planConfig)
 	addr := freeAddr(t)
 	daemon(t, env, config, addr)
 	conn := connect(t, dsn)

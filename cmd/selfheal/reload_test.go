@@ -55,10 +55,12 @@ func postReload(t *testing.T, addr string) (int, string) {
 // under way when the policy changes finishes under the one it started
 // with.
 func TestReload(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}})
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", reloadConfigA)
+	config := writeConfig(t, requireLabel, reloadConfigA)
 	addr := freeAddr(t)
 	proc := daemon(t, env, config, addr, "--web.enable-lifecycle", "--log.level=debug")
 	conn := connect(t, dsn)
@@ -86,7 +88,7 @@ func TestReload(t *testing.T) {
 		return queryInt(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 1
 	})
 	// ... when the policy changes to one without its remediation.
-	if err := os.WriteFile(config, []byte(reloadConfigB), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(optedIn(t, reloadConfigB, requireLabel)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if code, body := reload(); code != http.StatusOK {
@@ -120,7 +122,7 @@ func TestReload(t *testing.T) {
 	})
 
 	// SIGHUP reloads too.
-	if err := os.WriteFile(config, []byte(reloadConfigA), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(optedIn(t, reloadConfigA, requireLabel)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := proc.Process.Signal(syscall.SIGHUP); err != nil {

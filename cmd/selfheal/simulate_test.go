@@ -15,6 +15,7 @@ import (
 // alerting/alertmanager.yml routes it to selfheal (and to people), says so,
 // and selfheal receives it.
 func TestSimulateThroughTheShippedRouting(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, dockertest.UniqueName("selfheal.simulate"), false)
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	s.launch(t, files{

@@ -18,12 +18,14 @@ import (
 // decisions with their reasons, the links. A screenshot is kept in the
 // test's artifact directory (go test -artifacts keeps it).
 func TestStatusPage(t *testing.T) {
+	t.Parallel()
+	optIn, requireLabel := dockertest.OptIn()
 	chromium := testenv.Tool(t, "chromium", true)
-	healed := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "true"}, Stopped: true})
+	healed := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
 	refused := dockertest.Run(t, dockertest.Spec{Stopped: true})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}
-	config := writeFile(t, "selfheal.yml", planConfig+`
+	config := writeConfig(t, requireLabel, planConfig+`
 status_page: {prometheus_url: 'http://prometheus.example:9090'}
 alertmanager: {url: 'http://127.0.0.1:1', interval: 1h}
 `)

@@ -18,6 +18,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 func TestProbes(t *testing.T) {
+	t.Parallel()
 	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/minio/health/live":
@@ -70,6 +71,7 @@ func TestProbes(t *testing.T) {
 }
 
 func TestProbeTimeoutBoundsTheScrape(t *testing.T) {
+	t.Parallel()
 	slow := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { time.Sleep(3 * time.Second) }))
 	defer slow.Close()
 	var probes []Probe
@@ -85,6 +87,7 @@ func TestProbeTimeoutBoundsTheScrape(t *testing.T) {
 }
 
 func TestUnknownType(t *testing.T) {
+	t.Parallel()
 	if _, err := New([]Probe{{Name: "x", Type: "icmp"}}); err == nil || err.Error() != `probe "x": type: "icmp" is not one of http, postgres, tcp; target: must be set` {
 		t.Fatalf("got %v", err)
 	}

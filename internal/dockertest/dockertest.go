@@ -206,10 +206,47 @@ func Kill(t testing.TB, name string) {
 	WaitFor(t, 10*time.Second, name+" stopped", func() bool { return !State(t, name).Running })
 }
 
+// TermIgnored is the line a container run with -ignore-term prints for
+// each SIGTERM it ignores: a stop of it was asked for.
+const TermIgnored = "testctr: SIGTERM ignored"
+
+// Logs returns what the container has written so far.
+func Logs(t testing.TB, name string) string {
+	t.Helper()
+	c, _ := Client(t)
+	r, err := c.ContainerLogs(context.Background(), name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		t.Fatalf("logs of %s: %v", name, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("logs of %s: %v", name, err)
+	}
+	return string(b)
+}
+
+// WaitForStopAsked waits until a container run with -ignore-term has been
+// sent SIGTERM: a stop (or a restart) of it is under way in Docker.
+func WaitForStopAsked(t testing.TB, name string, timeout time.Duration) {
+	t.Helper()
+	WaitFor(t, timeout, "a stop of "+name+" asked for", func() bool { return strings.Contains(Logs(t, name), TermIgnored) })
+}
+
 // WaitFor polls cond until it holds or timeout passes.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	testenv.WaitFor(t, timeout, what, cond)
+}
+
+// OptIn returns an opt-in label of the caller's own, as Spec.Labels and
+// as the value of targets.docker.require_label. Every selfheal on one
+// Docker daemon acts on each container carrying the label it requires
+// (hard_restart, the fast path, the exporter), so a test that runs one,
+// alongside others, requires a label no other test uses.
+func OptIn() (labels map[string]string, requireLabel string) {
+	key := UniqueName("selfheal-test.enable")
+	return map[string]string{key: "true"}, key + "=true"
 }
 
 // UniqueName returns prefix with a random suffix.

@@ -43,39 +43,118 @@ var (
 )
 
 // Main runs the tests and stops the throw-away cluster, if one was started.
-func Main(m interface{ Run() int }) int {
+func Main(m interface{ Run() int }, opts ...Option) int {
+	for _, o := range opts {
+		o()
+	}
 	code := m.Run()
+	dropTemplate()
 	stopCluster()
 	return code
 }
 
-// DSN creates a new, empty database for t and returns its connection URL.
-// The database is dropped when t ends.
+// Option is an option of Main.
+type Option func()
+
+// Template makes DSN give each test a copy of one database that migrate
+// brought to the current schema, once per test binary (CREATE DATABASE …
+// TEMPLATE): a test starts from the schema without paying for every
+// migration, and no two tests migrate at once. migrate must leave no
+// connection to the database open.
+func Template(migrate func(ctx context.Context, dsn string) error) Option {
+	return func() { templateMigrate = migrate }
+}
+
+var (
+	templateMigrate func(ctx context.Context, dsn string) error
+	templateOnce    sync.Once
+	templateName    string
+	templateErr     error
+)
+
+// DSN creates a new database for t and returns its connection URL: a copy
+// of the migrated template where Main was given one (Template), else an
+// empty one. The database is dropped when t ends.
 func DSN(t testing.TB) string {
 	t.Helper()
-	once.Do(func() { adminURL, startErr = server() })
+	admin := server(t)
+	from := ""
+	if templateMigrate != nil {
+		templateOnce.Do(func() { templateName, templateErr = makeTemplate(admin) })
+		if templateErr != nil {
+			t.Fatalf("migrated template database: %v", templateErr)
+		}
+		from = " TEMPLATE " + templateName
+	}
+	return create(t, admin, from)
+}
+
+// EmptyDSN is DSN for a database with no schema at all, whatever Main was
+// given: for tests of the migrations themselves.
+func EmptyDSN(t testing.TB) string {
+	t.Helper()
+	return create(t, server(t), "")
+}
+
+// server starts (once) or finds the server, and returns its admin URL.
+func server(t testing.TB) string {
+	t.Helper()
+	once.Do(func() { adminURL, startErr = findServer() })
 	if startErr != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("PostgreSQL is required (CI=true): %v", startErr)
 		}
 		t.Skipf("no PostgreSQL: %v", startErr)
 	}
+	return adminURL
+}
+
+func create(t testing.TB, admin, from string) string {
+	t.Helper()
 	name := "selfheal_test_" + randomHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := exec1(ctx, adminURL, "CREATE DATABASE "+name); err != nil {
+	if err := exec1(ctx, admin, "CREATE DATABASE "+name+from); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := exec1(ctx, adminURL, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		if err := exec1(ctx, admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 			t.Logf("drop test database %s: %v", name, err)
 		}
 	})
-	u, err := url.Parse(adminURL)
+	return withDatabase(admin, name)
+}
+
+// makeTemplate creates and migrates the template database.
+func makeTemplate(admin string) (string, error) {
+	name := "selfheal_template_" + randomHex(6)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := exec1(ctx, admin, "CREATE DATABASE "+name); err != nil {
+		return "", err
+	}
+	if err := templateMigrate(ctx, withDatabase(admin, name)); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func dropTemplate() {
+	if templateName == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = exec1(ctx, adminURL, "DROP DATABASE IF EXISTS "+templateName+" WITH (FORCE)")
+}
+
+// withDatabase is the URL admin with its database replaced by name.
+func withDatabase(admin, name string) string {
+	u, err := url.Parse(admin)
 	if err != nil {
-		t.Fatal(err)
+		panic(fmt.Sprintf("pgtest: admin URL: %v", err))
 	}
 	u.Path = "/" + name
 	return u.String()
@@ -91,7 +170,7 @@ func exec1(ctx context.Context, dsn, sql string) error {
 	return err
 }
 
-func server() (string, error) {
+func findServer() (string, error) {
 	if u := os.Getenv(EnvURL); u != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -24,6 +24,10 @@ type Type struct {
 	Name string
 	// NewParams returns the type's parameters set to their defaults.
 	NewParams func() Params
+	// TakesDown: the action takes its target down for a while (a restart,
+	// a stop and start), so an outage of the target that began under it
+	// may be selfheal's own doing rather than the target's failure.
+	TakesDown bool
 }
 
 // None is the parameters of an action type that takes none.
@@ -67,6 +71,21 @@ func Types() []string {
 	names := make([]string, 0, len(types))
 	for n := range types {
 		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// TakingDown returns the names of the registered action types that take
+// their target down (Type.TakesDown), sorted.
+func TakingDown() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	var names []string
+	for n, t := range types {
+		if t.TakesDown {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	return names

@@ -13,11 +13,13 @@ import (
 
 	"github.com/selfheal/selfheal/internal/pgtest"
 	"github.com/selfheal/selfheal/remediator/action"
+	"github.com/selfheal/selfheal/remediator/store"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, pgtest.Template(store.MigrateURL))) }
 
 func TestHTTP(t *testing.T) {
+	t.Parallel()
 	var gotMethod, gotHeader string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotMethod, gotHeader = r.Method, r.Header.Get("X-Token")
@@ -50,6 +52,7 @@ func TestHTTP(t *testing.T) {
 }
 
 func TestVacuum(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	res, err := Vacuum{}.Execute(context.Background(), action.Request{Params: &VacuumParams{Databases: []string{dsn}}})
 	if err != nil {
@@ -75,6 +78,7 @@ func TestVacuum(t *testing.T) {
 // writing, a symbolic link to a file outside the root and one to a
 // directory outside it.
 func TestLogCleanup(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	outside := t.TempDir()
 	old := time.Now().Add(-10 * 24 * time.Hour)
@@ -151,6 +155,7 @@ func TestLogCleanup(t *testing.T) {
 }
 
 func TestWritableFlags(t *testing.T) {
+	t.Parallel()
 	for info, want := range map[string]bool{
 		"pos:\t0\nflags:\t0100000\nmnt_id:\t25\n": false, // O_RDONLY|O_LARGEFILE
 		"pos:\t0\nflags:\t0102001\n":              true,  // O_WRONLY|O_APPEND|O_LARGEFILE
@@ -164,6 +169,7 @@ func TestWritableFlags(t *testing.T) {
 }
 
 func TestSystemRoot(t *testing.T) {
+	t.Parallel()
 	for _, root := range []string{"/", "/etc", "/etc/nginx", "/var/lib/docker", "/usr/../etc", "/proc/1"} {
 		if _, sys := SystemRoot(root); !sys {
 			t.Errorf("%s is not seen as a system directory", root)

@@ -15,8 +15,10 @@ import (
 )
 
 func init() {
-	register("restart", func() action.Params { return &RestartParams{} }, func(d Deps) action.Executor { return Restart{Containers: d.Docker} })
-	register("stop_start", newStopStartParams, func(d Deps) action.Executor { return StopStart{Containers: d.Docker} })
+	registerType(action.Type{Name: "restart", NewParams: func() action.Params { return &RestartParams{} }, TakesDown: true},
+		func(d Deps) action.Executor { return Restart{Containers: d.Docker} })
+	registerType(action.Type{Name: "stop_start", NewParams: newStopStartParams, TakesDown: true},
+		func(d Deps) action.Executor { return StopStart{Containers: d.Docker} })
 }
 
 // RestartParams are restart's parameters.

@@ -32,6 +32,7 @@ func (f fakeContainers) Running(context.Context, string) (bool, time.Time, error
 }
 
 func TestRecovered(t *testing.T) {
+	t.Parallel()
 	alert := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 	now := alert.Add(time.Minute)
 	for _, tc := range []struct {

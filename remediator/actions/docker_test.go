@@ -39,6 +39,7 @@ func startedAt(t *testing.T, name string) time.Time {
 }
 
 func TestHardRestartInOrderAndVerified(t *testing.T) {
+	t.Parallel()
 	c, label := fleet(t)
 	a := dockertest.Run(t, dockertest.Spec{Labels: label})
 	b := dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true})
@@ -79,6 +80,7 @@ func TestHardRestartInOrderAndVerified(t *testing.T) {
 }
 
 func TestHardRestartRefusesUnlabelled(t *testing.T) {
+	t.Parallel()
 	c, label := fleet(t)
 	a := dockertest.Run(t, dockertest.Spec{Labels: label})
 	plain := dockertest.Run(t, dockertest.Spec{})
@@ -94,6 +96,7 @@ func TestHardRestartRefusesUnlabelled(t *testing.T) {
 }
 
 func TestPrune(t *testing.T) {
+	t.Parallel()
 	c, label := fleet(t)
 	stoppedOptedIn := dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true})
 	runningOptedIn := dockertest.Run(t, dockertest.Spec{Labels: label})
@@ -143,6 +146,7 @@ func TestPrune(t *testing.T) {
 }
 
 func TestOptedInListsLabelledContainersSorted(t *testing.T) {
+	t.Parallel()
 	c, label := fleet(t)
 	names := []string{dockertest.Run(t, dockertest.Spec{Labels: label}), dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true})}
 	dockertest.Run(t, dockertest.Spec{})

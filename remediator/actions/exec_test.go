@@ -19,6 +19,7 @@ func execReq(command []string, timeout time.Duration, labels map[string]string) 
 // arrives as one literal argument, never through a shell; the environment
 // is only what the step gives.
 func TestExec(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	if err := (Exec{}).Permit(ctx, execReq([]string{"/bin/true"}, time.Second, nil)); err != nil {
 		t.Fatalf("permit /bin/true: %v", err)
@@ -58,6 +59,7 @@ func TestExec(t *testing.T) {
 }
 
 func TestExecParams(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		p    ExecParams
 		want string

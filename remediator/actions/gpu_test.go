@@ -29,6 +29,7 @@ func mockGPUs(t *testing.T) (*gputest.Server, *gpuctl.GPUs) {
 }
 
 func TestGPUThrottleSetsAndRestoresThePowerLimit(t *testing.T) {
+	t.Parallel()
 	s, gpus := mockGPUs(t)
 	a := GPUThrottle{GPUs: gpus}
 	req := action.Request{Target: "1", Params: &GPUThrottleParams{PowerLimitRatio: 0.7}}
@@ -88,6 +89,7 @@ func TestGPUThrottleSetsAndRestoresThePowerLimit(t *testing.T) {
 }
 
 func TestGPUThrottleAlreadyLowIsANoOp(t *testing.T) {
+	t.Parallel()
 	s, gpus := mockGPUs(t)
 	if err := gpus.SetLimit("0", 300000); err != nil {
 		t.Fatal(err)
@@ -104,6 +106,7 @@ func TestGPUThrottleAlreadyLowIsANoOp(t *testing.T) {
 }
 
 func TestGPUResetRefusedWhileHeld(t *testing.T) {
+	t.Parallel()
 	s, gpus := mockGPUs(t)
 	var ran [][]string
 	a := GPUReset{GPUs: gpus, Run: func(_ context.Context, args []string) ([]byte, error) {
@@ -169,6 +172,7 @@ func containerID(t *testing.T, name string) string {
 // containers through cgroup files and restarts the opted-in holder; a holder
 // on the host or in a container without the label refuses the whole reset.
 func TestGPUSessionReset(t *testing.T) {
+	t.Parallel()
 	c, label := fleet(t)
 	s, gpus := mockGPUs(t)
 	holder := dockertest.Run(t, dockertest.Spec{Labels: label})

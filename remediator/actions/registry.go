@@ -33,8 +33,13 @@ var kinds []kind
 // parameters, through package action) and to Registry (its executor). Each
 // action's file calls it from init, so a new action type is one new file.
 func register(name string, params func() action.Params, executor func(Deps) action.Executor) {
-	action.Register(action.Type{Name: name, NewParams: params})
-	kinds = append(kinds, kind{name, params, executor})
+	registerType(action.Type{Name: name, NewParams: params}, executor)
+}
+
+// registerType is register with the whole action.Type (its traits).
+func registerType(t action.Type, executor func(Deps) action.Executor) {
+	action.Register(t)
+	kinds = append(kinds, kind{t.Name, t.NewParams, executor})
 }
 
 // noParams is the parameters of an action that takes none.

@@ -10,6 +10,7 @@ import (
 // Every action type this package registers has an executor, and its
 // parameters take no key named type (the step's own).
 func TestRegistry(t *testing.T) {
+	t.Parallel()
 	execs := Registry(Deps{})
 	for _, name := range action.Types() {
 		if !slices.ContainsFunc(kinds, func(k kind) bool { return k.name == name }) {
@@ -30,6 +31,7 @@ func TestRegistry(t *testing.T) {
 
 // A request built without parameters runs with the type's defaults.
 func TestParamsOfDefaults(t *testing.T) {
+	t.Parallel()
 	p := paramsOf[*StopStartParams](action.Request{}, newStopStartParams)
 	if p.Wait.D() != DefaultStopStartWait {
 		t.Errorf("wait = %s", p.Wait)
@@ -37,5 +39,14 @@ func TestParamsOfDefaults(t *testing.T) {
 	given := &StopStartParams{Wait: 0}
 	if paramsOf[*StopStartParams](action.Request{Params: given}, newStopStartParams) != given {
 		t.Error("the request's own parameters were not used")
+	}
+}
+
+// The actions that take their target down, whose outages may be
+// selfheal's own doing: a restart and a stop and start, of one container.
+func TestTakingDown(t *testing.T) {
+	t.Parallel()
+	if got := action.TakingDown(); !slices.Equal(got, []string{"restart", "stop_start"}) {
+		t.Errorf("action.TakingDown() = %v", got)
 	}
 }

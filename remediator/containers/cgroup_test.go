@@ -7,6 +7,7 @@ import (
 )
 
 func TestContainerIDOfPID(t *testing.T) {
+	t.Parallel()
 	id := "4f1c2c3d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809"
 	proc := t.TempDir()
 	for pid, cgroup := range map[string]string{

@@ -11,13 +11,14 @@ import (
 	"github.com/selfheal/selfheal/remediator/containers"
 )
 
-var optIn = map[string]string{"selfheal.enable": "true"}
+// optIn is this test process's own opt-in label (dockertest.OptIn).
+var optIn, requireLabel = dockertest.OptIn()
 
 func newClient(t *testing.T, allow ...string) *containers.Client {
 	t.Helper()
 	dockertest.Client(t) // skip or fail early without Docker
 	c, err := containers.New(containers.Options{
-		Host: "unix:///var/run/docker.sock", RequireLabel: "selfheal.enable=true",
+		Host: "unix:///var/run/docker.sock", RequireLabel: requireLabel,
 		Allow: allow, StopTimeout: 2 * time.Second,
 	})
 	if err != nil {
@@ -30,8 +31,9 @@ func newClient(t *testing.T, allow ...string) *containers.Client {
 var quick = containers.Verification{Timeout: 10 * time.Second, StableFor: 500 * time.Millisecond}
 
 func TestPermit(t *testing.T) {
+	t.Parallel()
 	labelled := dockertest.Run(t, dockertest.Spec{Labels: optIn})
-	wrongValue := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{"selfheal.enable": "false"}})
+	wrongValue := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{strings.TrimSuffix(requireLabel, "=true"): "false"}})
 	plain := dockertest.Run(t, dockertest.Spec{})
 	listed := dockertest.Run(t, dockertest.Spec{})
 	c := newClient(t, listed)
@@ -42,8 +44,8 @@ func TestPermit(t *testing.T) {
 	}{
 		{labelled, ""},
 		{listed, ""},
-		{plain, "lacks the opt-in label selfheal.enable=true"},
-		{wrongValue, "lacks the opt-in label selfheal.enable=true"},
+		{plain, "lacks the opt-in label " + requireLabel},
+		{wrongValue, "lacks the opt-in label " + requireLabel},
 		{"no-such-container-xyz", `no container named "no-such-container-xyz"`},
 	} {
 		err := c.Permit(ctx, tc.name)
@@ -60,6 +62,7 @@ func TestPermit(t *testing.T) {
 }
 
 func TestRestartRefusesUnlabelled(t *testing.T) {
+	t.Parallel()
 	plain := dockertest.Run(t, dockertest.Spec{Stopped: true})
 	c := newClient(t)
 	if _, err := c.Restart(context.Background(), plain); !errors.Is(err, containers.ErrNotPermitted) {
@@ -74,6 +77,7 @@ func TestRestartRefusesUnlabelled(t *testing.T) {
 }
 
 func TestRestartAndVerify(t *testing.T) {
+	t.Parallel()
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
 	c := newClient(t)
 	ctx := context.Background()
@@ -90,6 +94,7 @@ func TestRestartAndVerify(t *testing.T) {
 }
 
 func TestStopStart(t *testing.T) {
+	t.Parallel()
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn})
 	before := dockertest.State(t, name).StartedAt
 	c := newClient(t)
@@ -107,6 +112,7 @@ func TestStopStart(t *testing.T) {
 }
 
 func TestVerifyFailsFastWhenContainerDiesAfterStart(t *testing.T) {
+	t.Parallel()
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=100ms", "-exit-code=3"}})
 	c := newClient(t)
 	ctx := context.Background()
@@ -128,6 +134,7 @@ func TestVerifyFailsFastWhenContainerDiesAfterStart(t *testing.T) {
 }
 
 func TestVerifyWaitsForHealth(t *testing.T) {
+	t.Parallel()
 	healthy := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-healthy-after=1s"}, Health: 200 * time.Millisecond})
 	never := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-healthy-after=-1s"}, Health: 200 * time.Millisecond})
 	c := newClient(t)

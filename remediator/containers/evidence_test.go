@@ -17,7 +17,7 @@ import (
 func evidenceClient(t *testing.T, o containers.EvidenceOptions) *containers.Client {
 	t.Helper()
 	c := newClient(t)
-	c.Reconfigure(containers.Options{RequireLabel: "selfheal.enable=true", StopTimeout: 2 * time.Second, Evidence: o})
+	c.Reconfigure(containers.Options{RequireLabel: requireLabel, StopTimeout: 2 * time.Second, Evidence: o})
 	return c
 }
 
@@ -43,6 +43,7 @@ func redactions(t *testing.T) []*regexp.Regexp {
 // leaves its last lines (secrets redacted), its exit code, OOMKilled false
 // and how long it ran.
 func TestEvidenceOfACrash(t *testing.T) {
+	t.Parallel()
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Args: []string{
 		"-say=connecting to postgres://app:hunter2@db:5432/app", "-say=using token=abc123XYZ and password: 's3cret'",
 		"-say=fatal: configuration file /etc/app.yml: unknown key 'listen'", "-exit-after=300ms", "-exit-code=3"}})
@@ -69,8 +70,16 @@ func TestEvidenceOfACrash(t *testing.T) {
 	if s := ev.Summary(); !strings.HasPrefix(s, "exited, exit code 3, OOM-killed false, ran ") {
 		t.Errorf("summary %q", s)
 	}
-	if got := ev.LastLines(2, 1024); got != "fatal: configuration file /etc/app.yml: unknown key 'listen'\ntestctr started" {
-		t.Errorf("last line %q", got)
+	// The last two lines, oldest first. testctr writes the -say lines to
+	// stderr and "testctr started" to stdout: Docker merges the two
+	// streams in an order of its own, so the last two are read from the
+	// logs rather than assumed.
+	lines := strings.Split(strings.TrimRight(ev.Logs, "\n"), "\n")
+	if got, want := ev.LastLines(2, 1024), strings.Join(lines[len(lines)-2:], "\n"); got != want || len(lines) != 4 {
+		t.Errorf("last two lines %q, want %q (of %d)", got, want, len(lines))
+	}
+	if got := ev.LastLines(2, 20); len(got) > 20 || strings.Contains(got, "\n") || got == "" {
+		t.Errorf("last lines within 20 bytes: %q", got)
 	}
 
 	// Not opted in: no evidence either.
@@ -83,6 +92,7 @@ func TestEvidenceOfACrash(t *testing.T) {
 // TestEvidenceOfAnOOMKill: a container the kernel really OOM-killed (a
 // memory limit, a program that allocates past it) says so.
 func TestEvidenceOfAnOOMKill(t *testing.T) {
+	t.Parallel()
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Memory: 32 << 20, Args: []string{"-alloc-mb=256"}})
 	exited(t, name)
 	ev, err := evidenceClient(t, containers.EvidenceOptions{LogLines: 10, LogBytes: 1024}).Evidence(context.Background(), name)
@@ -98,6 +108,7 @@ func TestEvidenceOfAnOOMKill(t *testing.T) {
 // above their count), cost the bound and not the flood, in memory and in
 // what is kept.
 func TestEvidenceOfAFloodIsBounded(t *testing.T) {
+	t.Parallel()
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Args: []string{"-log-bytes=100000000", "-say=the last line"}})
 	c := evidenceClient(t, containers.EvidenceOptions{LogLines: 10_000_000, LogBytes: 8192})
 	// All of it written (the log ends with testctr's own line, after the flood).

@@ -22,6 +22,7 @@ func compose(project, service, dependsOn string) map[string]string {
 }
 
 func TestDependents(t *testing.T) {
+	t.Parallel()
 	g := NewGraph([]container.Summary{
 		summary("gateway", "aaaaaaaaaaaaaaaa01", "bridge", nil),
 		summary("proxy", "bbbbbbbbbbbbbbbb02", "container:aaaaaaaaaaaaaaaa01", nil), // by ID, as Docker stores it
@@ -62,6 +63,7 @@ func TestDependents(t *testing.T) {
 }
 
 func TestCycle(t *testing.T) {
+	t.Parallel()
 	g := NewGraph([]container.Summary{
 		summary("c-a-1", "01", "", compose("c", "a", "b:service_started:true")),
 		summary("c-b-1", "02", "", compose("c", "b", "a:service_started:true,t:service_started:true")),
@@ -87,6 +89,7 @@ func TestCycle(t *testing.T) {
 // Containers that do not depend on each other come in a fixed order:
 // by name, and a service's replicas by their number.
 func TestOrderIsDeterministic(t *testing.T) {
+	t.Parallel()
 	list := []container.Summary{summary("gw", "01", "", nil)}
 	for _, n := range []string{"d", "b", "c", "a"} {
 		list = append(list, summary(n, "x"+n, "container:gw", nil))

@@ -293,6 +293,7 @@ func (v Verdict) Outcome() store.JobOutcome {
 	return store.JobOutcome(v)
 }
 
-// Acts reports whether the verdict would touch the target (or pretend to,
-// in dry-run), so the target must be checked first.
-func (v Verdict) Acts() bool { return v == Run || v == DryRun || v == Defer }
+// NeedsTargetCheck reports whether the verdict stands only once the
+// target was checked: it would touch the target (or pretend to, in
+// dry-run), now or after waiting (Defer).
+func (v Verdict) NeedsTargetCheck() bool { return v == Run || v == DryRun || v == Defer }

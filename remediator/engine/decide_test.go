@@ -139,8 +139,8 @@ func TestNoEscalationTarget(t *testing.T) {
 
 func TestOnlyActingVerdictsNeedTheTarget(t *testing.T) {
 	for v, want := range map[Verdict]bool{Run: true, DryRun: true, Defer: true, Skip: false, Refuse: false, Escalate: false} {
-		if v.Acts() != want {
-			t.Errorf("%s.Acts() = %v", v, !want)
+		if v.NeedsTargetCheck() != want {
+			t.Errorf("%s.NeedsTargetCheck() = %v", v, !want)
 		}
 	}
 }

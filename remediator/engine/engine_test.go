@@ -62,7 +62,7 @@ func (c *fakeClaim) LoadState(context.Context, store.StateQuery) (store.State, e
 	}
 	return st, nil
 }
-func (c *fakeClaim) LastTouch(context.Context, string, time.Time) (store.Touch, bool, error) {
+func (c *fakeClaim) LastTouch(context.Context, string, time.Time, []string) (store.Touch, bool, error) {
 	if c.touch == nil {
 		return store.Touch{}, false, nil
 	}
@@ -150,6 +150,8 @@ type fakeStore struct {
 	reverted  []error
 	other     int
 	retention int
+	// Calls of the loops Run starts, each from a goroutine of its own.
+	criticalAsked, beats int
 }
 
 func (*fakeStore) ClaimJob(context.Context, store.ClaimFilter) (*store.Claim, error) { return nil, nil }
@@ -173,6 +175,7 @@ func (f *fakeStore) MarkReverted(_ context.Context, _ store.PendingRevert, err e
 	return nil
 }
 func (f *fakeStore) CriticalEvents(context.Context, time.Duration) (int, error) {
+	f.criticalAsked++
 	return f.critical, nil
 }
 func (f *fakeStore) RaiseOwnAlert(ctx context.Context, _ string, reopen time.Duration, next func(time.Time, bool) *store.Alert) (store.IngestResult, error) {
@@ -194,6 +197,7 @@ func (f *fakeStore) NextDue(context.Context, []string) (time.Time, bool, error) 
 func (f *fakeStore) ListenForJobs(context.Context, string, func()) error { return nil }
 func (f *fakeStore) ReleaseLeases(context.Context, string) (int, error)  { return 0, nil }
 func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (int, int, error) {
+	f.beats++
 	return 1, f.other, nil
 }
 
@@ -648,11 +652,20 @@ func TestRevertsAndBackgroundLoops(t *testing.T) {
 	if err := e.Reload(&cfg); err != nil {
 		t.Fatal(err)
 	}
+	// Run's loops: a change whose alert resolved is undone while it runs,
+	// retention and the critical-events count run at their intervals, the
+	// heartbeat at its own (here once, at the start).
+	st.reverts = []store.PendingRevert{{ActionType: "restart", Target: "api"}}
+	beatsBefore := st.beats
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	e.Run(ctx)
-	if st.retention == 0 {
-		t.Fatal("retention never ran")
+	if st.retention == 0 || st.criticalAsked == 0 || st.beats == beatsBefore {
+		t.Fatalf("retention ran %d times, critical events were counted %d times, %d heartbeats: want each at least once",
+			st.retention, st.criticalAsked, st.beats-beatsBefore)
+	}
+	if len(st.reverted) != 3 || st.reverted[2] != nil {
+		t.Fatalf("reverted %v: want the resolved change undone by Run's loop", st.reverted)
 	}
 }
 
@@ -677,12 +690,30 @@ func TestUnavailableRemediationsAreLeft(t *testing.T) {
 	}
 }
 
-type fakeStates struct{ st store.State }
+type fakeStates struct {
+	st    store.State
+	touch *store.Touch
+	fast  *store.FastOccurrence
+}
 
 func (f fakeStates) ReadState(context.Context, store.StateQuery) (store.State, error) {
 	st := f.st
 	st.Now = t0
 	return st, nil
+}
+
+func (f fakeStates) ReadLastTouch(context.Context, string, time.Time, []string) (store.Touch, bool, error) {
+	if f.touch == nil {
+		return store.Touch{}, false, nil
+	}
+	return *f.touch, true, nil
+}
+
+func (f fakeStates) ReadFastOccurrence(context.Context, string, string, time.Time, time.Duration) (store.FastOccurrence, bool, error) {
+	if f.fast == nil {
+		return store.FastOccurrence{}, false, nil
+	}
+	return *f.fast, true, nil
 }
 
 // TestPlan: the plan for an alert that would start now.
@@ -694,7 +725,7 @@ func TestPlan(t *testing.T) {
 	if err != nil || p.Verdict != Run || p.Action != "restart" || p.Failures != 1 || p.IfItFails != "2 failures within 10m: stop_start (attempt 2)" || !p.Acts() {
 		t.Fatalf("plan %+v, %v", p, err)
 	}
-	p, _ = e.Plan(context.Background(), fakeStates{store.State{FailuresInWindow: 1}}, labels)
+	p, _ = e.Plan(context.Background(), fakeStates{st: store.State{FailuresInWindow: 1}}, labels)
 	if p.Verdict != Run || p.IfItFails != "3 failures within 10m: escalate to recovery" {
 		t.Fatalf("plan %+v", p)
 	}
@@ -710,7 +741,7 @@ func TestPlan(t *testing.T) {
 		t.Fatalf("plan %+v", p)
 	}
 	seq := map[string]string{"alertname": "Never"}
-	p, _ = e.Plan(context.Background(), fakeStates{store.State{LastActionAt: t0.Add(-time.Hour)}}, seq)
+	p, _ = e.Plan(context.Background(), fakeStates{st: store.State{LastActionAt: t0.Add(-time.Hour)}}, seq)
 	if p.Verdict != Run || p.Action != "hard_restart" || p.IfItFails != "the failure is counted; the sequence goes on: docker_prune" {
 		t.Fatalf("plan %+v", p)
 	}

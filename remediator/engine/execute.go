@@ -46,7 +46,8 @@ func admissionOf(cfg *policy.Config) store.Admission {
 // state was read — the decision is made again with the counts found under
 // the admission lock. A failure is counted against the target and queues
 // the next step of the ladder (or, at the limit, its escalation).
-func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target string, in Input, d Decision, log *slog.Logger) error {
+func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
+	r, target, d, log := p.r, p.target, p.d, p.log
 	exec := e.executors[d.Action.Type]
 	details := map[string]any{"cooldown_seconds": r.Cooldown.D().Seconds()}
 	req := stepRequest(r, d.Action, c.Job(), target)
@@ -81,14 +82,15 @@ func (e *Engine) run(ctx context.Context, c Claim, r *policy.Remediation, target
 		return err // nothing ran; the job goes back to the queue
 	}
 	if adm.ActionID == 0 {
-		in.State.RunningActions, in.State.ActionsInStormWindow = adm.Running, adm.InWindow
-		again := Decide(in, in.State.Now)
+		p.in.State.RunningActions, p.in.State.ActionsInStormWindow = adm.Running, adm.InWindow
+		again := Decide(p.in, p.in.State.Now)
 		if again.Verdict == Run { // the limits changed under a reload: wait for the next look
 			again = Decision{Verdict: Defer, RetryAfter: time.Second, Reason: fmt.Sprintf(
 				"not admitted: %d actions running, %d in the storm window", adm.Running, adm.InWindow)}
 		}
 		log.Debug("not admitted under the limits", "target", target, "running", adm.Running, "in_window", adm.InWindow)
-		return e.settle(ctx, c, r, target, in, again, log)
+		p.d = again
+		return e.settle(ctx, c, p)
 	}
 	e.m.decisions.WithLabelValues(string(Run)).Inc()
 	if revert != nil {

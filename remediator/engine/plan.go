@@ -12,16 +12,18 @@ import (
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
-// StateReader reads, changing nothing, the state a decision would meet now.
+// StateReader reads, changing nothing, what a decision would meet now.
 type StateReader interface {
 	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
+	ReadLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (store.Touch, bool, error)
+	ReadFastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error)
 }
 
 var _ StateReader = (*store.Store)(nil)
 
 // Plan is what the engine would do if an alert with these labels started
-// firing now: the same matching, target resolution, checks and Decide as a
-// job meets, with nothing written and nothing touched.
+// firing now: the same matching and the same pipeline as a job meets
+// (pipeline), with nothing written and nothing touched.
 type Plan struct {
 	Labels      map[string]string `json:"labels"`
 	Remediation string            `json:"remediation,omitempty"`
@@ -72,45 +74,46 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		return p, nil
 	}
 	p.Remediation, p.Category = r.Name, r.Category
-	if why := cfg.Node.Foreign(labels); why != "" {
-		p.Verdict, p.Reason = Skip, why
-		return p, nil
-	}
-	target, err := r.RenderTarget(policy.TemplateData{Status: "firing", Labels: labels, StartsAt: time.Now()})
-	if err != nil {
-		p.Verdict, p.Reason = Refuse, err.Error()
-		return p, nil
-	}
-	if canonical, err := e.canonical(ctx, r, target); err == nil {
-		target = canonical
-	}
-	p.Target = target
-	st, err := states.ReadState(ctx, StateQueryOf(cfg, r, target))
-	if err != nil {
+	now := time.Now()
+	v := &planView{states: states}
+	ps := &pass{cfg: cfg, v: v, log: e.logger, job: store.Job{Remediation: r.Name, Alertname: labels["alertname"],
+		AlertStatus: "firing", Labels: labels, StartsAt: now, CreatedAt: now, Step: 1, Position: 1}}
+	if err := e.decideAll(ctx, nil, []*pass{ps}); err != nil {
 		return p, err
 	}
-	if countsOutage(r, store.Job{AlertStatus: "firing"}) {
-		// The alert starting now would be one more outage.
-		st.FailuresInWindow++
-		st.OutageCounted = true
+	d := ps.d
+	p.Target, p.Cause = ps.target, ps.cause
+	p.Verdict, p.Reason, p.Action, p.Attempt = d.Verdict, d.Reason, d.Action.Type, d.Attempt
+	if ps.target == "" || ps.r == nil {
+		return p, nil
 	}
-	r, p.Cause = e.byCause(ctx, r, target, st, e.logger)
-	if why := cfg.PausedByEnvironment; why != "" && !st.Paused {
-		st.Paused, st.PauseReason = true, "this replica's environment says "+why
+	r = ps.r
+	// What the decision met, shown even where a stage ended the way before
+	// the state or the target check: the state as the alert would find it,
+	// and whether the target may be touched.
+	if !ps.stateLoaded {
+		if countsOutage(r, ps.job) {
+			v.counted = true
+		}
+		st, err := v.LoadState(ctx, StateQueryOf(cfg, r, ps.target))
+		if err != nil {
+			return p, err
+		}
+		ps.st = st
 	}
-	in := Input{Remediation: r, DryRun: cfg.IsDryRun(r), Limits: limitsOf(cfg), State: st, Step: 1}
-	d := Decide(in, st.Now)
-	step, _ := in.NextAction()
-	exec := e.executors[step.Type]
-	pctx, cancel := context.WithTimeout(ctx, permitTimeout)
-	in.PermitErr = exec.Permit(pctx, action.Request{Target: target, Params: step.Params, Verify: verification(r.Verify), Labels: labels, Remediation: r.Name})
-	cancel()
+	in := inputFor(cfg, r, ps.job, ps.st)
+	if ps.permitChecked {
+		in.PermitErr = ps.in.PermitErr
+	} else {
+		step, _ := in.NextAction()
+		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
+		in.PermitErr = e.executors[step.Type].Permit(pctx, stepRequest(r, step, ps.job, ps.target))
+		cancel()
+	}
 	if in.PermitErr != nil {
 		p.Permit = in.PermitErr.Error()
 	}
-	if d.Verdict.Acts() {
-		d = Decide(in, st.Now)
-	}
+	st := in.State
 	p.Failures, p.MaxFailures, p.EscalatedTo, p.Paused = st.FailuresInWindow, r.MaxFailures, st.EscalatedTo, st.Paused
 	p.FailureWindow = r.FailureWindow.String()
 	p.HeldBack, _ = HeldBack(r, st, st.Now)
@@ -118,11 +121,8 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		until := st.LastActionAt.Add(cd).UTC()
 		p.CooldownUntil = &until
 	}
-	if p.Cause != "" {
-		d.Reason = p.Cause + ": " + d.Reason
-	}
-	p.Verdict, p.Reason, p.Action, p.Attempt = d.Verdict, d.Reason, d.Action.Type, d.Attempt
 	if d.Verdict == Run || d.Verdict == DryRun {
+		target := ps.target
 		p.IfItFails = ifItFails(r, in)
 		if t, ok := e.executors[d.Action.Type].(action.Toucher); ok {
 			tctx, cancel := context.WithTimeout(ctx, permitTimeout)
@@ -141,6 +141,39 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 		}
 	}
 	return p, nil
+}
+
+// planView is plan's view of the database: it reads what a job would, and
+// writes nothing. The outage the alert would count is added to the state
+// it reads.
+type planView struct {
+	states  StateReader
+	counted bool
+}
+
+func (*planView) LockTarget(context.Context, string) (bool, error) { return true, nil }
+
+func (v *planView) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error) {
+	return v.states.ReadFastOccurrence(ctx, remediation, target, startsAt, within)
+}
+
+func (v *planView) LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (store.Touch, bool, error) {
+	return v.states.ReadLastTouch(ctx, target, since, takingDown)
+}
+
+func (v *planView) RecordOutage(context.Context, string) error {
+	v.counted = true
+	return nil
+}
+
+func (v *planView) LoadState(ctx context.Context, q store.StateQuery) (store.State, error) {
+	st, err := v.states.ReadState(ctx, q)
+	if err == nil && v.counted {
+		// The alert starting now would be one more outage.
+		st.FailuresInWindow++
+		st.OutageCounted = true
+	}
+	return st, err
 }
 
 // ifItFails says what follows a failure of the planned action.

@@ -24,7 +24,7 @@ const roundEvery = 100 * time.Millisecond
 type Round interface {
 	Jobs() []store.Job
 	LockTargets(ctx context.Context, targets []string) (map[string]bool, error)
-	TouchedTargets(ctx context.Context, targets []string, since time.Time) (map[string]bool, error)
+	TouchedTargets(ctx context.Context, targets []string, since time.Time, takingDown []string) (map[string]bool, error)
 	RecordOutages(ctx context.Context, outages []store.Outage) error
 	LoadStates(ctx context.Context, qs []store.RoundQuery) ([]store.State, error)
 	Finish(ctx context.Context, settled []store.Settled) error
@@ -127,113 +127,37 @@ func (e *Engine) processRound(ctx context.Context, f store.ClaimFilter) (bool, e
 	return true, nil
 }
 
-// decideRound decides r's jobs and records those that run nothing. It
-// returns how many it recorded and the jobs left for a decision of their
-// own.
+// decideRound decides r's jobs through the pipeline, as a batch
+// (roundView), and records those that run nothing. It returns how many it
+// recorded and the jobs left for a decision of their own.
 func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (int, []int64, error) {
-	type pending struct {
-		job    store.Job
-		r      *policy.Remediation
-		target string
+	rv := &roundView{round: r}
+	memo := &roundMemo{canonical: map[string]string{}, permits: map[permitKey]error{}}
+	var passes []*pass
+	for _, j := range r.Jobs() {
+		p := &pass{cfg: cfg, job: j, seen: memo, log: e.logger}
+		p.v = roundJob{rv, p}
+		passes = append(passes, p)
+	}
+	if err := e.decideAll(ctx, rv, passes); err != nil {
+		return 0, nil, err
 	}
 	var (
-		todo     []pending
 		settled  []store.Settled
 		left     []int64
 		verdicts = map[Verdict]int{}
 	)
-	// Only skips and refusals are settled here.
-	settle := func(j store.Job, target string, d Decision) {
-		settled = append(settled, store.Settled{Job: j, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason,
-			Event: decisionEvent(j, target, d)})
+	for _, p := range passes {
+		// Only skips and refusals are settled here: a refusal of a
+		// sequence queues its next step, which handle does.
+		d := p.d
+		if !p.decided || !(d.Verdict == Skip || d.Verdict == Refuse && !p.r.IsSequence()) {
+			left = append(left, p.job.ID)
+			continue
+		}
+		settled = append(settled, store.Settled{Job: p.job, Result: d.Verdict.Outcome(), Target: p.target, Reason: d.Reason,
+			Event: decisionEvent(p.job, p.target, d)})
 		verdicts[d.Verdict]++
-	}
-	canonical := map[string]string{} // each name resolved once per round
-	for _, j := range r.Jobs() {
-		rem := cfg.Remediation(j.Remediation)
-		if rem == nil || j.Escalated {
-			left = append(left, j.ID)
-			continue
-		}
-		if why := cfg.Node.Foreign(j.Labels); why != "" {
-			settle(j, "", Decision{Verdict: Skip, Reason: why})
-			continue
-		}
-		target, err := renderTarget(rem, j)
-		if err == nil {
-			target, err = e.canonicalOnce(ctx, rem, target, canonical)
-		}
-		if err != nil {
-			left = append(left, j.ID)
-			continue
-		}
-		todo = append(todo, pending{job: j, r: rem, target: target})
-	}
-	var targets []string
-	since := time.Now()
-	for _, p := range todo {
-		targets = append(targets, p.target)
-		if t := p.job.StartsAt.Add(-ownOutageSlack); t.Before(since) {
-			since = t
-		}
-	}
-	locked, err := r.LockTargets(ctx, targets)
-	if err != nil {
-		return 0, nil, err
-	}
-	touched, err := r.TouchedTargets(ctx, targets, since)
-	if err != nil {
-		return 0, nil, err
-	}
-	var (
-		deciding []pending
-		outages  []store.Outage
-		queries  []store.RoundQuery
-	)
-	for _, p := range todo {
-		// Selfheal's own action on the target may explain the alert: that
-		// takes a look at the container, which handle does.
-		if !locked[p.target] || touched[p.target] {
-			left = append(left, p.job.ID)
-			continue
-		}
-		deciding = append(deciding, p)
-		if countsOutage(p.r, p.job) {
-			outages = append(outages, store.Outage{Job: p.job, Target: p.target})
-		}
-		queries = append(queries, store.RoundQuery{Job: p.job, StateQuery: store.StateQuery{Target: p.target, Remediation: p.r.Name,
-			FailureWindow: p.r.FailureWindow.D(), StormWindow: cfg.Engine.StormBrake.Window.D(), ChronicWindow: StateQueryOf(cfg, p.r, "").ChronicWindow}})
-	}
-	if err := r.RecordOutages(ctx, outages); err != nil {
-		return 0, nil, err
-	}
-	states, err := r.LoadStates(ctx, queries)
-	if err != nil {
-		return 0, nil, err
-	}
-	permits := map[permitKey]error{} // each target checked once per round
-	for i, p := range deciding {
-		// Where a cause could decide otherwise, the target's evidence is
-		// read first, which handle does.
-		if p.r.CauseMatters(states[i].FailuresInWindow) {
-			left = append(left, p.job.ID)
-			continue
-		}
-		in := inputFor(cfg, p.r, p.job, states[i])
-		// Decide asks for the target check only when it would act: a
-		// verdict that runs nothing without it is final.
-		d := Decide(in, in.State.Now)
-		if d.Verdict.Acts() && !p.r.IsSequence() {
-			if in.PermitErr = e.permitOnce(ctx, p.r, in, p.job, p.target, permits); in.PermitErr != nil {
-				d = Decide(in, in.State.Now)
-			}
-		}
-		// A refusal of a sequence queues its next step, which handle does.
-		if d.Verdict == Skip || d.Verdict == Refuse && !p.r.IsSequence() {
-			settle(p.job, p.target, d)
-		} else {
-			left = append(left, p.job.ID)
-		}
 	}
 	if len(settled) == 0 {
 		return 0, left, nil
@@ -247,6 +171,105 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 		e.m.jobs.WithLabelValues(string(v.Outcome())).Add(float64(n))
 	}
 	return len(settled), left, nil
+}
+
+// roundView is a round's view of the database: what the pipeline's
+// stages read and write for each of its jobs, done once for all of them
+// before the stage (prepare) — one lock statement, one look at selfheal's
+// own recent actions, one outage count, one state query.
+type roundView struct {
+	round   Round
+	locked  map[string]bool
+	touched map[string]bool
+	outages []store.Outage
+	states  map[int64]store.State
+}
+
+func (rv *roundView) prepare(ctx context.Context, stage string, passes []*pass) error {
+	switch stage {
+	case "remediation":
+		// A job of a remediation this configuration lacks, or an
+		// escalation, is decided alone.
+		for _, p := range passes {
+			if p.cfg.Remediation(p.job.Remediation) == nil || p.job.Escalated {
+				p.left = true
+			}
+		}
+	case "lock":
+		var targets []string
+		since := time.Now()
+		for _, p := range passes {
+			targets = append(targets, p.target)
+			if t := p.job.StartsAt.Add(-ownOutageSlack); t.Before(since) {
+				since = t
+			}
+		}
+		var err error
+		if rv.locked, err = rv.round.LockTargets(ctx, targets); err != nil {
+			return err
+		}
+		rv.touched, err = rv.round.TouchedTargets(ctx, targets, since, action.TakingDown())
+		return err
+	case "state":
+		if err := rv.round.RecordOutages(ctx, rv.outages); err != nil {
+			return err
+		}
+		qs := make([]store.RoundQuery, len(passes))
+		for i, p := range passes {
+			qs[i] = store.RoundQuery{Job: p.job, StateQuery: StateQueryOf(p.cfg, p.r, p.target)}
+		}
+		states, err := rv.round.LoadStates(ctx, qs)
+		if err != nil {
+			return err
+		}
+		rv.states = map[int64]store.State{}
+		for i, p := range passes {
+			rv.states[p.job.ID] = states[i]
+		}
+	case "cause":
+		// Where a cause could decide otherwise, the target's evidence is
+		// read first, which handle does.
+		for _, p := range passes {
+			if p.r.CauseMatters(p.st.FailuresInWindow) {
+				p.left = true
+			}
+		}
+	}
+	return nil
+}
+
+// roundJob is one job's part of its round's view.
+type roundJob struct {
+	rv *roundView
+	p  *pass
+}
+
+func (j roundJob) LockTarget(_ context.Context, target string) (bool, error) {
+	return j.rv.locked[target], nil
+}
+
+// FastOccurrence: a round decides no remediation with a fast path
+// (roundRemediations).
+func (roundJob) FastOccurrence(context.Context, string, string, time.Time, time.Duration) (store.FastOccurrence, bool, error) {
+	return store.FastOccurrence{}, false, errLeave
+}
+
+// LastTouch: selfheal's own action on the target may explain the alert;
+// that takes a look at the container, which handle does.
+func (j roundJob) LastTouch(_ context.Context, target string, _ time.Time, _ []string) (store.Touch, bool, error) {
+	if j.rv.touched[target] {
+		return store.Touch{}, false, errLeave
+	}
+	return store.Touch{}, false, nil
+}
+
+func (j roundJob) RecordOutage(_ context.Context, target string) error {
+	j.rv.outages = append(j.rv.outages, store.Outage{Job: j.p.job, Target: target})
+	return nil
+}
+
+func (j roundJob) LoadState(context.Context, store.StateQuery) (store.State, error) {
+	return j.rv.states[j.p.job.ID], nil
 }
 
 // permitKey is a target as one remediation's step would touch it.
@@ -274,15 +297,18 @@ func (e *Engine) permitOnce(ctx context.Context, r *policy.Remediation, in Input
 }
 
 // canonicalOnce is the target's canonical name (Engine.canonical), asked
-// once per round for each name.
-func (e *Engine) canonicalOnce(ctx context.Context, r *policy.Remediation, target string, seen map[string]string) (string, error) {
-	if c, ok := seen[target]; ok {
+// once per round for each name (seen; nil outside a round).
+func (e *Engine) canonicalOnce(ctx context.Context, r *policy.Remediation, target string, seen *roundMemo) (string, error) {
+	if seen == nil {
+		return e.canonical(ctx, r, target)
+	}
+	if c, ok := seen.canonical[target]; ok {
 		return c, nil
 	}
 	c, err := e.canonical(ctx, r, target)
 	if err != nil {
 		return "", err
 	}
-	seen[target] = c
+	seen.canonical[target] = c
 	return c, nil
 }

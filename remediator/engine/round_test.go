@@ -36,7 +36,7 @@ func (r *fakeRound) LockTargets(_ context.Context, targets []string) (map[string
 	}
 	return held, nil
 }
-func (r *fakeRound) TouchedTargets(context.Context, []string, time.Time) (map[string]bool, error) {
+func (r *fakeRound) TouchedTargets(context.Context, []string, time.Time, []string) (map[string]bool, error) {
 	return r.touched, nil
 }
 func (r *fakeRound) RecordOutages(_ context.Context, o []store.Outage) error {

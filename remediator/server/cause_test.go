@@ -24,7 +24,8 @@ const oomCause = `
 // same container under the remediation without the branch keeps the
 // ladder: restart, stop_start, then critical recovery.
 func TestCauseChoosesTheBranch(t *testing.T) {
-	oomLoop := dockertest.Spec{Labels: optIn, Memory: 32 << 20, Args: []string{"-alloc-mb=256"}}
+	t.Parallel()
+	oomLoop := dockertest.Spec{Labels: optIn(t), Memory: 32 << 20, Args: []string{"-alloc-mb=256"}}
 	for _, tc := range []struct {
 		name, causes string
 		actions      []string // in order
@@ -40,10 +41,13 @@ func TestCauseChoosesTheBranch(t *testing.T) {
 				return !st.Running && st.OOMKilled
 			})
 			dsn := pgtest.DSN(t)
-			cfg := config(t, dsn, "")
-			if tc.causes != "" {
-				cfg = configText(t, dsn, strings.Replace(baseConfig, "    escalate_to: critical-recovery\n", "    escalate_to: critical-recovery"+tc.causes+"\n", 1))
-			}
+			// A restart succeeds once the container stayed up stable_for:
+			// long enough here that the kernel's OOM kill, however slow a
+			// loaded machine starts the container, comes first (a failed
+			// verification ends as soon as the container dies).
+			text := strings.Replace(baseConfig, "verify: {timeout: 10s, stable_for: 1s}", "verify: {timeout: 20s, stable_for: 5s}", 1)
+			text = strings.Replace(text, "    escalate_to: critical-recovery\n", "    escalate_to: critical-recovery"+tc.causes+"\n", 1)
+			cfg := configText(t, dsn, text)
 			in, conn := ready(t, cfg)
 			if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
 				t.Fatalf("webhook answered %d", code)

@@ -16,7 +16,8 @@ import (
 // is refused — not started — until a person runs selfheal clear; then the
 // next outage is healed.
 func TestChronicHoldUntilCleared(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, configText(t, dsn, strings.Replace(baseConfig, "  poll_interval: 200ms\n",
 		"  poll_interval: 200ms\n  chronic: {max_remediations: 3, window: 3d, hold: true}\n", 1)))

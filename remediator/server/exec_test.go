@@ -11,6 +11,7 @@ import (
 // killed within seconds of its alert's resolution, and the step succeeds
 // (the fix is no longer needed), its output and why it stopped kept.
 func TestExecStopsWhenTheAlertResolves(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, configText(t, dsn, `
 engine: {poll_interval: 200ms}

@@ -59,6 +59,7 @@ func reboots(t *testing.T, record string) int {
 func bootID(id string) func() (string, error) { return func() (string, error) { return id, nil } }
 
 func TestRebootNeverWhenDisabledOrInDryRun(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		enabled bool
@@ -98,6 +99,7 @@ func TestRebootNeverWhenDisabledOrInDryRun(t *testing.T) {
 // selfheal "comes back" in a new boot and validates the services; and
 // three reboots in a day trip the boot-loop guard, an EMERGENCY.
 func TestRebootOnceThenGuardedThenValidated(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	cfg, record, label := rebootConfig(t, dsn)
 	service := dockertest.Run(t, dockertest.Spec{Labels: label})
@@ -161,6 +163,7 @@ func TestRebootOnceThenGuardedThenValidated(t *testing.T) {
 // TestRebootValidationFindsMissingServices: a service that ran before the
 // reboot and does not after fails the validation.
 func TestRebootValidationFindsMissingServices(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	cfg, _, label := rebootConfig(t, dsn)
 	service := dockertest.Run(t, dockertest.Spec{Labels: label})
@@ -188,6 +191,7 @@ func TestRebootValidationFindsMissingServices(t *testing.T) {
 // minutes raise CriticalEventsThreshold, which the reboot remediation
 // matches (dry-run here); the alert resolves when the events age out.
 func TestCriticalEventsTriggerCategoryD(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	cfg, record, _ := rebootConfig(t, dsn)
 	cfg.RebootEnabled, cfg.DryRun = true, true
@@ -231,8 +235,9 @@ func TestCriticalEventsTriggerCategoryD(t *testing.T) {
 // through the A ladder, escalates, and critical recovery (C) restarts all
 // the application services in order.
 func TestLadderEscalatesToHardRestart(t *testing.T) {
-	dying := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=300ms"}})
-	other := dockertest.Run(t, dockertest.Spec{Labels: optIn})
+	t.Parallel()
+	dying := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true, Args: []string{"-exit-after=300ms"}})
+	other := dockertest.Run(t, dockertest.Spec{Labels: optIn(t)})
 	before := dockertest.State(t, other).StartedAt
 	dsn := pgtest.DSN(t)
 	cfg := config(t, dsn, "")
@@ -269,6 +274,7 @@ func TestLadderEscalatesToHardRestart(t *testing.T) {
 // resolution restores it; and a throttle still in place when selfheal
 // stops is restored on the way out.
 func TestGPUThrottleRevertedWhenResolvedOrStopping(t *testing.T) {
+	t.Parallel()
 	f, err := gputest.Load("../../exporter/gpu/testdata/h100-nvml_idle.json")
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ import (
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, pgtest.Template(store.MigrateURL))) }
 
 const token = "s3cret-token" // the token the fixtures were captured with
 
@@ -53,7 +53,21 @@ remediations:
     action: restart
 `
 
-var optIn = map[string]string{"selfheal.enable": "true"}
+// labelRun is this test process's part of every opt-in label.
+var labelRun = dockertest.UniqueName("selfheal-test")
+
+// optIn is the opt-in label of t's test (its top-level name), and
+// requireLabel the same as targets.docker.require_label: a label of its
+// own, so that tests running side by side, in this package or another,
+// never act on each other's containers.
+func optIn(t testing.TB) map[string]string { return map[string]string{labelKey(t): "true"} }
+
+func requireLabel(t testing.TB) string { return labelKey(t) + "=true" }
+
+func labelKey(t testing.TB) string {
+	top, _, _ := strings.Cut(t.Name(), "/")
+	return labelRun + "." + top
+}
 
 // instance is one running `selfheal serve`.
 type instance struct {
@@ -75,6 +89,9 @@ func configText(t testing.TB, dsn, text string) *policy.Config {
 	}
 	cfg.DatabaseURL = dsn
 	cfg.Webhook.Token = token
+	if !strings.Contains(text, "require_label") {
+		cfg.Targets.Docker.RequireLabel = requireLabel(t)
+	}
 	cfg.Node.Name = "edge-01" // the fixtures' instance
 	return cfg
 }
@@ -217,7 +234,8 @@ func waitIdle(t testing.TB, conn *pgx.Conn) {
 }
 
 func TestServiceDownFixtureHealsStoppedContainer(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, config(t, dsn, ""))
 	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
@@ -248,7 +266,8 @@ func TestServiceDownFixtureHealsStoppedContainer(t *testing.T) {
 }
 
 func TestDuplicateDeliveriesActOnce(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	dsn := pgtest.DSN(t)
 	cfg := config(t, dsn, "")
 	in := start(t, cfg)
@@ -291,8 +310,9 @@ func TestDuplicateDeliveriesActOnce(t *testing.T) {
 }
 
 func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
+	t.Parallel()
 	// Dies 300ms after every start.
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=300ms"}})
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true, Args: []string{"-exit-after=300ms"}})
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, config(t, dsn, ""))
 	if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
@@ -353,6 +373,7 @@ func TestLadderEscalatesAfterThreeFailures(t *testing.T) {
 }
 
 func TestUnlabelledContainerIsNeverTouched(t *testing.T) {
+	t.Parallel()
 	name := dockertest.Run(t, dockertest.Spec{Stopped: true})
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, config(t, dsn, ""))
@@ -363,7 +384,7 @@ func TestUnlabelledContainerIsNeverTouched(t *testing.T) {
 		return count(t, conn, `SELECT count(*) FROM remediation_jobs WHERE outcome = 'refused'`) == 1
 	})
 	if n := count(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'decision' AND service_name = $1
-		AND message LIKE '%lacks the opt-in label selfheal.enable=true%'`, name); n != 1 {
+		AND message LIKE '%lacks the opt-in label ' || $2 || '%'`, name, requireLabel(t)); n != 1 {
 		t.Error("no event says why the container was refused")
 	}
 	if n := count(t, conn, `SELECT count(*) FROM recovery_actions`); n != 0 {
@@ -375,6 +396,7 @@ func TestUnlabelledContainerIsNeverTouched(t *testing.T) {
 }
 
 func TestUnknownTargetIsRefused(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, config(t, dsn, ""))
 	// A ServiceDown alert without a service label renders an empty target.
@@ -389,7 +411,8 @@ func TestUnknownTargetIsRefused(t *testing.T) {
 }
 
 func TestDatabaseDownFailsClosed(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	cluster := pgtest.NewCluster(t)
 	in := start(t, config(t, cluster.URL(), ""))
 	in.waitReady(t)
@@ -434,7 +457,8 @@ func TestDatabaseDownFailsClosed(t *testing.T) {
 }
 
 func TestDryRunRecordsWithoutActing(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	dsn := pgtest.DSN(t)
 	cfg := config(t, dsn, "")
 	cfg.DryRun = true
@@ -455,8 +479,9 @@ func TestDryRunRecordsWithoutActing(t *testing.T) {
 }
 
 func TestPauseAndStormBrake(t *testing.T) {
-	a := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
-	b := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	a := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
+	b := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	dsn := pgtest.DSN(t)
 	cfg := config(t, dsn, "")
 	cfg.Engine.StormBrake.MaxActions = 1
@@ -527,23 +552,16 @@ func TestPauseAndStormBrake(t *testing.T) {
 }
 
 func TestHTTPEndpoints(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	in := start(t, config(t, dsn, ""))
 	in.waitReady(t)
 	in.post(t, []byte(`{}`))
-	// Asked as Prometheus asks (gzip accepted), /metrics answers uncompressed.
-	req, _ := http.NewRequest(http.MethodGet, in.url+"/metrics", nil)
-	req.Header.Set("Accept-Encoding", "gzip")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if enc := resp.Header.Get("Content-Encoding"); enc != "" {
-		t.Errorf("/metrics answered Content-Encoding %q, want none", enc)
-	}
-	for _, want := range []string{
+	// Asked as Prometheus asks (gzip accepted), /metrics answers
+	// uncompressed. The queue's series are read from the database at
+	// scrape time and left out when it is slow (a loaded machine): scraped
+	// again until they are there.
+	want := []string{
 		`selfheal_webhook_requests_total{code="400"} 1`,
 		`selfheal_alerts_received_total{status="firing"} 0`,
 		`selfheal_jobs{state="queued"} 0`,
@@ -551,17 +569,34 @@ func TestHTTPEndpoints(t *testing.T) {
 		`selfheal_action_duration_seconds_bucket{action="restart",le="1"} 0`,
 		`selfheal_engine_decisions_total{verdict="run"} 0`,
 		`selfheal_build_info{`,
-	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %s", want)
-		}
 	}
+	var body []byte
+	waitFor(t, 10*time.Second, "every series in /metrics", func() bool {
+		req, _ := http.NewRequest(http.MethodGet, in.url+"/metrics", nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if enc := resp.Header.Get("Content-Encoding"); enc != "" {
+			t.Fatalf("/metrics answered Content-Encoding %q, want none", enc)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(body), w) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // A container that came back by itself after its alert began (a restart
 // policy, a person) is not restarted again.
 func TestRecoveredContainerIsLeftAlone(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, config(t, dsn, ""))
 	alertBegan := time.Now().Add(-time.Second)
@@ -588,6 +623,7 @@ func TestRecoveredContainerIsLeftAlone(t *testing.T) {
 // A database that accepts connections and never answers must not hang the
 // webhook: the delivery is answered 503 within the persist timeout.
 func TestHungDatabaseCannotHangTheWebhook(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -618,7 +654,8 @@ func TestHungDatabaseCannotHangTheWebhook(t *testing.T) {
 // share one lock, one failure count and one cooldown: one restart, one
 // outage counted.
 func TestEverySpellingOfAContainerIsOneTarget(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	api, _ := dockertest.Client(t)
 	info, err := api.ContainerInspect(context.Background(), name)
 	if err != nil {
@@ -654,7 +691,8 @@ func TestEverySpellingOfAContainerIsOneTarget(t *testing.T) {
 // never touch the local container; the same alert for edge-01 heals it
 // once.
 func TestAlertsForAnotherNodeNeverActHere(t *testing.T) {
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true})
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, config(t, dsn, ""))
 	fp := 0
@@ -719,9 +757,10 @@ func stormPayload(services []string, perService int, startsAt time.Time) []byte 
 // (the brake's limit), absent services refused, the rest skipped by the
 // brake — and nothing lost.
 func TestStormIsDecidedInRounds(t *testing.T) {
+	t.Parallel()
 	var services []string
 	for range 3 {
-		services = append(services, dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true}))
+		services = append(services, dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true}))
 	}
 	for i := range 40 {
 		services = append(services, fmt.Sprintf("storm-absent-%02d", i))
@@ -813,6 +852,7 @@ func TestFailingJobIsRefusedAfterItsAttempts(t *testing.T) {
 // TestReloadEndpointOffIsForbidden: without --web.enable-lifecycle,
 // /-/reload answers 403 and says how to reload, as Prometheus does.
 func TestReloadEndpointOffIsForbidden(t *testing.T) {
+	t.Parallel()
 	in := start(t, config(t, pgtest.DSN(t), ""))
 	in.waitReady(t)
 	resp, err := http.Post(in.url+"/-/reload", "", nil)

@@ -31,6 +31,7 @@ func one(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
 }
 
 func TestIngestConcurrentDuplicatesQueueOneJob(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
@@ -59,6 +60,7 @@ func TestIngestConcurrentDuplicatesQueueOneJob(t *testing.T) {
 }
 
 func TestIngestUnmatchedAlertQueuesNothing(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	a := alert("firing")
 	a.Remediation = ""
@@ -72,6 +74,7 @@ func TestIngestUnmatchedAlertQueuesNothing(t *testing.T) {
 }
 
 func TestResolvedCancelsQueuedStepsAndStaysResolved(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Minute); err != nil {
@@ -106,6 +109,7 @@ func TestResolvedCancelsQueuedStepsAndStaysResolved(t *testing.T) {
 }
 
 func TestReopenAfterFinishedJob(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
@@ -130,6 +134,7 @@ func TestReopenAfterFinishedJob(t *testing.T) {
 }
 
 func TestResolveClearsEscalation(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
@@ -151,6 +156,7 @@ func TestResolveClearsEscalation(t *testing.T) {
 }
 
 func TestGroupOfThreeInOneTransaction(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	var alerts []store.Alert
 	for _, fp := range []string{"a", "b", "c"} {
@@ -176,6 +182,7 @@ func TestGroupOfThreeInOneTransaction(t *testing.T) {
 // then resolved) is one occurrence, resolved, and queues nothing; the
 // delivery's other alerts are stored as usual.
 func TestDeliveryRepeatingAnAlert(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	other := alert("firing")
 	other.Fingerprint = "0000000000000001"
@@ -199,6 +206,7 @@ func TestDeliveryRepeatingAnAlert(t *testing.T) {
 // is one CRITICAL event when it first fires, however often it is delivered,
 // and counts toward get_critical_events_count.
 func TestCriticalAlertIsOneCriticalEvent(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	a := alert("firing")
 	a.Alertname, a.Remediation, a.Critical = "DatabaseDown", "critical-recovery", true
@@ -226,6 +234,7 @@ func TestCriticalAlertIsOneCriticalEvent(t *testing.T) {
 // TestOutageCountsOnce: the same occurrence looked at again (a deferred job,
 // another replica) is still one failure of its service.
 func TestOutageCountsOnce(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	if _, err := s.IngestAlerts(context.Background(), []store.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
@@ -259,6 +268,7 @@ func TestOutageCountsOnce(t *testing.T) {
 // target or among the containers it touches, and never the job's own
 // occurrence's.
 func TestLastTouch(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	other := alert("firing")
@@ -283,11 +293,11 @@ func TestLastTouch(t *testing.T) {
 		t.Fatal("no service-down job", err)
 	}
 	defer c.Release()
-	touch, found, err := c.LastTouch(ctx, "llm", startsAt.Add(-10*time.Minute))
+	touch, found, err := c.LastTouch(ctx, "llm", startsAt.Add(-10*time.Minute), takingDown)
 	if err != nil || !found || !touch.Running || touch.Action != "hard_restart" {
 		t.Fatalf("LastTouch(llm) = %+v, %v, %v", touch, found, err)
 	}
-	if _, found, _ := c.LastTouch(ctx, "other", startsAt.Add(-10*time.Minute)); found {
+	if _, found, _ := c.LastTouch(ctx, "other", startsAt.Add(-10*time.Minute), takingDown); found {
 		t.Fatal("found a touch of a container no action touched")
 	}
 	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE details->'touches' ? 'llm'`); n != 1 {
@@ -300,6 +310,7 @@ func TestLastTouch(t *testing.T) {
 // does — until it has waited UnknownAfter, and takes nothing it was told to
 // skip.
 func TestClaimLeavesUnknownRemediationsToOthers(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
@@ -331,6 +342,7 @@ func TestClaimLeavesUnknownRemediationsToOthers(t *testing.T) {
 // TestHeartbeatCountsReplicasByConfiguration: replicas alive on one
 // database are counted by whether they run the same configuration.
 func TestHeartbeatCountsReplicasByConfiguration(t *testing.T) {
+	t.Parallel()
 	s, _ := open(t)
 	ctx := context.Background()
 	for _, r := range []store.Replica{{ID: "a", ConfigFingerprint: "f1"}, {ID: "b", ConfigFingerprint: "f1"}, {ID: "c", ConfigFingerprint: "f2"}} {
@@ -347,6 +359,7 @@ func TestHeartbeatCountsReplicasByConfiguration(t *testing.T) {
 // TestSequencePosition: a sequence's later steps carry their position; a
 // job the alert queues again after reopen_after starts the sequence anew.
 func TestSequencePosition(t *testing.T) {
+	t.Parallel()
 	s, _ := open(t)
 	ctx := context.Background()
 	ingest := func() {
@@ -391,6 +404,7 @@ func TestSequencePosition(t *testing.T) {
 // target is its own row under the same job, pointing at the job's action;
 // the job still has exactly one action of its own.
 func TestTouchedContainers(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
@@ -432,6 +446,7 @@ func TestTouchedContainers(t *testing.T) {
 // TestCooldownUntil: an action with a cooldown records when it ends, for
 // the dashboard's index-backed "Active cooldowns"; one without records none.
 func TestCooldownUntil(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
@@ -462,6 +477,7 @@ func TestCooldownUntil(t *testing.T) {
 // fast path's event and no later than the join window after it healed;
 // resolving the alert that joined resolves the fast path's occurrence.
 func TestFastOccurrence(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	fast := alert("firing")

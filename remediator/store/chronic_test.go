@@ -13,6 +13,7 @@ import (
 // counts them (across remediations, not dry runs or touched dependents);
 // a selfheal clear ends it.
 func TestChronicTarget(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := t.Context()
 	if _, err := conn.Exec(ctx, `

@@ -13,6 +13,7 @@ import (
 // action — and its open escalation is closed by who cleared; a clear of one
 // remediation leaves another's state alone; another target is untouched.
 func TestClearTarget(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := t.Context()
 	if _, err := conn.Exec(ctx, `
@@ -84,6 +85,7 @@ func TestClearTarget(t *testing.T) {
 // longer counts — never between its read and its commit, which would
 // leave the target escalated just after a person cleared it.
 func TestClearWaitsForADecisionUnderWay(t *testing.T) {
+	t.Parallel()
 	s, _ := open(t)
 	ctx := t.Context()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Minute); err != nil {

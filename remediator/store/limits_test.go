@@ -66,6 +66,7 @@ func intentsAtOnce(t *testing.T, claims []*store.Claim, limits store.Admission) 
 // step under the admission lock — and the refused see the counts that
 // refused them.
 func TestAdmissionIsAtomic(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		limits store.Admission
@@ -115,6 +116,7 @@ func TestAdmissionIsAtomic(t *testing.T) {
 // own. Once the lease lapses another may take it over, and the owner then
 // learns that it lost it.
 func TestLeaseKeepsTheActionItsOwners(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
@@ -199,6 +201,7 @@ func TestLeaseKeepsTheActionItsOwners(t *testing.T) {
 // it renews its lease once the server is back and records its outcome; a
 // worker that finds the job in the meantime finds it held.
 func TestActionOutlivesADatabaseRestart(t *testing.T) {
+	t.Parallel()
 	cl := pgtest.NewCluster(t)
 	dsn := cl.URL()
 	ctx := context.Background()
@@ -278,6 +281,7 @@ func TestActionOutlivesADatabaseRestart(t *testing.T) {
 // growing backoff, counted, and refused with an event after its attempts;
 // the error stored is bounded however long it is.
 func TestRetryIsBounded(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
@@ -315,6 +319,7 @@ func TestRetryIsBounded(t *testing.T) {
 // winning over an alias; a node changes only its own replicas rows; and a
 // target lock is per node.
 func TestFleetNamesBelongToOneNode(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	admin, dsn := migrated(t)
 	a, b, c := uniqueNode("edge-a"), uniqueNode("edge-b"), uniqueNode("edge-c")
@@ -424,6 +429,7 @@ func TestFleetNamesBelongToOneNode(t *testing.T) {
 // itself, whose occurrence (and so whose reboot job) is one however many
 // replicas raise it.
 func TestOncePerWindowAtOnce(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	const n = 6

@@ -18,6 +18,7 @@ import (
 // a nil pointer that stopped selfheal. make test-race runs this test under
 // the race detector.)
 func TestRenewWhileFinishing(t *testing.T) {
+	t.Parallel()
 	s, _ := open(t)
 	ctx := context.Background()
 	for i := range 20 {

@@ -100,14 +100,14 @@ func stringSet(rows pgx.Rows, err error) (map[string]bool, error) {
 // TouchedTargets returns those of targets that an action of selfheal's
 // acted on (the way LastTouch looks) and had not finished before since:
 // their alerts may be selfheal's own doing, which a round does not judge.
-func (r *Round) TouchedTargets(ctx context.Context, targets []string, since time.Time) (map[string]bool, error) {
+func (r *Round) TouchedTargets(ctx context.Context, targets []string, since time.Time, takingDown []string) (map[string]bool, error) {
 	rows, err := r.tx.Query(ctx, `
 		SELECT DISTINCT t FROM unnest($1::text[]) t
 		WHERE EXISTS (SELECT 1 FROM recovery_actions
 		              WHERE started_at >= $2::timestamptz - interval '1 hour'
-		                AND ((service_name = t AND action_type IN ('restart', 'stop_start')) OR details->'touches' ? t)
+		                AND ((service_name = t AND action_type = ANY($3::text[])) OR details->'touches' ? t)
 		                AND status <> 'dry_run'
-		                AND (completed_at IS NULL OR completed_at >= $2))`, targets, since)
+		                AND (completed_at IS NULL OR completed_at >= $2))`, targets, since, takingDown)
 	touched, err := stringSet(rows, err)
 	if err != nil {
 		return nil, fmt.Errorf("look up selfheal's actions on a round's targets: %w", err)

@@ -28,6 +28,7 @@ func stormAlerts(n, services int) []store.Alert {
 // state as LoadState would, and records the jobs it settles with their
 // events, leaving the rest queued.
 func TestRound(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	if _, err := s.IngestAlerts(ctx, stormAlerts(6, 3), time.Hour); err != nil {
@@ -73,7 +74,7 @@ func TestRound(t *testing.T) {
 	if locked["svc-0"] || !locked["svc-1"] || locked["svc-2"] {
 		t.Fatalf("locked %v: want svc-1 only, not svc-0 (an action runs on it) nor svc-2 (held by another claim)", locked)
 	}
-	touched, err := r.TouchedTargets(ctx, []string{"svc-0", "svc-1"}, startsAt.Add(-time.Minute))
+	touched, err := r.TouchedTargets(ctx, []string{"svc-0", "svc-1"}, startsAt.Add(-time.Minute), takingDown)
 	if err != nil || !touched["svc-0"] || touched["svc-1"] {
 		t.Fatalf("touched %v, %v: want svc-0 only (its restart runs)", touched, err)
 	}

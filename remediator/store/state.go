@@ -174,22 +174,32 @@ type Touch struct {
 }
 
 // LastTouch returns an action, for another alert occurrence, that acted on
-// the container target — a restart or stop and start of it, or an action
-// that recorded it among the containers it touches — and had not finished
-// before since: one still running if there is one, else the newest.
-func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time) (Touch, bool, error) {
+// the container target — one of the takingDown actions on it (a restart,
+// a stop and start: action.TakingDown), or an action that recorded it
+// among the containers it touches — and had not finished before since:
+// one still running if there is one, else the newest.
+func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (Touch, bool, error) {
+	return lastTouch(ctx, c.tx, target, since, c.job.OccurrenceID, takingDown)
+}
+
+// ReadLastTouch is LastTouch for an alert not stored yet (selfheal plan).
+func (s *Store) ReadLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (Touch, bool, error) {
+	return lastTouch(ctx, s.pool, target, since, 0, takingDown)
+}
+
+func lastTouch(ctx context.Context, q querier, target string, since time.Time, occurrence int64, takingDown []string) (Touch, bool, error) {
 	var t Touch
 	var completed *time.Time
-	err := c.tx.QueryRow(ctx, `
+	err := q.QueryRow(ctx, `
 		SELECT id, action_type, COALESCE(remediation, ''), started_at, completed_at, status = 'running'
 		FROM recovery_actions
 		WHERE started_at >= $2::timestamptz - interval '1 hour'
-		  AND ((service_name = $1 AND action_type IN ('restart', 'stop_start')) OR details->'touches' ? $1)
+		  AND ((service_name = $1 AND action_type = ANY($4::text[])) OR details->'touches' ? $1)
 		  AND status <> 'dry_run'
 		  AND (completed_at IS NULL OR completed_at >= $2)
 		  AND NOT EXISTS (SELECT 1 FROM remediation_jobs j WHERE j.id = recovery_actions.job_id AND j.occurrence_id = $3)
 		ORDER BY status = 'running' DESC, started_at DESC
-		LIMIT 1`, target, since, c.job.OccurrenceID).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
+		LIMIT 1`, target, since, occurrence, takingDown).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Touch{}, false, nil
 	}
@@ -214,8 +224,17 @@ type FastOccurrence struct {
 // Docker event no later than the alert began (a second's slack for
 // clocks), and still firing or healed no more than within before it.
 func (c *Claim) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (FastOccurrence, bool, error) {
+	return fastOccurrence(ctx, c.tx, remediation, target, startsAt, within)
+}
+
+// ReadFastOccurrence is FastOccurrence outside a claim (selfheal plan).
+func (s *Store) ReadFastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (FastOccurrence, bool, error) {
+	return fastOccurrence(ctx, s.pool, remediation, target, startsAt, within)
+}
+
+func fastOccurrence(ctx context.Context, q querier, remediation, target string, startsAt time.Time, within time.Duration) (FastOccurrence, bool, error) {
 	var f FastOccurrence
-	err := c.tx.QueryRow(ctx, `
+	err := q.QueryRow(ctx, `
 		SELECT id, starts_at, status = 'firing' FROM alert_occurrences
 		WHERE labels->>'selfheal_path' = 'fast' AND remediation = $1 AND labels->>'selfheal_target' = $2
 		  AND starts_at <= $3::timestamptz + interval '1 second' AND starts_at >= $3::timestamptz - interval '1 day'

@@ -180,19 +180,54 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 	}
 	applied := 0
 	for _, m := range all[current:] {
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+		apply := func() error {
+			return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, m.SQL); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
 				return err
+			})
+		}
+		err := apply()
+		// What a server shares between its databases (a role's settings)
+		// cannot be changed by two transactions at once: another
+		// installation's migration on the same server got there first.
+		// The migration is a transaction of its own: run it again.
+		for try := 1; try < 5 && sharedCatalogRace(err); try++ {
+			select {
+			case <-ctx.Done():
+				return applied, ctx.Err()
+			case <-time.After(time.Duration(try) * 100 * time.Millisecond):
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
-			return err
-		})
+			err = apply()
+		}
 		if err != nil {
 			return applied, fmt.Errorf("migrate %04d_%s: %w", m.Version, m.Name, err)
 		}
 		applied++
 	}
 	return applied, nil
+}
+
+// MigrateURL migrates the database at url on a pool of its own, closed
+// before it returns.
+func MigrateURL(ctx context.Context, url string) error {
+	s, err := Open(ctx, url, Options{MaxConns: 1})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_, err = s.Migrate(ctx)
+	return err
+}
+
+// sharedCatalogRace reports whether err is PostgreSQL refusing a change to
+// a catalog its databases share that another transaction changed at the
+// same time.
+func sharedCatalogRace(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "XX000" && pe.Message == "tuple concurrently updated"
 }
 
 type querier interface {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,7 +16,11 @@ import (
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, pgtest.Template(store.MigrateURL))) }
+
+// takingDown is what action.TakingDown returns for the registered actions
+// (the actions package tests that it is these).
+var takingDown = []string{"restart", "stop_start"}
 
 // open returns a migrated store on a fresh database, and a raw connection to
 // the same database for arranging and inspecting rows.
@@ -41,8 +46,39 @@ func open(t *testing.T) (*store.Store, *pgx.Conn) {
 	return s, conn
 }
 
+// TestMigrateDatabasesAtOnce: several selfheal installations whose
+// databases share one PostgreSQL server migrate at the same moment. Some
+// migrations change what the server shares between its databases (a
+// role's settings, in 0013), which PostgreSQL refuses to two transactions
+// at once ("tuple concurrently updated"): each must still migrate.
+func TestMigrateDatabasesAtOnce(t *testing.T) {
+	t.Parallel()
+	const n = 8
+	stores := make([]*store.Store, n)
+	for i := range stores {
+		s, err := store.Open(context.Background(), pgtest.EmptyDSN(t), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		stores[i] = s
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() { _, errs[i] = s.Migrate(context.Background()) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("database %d: %v", i, err)
+		}
+	}
+}
+
 func TestMigrateIsIdempotent(t *testing.T) {
-	dsn := pgtest.DSN(t)
+	t.Parallel()
+	dsn := pgtest.EmptyDSN(t)
 	ctx := context.Background()
 	s, err := store.Open(ctx, dsn, store.Options{})
 	if err != nil {
@@ -67,7 +103,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 }
 
 func TestConcurrentMigrate(t *testing.T) {
-	dsn := pgtest.DSN(t)
+	t.Parallel()
+	dsn := pgtest.EmptyDSN(t)
 	ctx := context.Background()
 	errs := make(chan error, 4)
 	total := make(chan int, 4)
@@ -98,6 +135,7 @@ func TestConcurrentMigrate(t *testing.T) {
 }
 
 func TestSeedSchemaNames(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	ctx := context.Background()
 	for _, rel := range []string{
@@ -160,6 +198,7 @@ func exec(t *testing.T, tx pgx.Tx, sql string, args ...any) {
 }
 
 func TestGetServiceFailureCount(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	inTx(t, conn, func(tx pgx.Tx) {
 		if got := queryInt(t, tx, `SELECT get_service_failure_count('svc', 10)`); got != 0 {
@@ -197,6 +236,7 @@ func TestGetServiceFailureCount(t *testing.T) {
 }
 
 func TestIsServiceInCooldown(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	inTx(t, conn, func(tx pgx.Tx) {
 		if queryBool(t, tx, `SELECT is_service_in_cooldown('svc', 5)`) {
@@ -217,6 +257,7 @@ func TestIsServiceInCooldown(t *testing.T) {
 }
 
 func TestGetCriticalEventsCount(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	inTx(t, conn, func(tx pgx.Tx) {
 		exec(t, tx, `INSERT INTO self_healing_events (event_time, severity, event_type, message) VALUES
@@ -243,6 +284,7 @@ func TestGetCriticalEventsCount(t *testing.T) {
 }
 
 func TestRecordRecoveryAction(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	inTx(t, conn, func(tx pgx.Tx) {
 		done := queryInt(t, tx, `SELECT record_recovery_action('svc', 'restart', 'succeeded')`)
@@ -271,6 +313,7 @@ func TestRecordRecoveryAction(t *testing.T) {
 }
 
 func TestCleanupServiceFailures(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	inTx(t, conn, func(tx pgx.Tx) {
 		exec(t, tx, `INSERT INTO service_failures (service_name, failure_type, status, failure_time) VALUES
@@ -288,6 +331,7 @@ func TestCleanupServiceFailures(t *testing.T) {
 }
 
 func TestViews(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	inTx(t, conn, func(tx pgx.Tx) {
 		exec(t, tx, `INSERT INTO service_failures (service_name, failure_type, status, failure_time) VALUES
@@ -310,6 +354,7 @@ func TestViews(t *testing.T) {
 }
 
 func TestRetentionKeepsUnfinishedWork(t *testing.T) {
+	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
 	tx, err := conn.Begin(ctx)
@@ -351,6 +396,7 @@ func TestRetentionKeepsUnfinishedWork(t *testing.T) {
 }
 
 func TestReadyFailsWhenDatabaseIsGone(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s, err := store.Open(ctx, "postgres://nobody@127.0.0.1:1/none?sslmode=disable", store.Options{})
@@ -364,6 +410,7 @@ func TestReadyFailsWhenDatabaseIsGone(t *testing.T) {
 }
 
 func TestOpenHidesPasswordInBadURL(t *testing.T) {
+	t.Parallel()
 	_, err := store.Open(context.Background(), "postgres://u:hunter2@host:notaport/db", store.Options{})
 	if err == nil {
 		t.Fatal("want an error")
@@ -377,6 +424,7 @@ func TestOpenHidesPasswordInBadURL(t *testing.T) {
 // queries word for word: they name the time `timestamp` and the message
 // `description`, which the schema keeps as generated columns.
 func TestSeedOperatorQueriesRunUnchanged(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	inTx(t, conn, func(tx pgx.Tx) {
 		exec(t, tx, `INSERT INTO self_healing_events (severity, event_type, message) VALUES ('CRITICAL', 'escalation', 'three failures')`)
@@ -418,6 +466,7 @@ func TestSeedOperatorQueriesRunUnchanged(t *testing.T) {
 // TestStatusSetsMatchTheSchema keeps the typed closed sets equal to the
 // CHECK constraints of the migrated schema.
 func TestStatusSetsMatchTheSchema(t *testing.T) {
+	t.Parallel()
 	_, conn := open(t)
 	check := func(constraint string) []string {
 		t.Helper()

@@ -15,6 +15,7 @@ import (
 // changed without it would go unseen — and an argument count that does
 // not match left the connection hung.
 func TestWarmUpStatementsRun(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	ctx := context.Background()
 	s, err := Open(ctx, dsn, Options{})

@@ -23,7 +23,7 @@ import (
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, pgtest.Template(store.MigrateURL))) }
 
 // realHandler serves the webhook over a fresh, migrated database.
 func realHandler(t testing.TB) (*Handler, *pgx.Conn) {
@@ -98,6 +98,7 @@ func group(n int, change func(i int, a map[string]any)) []byte {
 // in a label is rejected, with the reason in the answer and in an event;
 // the ninety-nine others are stored and queued.
 func TestNULByteRejectsOnlyItsAlert(t *testing.T) {
+	t.Parallel()
 	for _, where := range []string{"label value", "label name", "annotation", "generatorURL", "alertname"} {
 		t.Run(where, func(t *testing.T) {
 			h, conn := realHandler(t)
@@ -141,6 +142,7 @@ func TestNULByteRejectsOnlyItsAlert(t *testing.T) {
 // digits — 100 kB of it, or one with a NUL byte — is recomputed from the
 // labels; the alert is stored.
 func TestClientFingerprintsAreNotTrusted(t *testing.T) {
+	t.Parallel()
 	h, conn := realHandler(t)
 	body := group(2, func(i int, a map[string]any) {
 		a["fingerprint"] = []string{strings.Repeat("f", 100<<10), "abc\x00"}[i]
@@ -156,6 +158,7 @@ func TestClientFingerprintsAreNotTrusted(t *testing.T) {
 // TestNothingStorableIsBadRequest: a delivery none of whose alerts can be
 // stored is a 400, never a 5xx.
 func TestNothingStorableIsBadRequest(t *testing.T) {
+	t.Parallel()
 	h, conn := realHandler(t)
 	body := group(3, func(i int, a map[string]any) { a["labels"].(map[string]string)["x"] = "\x00" })
 	if w := post(h, body, bearer("tok")); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "NUL byte") {
@@ -197,6 +200,7 @@ func FuzzWebhookToStore(f *testing.F) {
 // is rejected at the webhook with the reason; nothing is queued for it,
 // and the rest of the delivery is stored.
 func TestLabelPastAnIndexIsRejected(t *testing.T) {
+	t.Parallel()
 	h, conn := realHandler(t)
 	body := group(3, func(i int, a map[string]any) {
 		if i == 1 {
@@ -221,6 +225,9 @@ func TestLabelPastAnIndexIsRejected(t *testing.T) {
 // by the delivery's size: 200 every time. The base is far tighter than the
 // default (which a quiet machine meets for such a group without growing)
 // so that the growth is what the test sees.
+//
+// Not parallel: it measures the time a big delivery takes to store, which
+// the other tests of the package would only add to.
 func TestBigGroupIsNeverA503(t *testing.T) {
 	h, conn := realHandler(t)
 	h.o.PersistTimeout = policy.DefaultPersistTimeout / 15

@@ -78,6 +78,7 @@ func bearer(tok string) func(*http.Request) {
 }
 
 func TestStatusCodes(t *testing.T) {
+	t.Parallel()
 	firing := fixture(t, "service-down-firing.json")
 	big := append(bytes.Repeat([]byte(" "), 5000), firing...)
 	for _, tc := range []struct {
@@ -124,6 +125,7 @@ func TestStatusCodes(t *testing.T) {
 }
 
 func TestBasicAuth(t *testing.T) {
+	t.Parallel()
 	firing := fixture(t, "service-down-firing.json")
 	h := newHandler(&fakeStore{}, Credentials{Username: "am", Password: "pw"}, nil)
 	for _, tc := range []struct {
@@ -138,6 +140,7 @@ func TestBasicAuth(t *testing.T) {
 }
 
 func TestMethodNotAllowed(t *testing.T) {
+	t.Parallel()
 	h := newHandler(&fakeStore{}, Credentials{}, nil)
 	r := httptest.NewRequest(http.MethodGet, "/api/v1/webhook", nil)
 	w := httptest.NewRecorder()
@@ -148,6 +151,7 @@ func TestMethodNotAllowed(t *testing.T) {
 }
 
 func TestFixturesPersistEveryAlert(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		file   string
 		alerts int
@@ -183,6 +187,7 @@ func TestFixturesPersistEveryAlert(t *testing.T) {
 // The firing and the resolved delivery of one alert carry startsAt with
 // different precision; both must name the same occurrence.
 func TestFiringAndResolvedShareOccurrenceKey(t *testing.T) {
+	t.Parallel()
 	fs := &fakeStore{}
 	h := newHandler(fs, Credentials{}, nil)
 	post(h, fixture(t, "service-down-firing.json"), nil)
@@ -197,6 +202,7 @@ func TestFiringAndResolvedShareOccurrenceKey(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
+	t.Parallel()
 	for name, body := range map[string]string{
 		"empty":              ``,
 		"null":               `null`,
@@ -216,6 +222,7 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestDecodeComputesMissingFingerprint(t *testing.T) {
+	t.Parallel()
 	m, err := Decode(strings.NewReader(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A","x":"y"},"startsAt":"2026-01-01T00:00:00Z"}]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -263,6 +270,7 @@ func FuzzDecode(f *testing.F) {
 // the token (as editors and `echo` leave it) accepts the token Alertmanager
 // sends from the same file, trimmed the same way.
 func TestTokenFileWithTrailingSpace(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(path, []byte("s3cret \r\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -307,6 +315,7 @@ func (p *pickyStore) RecordEvent(context.Context, store.Event) error { return ni
 // the one it refuses is rejected, the others kept, and the answer is 200;
 // a database that is down is still a 503.
 func TestUnstorableDataFoundOneByOne(t *testing.T) {
+	t.Parallel()
 	p := &pickyStore{}
 	h := New(Options{Credentials: Credentials{BearerToken: "t"}, MaxBodyBytes: 1 << 20, PersistTimeout: time.Second,
 		Match: func(map[string]string) string { return "" }, Store: p, Logger: slog.New(slog.DiscardHandler)})

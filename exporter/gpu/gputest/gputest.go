@@ -216,8 +216,12 @@ func (s *Server) configure(d *server.Device, i int, r Reading) {
 		s.PowerLimits[i] = append(s.PowerLimits[i], mw)
 		var err error
 		if s.state != "" {
+			// Written whole, then renamed into place: a test reading the
+			// file meanwhile sees the old limits or the new, never half.
 			b, _ := json.Marshal(s.limit)
-			err = os.WriteFile(s.state, b, 0o600)
+			if err = os.WriteFile(s.state+".tmp", b, 0o600); err == nil {
+				err = os.Rename(s.state+".tmp", s.state)
+			}
 		}
 		s.mu.Unlock()
 		if err != nil {

@@ -99,7 +99,15 @@ func main() {
 	// alive, so a container that ignores SIGTERM and does nothing else is
 	// not taken for a deadlock by the runtime.
 	if *ignoreTerm {
-		signal.Ignore(syscall.SIGTERM)
+		// Caught, not ignored, so that a test can see the stop was asked
+		// for (the line below in the container's log).
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		go func() {
+			for range term {
+				fmt.Println(TermIgnored)
+			}
+		}()
 		signal.Notify(sig, syscall.SIGINT)
 	} else {
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -116,6 +124,10 @@ func main() {
 		os.Exit(*exitCode)
 	}
 }
+
+// TermIgnored is the line an -ignore-term container prints for each
+// SIGTERM it ignores (dockertest.TermIgnored, the same).
+const TermIgnored = "testctr: SIGTERM ignored"
 
 // lines is a repeatable string flag.
 type lines []string
