@@ -39,6 +39,8 @@ type fakeClaim struct {
 	refuse   *store.Admitted // admission refuses the intent with these counts
 	renewals int
 	retried  error
+	lockErr  error // LockTarget fails so
+	refuseAt bool  // Retry reports the job refused (its attempts used up)
 }
 
 func (c *fakeClaim) Job() store.Job { return c.job }
@@ -48,7 +50,7 @@ func (c *fakeClaim) OrphanedAction(context.Context, time.Duration) (store.Orphan
 	}
 	return *c.orphan, true, nil
 }
-func (c *fakeClaim) LockTarget(context.Context, string) (bool, error) { return !c.busy, nil }
+func (c *fakeClaim) LockTarget(context.Context, string) (bool, error) { return !c.busy, c.lockErr }
 func (c *fakeClaim) RecordOutage(_ context.Context, target string) error {
 	c.outages = append(c.outages, target)
 	c.state.FailuresInWindow++
@@ -87,7 +89,7 @@ func (c *fakeClaim) Renew(context.Context, time.Duration) (bool, error) {
 }
 func (c *fakeClaim) Retry(_ context.Context, cause error, _ int) (bool, error) {
 	c.retried = cause
-	return false, nil
+	return c.refuseAt, nil
 }
 func (c *fakeClaim) Defer(_ context.Context, _ time.Duration, reason string, events ...store.Event) error {
 	c.deferred, c.events = reason, events
@@ -744,5 +746,26 @@ func TestPlan(t *testing.T) {
 	p, _ = e.Plan(context.Background(), fakeStates{st: store.State{LastActionAt: t0.Add(-time.Hour)}}, seq)
 	if p.Verdict != Run || p.Action != "hard_restart" || p.IfItFails != "the failure is counted; the sequence goes on: docker_prune" {
 		t.Fatalf("plan %+v", p)
+	}
+}
+
+// TestHandleOrRetry: a job whose handling fails (an error, not a decision)
+// is given back to be tried again, the error bounded and naming the job;
+// once its attempts are used up it is refused, and that is no error of the
+// worker's.
+func TestHandleOrRetry(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	failure := errors.New("the database refused: " + strings.Repeat("x", 4000))
+	c := &fakeClaim{job: job("service-down", "llm", 1), lockErr: failure}
+	err := e.handleOrRetry(context.Background(), c)
+	if err == nil || !strings.HasPrefix(err.Error(), "job 1: the database refused") || len(err.Error()) > 1100 || c.retried != failure {
+		t.Fatalf("handleOrRetry = %v (%d bytes), retried %v", err, len(err.Error()), c.retried != nil)
+	}
+	if c.outcome != nil || c.deferred != "" {
+		t.Fatalf("a failed handling recorded %+v / deferred %q", c.outcome, c.deferred)
+	}
+	c = &fakeClaim{job: job("service-down", "llm", 1), lockErr: failure, refuseAt: true}
+	if err := e.handleOrRetry(context.Background(), c); err != nil {
+		t.Fatalf("a job refused after its attempts: %v", err)
 	}
 }
