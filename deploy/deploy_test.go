@@ -14,11 +14,16 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/selfheal/selfheal/internal/pgtest"
 	"github.com/selfheal/selfheal/internal/testenv"
 	_ "github.com/selfheal/selfheal/remediator/actions" // registers the action types the examples name
 	"github.com/selfheal/selfheal/remediator/optin"
 	"github.com/selfheal/selfheal/remediator/policy"
 )
+
+// TestMain stops the throw-away PostgreSQL cluster the deployment tests
+// start (pgtest.DSN), which was otherwise left running after them.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // composeCommand returns `docker compose` (v2) with args; without it the
 // test is skipped, or fails in CI.
