@@ -25,7 +25,6 @@ const oomCause = `
 // ladder: restart, stop_start, then critical recovery.
 func TestCauseChoosesTheBranch(t *testing.T) {
 	t.Parallel()
-	oomLoop := dockertest.Spec{Labels: optIn(t), Memory: 32 << 20, Args: []string{"-alloc-mb=256"}}
 	for _, tc := range []struct {
 		name, causes string
 		actions      []string // in order
@@ -35,7 +34,9 @@ func TestCauseChoosesTheBranch(t *testing.T) {
 		{"without", "", []string{"restart", "stop_start"}, "critical-recovery"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			name := dockertest.Run(t, oomLoop)
+			t.Parallel() // a database, a container and an opt-in label of its own
+			label := labelKey(t) + "." + strings.ReplaceAll(tc.name, " ", "-")
+			name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{label: "true"}, Memory: 32 << 20, Args: []string{"-alloc-mb=256"}})
 			dockertest.WaitFor(t, 20*time.Second, name+" OOM-killed", func() bool {
 				st := dockertest.State(t, name)
 				return !st.Running && st.OOMKilled
@@ -48,6 +49,7 @@ func TestCauseChoosesTheBranch(t *testing.T) {
 			text := strings.Replace(baseConfig, "verify: {timeout: 10s, stable_for: 1s}", "verify: {timeout: 20s, stable_for: 5s}", 1)
 			text = strings.Replace(text, "    escalate_to: critical-recovery\n", "    escalate_to: critical-recovery"+tc.causes+"\n", 1)
 			cfg := configText(t, dsn, text)
+			cfg.Targets.Docker.RequireLabel = label + "=true"
 			in, conn := ready(t, cfg)
 			if code := in.post(t, payload(t, "service-down-firing.json", name)); code != 200 {
 				t.Fatalf("webhook answered %d", code)

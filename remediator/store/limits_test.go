@@ -79,6 +79,7 @@ func TestAdmissionIsAtomic(t *testing.T) {
 		{"no limit", store.Admission{}, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // a database and a container of its own
 			s, conn := open(t)
 			if _, err := s.IngestAlerts(context.Background(), stormAlerts(8, 8), time.Hour); err != nil {
 				t.Fatal(err)

@@ -5,11 +5,14 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +35,10 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == "alloc" {
+		allocate(os.Args[2])
 		return
 	}
 	if len(os.Args) > 2 && os.Args[1] == "fetch" {
@@ -58,7 +65,7 @@ func main() {
 	var say lines
 	flag.Var(&say, "say", "print this line to stderr at start (repeatable)")
 	logBytes := flag.Int("log-bytes", 0, "write this many bytes of log lines to stdout at start")
-	allocMB := flag.Int("alloc-mb", 0, "allocate (and touch) this many MiB at start: past a --memory limit, the kernel OOM-kills it")
+	allocMB := flag.Int("alloc-mb", 0, "allocate (and touch) this many MiB at start, in a child process: past a --memory limit the kernel OOM-kills it, and the container exits 137")
 	flag.Parse()
 
 	for _, l := range say {
@@ -72,15 +79,9 @@ func main() {
 			_, _ = os.Stdout.Write(line)
 		}
 	}
-	var hold [][]byte
-	for range *allocMB {
-		b := make([]byte, 1<<20)
-		for i := range b {
-			b[i] = 1
-		}
-		hold = append(hold, b)
+	if *allocMB > 0 {
+		os.Exit(allocInChild(*allocMB))
 	}
-	_ = hold
 
 	_ = os.Remove(healthFile)
 	if *healthyAfter >= 0 {
@@ -123,6 +124,53 @@ func main() {
 	case <-exit:
 		os.Exit(*exitCode)
 	}
+}
+
+// allocInChild allocates mb MiB in a child process and, once the kernel
+// has killed it, exits as a process killed by SIGKILL does (137) a
+// moment later. Not in PID 1 itself: containerd 1.6's shim sends the OOM
+// event and the exit event from two goroutines, and when the exit is
+// handled first Docker records the container as not OOM-killed
+// (containerd #8180, #8893) — under load, often enough to fail the tests
+// that read the evidence. Here the kill lands while the container still
+// runs, as it does when a worker of a larger service is killed.
+func allocInChild(mb int) int {
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	child := exec.Command(self, "alloc", strconv.Itoa(mb))
+	child.Stdout, child.Stderr = os.Stdout, os.Stderr
+	err = child.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		fmt.Fprintf(os.Stderr, "the child allocating %d MiB was not killed: %v\n", mb, err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "the child allocating %d MiB: %v\n", mb, err)
+	time.Sleep(time.Second) // the OOM event goes out before the exit
+	return 137
+}
+
+// allocate is the child's part: the first process the kernel picks when
+// the container reaches its memory limit, and then killed.
+func allocate(mb string) {
+	n, err := strconv.Atoi(mb)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0o644)
+	var hold [][]byte
+	for range n {
+		b := make([]byte, 1<<20)
+		for i := range b {
+			b[i] = 1
+		}
+		hold = append(hold, b)
+	}
+	_ = hold
 }
 
 // TermIgnored is the line an -ignore-term container prints for each
