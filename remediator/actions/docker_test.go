@@ -65,6 +65,10 @@ func TestHardRestartInOrderAndVerified(t *testing.T) {
 	dockertest.Run(t, dockertest.Spec{Labels: label, Args: []string{"-exit-after=100ms"}, Stopped: true})
 	before = time.Now()
 	req.Params = &HardRestartParams{Concurrency: 2}
+	// Stable for far longer than the dying one lives: with 300 ms, a
+	// loaded machine started its process late enough that it was still up
+	// when the verification looked again, and the action succeeded.
+	req.Verify.StableFor = 2 * time.Second
 	res, err = hr.Execute(context.Background(), req)
 	if err == nil || !strings.Contains(err.Error(), "1 of 4 services failed") {
 		t.Fatalf("want one failure of four: %v", err)
