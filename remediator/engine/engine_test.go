@@ -152,6 +152,8 @@ type fakeStore struct {
 	reverted  []error
 	other     int
 	retention int
+	leases    int   // ReleaseLeases gives up so many
+	leasesErr error // ReleaseLeases fails so
 	// Calls of the loops Run starts, each from a goroutine of its own.
 	criticalAsked, beats int
 }
@@ -197,7 +199,7 @@ func (f *fakeStore) NextDue(context.Context, []string) (time.Time, bool, error) 
 	return time.Time{}, false, nil
 }
 func (f *fakeStore) ListenForJobs(context.Context, string, func()) error { return nil }
-func (f *fakeStore) ReleaseLeases(context.Context, string) (int, error)  { return 0, nil }
+func (f *fakeStore) ReleaseLeases(context.Context, string) (int, error)  { return f.leases, f.leasesErr }
 func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (int, int, error) {
 	f.beats++
 	return 1, f.other, nil

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -153,4 +155,63 @@ func equalDurations(a, b []time.Duration) bool {
 		}
 	}
 	return true
+}
+
+// witnessExec keeps evidence, or fails to.
+type witnessExec struct {
+	fakeExec
+	record any
+	err    error
+}
+
+func (x *witnessExec) Evidence(context.Context, action.Request) (action.Evidence, error) {
+	return action.Evidence{Record: x.record}, x.err
+}
+
+// TestWitness: the evidence an executor keeps is recorded with the action;
+// when it cannot be read, the action runs all the same and the record says
+// why; an executor that keeps none records nothing.
+func TestWitness(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	log := slog.New(slog.DiscardHandler)
+	req := action.Request{Target: "llm"}
+	if got := e.witness(t.Context(), &witnessExec{record: map[string]any{"exit_code": 137}}, req, log); got.(map[string]any)["exit_code"] != 137 {
+		t.Errorf("kept %v, want the executor's record", got)
+	}
+	got := e.witness(t.Context(), &witnessExec{err: errDatabaseAway}, req, log)
+	if m, ok := got.(map[string]any); !ok || m["not_kept"] != errDatabaseAway.Error() {
+		t.Errorf("kept %v, want not_kept with the error", got)
+	}
+	if got := e.witness(t.Context(), &fakeExec{}, req, log); got != nil {
+		t.Errorf("an executor without evidence kept %v", got)
+	}
+}
+
+// TestAbandon: the actions in flight are given up in the database, and
+// their leases renewed no more, whether the database gave up some, none,
+// or could not be reached.
+func TestAbandon(t *testing.T) {
+	for _, fs := range []*fakeStore{{leases: 2}, {}, {leasesErr: errDatabaseAway}} {
+		e := newTestEngine(t, map[string]*fakeExec{})
+		e.store = fs
+		e.Abandon(t.Context())
+		if !e.abandoned.Load() {
+			t.Errorf("%+v: not abandoned", fs)
+		}
+	}
+}
+
+// TestNodeNamesLeaveOutTheRefused: a name the database refused this node
+// (another node holds it) is not claimed for.
+func TestNodeNamesLeaveOutTheRefused(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	cfg := e.cfg.Load()
+	cfg.Node.Aliases = []string{"gpu-01"}
+	if got := e.nodeNames(cfg); !slices.Contains(got, "edge-01") || !slices.Contains(got, "gpu-01") {
+		t.Errorf("names %v, want edge-01 and gpu-01 among them", got)
+	}
+	e.refusedNames = []string{"gpu-01"}
+	if got := e.nodeNames(cfg); !slices.Contains(got, "edge-01") || slices.Contains(got, "gpu-01") {
+		t.Errorf("with gpu-01 refused: names %v, want edge-01 and not gpu-01", got)
+	}
 }
