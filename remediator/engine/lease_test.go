@@ -57,7 +57,7 @@ func TestRenewRidesOutADatabaseRestart(t *testing.T) {
 		resolved := 0
 		e.renew(t.Context(), c, slog.New(slog.DiscardHandler), func() { resolved++ })
 		want := []time.Duration{3 * time.Second, 3500 * time.Millisecond, 4 * time.Second, 7 * time.Second, 10 * time.Second}
-		if !equalDurations(c.at, want) {
+		if !slices.Equal(c.at, want) {
 			t.Errorf("renewed at %v, want %v", c.at, want)
 		}
 		if resolved != 1 {
@@ -102,7 +102,7 @@ func TestRecordOutcomeWaitsForTheDatabase(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := []time.Duration{0, 250 * time.Millisecond, 750 * time.Millisecond, 1750 * time.Millisecond}
-			if !equalDurations(c.at, want) || c.outcome == nil {
+			if !slices.Equal(c.at, want) || c.outcome == nil {
 				t.Errorf("finished at %v (outcome %v), want %v", c.at, c.outcome, want)
 			}
 		})
@@ -145,18 +145,6 @@ func TestRecordOutcomeWaitsForTheDatabase(t *testing.T) {
 	})
 }
 
-func equalDurations(a, b []time.Duration) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // witnessExec keeps evidence, or fails to.
 type witnessExec struct {
 	fakeExec
@@ -187,9 +175,8 @@ func TestWitness(t *testing.T) {
 	}
 }
 
-// TestAbandon: the actions in flight are given up in the database, and
-// their leases renewed no more, whether the database gave up some, none,
-// or could not be reached.
+// TestAbandon: the engine stops renewing its actions' leases whether the
+// database gave up some of them, none, or could not be reached.
 func TestAbandon(t *testing.T) {
 	for _, fs := range []*fakeStore{{leases: 2}, {}, {leasesErr: errDatabaseAway}} {
 		e := newTestEngine(t, map[string]*fakeExec{})
