@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/selfheal/selfheal/internal/pgtest"
@@ -201,10 +203,10 @@ func runFleet(b *testing.B, cluster *pgtest.Cluster, nodes, seconds int) fleetRe
 			<-tick.C
 			node := node(i)
 			sends.Go(func() {
-				a := store.Alert{Fingerprint: fmt.Sprintf("%s%015x", kind, i), StartsAt: time.Now().UTC().Truncate(time.Millisecond), Status: "firing",
+				a := model.Alert{Fingerprint: fmt.Sprintf("%s%015x", kind, i), StartsAt: time.Now().UTC().Truncate(time.Millisecond), Status: "firing",
 					Alertname: "ServiceDown", Labels: map[string]string{"alertname": "ServiceDown", "service": fmt.Sprintf("svc-%s%d", kind, i), "node": node},
 					Remediation: "service-down", Node: node}
-				res, err := hook.IngestAlerts(ctx, []store.Alert{a}, time.Minute)
+				res, err := hook.IngestAlerts(ctx, []model.Alert{a}, time.Minute)
 				if err != nil {
 					failed.Add(1)
 				} else if os.Getenv("SELFHEAL_BENCH_FLEET_NOTIFY") != "0" {

@@ -5,16 +5,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // A refusal's severity is written to the audit trail as is: each must be
 // one the schema accepts.
 func TestRefusalSeveritiesAreStored(t *testing.T) {
 	for _, s := range action.Severities {
-		if !slices.Contains(store.Severities, store.Severity(s)) {
-			t.Errorf("refusal severity %s is not one of the audit trail's %v", s, store.Severities)
+		if !slices.Contains(model.Severities, model.Severity(s)) {
+			t.Errorf("refusal severity %s is not one of the audit trail's %v", s, model.Severities)
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/procfs"
 
 	"github.com/selfheal/selfheal/remediator/action"
@@ -267,7 +269,7 @@ func (v RebootValidator) Settle(ctx context.Context) ([]store.Reboot, error) {
 			rebooted = append(rebooted, r)
 		case now().Sub(r.Started) > 10*time.Minute:
 			// Same boot, long after the command: the machine never rebooted.
-			if err := v.Store.CompleteReboot(ctx, r, store.RebootValidation{Status: "failed", Severity: store.SeverityCritical,
+			if err := v.Store.CompleteReboot(ctx, r, store.RebootValidation{Status: "failed", Severity: model.SeverityCritical,
 				Message: fmt.Sprintf("the reboot requested at %s did not happen (same boot)", r.Started.UTC().Format(time.RFC3339))}); err != nil {
 				return nil, err
 			}
@@ -306,11 +308,11 @@ func (v RebootValidator) Validate(ctx context.Context, rebooted []store.Reboot) 
 				}
 			}
 		}
-		val := store.RebootValidation{Status: "validated", Severity: store.SeverityInfo,
+		val := store.RebootValidation{Status: "validated", Severity: model.SeverityInfo,
 			PostState: map[string]any{"services": running, "missing": missing},
 			Message:   fmt.Sprintf("after the reboot all %d services that ran before run again", len(before))}
 		if len(missing) > 0 {
-			val.Status, val.Severity = "validation_failed", store.SeverityCritical
+			val.Status, val.Severity = "validation_failed", model.SeverityCritical
 			val.Message = fmt.Sprintf("after the reboot %d of %d services are not running: %s",
 				len(missing), len(before), strings.Join(missing, ", "))
 		}

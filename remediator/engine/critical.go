@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/internal/labelset"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // CriticalEventsAlert is the alert selfheal raises itself when too many
@@ -37,9 +38,9 @@ func (e *Engine) watchCriticalEvents(ctx context.Context) {
 	}
 	labels := e.criticalEventsLabels()
 	fp := labelset.Fingerprint(labels)
-	res, err := e.store.RaiseOwnAlert(ctx, fp, e.config().Engine.ReopenAfter.D(), func(since time.Time, firing bool) *store.Alert {
+	res, err := e.store.RaiseOwnAlert(ctx, fp, e.config().Engine.ReopenAfter.D(), func(since time.Time, firing bool) *model.Alert {
 		now := time.Now().UTC().Truncate(time.Millisecond)
-		a := store.Alert{Fingerprint: fp, Alertname: CriticalEventsAlert, Labels: labels,
+		a := model.Alert{Fingerprint: fp, Alertname: CriticalEventsAlert, Labels: labels,
 			Annotations: map[string]string{"summary": fmt.Sprintf("%d critical events in the last %s (threshold %d)", n, ce.Window, ce.Threshold)}}
 		switch {
 		case n >= ce.Threshold:

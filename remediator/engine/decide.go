@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // Verdict is what the engine decided to do with one job.
@@ -41,12 +42,12 @@ type Limits struct {
 
 // chronic is the refusal of a target the chronic limit holds back, if
 // it does.
-func (l Limits) chronic(st store.State) (Decision, bool) {
+func (l Limits) chronic(st model.State) (Decision, bool) {
 	c := l.Chronic
 	if !c.Hold || c.MaxRemediations <= 0 || st.ChronicActions < c.MaxRemediations {
 		return Decision{}, false
 	}
-	return Decision{Verdict: Refuse, Severity: store.SeverityWarning, Reason: fmt.Sprintf(
+	return Decision{Verdict: Refuse, Severity: model.SeverityWarning, Reason: fmt.Sprintf(
 		"chronic: %d remediations of the target within %s (limit %d): held for a person, who fixes the cause and runs selfheal clear",
 		st.ChronicActions, c.Window, c.MaxRemediations)}, true
 }
@@ -55,8 +56,8 @@ func (l Limits) chronic(st store.State) (Decision, bool) {
 // at the earliest it holds — when the oldest action in its window leaves
 // it. The skip is handed off to people (store.OpenProblems) while the
 // alert fires.
-func (l Limits) brake(st store.State) Decision {
-	reason := fmt.Sprintf("%s: %d actions in the last %s (limit %d)", store.StormBrakeReason,
+func (l Limits) brake(st model.State) Decision {
+	reason := fmt.Sprintf("%s: %d actions in the last %s (limit %d)", model.StormBrakeReason,
 		st.ActionsInStormWindow, policy.Duration(l.StormWindow), l.StormMaxActions)
 	if !st.StormWindowOldest.IsZero() {
 		reason += fmt.Sprintf("; it holds until %s at the earliest, when the oldest of them leaves the window; "+
@@ -68,7 +69,7 @@ func (l Limits) brake(st store.State) Decision {
 
 // braked reports whether the storm brake holds in st: the actions in its
 // window reached its limit.
-func (l Limits) braked(st store.State) bool {
+func (l Limits) braked(st model.State) bool {
 	return l.StormMaxActions > 0 && st.ActionsInStormWindow >= l.StormMaxActions
 }
 
@@ -78,7 +79,7 @@ func (l Limits) braked(st store.State) bool {
 // UnreachableFor.
 func (l Limits) unreachable(waited time.Duration, err error) Decision {
 	if bound := l.UnreachableFor; bound > 0 && waited >= bound {
-		return Decision{Verdict: Refuse, Severity: store.SeverityCritical, Reason: fmt.Sprintf(
+		return Decision{Verdict: Refuse, Severity: model.SeverityCritical, Reason: fmt.Sprintf(
 			"the target stayed unreachable for %s (limit %s): %v", waited.Round(time.Second), policy.Duration(bound), err)}
 	}
 	retry := min(max(waited/2, time.Second), 30*time.Second)
@@ -92,7 +93,7 @@ type Input struct {
 	// DryRun is the effective dry-run setting (global or per remediation).
 	DryRun bool
 	Limits Limits
-	State  store.State
+	State  model.State
 	// AlertResolved is true when the alert resolved before the job started.
 	AlertResolved bool
 	// PermitErr is why the target may not be touched; nil when it may (or
@@ -146,7 +147,7 @@ type Decision struct {
 	RetryAfter time.Duration
 	// Severity overrides the event's usual severity (a refusal that is an
 	// emergency, say).
-	Severity store.Severity
+	Severity model.Severity
 }
 
 // LadderStep returns the step for the next attempt: attempt n runs step n,
@@ -194,7 +195,7 @@ func Decide(in Input, now time.Time) Decision {
 		d := Decision{Verdict: Refuse, Reason: in.PermitErr.Error()}
 		var r *action.Refusal
 		if errors.As(in.PermitErr, &r) {
-			d.Severity = store.Severity(r.Severity)
+			d.Severity = model.Severity(r.Severity)
 		}
 		return d
 	}
@@ -223,7 +224,7 @@ func Decide(in Input, now time.Time) Decision {
 
 // decideLimits applies the per-target limits: an open escalation, the
 // failure count and the cooldown. ok is false when none of them applies.
-func decideLimits(r *policy.Remediation, st store.State, now time.Time) (Decision, bool) {
+func decideLimits(r *policy.Remediation, st model.State, now time.Time) (Decision, bool) {
 	switch {
 	case !st.EscalatedAt.IsZero():
 		return Decision{Verdict: Skip, Reason: fmt.Sprintf(
@@ -234,7 +235,7 @@ func decideLimits(r *policy.Remediation, st store.State, now time.Time) (Decisio
 		// window. Escalating again would only loop; people must look. A
 		// refusal, not a skip: it is handed off (SelfhealRefused), and the
 		// status page and plan list the target as held back.
-		return Decision{Verdict: Refuse, Severity: store.SeverityWarning, Reason: fmt.Sprintf(
+		return Decision{Verdict: Refuse, Severity: model.SeverityWarning, Reason: fmt.Sprintf(
 			"%d failures within %s (limit %d), and already escalated at %s: held back for a person until %s, "+
 				"not escalating again within the window (selfheal clear lets the next outage start the ladder again)",
 			st.FailuresInWindow, r.FailureWindow, r.MaxFailures, st.LastEscalationAt.UTC().Format(time.RFC3339),
@@ -256,7 +257,7 @@ func decideLimits(r *policy.Remediation, st store.State, now time.Time) (Decisio
 // in state st now — an open escalation, a crash loop already escalated
 // this window, the cooldown — and why, in the words a decision would use:
 // what the status page lists. The same limits Decide applies.
-func HeldBack(r *policy.Remediation, st store.State, now time.Time) (string, bool) {
+func HeldBack(r *policy.Remediation, st model.State, now time.Time) (string, bool) {
 	d, ok := decideLimits(r, st, now)
 	if !ok || d.Verdict == Escalate {
 		return "", false
@@ -279,18 +280,18 @@ func escalationTarget(name string) string {
 }
 
 // Outcome is the job outcome a verdict that ends a job records.
-func (v Verdict) Outcome() store.JobOutcome {
+func (v Verdict) Outcome() model.JobOutcome {
 	switch v {
 	case Skip:
-		return store.OutcomeSkipped
+		return model.OutcomeSkipped
 	case Refuse:
-		return store.OutcomeRefused
+		return model.OutcomeRefused
 	case Escalate:
-		return store.OutcomeEscalated
+		return model.OutcomeEscalated
 	case DryRun:
-		return store.OutcomeDryRun
+		return model.OutcomeDryRun
 	}
-	return store.JobOutcome(v)
+	return model.JobOutcome(v)
 }
 
 // NeedsTargetCheck reports whether the verdict stands only once the

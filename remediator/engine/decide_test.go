@@ -5,9 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 func serviceDown(t *testing.T) *policy.Remediation {
@@ -56,12 +57,12 @@ func TestLadder(t *testing.T) {
 		{3, Escalate, "", 0},
 		{7, Escalate, "", 0},
 	} {
-		d := Decide(Input{Remediation: r, State: store.State{FailuresInWindow: tc.failures}}, t0)
+		d := Decide(Input{Remediation: r, State: model.State{FailuresInWindow: tc.failures}}, t0)
 		if d.Verdict != tc.verdict || d.Action.Type != tc.action || d.Attempt != tc.attempt {
 			t.Errorf("%d failures: %+v; want %s %s attempt %d", tc.failures, d, tc.verdict, tc.action, tc.attempt)
 		}
 	}
-	d := Decide(Input{Remediation: r, State: store.State{FailuresInWindow: 3}}, t0)
+	d := Decide(Input{Remediation: r, State: model.State{FailuresInWindow: 3}}, t0)
 	if d.Reason != "3 failures within 10m (limit 3): escalating to critical-recovery" {
 		t.Errorf("reason %q", d.Reason)
 	}
@@ -82,35 +83,35 @@ func TestDecideOrderOfChecks(t *testing.T) {
 		verdict Verdict
 		reason  string
 	}{
-		{"resolved wins over everything", Input{Remediation: r, AlertResolved: true, State: store.State{Paused: true}},
+		{"resolved wins over everything", Input{Remediation: r, AlertResolved: true, State: model.State{Paused: true}},
 			Skip, "the alert resolved before this step started"},
-		{"paused", Input{Remediation: r, State: store.State{Paused: true, PauseReason: "maintenance"}, PermitErr: refused},
+		{"paused", Input{Remediation: r, State: model.State{Paused: true, PauseReason: "maintenance"}, PermitErr: refused},
 			Skip, "remediation is paused (maintenance)"},
-		{"not opted in", Input{Remediation: r, PermitErr: refused, State: store.State{FailuresInWindow: 1}},
+		{"not opted in", Input{Remediation: r, PermitErr: refused, State: model.State{FailuresInWindow: 1}},
 			Refuse, `container "db" lacks label selfheal.enable=true`},
 		{"not opted in, in dry-run", Input{Remediation: r, DryRun: true, PermitErr: refused},
 			Refuse, `container "db" lacks label selfheal.enable=true`},
-		{"storm brake before the target check", Input{Remediation: r, PermitErr: refused, Limits: limits, State: store.State{ActionsInStormWindow: 10}},
+		{"storm brake before the target check", Input{Remediation: r, PermitErr: refused, Limits: limits, State: model.State{ActionsInStormWindow: 10}},
 			Skip, "storm brake: 10 actions in the last 10m (limit 10)"},
-		{"escalated", Input{Remediation: r, State: store.State{EscalatedAt: t0.Add(-time.Minute), EscalatedTo: "critical-recovery"}},
+		{"escalated", Input{Remediation: r, State: model.State{EscalatedAt: t0.Add(-time.Minute), EscalatedTo: "critical-recovery"}},
 			Skip, "escalated to critical-recovery at 2026-11-26T02:59:00Z: nothing more runs on this target until its alert resolves or 10m pass"},
-		{"cooldown, one second before its end", Input{Remediation: b, State: store.State{LastActionAt: t0.Add(-5*time.Minute + time.Second)}},
+		{"cooldown, one second before its end", Input{Remediation: b, State: model.State{LastActionAt: t0.Add(-5*time.Minute + time.Second)}},
 			Skip, "in cooldown until 2026-11-26T03:00:01Z (last action 2026-11-26T02:55:01Z, cooldown 5m)"},
-		{"cooldown over exactly at its end", Input{Remediation: b, State: store.State{LastActionAt: t0.Add(-5 * time.Minute)}},
+		{"cooldown over exactly at its end", Input{Remediation: b, State: model.State{LastActionAt: t0.Add(-5 * time.Minute)}},
 			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
-		{"storm brake", Input{Remediation: r, Limits: limits, State: store.State{ActionsInStormWindow: 10}},
+		{"storm brake", Input{Remediation: r, Limits: limits, State: model.State{ActionsInStormWindow: 10}},
 			Skip, "storm brake: 10 actions in the last 10m (limit 10)"},
-		{"chronic, held", Input{Remediation: r, Limits: chronicHold, State: store.State{ChronicActions: 5, FailuresInWindow: 3}},
+		{"chronic, held", Input{Remediation: r, Limits: chronicHold, State: model.State{ChronicActions: 5, FailuresInWindow: 3}},
 			Refuse, "chronic: 5 remediations of the target within 1w (limit 5): held for a person, who fixes the cause and runs selfheal clear"},
-		{"chronic, not held: handed off only", Input{Remediation: r, Limits: chronicNotHeld, State: store.State{ChronicActions: 9}},
+		{"chronic, not held: handed off only", Input{Remediation: r, Limits: chronicNotHeld, State: model.State{ChronicActions: 9}},
 			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
-		{"below chronic", Input{Remediation: r, Limits: chronicHold, State: store.State{ChronicActions: 4}},
+		{"below chronic", Input{Remediation: r, Limits: chronicHold, State: model.State{ChronicActions: 4}},
 			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
-		{"below the storm brake", Input{Remediation: r, Limits: limits, State: store.State{ActionsInStormWindow: 9}},
+		{"below the storm brake", Input{Remediation: r, Limits: limits, State: model.State{ActionsInStormWindow: 9}},
 			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
-		{"dry-run is not deferred by running actions", Input{Remediation: r, DryRun: true, Limits: limits, State: store.State{RunningActions: 5, FailuresInWindow: 1}},
+		{"dry-run is not deferred by running actions", Input{Remediation: r, DryRun: true, Limits: limits, State: model.State{RunningActions: 5, FailuresInWindow: 1}},
 			DryRun, "dry-run: would run stop_start (attempt 2)"},
-		{"concurrency limit defers", Input{Remediation: r, Limits: limits, State: store.State{RunningActions: 2}},
+		{"concurrency limit defers", Input{Remediation: r, Limits: limits, State: model.State{RunningActions: 2}},
 			Defer, "2 actions running (limit 2)"},
 		{"recovered by itself", Input{Remediation: r, Recovery: action.Recovery{Recovered: true, Reason: "llm is running again"}},
 			Skip, "llm is running again"},
@@ -131,7 +132,7 @@ func TestDecideOrderOfChecks(t *testing.T) {
 func TestNoEscalationTarget(t *testing.T) {
 	r := serviceDown(t)
 	r.EscalateTo = ""
-	d := Decide(Input{Remediation: r, State: store.State{FailuresInWindow: 3}}, t0)
+	d := Decide(Input{Remediation: r, State: model.State{FailuresInWindow: 3}}, t0)
 	if d.Verdict != Escalate || d.Reason != "3 failures within 10m (limit 3): escalating to nobody (no escalate_to configured)" {
 		t.Fatalf("%+v", d)
 	}
@@ -155,23 +156,23 @@ func TestCrashLoopLadder(t *testing.T) {
 	r := serviceDown(t)
 	for _, tc := range []struct {
 		name    string
-		state   store.State
+		state   model.State
 		verdict Verdict
 		action  string
 		reason  string
 	}{
-		{"first outage", store.State{FailuresInWindow: 1, OutageCounted: true},
+		{"first outage", model.State{FailuresInWindow: 1, OutageCounted: true},
 			Run, "restart", "running restart (attempt 1, 1 failures in the last 10m)"},
-		{"second outage", store.State{FailuresInWindow: 2, OutageCounted: true},
+		{"second outage", model.State{FailuresInWindow: 2, OutageCounted: true},
 			Run, "stop_start", "running stop_start (attempt 2, 2 failures in the last 10m)"},
-		{"one outage, restart failed", store.State{FailuresInWindow: 2, OutageCounted: true},
+		{"one outage, restart failed", model.State{FailuresInWindow: 2, OutageCounted: true},
 			Run, "stop_start", "running stop_start (attempt 2, 2 failures in the last 10m)"},
-		{"third outage", store.State{FailuresInWindow: 3, OutageCounted: true},
+		{"third outage", model.State{FailuresInWindow: 3, OutageCounted: true},
 			Escalate, "", "3 failures within 10m (limit 3): escalating to critical-recovery"},
-		{"fourth outage, escalated already", store.State{FailuresInWindow: 4, OutageCounted: true, LastEscalationAt: t0.Add(-time.Minute)},
+		{"fourth outage, escalated already", model.State{FailuresInWindow: 4, OutageCounted: true, LastEscalationAt: t0.Add(-time.Minute)},
 			Refuse, "", "4 failures within 10m (limit 3), and already escalated at 2026-11-26T02:59:00Z: held back for a person until 2026-11-26T03:09:00Z, " +
 				"not escalating again within the window (selfheal clear lets the next outage start the ladder again)"},
-		{"escalation of an earlier window is forgotten", store.State{FailuresInWindow: 1, OutageCounted: true},
+		{"escalation of an earlier window is forgotten", model.State{FailuresInWindow: 1, OutageCounted: true},
 			Run, "restart", "running restart (attempt 1, 1 failures in the last 10m)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -209,7 +210,7 @@ remediations:
 // the sequence was decided as a whole — but a pause still stops them.
 func TestSequence(t *testing.T) {
 	r := criticalRecovery(t)
-	inCooldown := store.State{LastActionAt: t0.Add(-time.Minute), FailuresInWindow: 5}
+	inCooldown := model.State{LastActionAt: t0.Add(-time.Minute), FailuresInWindow: 5}
 	for _, tc := range []struct {
 		name    string
 		in      Input
@@ -218,13 +219,13 @@ func TestSequence(t *testing.T) {
 		reason  string
 	}{
 		{"first step", Input{Remediation: r, Step: 1}, Run, "hard_restart", "running hard_restart (step 1 of 4)"},
-		{"first step in cooldown", Input{Remediation: r, Step: 1, State: store.State{LastActionAt: t0.Add(-time.Minute)}},
+		{"first step in cooldown", Input{Remediation: r, Step: 1, State: model.State{LastActionAt: t0.Add(-time.Minute)}},
 			Skip, "", "in cooldown until 2026-11-26T03:09:00Z (last action 2026-11-26T02:59:00Z, cooldown 10m)"},
 		{"later steps ignore cooldown and failures", Input{Remediation: r, Step: 3, State: inCooldown},
 			Run, "vacuum", "running vacuum (step 3 of 4)"},
 		{"later steps run after the alert resolved", Input{Remediation: r, Step: 2, AlertResolved: true},
 			Run, "docker_prune", "running docker_prune (step 2 of 4)"},
-		{"but not when paused", Input{Remediation: r, Step: 2, State: store.State{Paused: true, PauseReason: "x"}},
+		{"but not when paused", Input{Remediation: r, Step: 2, State: model.State{Paused: true, PauseReason: "x"}},
 			Skip, "", "remediation is paused (x)"},
 		{"last step", Input{Remediation: r, Step: 4}, Run, "gpu_reset", "running gpu_reset (step 4 of 4)"},
 	} {
@@ -240,7 +241,7 @@ func TestSequence(t *testing.T) {
 // TestRebootUnderWayHoldsSmallerRemediations: while a guarded reboot is
 // pending, only category D decides; everything smaller waits for it.
 func TestRebootUnderWayHoldsSmallerRemediations(t *testing.T) {
-	st := store.State{RebootPendingSince: t0.Add(-30 * time.Second)}
+	st := model.State{RebootPendingSince: t0.Add(-30 * time.Second)}
 	d := Decide(Input{Remediation: serviceDown(t), State: st, Step: 1}, t0)
 	if d.Verdict != Skip || d.Reason != "a guarded reboot is under way (requested 2026-11-26T02:59:30Z): smaller remediations wait for it" {
 		t.Fatalf("%+v", d)
@@ -266,7 +267,7 @@ func TestUnreachableTargetDefers(t *testing.T) {
 		waited   time.Duration
 		verdict  Verdict
 		retry    time.Duration
-		severity store.Severity
+		severity model.Severity
 	}{
 		{0, Defer, time.Second, ""},
 		{10 * time.Second, Defer, 5 * time.Second, ""},

@@ -16,64 +16,42 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // Claim is a job held by one worker, and everything the engine reads and
-// writes while it holds it; *store.Claim is one, backed by a transaction.
+// writes while it holds it; the store's Claim is one, backed by a transaction.
 // Every write commits with Finish or Defer; Release gives the job back.
 type Claim interface {
-	Job() store.Job
-	OrphanedAction(ctx context.Context, lease time.Duration) (store.Orphan, bool, error)
+	Job() model.Job
+	OrphanedAction(ctx context.Context, lease time.Duration) (model.Orphan, bool, error)
 	LockTarget(ctx context.Context, target string) (bool, error)
 	RecordOutage(ctx context.Context, target string) error
-	LoadState(ctx context.Context, q store.StateQuery) (store.State, error)
-	LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (store.Touch, bool, error)
-	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error)
-	RecordIntent(ctx context.Context, in store.Intent) (store.Admitted, error)
+	LoadState(ctx context.Context, q model.StateQuery) (model.State, error)
+	LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error)
+	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error)
+	RecordIntent(ctx context.Context, in model.Intent) (model.Admitted, error)
 	Renew(ctx context.Context, lease time.Duration) (resolved bool, err error)
-	Defer(ctx context.Context, d time.Duration, reason string, events ...store.Event) error
+	Defer(ctx context.Context, d time.Duration, reason string, events ...model.Event) error
 	Retry(ctx context.Context, cause error, maxAttempts int) (bool, error)
-	Finish(ctx context.Context, o store.Outcome) error
+	Finish(ctx context.Context, o model.Outcome) error
 	Release()
 }
-
-var _ Claim = (*store.Claim)(nil)
-
-// Store is the database the engine works from.
-type Store interface {
-	ClaimJob(ctx context.Context, f store.ClaimFilter) (*store.Claim, error)
-	ClaimRound(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (*store.Round, error)
-	Heartbeat(ctx context.Context, r store.Replica, alive time.Duration) (same, other int, err error)
-	ApplyRetention(ctx context.Context) (map[string]int64, error)
-	JobCounts(ctx context.Context) (map[string]int64, error)
-	DueReverts(ctx context.Context, node, owner string) ([]store.PendingRevert, error)
-	MarkReverted(ctx context.Context, p store.PendingRevert, revertErr error) error
-	CriticalEvents(ctx context.Context, window time.Duration) (int, error)
-	RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.Duration, next func(since time.Time, firing bool) *store.Alert) (store.IngestResult, error)
-	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
-	NodeHeartbeat(ctx context.Context, b store.NodeBeat) (refused []string, err error)
-	NodeStopped(ctx context.Context, name, engine string) error
-	ListenForJobs(ctx context.Context, node string, wake func()) error
-	ReleaseLeases(ctx context.Context, owner string) (int, error)
-	NextDue(ctx context.Context, nodes []string) (time.Time, bool, error)
-}
-
-var _ Store = (*store.Store)(nil)
 
 // Engine runs the workers.
 type Engine struct {
 	host  string // this machine, as the replicas table shows it
 	store Store
-	claim func(ctx context.Context, f store.ClaimFilter) (Claim, error) // the Store's; tests give their own
+	claim func(ctx context.Context, f model.ClaimFilter) (Claim, error) // the Store's; tests give their own
 	// claimRound claims a round (the Store's; tests give their own), which
 	// workers do while storming: a decision met the storm brake, or waited
 	// long for a worker (stormOf).
-	claimRound func(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (Round, error)
+	claimRound func(ctx context.Context, f model.ClaimFilter, remediations []string, n int) (Round, error)
 	storming   atomic.Bool
 	abandoned  atomic.Bool                   // Abandon was called: renew no lease
 	rounds     sync.Mutex                    // held by the worker deciding a round
@@ -245,7 +223,7 @@ func (e *Engine) nodeNames(cfg *policy.Config) []string {
 // was a job.
 func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 	cfg := e.config()
-	f := store.ClaimFilter{Known: cfg.Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)}
+	f := model.ClaimFilter{Known: cfg.Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)}
 	if cfg.Node.Fleet {
 		f.Nodes = e.nodeNames(cfg)
 	}
@@ -285,25 +263,16 @@ func (e *Engine) handleOrRetry(ctx context.Context, c Claim) error {
 		return err
 	}
 	refused, rerr := c.Retry(ctx, err, maxJobAttempts)
-	err = fmt.Errorf("job %d: %s", c.Job().ID, store.Truncate(err.Error(), 1024))
+	err = fmt.Errorf("job %d: %s", c.Job().ID, model.Truncate(err.Error(), 1024))
 	if rerr != nil {
 		return fmt.Errorf("%w (%v)", err, rerr)
 	}
 	if refused {
-		e.m.jobs.WithLabelValues(string(store.OutcomeRefused)).Inc()
+		e.m.jobs.WithLabelValues(string(model.OutcomeRefused)).Inc()
 		e.logger.Error("job refused after repeated failures", "job", c.Job().ID, "attempts", maxJobAttempts, "err", err)
 		return nil
 	}
 	return err
-}
-
-// claimFromStore claims through the Store, as a Claim.
-func (e *Engine) claimFromStore(ctx context.Context, f store.ClaimFilter) (Claim, error) {
-	c, err := e.store.ClaimJob(ctx, f)
-	if c == nil { // no job: a nil *store.Claim must not become a non-nil Claim
-		return nil, err
-	}
-	return c, err
 }
 
 // config is the policy in force now.

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/remediator/action"
@@ -24,29 +26,29 @@ import (
 
 // fakeClaim records what the engine writes through a claim.
 type fakeClaim struct {
-	job      store.Job
-	orphan   *store.Orphan
+	job      model.Job
+	orphan   *model.Orphan
 	busy     bool
-	state    store.State
-	touch    *store.Touch
+	state    model.State
+	touch    *model.Touch
 	outages  []string
-	intent   *store.Intent
+	intent   *model.Intent
 	deferred string
-	events   []store.Event
-	outcome  *store.Outcome
-	fast     *store.FastOccurrence // the fast path's occurrence an alert may join
+	events   []model.Event
+	outcome  *model.Outcome
+	fast     *model.FastOccurrence // the fast path's occurrence an alert may join
 	released bool
-	refuse   *store.Admitted // admission refuses the intent with these counts
+	refuse   *model.Admitted // admission refuses the intent with these counts
 	renewals int
 	retried  error
 	lockErr  error // LockTarget fails so
 	refuseAt bool  // Retry reports the job refused (its attempts used up)
 }
 
-func (c *fakeClaim) Job() store.Job { return c.job }
-func (c *fakeClaim) OrphanedAction(context.Context, time.Duration) (store.Orphan, bool, error) {
+func (c *fakeClaim) Job() model.Job { return c.job }
+func (c *fakeClaim) OrphanedAction(context.Context, time.Duration) (model.Orphan, bool, error) {
 	if c.orphan == nil {
-		return store.Orphan{}, false, nil
+		return model.Orphan{}, false, nil
 	}
 	return *c.orphan, true, nil
 }
@@ -57,31 +59,31 @@ func (c *fakeClaim) RecordOutage(_ context.Context, target string) error {
 	c.state.OutageCounted = true
 	return nil
 }
-func (c *fakeClaim) LoadState(context.Context, store.StateQuery) (store.State, error) {
+func (c *fakeClaim) LoadState(context.Context, model.StateQuery) (model.State, error) {
 	st := c.state
 	if st.Now.IsZero() {
 		st.Now = t0
 	}
 	return st, nil
 }
-func (c *fakeClaim) LastTouch(context.Context, string, time.Time, []string) (store.Touch, bool, error) {
+func (c *fakeClaim) LastTouch(context.Context, string, time.Time, []string) (model.Touch, bool, error) {
 	if c.touch == nil {
-		return store.Touch{}, false, nil
+		return model.Touch{}, false, nil
 	}
 	return *c.touch, true, nil
 }
-func (c *fakeClaim) FastOccurrence(context.Context, string, string, time.Time, time.Duration) (store.FastOccurrence, bool, error) {
+func (c *fakeClaim) FastOccurrence(context.Context, string, string, time.Time, time.Duration) (model.FastOccurrence, bool, error) {
 	if c.fast == nil {
-		return store.FastOccurrence{}, false, nil
+		return model.FastOccurrence{}, false, nil
 	}
 	return *c.fast, true, nil
 }
-func (c *fakeClaim) RecordIntent(_ context.Context, in store.Intent) (store.Admitted, error) {
+func (c *fakeClaim) RecordIntent(_ context.Context, in model.Intent) (model.Admitted, error) {
 	if c.refuse != nil {
 		return *c.refuse, nil
 	}
 	c.intent = &in
-	return store.Admitted{ActionID: 7}, nil
+	return model.Admitted{ActionID: 7}, nil
 }
 func (c *fakeClaim) Renew(context.Context, time.Duration) (bool, error) {
 	c.renewals++
@@ -91,11 +93,11 @@ func (c *fakeClaim) Retry(_ context.Context, cause error, _ int) (bool, error) {
 	c.retried = cause
 	return c.refuseAt, nil
 }
-func (c *fakeClaim) Defer(_ context.Context, _ time.Duration, reason string, events ...store.Event) error {
+func (c *fakeClaim) Defer(_ context.Context, _ time.Duration, reason string, events ...model.Event) error {
 	c.deferred, c.events = reason, events
 	return nil
 }
-func (c *fakeClaim) Finish(_ context.Context, o store.Outcome) error {
+func (c *fakeClaim) Finish(_ context.Context, o model.Outcome) error {
 	c.outcome = &o
 	return nil
 }
@@ -147,8 +149,8 @@ func (x *fakeExec) Available(context.Context) error                           { 
 type fakeStore struct {
 	critical  int
 	firing    bool
-	ingested  []store.Alert
-	reverts   []store.PendingRevert
+	ingested  []model.Alert
+	reverts   []model.PendingRevert
 	reverted  []error
 	other     int
 	retention int
@@ -158,8 +160,8 @@ type fakeStore struct {
 	criticalAsked, beats int
 }
 
-func (*fakeStore) ClaimJob(context.Context, store.ClaimFilter) (*store.Claim, error) { return nil, nil }
-func (*fakeStore) ClaimRound(context.Context, store.ClaimFilter, []string, int) (*store.Round, error) {
+func (*fakeStore) ClaimJob(context.Context, model.ClaimFilter) (*store.Claim, error) { return nil, nil }
+func (*fakeStore) ClaimRound(context.Context, model.ClaimFilter, []string, int) (*store.Round, error) {
 	return nil, nil
 }
 func (f *fakeStore) ApplyRetention(context.Context) (map[string]int64, error) {
@@ -169,12 +171,12 @@ func (f *fakeStore) ApplyRetention(context.Context) (map[string]int64, error) {
 func (*fakeStore) JobCounts(context.Context) (map[string]int64, error) {
 	return map[string]int64{}, nil
 }
-func (f *fakeStore) DueReverts(context.Context, string, string) ([]store.PendingRevert, error) {
+func (f *fakeStore) DueReverts(context.Context, string, string) ([]model.PendingRevert, error) {
 	due := f.reverts
 	f.reverts = nil
 	return due, nil
 }
-func (f *fakeStore) MarkReverted(_ context.Context, _ store.PendingRevert, err error) error {
+func (f *fakeStore) MarkReverted(_ context.Context, _ model.PendingRevert, err error) error {
 	f.reverted = append(f.reverted, err)
 	return nil
 }
@@ -182,25 +184,25 @@ func (f *fakeStore) CriticalEvents(context.Context, time.Duration) (int, error) 
 	f.criticalAsked++
 	return f.critical, nil
 }
-func (f *fakeStore) RaiseOwnAlert(ctx context.Context, _ string, reopen time.Duration, next func(time.Time, bool) *store.Alert) (store.IngestResult, error) {
+func (f *fakeStore) RaiseOwnAlert(ctx context.Context, _ string, reopen time.Duration, next func(time.Time, bool) *model.Alert) (model.IngestResult, error) {
 	a := next(t0, f.firing)
 	if a == nil {
-		return store.IngestResult{}, nil
+		return model.IngestResult{}, nil
 	}
-	return f.IngestAlerts(ctx, []store.Alert{*a}, reopen)
+	return f.IngestAlerts(ctx, []model.Alert{*a}, reopen)
 }
-func (f *fakeStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Duration) (store.IngestResult, error) {
+func (f *fakeStore) IngestAlerts(_ context.Context, a []model.Alert, _ time.Duration) (model.IngestResult, error) {
 	f.ingested = append(f.ingested, a...)
-	return store.IngestResult{JobsQueued: len(a)}, nil
+	return model.IngestResult{JobsQueued: len(a)}, nil
 }
-func (f *fakeStore) NodeHeartbeat(context.Context, store.NodeBeat) ([]string, error) { return nil, nil }
+func (f *fakeStore) NodeHeartbeat(context.Context, model.NodeBeat) ([]string, error) { return nil, nil }
 func (f *fakeStore) NodeStopped(context.Context, string, string) error               { return nil }
 func (f *fakeStore) NextDue(context.Context, []string) (time.Time, bool, error) {
 	return time.Time{}, false, nil
 }
 func (f *fakeStore) ListenForJobs(context.Context, string, func()) error { return nil }
 func (f *fakeStore) ReleaseLeases(context.Context, string) (int, error)  { return f.leases, f.leasesErr }
-func (f *fakeStore) Heartbeat(context.Context, store.Replica, time.Duration) (int, int, error) {
+func (f *fakeStore) Heartbeat(context.Context, model.Replica, time.Duration) (int, int, error) {
 	f.beats++
 	return 1, f.other, nil
 }
@@ -250,14 +252,14 @@ func newTestEngine(t *testing.T, execs map[string]*fakeExec) *Engine {
 	return e
 }
 
-func job(remediation, service string, step int) store.Job {
-	return store.Job{ID: 1, OccurrenceID: 1, Remediation: remediation, Step: step, Position: step, StartsAt: t0.Add(-time.Minute),
+func job(remediation, service string, step int) model.Job {
+	return model.Job{ID: 1, OccurrenceID: 1, Remediation: remediation, Step: step, Position: step, StartsAt: t0.Add(-time.Minute),
 		CreatedAt: t0.Add(-time.Second), AlertStatus: "firing", Alertname: "ServiceDown",
 		Labels: map[string]string{"alertname": "ServiceDown", "service": service, "instance": "edge-01:9595"}}
 }
 
 // fastJob is the job the fast path queues for a container that died.
-func fastJob(service string) store.Job {
+func fastJob(service string) model.Job {
 	j := job("service-down", service, 1)
 	j.Labels = map[string]string{"alertname": "ServiceDown", "service": service, "node": "edge-01",
 		policy.LabelPath: "fast", policy.LabelTarget: service}
@@ -294,8 +296,8 @@ func TestHandle(t *testing.T) {
 			}}},
 			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
 				o := c.outcome
-				if len(o.Touched) != 2 || o.Touched[0].Target != "proxy" || o.Touched[0].Status != store.ActionSucceeded ||
-					o.Touched[1].Target != "sidecar" || o.Touched[1].Status != store.ActionFailed || o.Touched[1].Error != "exited" {
+				if len(o.Touched) != 2 || o.Touched[0].Target != "proxy" || o.Touched[0].Status != model.ActionSucceeded ||
+					o.Touched[1].Target != "sidecar" || o.Touched[1].Status != model.ActionFailed || o.Touched[1].Error != "exited" {
 					t.Fatalf("touched %+v", o.Touched)
 				}
 				var kinds []string
@@ -308,7 +310,7 @@ func TestHandle(t *testing.T) {
 				}
 			}},
 		{name: "Alertmanager's alert for an outage the fast path is healing joins it",
-			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &store.FastOccurrence{ID: 41, Firing: true}},
+			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &model.FastOccurrence{ID: 41, Firing: true}},
 			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
 				o := c.outcome
 				if o.Result != "skipped" || o.JoinedTo != 41 || o.ResolveOccurrence || len(c.outages) != 0 || len(x["restart"].ran) != 0 ||
@@ -317,7 +319,7 @@ func TestHandle(t *testing.T) {
 				}
 			}},
 		{name: "one the fast path healed, the target still up since: joins it",
-			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &store.FastOccurrence{ID: 41, StartsAt: t0.Add(-time.Minute)}},
+			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &model.FastOccurrence{ID: 41, StartsAt: t0.Add(-time.Minute)}},
 			execs: map[string]*fakeExec{"restart": {recovery: action.Recovery{Recovered: true}}},
 			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
 				if o := c.outcome; o.Result != "skipped" || o.JoinedTo != 41 || len(x["restart"].ran) != 0 {
@@ -325,7 +327,7 @@ func TestHandle(t *testing.T) {
 				}
 			}},
 		{name: "one the fast path healed, but the target is down again: a new outage, acted on",
-			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &store.FastOccurrence{ID: 41, StartsAt: t0.Add(-time.Minute)}},
+			claim: &fakeClaim{job: job("service-down", "llm", 1), fast: &model.FastOccurrence{ID: 41, StartsAt: t0.Add(-time.Minute)}},
 			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
 				if o := c.outcome; o.Result != "succeeded" || o.JoinedTo != 0 || len(x["restart"].ran) != 1 || len(c.outages) != 1 {
 					t.Fatalf("outcome %+v outages %v", o, c.outages)
@@ -357,14 +359,14 @@ func TestHandle(t *testing.T) {
 				}
 			}},
 		{name: "the second failure stops and starts",
-			claim: &fakeClaim{job: job("service-down", "llm", 2), state: store.State{FailuresInWindow: 1, OutageCounted: true}},
+			claim: &fakeClaim{job: job("service-down", "llm", 2), state: model.State{FailuresInWindow: 1, OutageCounted: true}},
 			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
 				if c.intent.Action != "stop_start" || len(x["stop_start"].ran) != 1 {
 					t.Fatalf("intent %+v", c.intent)
 				}
 			}},
 		{name: "the third failure escalates",
-			claim: &fakeClaim{job: job("service-down", "llm", 1), state: store.State{FailuresInWindow: 2}},
+			claim: &fakeClaim{job: job("service-down", "llm", 1), state: model.State{FailuresInWindow: 2}},
 			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
 				o := c.outcome
 				if o.Result != "escalated" || o.Escalation == nil || o.Escalation.To != "recovery" || o.Events[0].Severity != "CRITICAL" {
@@ -449,8 +451,8 @@ func TestHandle(t *testing.T) {
 			}(),
 			execs: map[string]*fakeExec{"restart": {canonErr: transient}},
 			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
-				if c.outcome == nil || c.outcome.Result != store.OutcomeRefused || !strings.Contains(c.outcome.Reason, "stayed unreachable for 6m0s") ||
-					c.outcome.Events[0].Severity != store.SeverityCritical {
+				if c.outcome == nil || c.outcome.Result != model.OutcomeRefused || !strings.Contains(c.outcome.Reason, "stayed unreachable for 6m0s") ||
+					c.outcome.Events[0].Severity != model.SeverityCritical {
 					t.Fatalf("outcome %+v", c.outcome)
 				}
 			}},
@@ -458,7 +460,7 @@ func TestHandle(t *testing.T) {
 			claim: &fakeClaim{job: job("service-down", "ab12", 1)},
 			execs: map[string]*fakeExec{"restart": {canonErr: errors.New("multiple IDs found with provided prefix: ab12")}},
 			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
-				if c.outcome == nil || c.outcome.Result != store.OutcomeRefused || !strings.Contains(c.outcome.Reason, "cannot resolve target ab12: multiple IDs") {
+				if c.outcome == nil || c.outcome.Result != model.OutcomeRefused || !strings.Contains(c.outcome.Reason, "cannot resolve target ab12: multiple IDs") {
 					t.Fatalf("outcome %+v", c.outcome)
 				}
 			}},
@@ -488,7 +490,7 @@ func TestHandle(t *testing.T) {
 				}
 			}},
 		{name: "an interrupted action: counted, the ladder goes on",
-			claim: &fakeClaim{job: job("service-down", "llm", 1), orphan: &store.Orphan{ActionID: 3, Target: "llm", Action: "restart"}},
+			claim: &fakeClaim{job: job("service-down", "llm", 1), orphan: &model.Orphan{ActionID: 3, Target: "llm", Action: "restart"}},
 			check: func(t *testing.T, c *fakeClaim, x map[string]*fakeExec) {
 				o := c.outcome
 				if o.State != "interrupted" || o.ActionStatus != "interrupted" || o.Failure == nil || o.FollowUp == nil || len(x["restart"].ran) != 0 {
@@ -496,14 +498,14 @@ func TestHandle(t *testing.T) {
 				}
 			}},
 		{name: "selfheal's own outage, action still running: deferred",
-			claim: &fakeClaim{job: job("service-down", "llm", 1), touch: &store.Touch{ActionID: 9, Action: "hard_restart", Running: true}},
+			claim: &fakeClaim{job: job("service-down", "llm", 1), touch: &model.Touch{ActionID: 9, Action: "hard_restart", Running: true}},
 			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
 				if !strings.HasPrefix(c.deferred, "selfheal's hard_restart") || len(c.outages) != 0 {
 					t.Fatalf("deferred %q outages %v", c.deferred, c.outages)
 				}
 			}},
 		{name: "selfheal's own outage, over: skipped, not counted",
-			claim: &fakeClaim{job: job("service-down", "llm", 1), touch: &store.Touch{ActionID: 9, Action: "hard_restart",
+			claim: &fakeClaim{job: job("service-down", "llm", 1), touch: &model.Touch{ActionID: 9, Action: "hard_restart",
 				Started: t0.Add(-time.Minute), Completed: t0.Add(-50 * time.Second)}},
 			execs: map[string]*fakeExec{"restart": {recovery: action.Recovery{Recovered: true, Since: t0.Add(-55 * time.Second)}}},
 			check: func(t *testing.T, c *fakeClaim, _ map[string]*fakeExec) {
@@ -556,7 +558,7 @@ func TestHandle(t *testing.T) {
 				execs = map[string]*fakeExec{}
 			}
 			e := newTestEngine(t, execs)
-			e.claim = func(context.Context, store.ClaimFilter) (Claim, error) { return tc.claim, nil }
+			e.claim = func(context.Context, model.ClaimFilter) (Claim, error) { return tc.claim, nil }
 			worked, err := e.ProcessOne(context.Background())
 			if (err != nil) != tc.wantErr || !worked || !tc.claim.released {
 				t.Fatalf("ProcessOne = %v, %v; released %v", worked, err, tc.claim.released)
@@ -574,7 +576,7 @@ func TestPausedByEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &fakeClaim{job: job("service-down", "llm", 1)}
-	e.claim = func(context.Context, store.ClaimFilter) (Claim, error) { return c, nil }
+	e.claim = func(context.Context, model.ClaimFilter) (Claim, error) { return c, nil }
 	if _, err := e.ProcessOne(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -637,7 +639,7 @@ func TestRevertsAndBackgroundLoops(t *testing.T) {
 	execs := map[string]*fakeExec{}
 	e := newTestEngine(t, execs)
 	st := e.store.(*fakeStore)
-	st.reverts = []store.PendingRevert{{ActionType: "restart", Target: "llm"}, {ActionType: "reboot", Target: "host"}}
+	st.reverts = []model.PendingRevert{{ActionType: "restart", Target: "llm"}, {ActionType: "reboot", Target: "host"}}
 	e.revert(context.Background(), false)
 	if len(st.reverted) != 2 || st.reverted[0] != nil || st.reverted[1] == nil {
 		t.Fatalf("reverted %v: want the restart undone, the unknown type reported", st.reverted)
@@ -659,7 +661,7 @@ func TestRevertsAndBackgroundLoops(t *testing.T) {
 	// Run's loops: a change whose alert resolved is undone while it runs,
 	// retention and the critical-events count run at their intervals, the
 	// heartbeat at its own (here once, at the start).
-	st.reverts = []store.PendingRevert{{ActionType: "restart", Target: "api"}}
+	st.reverts = []model.PendingRevert{{ActionType: "restart", Target: "api"}}
 	beatsBefore := st.beats
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -684,8 +686,8 @@ func (unavailableExec) Available(context.Context) error {
 func TestUnavailableRemediationsAreLeft(t *testing.T) {
 	e := newTestEngine(t, map[string]*fakeExec{})
 	e.executors["stop_start"] = &unavailableExec{}
-	var got store.ClaimFilter
-	e.claim = func(_ context.Context, f store.ClaimFilter) (Claim, error) { got = f; return nil, nil }
+	var got model.ClaimFilter
+	e.claim = func(_ context.Context, f model.ClaimFilter) (Claim, error) { got = f; return nil, nil }
 	if _, err := e.ProcessOne(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -695,27 +697,27 @@ func TestUnavailableRemediationsAreLeft(t *testing.T) {
 }
 
 type fakeStates struct {
-	st    store.State
-	touch *store.Touch
-	fast  *store.FastOccurrence
+	st    model.State
+	touch *model.Touch
+	fast  *model.FastOccurrence
 }
 
-func (f fakeStates) ReadState(context.Context, store.StateQuery) (store.State, error) {
+func (f fakeStates) ReadState(context.Context, model.StateQuery) (model.State, error) {
 	st := f.st
 	st.Now = t0
 	return st, nil
 }
 
-func (f fakeStates) ReadLastTouch(context.Context, string, time.Time, []string) (store.Touch, bool, error) {
+func (f fakeStates) ReadLastTouch(context.Context, string, time.Time, []string) (model.Touch, bool, error) {
 	if f.touch == nil {
-		return store.Touch{}, false, nil
+		return model.Touch{}, false, nil
 	}
 	return *f.touch, true, nil
 }
 
-func (f fakeStates) ReadFastOccurrence(context.Context, string, string, time.Time, time.Duration) (store.FastOccurrence, bool, error) {
+func (f fakeStates) ReadFastOccurrence(context.Context, string, string, time.Time, time.Duration) (model.FastOccurrence, bool, error) {
 	if f.fast == nil {
-		return store.FastOccurrence{}, false, nil
+		return model.FastOccurrence{}, false, nil
 	}
 	return *f.fast, true, nil
 }
@@ -729,7 +731,7 @@ func TestPlan(t *testing.T) {
 	if err != nil || p.Verdict != Run || p.Action != "restart" || p.Failures != 1 || p.IfItFails != "2 failures within 10m: stop_start (attempt 2)" || !p.Acts() {
 		t.Fatalf("plan %+v, %v", p, err)
 	}
-	p, _ = e.Plan(context.Background(), fakeStates{st: store.State{FailuresInWindow: 1}}, labels)
+	p, _ = e.Plan(context.Background(), fakeStates{st: model.State{FailuresInWindow: 1}}, labels)
 	if p.Verdict != Run || p.IfItFails != "3 failures within 10m: escalate to recovery" {
 		t.Fatalf("plan %+v", p)
 	}
@@ -745,7 +747,7 @@ func TestPlan(t *testing.T) {
 		t.Fatalf("plan %+v", p)
 	}
 	seq := map[string]string{"alertname": "Never"}
-	p, _ = e.Plan(context.Background(), fakeStates{st: store.State{LastActionAt: t0.Add(-time.Hour)}}, seq)
+	p, _ = e.Plan(context.Background(), fakeStates{st: model.State{LastActionAt: t0.Add(-time.Hour)}}, seq)
 	if p.Verdict != Run || p.Action != "hard_restart" || p.IfItFails != "the failure is counted; the sequence goes on: docker_prune" {
 		t.Fatalf("plan %+v", p)
 	}

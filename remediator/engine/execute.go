@@ -12,9 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // actionLease is how long a running action stays its worker's without a
@@ -35,8 +36,8 @@ const (
 const outcomeRetryFor = 10 * time.Minute
 
 // admissionOf is what an intent is admitted under.
-func admissionOf(cfg *policy.Config) store.Admission {
-	return store.Admission{MaxRunning: cfg.Engine.MaxConcurrentActions, MaxInWindow: cfg.Engine.StormBrake.MaxActions,
+func admissionOf(cfg *policy.Config) model.Admission {
+	return model.Admission{MaxRunning: cfg.Engine.MaxConcurrentActions, MaxInWindow: cfg.Engine.StormBrake.MaxActions,
 		Window: cfg.Engine.StormBrake.Window.D()}
 }
 
@@ -62,7 +63,7 @@ func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
 	}
 	// A temporary change is recorded with the intent, before it is made:
 	// a crash at any point leaves it to be undone when the alert resolves.
-	var revert *store.Revert
+	var revert *model.Revert
 	if rv, ok := exec.(action.Reverter); ok {
 		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
 		data, err := rv.PlanRevert(pctx, req)
@@ -71,11 +72,11 @@ func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
 			return fmt.Errorf("plan how to undo %s of %s: %w", d.Action.Type, target, err)
 		}
 		if data != nil {
-			revert = &store.Revert{Host: e.node(), Data: data}
+			revert = &model.Revert{Host: e.node(), Data: data}
 		}
 	}
 	cfg := e.config()
-	adm, err := c.RecordIntent(ctx, store.Intent{Target: target, Action: d.Action.Type, Category: r.Category,
+	adm, err := c.RecordIntent(ctx, model.Intent{Target: target, Action: d.Action.Type, Category: r.Category,
 		Attempt: d.Attempt, Reason: d.Reason, Details: details, Limits: admissionOf(cfg),
 		Owner: e.replica, Lease: actionLease, Timeout: r.Timeout.D(), Revert: revert})
 	if err != nil {
@@ -159,34 +160,34 @@ func (e *Engine) witness(ctx context.Context, exec action.Executor, req action.R
 }
 
 // outcomeOf is what the action's end records.
-func (e *Engine) outcomeOf(j store.Job, r *policy.Remediation, target string, d Decision, actionID int64, res action.Result, err error, elapsed time.Duration, log *slog.Logger) store.Outcome {
+func (e *Engine) outcomeOf(j model.Job, r *policy.Remediation, target string, d Decision, actionID int64, res action.Result, err error, elapsed time.Duration, log *slog.Logger) model.Outcome {
 	others, otherEvents := touched(res.Touched)
 	if err == nil {
 		log.Info("action succeeded", "duration", elapsed)
-		e.m.actions.WithLabelValues(d.Action.Type, string(store.ActionSucceeded)).Inc()
-		e.m.jobs.WithLabelValues(string(store.OutcomeSucceeded)).Inc()
-		return store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: target, Reason: d.Reason,
-			ResolveOccurrence: fastHealed(j, store.OutcomeSucceeded),
-			ActionID:          actionID, ActionStatus: store.ActionSucceeded, ActionDetail: res.Details,
+		e.m.actions.WithLabelValues(d.Action.Type, string(model.ActionSucceeded)).Inc()
+		e.m.jobs.WithLabelValues(string(model.OutcomeSucceeded)).Inc()
+		return model.Outcome{State: model.JobDone, Result: model.OutcomeSucceeded, Target: target, Reason: d.Reason,
+			ResolveOccurrence: fastHealed(j, model.OutcomeSucceeded),
+			ActionID:          actionID, ActionStatus: model.ActionSucceeded, ActionDetail: res.Details,
 			FollowUp: nextInSequence(r, j), Touched: others,
-			Events: append(otherEvents, store.Event{Severity: store.SeverityInfo, Type: "action_succeeded", Target: target,
+			Events: append(otherEvents, model.Event{Severity: model.SeverityInfo, Type: "action_succeeded", Target: target,
 				Message: fmt.Sprintf("%s of %s succeeded in %s", d.Action.Type, target, elapsed.Round(time.Millisecond)),
 				Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}),
 		}
 	}
 	log.Warn("action failed", "duration", elapsed, "err", err)
-	e.m.actions.WithLabelValues(d.Action.Type, string(store.ActionFailed)).Inc()
-	e.m.jobs.WithLabelValues(string(store.OutcomeFailed)).Inc()
-	followUp := &store.FollowUp{} // the ladder's next step
+	e.m.actions.WithLabelValues(d.Action.Type, string(model.ActionFailed)).Inc()
+	e.m.jobs.WithLabelValues(string(model.OutcomeFailed)).Inc()
+	followUp := &model.FollowUp{} // the ladder's next step
 	if r.IsSequence() {
 		followUp = nextInSequence(r, j)
 	}
-	msg := store.Truncate(err.Error(), 4096)
-	return store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: target, Reason: d.Reason,
-		ActionID: actionID, ActionStatus: store.ActionFailed, ActionError: msg, ActionDetail: res.Details,
-		Failure:  &store.Failure{Type: d.Action.Type, Status: string(store.ActionFailed)},
+	msg := model.Truncate(err.Error(), 4096)
+	return model.Outcome{State: model.JobDone, Result: model.OutcomeFailed, Target: target, Reason: d.Reason,
+		ActionID: actionID, ActionStatus: model.ActionFailed, ActionError: msg, ActionDetail: res.Details,
+		Failure:  &model.Failure{Type: d.Action.Type, Status: string(model.ActionFailed)},
 		FollowUp: followUp, Touched: others,
-		Events: append(otherEvents, store.Event{Severity: store.SeverityError, Type: "action_failed", Target: target,
+		Events: append(otherEvents, model.Event{Severity: model.SeverityError, Type: "action_failed", Target: target,
 			Message: fmt.Sprintf("%s of %s failed (attempt %d): %s", d.Action.Type, target, d.Attempt, msg),
 			Details: map[string]any{"action": d.Action.Type, "attempt": d.Attempt, "seconds": elapsed.Seconds()}}),
 	}
@@ -217,7 +218,7 @@ func (e *Engine) renew(ctx context.Context, c Claim, log *slog.Logger, resolved 
 			if gone {
 				resolved()
 			}
-		case errors.Is(err, store.ErrTakenOver):
+		case errors.Is(err, model.ErrTakenOver):
 			log.Warn("the action's lease was taken over by another worker; it runs on, but its outcome will not count")
 			return
 		case ctx.Err() != nil:
@@ -233,7 +234,7 @@ func (e *Engine) renew(ctx context.Context, c Claim, log *slog.Logger, resolved 
 
 // recordOutcome records o, trying again while the database is away (the
 // lease is renewed meanwhile), for up to outcomeRetryFor.
-func (e *Engine) recordOutcome(ctx context.Context, c Claim, o store.Outcome, log *slog.Logger) error {
+func (e *Engine) recordOutcome(ctx context.Context, c Claim, o model.Outcome, log *slog.Logger) error {
 	giveUp := time.Now().Add(outcomeRetryFor)
 	var quiet errorLog
 	wait := 250 * time.Millisecond
@@ -249,7 +250,7 @@ func (e *Engine) recordOutcome(ctx context.Context, c Claim, o store.Outcome, lo
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, store.ErrTakenOver):
+		case errors.Is(err, model.ErrTakenOver):
 			log.Warn("the action ended after another worker took it over; its outcome is recorded as an event only", "status", o.ActionStatus)
 			return nil
 		case !time.Now().Before(giveUp):
@@ -265,26 +266,26 @@ func (e *Engine) recordOutcome(ctx context.Context, c Claim, o store.Outcome, lo
 
 // touched turns what an action did beside its target into a row for each
 // container it acted on and an event for each, acted on or left alone.
-func touched(list []action.Touched) ([]store.TouchedAction, []store.Event) {
-	var rows []store.TouchedAction
-	var events []store.Event
+func touched(list []action.Touched) ([]model.TouchedAction, []model.Event) {
+	var rows []model.TouchedAction
+	var events []model.Event
 	for _, t := range list {
 		details := map[string]any{"role": t.Role, "action": t.Action}
 		if t.Skipped != "" {
 			details["skipped"] = t.Skipped
-			events = append(events, store.Event{Severity: store.SeverityWarning, Type: "left_alone", Target: t.Target,
+			events = append(events, model.Event{Severity: model.SeverityWarning, Type: "left_alone", Target: t.Target,
 				Message: fmt.Sprintf("%s (%s) left alone: %s", t.Target, t.Role, t.Skipped), Details: details})
 			continue
 		}
-		row := store.TouchedAction{Target: t.Target, Action: t.Action, Status: store.ActionSucceeded,
+		row := model.TouchedAction{Target: t.Target, Action: t.Action, Status: model.ActionSucceeded,
 			Started: t.Started, Ended: t.Ended, Details: details}
 		took := t.Ended.Sub(t.Started).Round(time.Millisecond)
 		details["seconds"] = t.Ended.Sub(t.Started).Seconds()
-		ev := store.Event{Severity: store.SeverityInfo, Type: "touched", Target: t.Target, Details: details,
+		ev := model.Event{Severity: model.SeverityInfo, Type: "touched", Target: t.Target, Details: details,
 			Message: fmt.Sprintf("%s of %s (%s) succeeded in %s", t.Action, t.Target, t.Role, took)}
 		if t.Err != nil {
-			row.Status, row.Error = store.ActionFailed, t.Err.Error()
-			ev.Severity = store.SeverityError
+			row.Status, row.Error = model.ActionFailed, t.Err.Error()
+			ev.Severity = model.SeverityError
 			ev.Message = fmt.Sprintf("%s of %s (%s) failed after %s: %v", t.Action, t.Target, t.Role, took, t.Err)
 		}
 		rows = append(rows, row)

@@ -10,10 +10,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/common/version"
 
 	"github.com/selfheal/selfheal/remediator/action"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // replicaAlive is how long a replica counts as alive after its last
@@ -25,7 +26,7 @@ const replicaAlive = time.Minute
 // configuration and another.
 func (e *Engine) heartbeat(ctx context.Context) {
 	cfg := e.config()
-	refused, err := e.store.NodeHeartbeat(ctx, store.NodeBeat{Name: e.node(), Names: cfg.Node.Names(),
+	refused, err := e.store.NodeHeartbeat(ctx, model.NodeBeat{Name: e.node(), Names: cfg.Node.Names(),
 		Engine: e.replica, Version: version.Version, ConfigFingerprint: cfg.Fingerprint()})
 	e.namesMu.Lock()
 	switch {
@@ -43,7 +44,7 @@ func (e *Engine) heartbeat(ctx context.Context) {
 	// them) once a minute, not at every beat.
 	e.beats++
 	onlyAlive := cfg.Node.Fleet && (e.beats-1)%max(1, int(time.Minute/cfg.Node.HeartbeatInterval.D())) != 0
-	same, other, err := e.store.Heartbeat(ctx, store.Replica{ID: e.replica, Host: e.host, Version: version.Version,
+	same, other, err := e.store.Heartbeat(ctx, model.Replica{ID: e.replica, Host: e.host, Version: version.Version,
 		ConfigFingerprint: cfg.Fingerprint(), Remediations: cfg.Names(), OnlyAlive: onlyAlive}, replicaAlive)
 	if err != nil {
 		if ctx.Err() == nil {

@@ -11,9 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // permitTimeout bounds the read-only target check before a decision.
@@ -59,8 +60,8 @@ func (e *Engine) recoverOrphan(ctx context.Context, c Claim, cfg *policy.Config,
 			"%s of %s (action %d) is still running, held by %s", orphan.Action, orphan.Target, orphan.ActionID, orphan.Owner))
 	}
 	log.Warn("marking an interrupted action", "action_id", orphan.ActionID, "target", orphan.Target, "owner", orphan.Owner)
-	e.m.jobs.WithLabelValues(string(store.JobInterrupted)).Inc()
-	followUp := &store.FollowUp{}
+	e.m.jobs.WithLabelValues(string(model.JobInterrupted)).Inc()
+	followUp := &model.FollowUp{}
 	if r := cfg.Remediation(j.Remediation); r != nil && r.IsSequence() {
 		followUp = nextInSequence(r, j)
 	}
@@ -68,13 +69,13 @@ func (e *Engine) recoverOrphan(ctx context.Context, c Claim, cfg *policy.Config,
 		followUp.After = orphan.RunsFor
 	}
 	const why = "its worker stopped renewing its lease between intent and outcome (selfheal stopped, or lost the database for longer than the lease)"
-	return true, c.Finish(ctx, store.Outcome{
-		State: store.JobInterrupted, Reason: "interrupted: " + why, Target: orphan.Target,
-		ActionID: orphan.ActionID, ActionStatus: store.ActionInterrupted,
+	return true, c.Finish(ctx, model.Outcome{
+		State: model.JobInterrupted, Reason: "interrupted: " + why, Target: orphan.Target,
+		ActionID: orphan.ActionID, ActionStatus: model.ActionInterrupted,
 		ActionError: why + "; the effect is unknown",
-		Failure:     &store.Failure{Type: orphan.Action, Status: string(store.ActionInterrupted)},
+		Failure:     &model.Failure{Type: orphan.Action, Status: string(model.ActionInterrupted)},
 		FollowUp:    followUp,
-		Events: []store.Event{{Severity: store.SeverityError, Type: "action_interrupted", Target: orphan.Target,
+		Events: []model.Event{{Severity: model.SeverityError, Type: "action_interrupted", Target: orphan.Target,
 			Details: map[string]any{"action_id": orphan.ActionID, "owner": orphan.Owner, "next_step_after_seconds": orphan.RunsFor.Seconds()},
 			Message: fmt.Sprintf("%s of %s was interrupted (%s); it is not repeated, and the remediation goes on once its timeout has passed (in %s)",
 				orphan.Action, orphan.Target, why, orphan.RunsFor.Round(time.Second))}},
@@ -86,7 +87,7 @@ func (e *Engine) recoverOrphan(ctx context.Context, c Claim, cfg *policy.Config,
 // could matter in state st, none applies or the evidence cannot be read
 // (then the ladder runs as configured). The state a decision reads is the
 // same under every cause: the remediation's name and window.
-func (e *Engine) byCause(ctx context.Context, r *policy.Remediation, target string, st store.State, log *slog.Logger) (*policy.Remediation, string) {
+func (e *Engine) byCause(ctx context.Context, r *policy.Remediation, target string, st model.State, log *slog.Logger) (*policy.Remediation, string) {
 	if !r.CauseMatters(st.FailuresInWindow) || len(r.Steps) == 0 {
 		return r, ""
 	}
@@ -117,7 +118,7 @@ func (e *Engine) settle(ctx context.Context, c Claim, p *pass) error {
 	switch d.Verdict {
 	case Defer:
 		e.m.deferred.Inc()
-		var events []store.Event
+		var events []model.Event
 		if p.unreachable {
 			events = e.unreachableEvent(c.Job(), p.target, d)
 		}
@@ -131,11 +132,11 @@ func (e *Engine) settle(ctx context.Context, c Claim, p *pass) error {
 
 // unreachableEvent is the event a job deferred for an unreachable target
 // records: once per job, not at every retry.
-func (e *Engine) unreachableEvent(j store.Job, target string, d Decision) []store.Event {
+func (e *Engine) unreachableEvent(j model.Job, target string, d Decision) []model.Event {
 	if strings.HasPrefix(j.Reason, reasonUnreachable) {
 		return nil
 	}
-	return []store.Event{{Severity: store.SeverityWarning, Type: "target_unreachable", Target: target, Message: d.Reason}}
+	return []model.Event{{Severity: model.SeverityWarning, Type: "target_unreachable", Target: target, Message: d.Reason}}
 }
 
 // countsOutage reports whether the job's alert occurrence is itself a
@@ -143,7 +144,7 @@ func (e *Engine) unreachableEvent(j store.Job, target string, d Decision) []stor
 // that started firing, matched by this remediation rather than handed to it
 // by an escalation. A crash loop whose every restart "succeeds" is still
 // three failures in ten minutes.
-func countsOutage(r *policy.Remediation, j store.Job) bool {
+func countsOutage(r *policy.Remediation, j model.Job) bool {
 	return r.Category == policy.CategoryA && !j.Escalated && j.AlertStatus == "firing"
 }
 
@@ -157,7 +158,7 @@ const ownOutageSlack = 10 * time.Minute
 // restart by another remediation), and the target runs now in a run that
 // action started. Such an alert is no failure of the service: it is
 // skipped, uncounted. While the action still runs, the job waits for it.
-func (e *Engine) ownOutage(ctx context.Context, v view, r *policy.Remediation, j store.Job, target string) (Decision, bool, error) {
+func (e *Engine) ownOutage(ctx context.Context, v view, r *policy.Remediation, j model.Job, target string) (Decision, bool, error) {
 	touch, found, err := v.LastTouch(ctx, target, j.StartsAt.Add(-ownOutageSlack), action.TakingDown())
 	if err != nil || !found {
 		return Decision{}, false, err
@@ -184,15 +185,15 @@ func (e *Engine) ownOutage(ctx context.Context, v view, r *policy.Remediation, j
 
 // nextInSequence queues the next action of a sequence once a step ended,
 // whatever its outcome; nil when the job is not part of one or was the last.
-func nextInSequence(r *policy.Remediation, j store.Job) *store.FollowUp {
+func nextInSequence(r *policy.Remediation, j model.Job) *model.FollowUp {
 	if r == nil || !r.IsSequence() || j.Position >= len(r.Steps) {
 		return nil
 	}
-	return &store.FollowUp{Sequence: true, Position: j.Position + 1}
+	return &model.FollowUp{Sequence: true, Position: j.Position + 1}
 }
 
 // renderTarget is the target r names for job j's alert.
-func renderTarget(r *policy.Remediation, j store.Job) (string, error) {
+func renderTarget(r *policy.Remediation, j model.Job) (string, error) {
 	return r.RenderTarget(policy.TemplateData{Status: j.AlertStatus, Labels: j.Labels,
 		Annotations: j.Annotations, StartsAt: j.StartsAt, Fingerprint: j.Fingerprint})
 }
@@ -211,12 +212,12 @@ func (e *Engine) canonical(ctx context.Context, r *policy.Remediation, target st
 }
 
 // stepRequest is the request for step of r on target, for job j.
-func stepRequest(r *policy.Remediation, step policy.Action, j store.Job, target string) action.Request {
+func stepRequest(r *policy.Remediation, step policy.Action, j model.Job, target string) action.Request {
 	return action.Request{Target: target, Params: step.Params, Verify: verification(r.Verify), Labels: j.Labels, Remediation: r.Name}
 }
 
 // inputFor is the input of a decision on job j under r, in state st.
-func inputFor(cfg *policy.Config, r *policy.Remediation, j store.Job, st store.State) Input {
+func inputFor(cfg *policy.Config, r *policy.Remediation, j model.Job, st model.State) Input {
 	if why := cfg.PausedByEnvironment; why != "" && !st.Paused {
 		st.Paused, st.PauseReason = true, "this replica's environment says "+why
 	}
@@ -243,8 +244,8 @@ func limitsOf(cfg *policy.Config) Limits {
 }
 
 // StateQueryOf is the state a decision of r on target reads under cfg.
-func StateQueryOf(cfg *policy.Config, r *policy.Remediation, target string) store.StateQuery {
-	q := store.StateQuery{Target: target, Remediation: r.Name, FailureWindow: r.FailureWindow.D(),
+func StateQueryOf(cfg *policy.Config, r *policy.Remediation, target string) model.StateQuery {
+	q := model.StateQuery{Target: target, Remediation: r.Name, FailureWindow: r.FailureWindow.D(),
 		StormWindow: cfg.Engine.StormBrake.Window.D()}
 	if cfg.Engine.Chronic.MaxRemediations > 0 {
 		q.ChronicWindow = cfg.Engine.Chronic.Window.D()
@@ -256,36 +257,36 @@ func StateQueryOf(cfg *policy.Config, r *policy.Remediation, target string) stor
 func (e *Engine) finish(ctx context.Context, c Claim, target string, d Decision, r *policy.Remediation) error {
 	e.m.decisions.WithLabelValues(string(d.Verdict)).Inc()
 	e.m.jobs.WithLabelValues(string(d.Verdict.Outcome())).Inc()
-	o := store.Outcome{State: store.JobDone, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason,
+	o := model.Outcome{State: model.JobDone, Result: d.Verdict.Outcome(), Target: target, Reason: d.Reason,
 		JoinedTo: d.JoinedTo, ResolveOccurrence: fastHealed(c.Job(), d.Verdict.Outcome())}
 	ev := decisionEvent(c.Job(), target, d)
 	switch d.Verdict {
 	case DryRun:
-		ev.Severity = store.SeverityInfo
+		ev.Severity = model.SeverityInfo
 		ev.Details["action"], ev.Details["attempt"] = d.Action.Type, d.Attempt
-		o.DryRun = &store.Intent{Target: target, Action: d.Action.Type, Category: r.Category, Attempt: d.Attempt}
+		o.DryRun = &model.Intent{Target: target, Action: d.Action.Type, Category: r.Category, Attempt: d.Attempt}
 	case Escalate:
-		ev.Severity, ev.Type = store.SeverityCritical, "escalation"
+		ev.Severity, ev.Type = model.SeverityCritical, "escalation"
 		ev.Details["escalate_to"] = r.EscalateTo
-		o.Escalation = &store.Escalation{To: r.EscalateTo, Reason: d.Reason}
+		o.Escalation = &model.Escalation{To: r.EscalateTo, Reason: d.Reason}
 	case Refuse:
 		o.FollowUp = nextInSequence(r, c.Job())
 	}
-	o.Events = []store.Event{ev}
+	o.Events = []model.Event{ev}
 	return c.Finish(ctx, o)
 }
 
 // decisionEvent is the audit trail's record of a decision that runs
 // nothing: a warning, or the decision's own severity; a skip for an alert
 // that resolved is news, not a warning.
-func decisionEvent(j store.Job, target string, d Decision) store.Event {
-	ev := store.Event{Severity: store.SeverityWarning, Type: "decision", Target: target, Message: d.Reason,
+func decisionEvent(j model.Job, target string, d Decision) model.Event {
+	ev := model.Event{Severity: model.SeverityWarning, Type: "decision", Target: target, Message: d.Reason,
 		Details: map[string]any{"verdict": string(d.Verdict)}}
 	if d.Severity != "" {
 		ev.Severity = d.Severity
 	}
 	if d.Verdict == Skip && j.AlertStatus == "resolved" {
-		ev.Severity = store.SeverityInfo
+		ev.Severity = model.SeverityInfo
 	}
 	return ev
 }
@@ -295,7 +296,7 @@ func decisionEvent(j store.Job, target string, d Decision) store.Event {
 // the alert began while the target still runs in the run that healing (or
 // a later one) started. A target down now after the fast path had healed
 // it is a new outage the fast path missed: the alert acts.
-func (e *Engine) joinsFastPath(ctx context.Context, v view, r *policy.Remediation, j store.Job, target string) (store.FastOccurrence, bool, error) {
+func (e *Engine) joinsFastPath(ctx context.Context, v view, r *policy.Remediation, j model.Job, target string) (model.FastOccurrence, bool, error) {
 	fast, found, err := v.FastOccurrence(ctx, r.Name, target, j.StartsAt, r.FastPath.JoinWithin.D())
 	if err != nil || !found || fast.Firing {
 		return fast, found, err
@@ -316,8 +317,8 @@ func (e *Engine) joinsFastPath(ctx context.Context, v view, r *policy.Remediatio
 // fastHealed reports whether a job's end ends its occurrence: the fast
 // path's occurrences have no Alertmanager resolution, so one ends when a
 // job on it ends other than failed or escalated (the ladder goes on then).
-func fastHealed(j store.Job, outcome store.JobOutcome) bool {
-	return policy.IsFastAlert(j.Labels) && outcome != store.OutcomeFailed && outcome != store.OutcomeEscalated
+func fastHealed(j model.Job, outcome model.JobOutcome) bool {
+	return policy.IsFastAlert(j.Labels) && outcome != model.OutcomeFailed && outcome != model.OutcomeEscalated
 }
 
 // verification is what an action needs of a remediation's verify block.

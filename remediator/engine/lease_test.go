@@ -10,8 +10,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // scriptedClaim answers Renew and Finish from a script, one entry per
@@ -35,7 +36,7 @@ func (c *scriptedClaim) Renew(context.Context, time.Duration) (bool, error) {
 	return r.gone, r.err
 }
 
-func (c *scriptedClaim) Finish(_ context.Context, o store.Outcome) error {
+func (c *scriptedClaim) Finish(_ context.Context, o model.Outcome) error {
 	c.at = append(c.at, time.Since(c.start))
 	err := c.finishes[min(len(c.at), len(c.finishes))-1]
 	if err == nil {
@@ -53,7 +54,7 @@ func TestRenewRidesOutADatabaseRestart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newTestEngine(t, map[string]*fakeExec{})
 		c := &scriptedClaim{start: time.Now(), renewals: []renewal{
-			{err: errDatabaseAway}, {err: errDatabaseAway}, {}, {gone: true}, {err: store.ErrTakenOver}}}
+			{err: errDatabaseAway}, {err: errDatabaseAway}, {}, {gone: true}, {err: model.ErrTakenOver}}}
 		resolved := 0
 		e.renew(t.Context(), c, slog.New(slog.DiscardHandler), func() { resolved++ })
 		want := []time.Duration{3 * time.Second, 3500 * time.Millisecond, 4 * time.Second, 7 * time.Second, 10 * time.Second}
@@ -92,7 +93,7 @@ func TestRenewStopsWithItsContext(t *testing.T) {
 // over records no outcome and no error; a database away for longer than
 // outcomeRetryFor gives up with an error that says so.
 func TestRecordOutcomeWaitsForTheDatabase(t *testing.T) {
-	o := store.Outcome{Result: store.OutcomeSucceeded, Target: "llm"}
+	o := model.Outcome{Result: model.OutcomeSucceeded, Target: "llm"}
 	log := slog.New(slog.DiscardHandler)
 	t.Run("back after three failures", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
@@ -110,7 +111,7 @@ func TestRecordOutcomeWaitsForTheDatabase(t *testing.T) {
 	t.Run("taken over", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			e := newTestEngine(t, map[string]*fakeExec{})
-			c := &scriptedClaim{start: time.Now(), finishes: []error{errDatabaseAway, store.ErrTakenOver}}
+			c := &scriptedClaim{start: time.Now(), finishes: []error{errDatabaseAway, model.ErrTakenOver}}
 			if err := e.recordOutcome(t.Context(), c, o, log); err != nil || c.outcome != nil || len(c.at) != 2 {
 				t.Errorf("err %v, outcome %v after %d calls; want nil, none, 2", err, c.outcome, len(c.at))
 			}

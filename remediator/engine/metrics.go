@@ -4,10 +4,11 @@ import (
 	"context"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/remediator/action"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 type metrics struct {
@@ -68,13 +69,13 @@ func newMetrics(st Store) *metrics {
 	for _, v := range []Verdict{Run, DryRun, Skip, Refuse, Escalate, Defer} {
 		m.decisions.WithLabelValues(string(v))
 	}
-	for _, o := range store.JobOutcomes {
+	for _, o := range model.JobOutcomes {
 		m.jobs.WithLabelValues(string(o))
 	}
-	m.jobs.WithLabelValues(string(store.JobInterrupted))
+	m.jobs.WithLabelValues(string(model.JobInterrupted))
 	for _, a := range action.Types() {
-		m.actions.WithLabelValues(a, string(store.ActionSucceeded))
-		m.actions.WithLabelValues(a, string(store.ActionFailed))
+		m.actions.WithLabelValues(a, string(model.ActionSucceeded))
+		m.actions.WithLabelValues(a, string(model.ActionFailed))
 		m.actionDuration.WithLabelValues(a)
 	}
 	return m
@@ -101,7 +102,7 @@ func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		return
 	}
-	for _, s := range []string{string(store.JobQueued), string(store.ActionRunning)} {
+	for _, s := range []string{string(model.JobQueued), string(model.ActionRunning)} {
 		ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(counts[s]), s)
 	}
 }

@@ -7,9 +7,10 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // The pipeline is every check a job meets on its way to a decision, in
@@ -51,10 +52,10 @@ var errLeave = errors.New("left to a decision of its own")
 // one (handle's); a round and plan have their own.
 type view interface {
 	LockTarget(ctx context.Context, target string) (bool, error)
-	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error)
-	LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (store.Touch, bool, error)
+	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error)
+	LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error)
 	RecordOutage(ctx context.Context, target string) error
-	LoadState(ctx context.Context, q store.StateQuery) (store.State, error)
+	LoadState(ctx context.Context, q model.StateQuery) (model.State, error)
 }
 
 // batch is a path that reads for many jobs at once (a round): before each
@@ -68,12 +69,12 @@ type batch interface {
 // its decision.
 type pass struct {
 	cfg *policy.Config
-	job store.Job
+	job model.Job
 	// r is the job's remediation; from the cause stage on, as the cause
 	// makes it.
 	r      *policy.Remediation
 	target string
-	st     store.State
+	st     model.State
 	in     Input
 	// cause is the remediation's cause the evidence chose, and why.
 	cause string
@@ -139,7 +140,7 @@ func knownRemediation(_ context.Context, _ *Engine, p *pass) (Decision, bool, er
 	if p.r = p.cfg.Remediation(p.job.Remediation); p.r != nil {
 		return Decision{}, false, nil
 	}
-	return Decision{Verdict: Refuse, Severity: store.SeverityError, Reason: fmt.Sprintf(
+	return Decision{Verdict: Refuse, Severity: model.SeverityError, Reason: fmt.Sprintf(
 		"no replica's configuration has remediation %q (this one's fingerprint %s): nothing runs for this alert",
 		p.job.Remediation, p.cfg.Fingerprint())}, true, nil
 }
@@ -195,7 +196,7 @@ func joinFastPath(ctx context.Context, e *Engine, p *pass) (Decision, bool, erro
 	if err != nil || !joined {
 		return Decision{}, false, err
 	}
-	return Decision{Verdict: Skip, JoinedTo: fast.ID, Severity: store.SeverityInfo, Reason: fmt.Sprintf(
+	return Decision{Verdict: Skip, JoinedTo: fast.ID, Severity: model.SeverityInfo, Reason: fmt.Sprintf(
 		"the fast path opened this outage of %s from Docker's events (occurrence %d): Alertmanager's alert joins it", p.target, fast.ID)}, true, nil
 }
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/selfheal/selfheal/remediator/store"
+	"github.com/selfheal/selfheal/remediator/model"
 )
 
 // TestPipeline drives the engine's three paths through every stage of the
@@ -25,11 +25,11 @@ func TestPipeline(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		stage   string
-		job     store.Job
-		state   store.State
+		job     model.Job
+		state   model.State
 		busy    bool
-		touch   *store.Touch
-		fast    *store.FastOccurrence
+		touch   *model.Touch
+		fast    *model.FastOccurrence
 		exec    fakeExec
 		verdict Verdict
 		reason  string // a part of the decision's reason
@@ -48,20 +48,20 @@ func TestPipeline(t *testing.T) {
 		{name: "a target another job holds", stage: "lock", job: job("service-down", "llm", 1), busy: true,
 			verdict: Defer, reason: "another action on llm is in progress"},
 		{name: "an outage the fast path opened", stage: "fast path", job: job("service-down", "llm", 1),
-			fast: &store.FastOccurrence{ID: 41, Firing: true}, verdict: Skip, reason: "the fast path opened this outage", plan: true},
+			fast: &model.FastOccurrence{ID: 41, Firing: true}, verdict: Skip, reason: "the fast path opened this outage", plan: true},
 		{name: "selfheal's own action under way on the target", stage: "own outage", job: job("service-down", "llm", 1),
-			touch:   &store.Touch{ActionID: 3, Action: "hard_restart", Remediation: "recovery", Running: true},
+			touch:   &model.Touch{ActionID: 3, Action: "hard_restart", Remediation: "recovery", Running: true},
 			verdict: Defer, reason: "selfheal's hard_restart (recovery, action 3) is acting on llm", plan: true},
 		// The outage, state and cause stages decide nothing: each case
 		// from here on goes through them (the count of outages shows it).
 		// A round leaves these: service-down has a fast path, whose alerts
 		// a round never decides (TestDecideRound has its decide stage).
 		{name: "three failures: the ladder escalates", stage: "decide", job: job("service-down", "llm", 1),
-			state: store.State{FailuresInWindow: 2}, verdict: Escalate, reason: "3 failures within 10m", plan: true},
+			state: model.State{FailuresInWindow: 2}, verdict: Escalate, reason: "3 failures within 10m", plan: true},
 		{name: "the target not opted in", stage: "decide", job: job("service-down", "llm", 1),
 			exec: fakeExec{permit: errors.New("llm lacks the opt-in label")}, verdict: Refuse, reason: "lacks the opt-in label", plan: true},
 		{name: "paused", stage: "decide", job: job("service-down", "llm", 1),
-			state: store.State{Paused: true, PauseReason: "disk swap"}, verdict: Skip, reason: "disk swap", plan: true},
+			state: model.State{Paused: true, PauseReason: "disk swap"}, verdict: Skip, reason: "disk swap", plan: true},
 		{name: "a restart", stage: "decide", job: job("service-down", "llm", 1),
 			verdict: Run, reason: "running restart (attempt 1", plan: true},
 	} {
@@ -92,7 +92,7 @@ func TestPipeline(t *testing.T) {
 					t.Errorf("handle: deferred %q, outcome %+v", c.deferred, c.outcome)
 				}
 			case tc.verdict == Run:
-				if c.outcome == nil || c.outcome.Result != store.OutcomeSucceeded || len(tc.exec.ran) != 1 {
+				if c.outcome == nil || c.outcome.Result != model.OutcomeSucceeded || len(tc.exec.ran) != 1 {
 					t.Errorf("handle: outcome %+v, %d runs", c.outcome, len(tc.exec.ran))
 				}
 			default:
@@ -102,7 +102,7 @@ func TestPipeline(t *testing.T) {
 			}
 
 			// A round: settled as handle would, or left to it.
-			r := &fakeRound{jobs: []store.Job{tc.job}, states: map[string]store.State{"llm": tc.state},
+			r := &fakeRound{jobs: []model.Job{tc.job}, states: map[string]model.State{"llm": tc.state},
 				busy: map[string]bool{"llm": tc.busy}, touched: map[string]bool{"llm": tc.touch != nil}}
 			n, left, err := e.decideRound(context.Background(), e.config(), r)
 			if err != nil {

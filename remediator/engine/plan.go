@@ -7,19 +7,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // StateReader reads, changing nothing, what a decision would meet now.
 type StateReader interface {
-	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
-	ReadLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (store.Touch, bool, error)
-	ReadFastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error)
+	ReadState(ctx context.Context, q model.StateQuery) (model.State, error)
+	ReadLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error)
+	ReadFastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error)
 }
-
-var _ StateReader = (*store.Store)(nil)
 
 // Plan is what the engine would do if an alert with these labels started
 // firing now: the same matching and the same pipeline as a job meets
@@ -76,7 +75,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 	p.Remediation, p.Category = r.Name, r.Category
 	now := time.Now()
 	v := &planView{states: states}
-	ps := &pass{cfg: cfg, v: v, log: e.logger, job: store.Job{Remediation: r.Name, Alertname: labels["alertname"],
+	ps := &pass{cfg: cfg, v: v, log: e.logger, job: model.Job{Remediation: r.Name, Alertname: labels["alertname"],
 		AlertStatus: "firing", Labels: labels, StartsAt: now, CreatedAt: now, Step: 1, Position: 1}}
 	if err := e.decideAll(ctx, nil, []*pass{ps}); err != nil {
 		return p, err
@@ -153,11 +152,11 @@ type planView struct {
 
 func (*planView) LockTarget(context.Context, string) (bool, error) { return true, nil }
 
-func (v *planView) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (store.FastOccurrence, bool, error) {
+func (v *planView) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error) {
 	return v.states.ReadFastOccurrence(ctx, remediation, target, startsAt, within)
 }
 
-func (v *planView) LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (store.Touch, bool, error) {
+func (v *planView) LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error) {
 	return v.states.ReadLastTouch(ctx, target, since, takingDown)
 }
 
@@ -166,7 +165,7 @@ func (v *planView) RecordOutage(context.Context, string) error {
 	return nil
 }
 
-func (v *planView) LoadState(ctx context.Context, q store.StateQuery) (store.State, error) {
+func (v *planView) LoadState(ctx context.Context, q model.StateQuery) (model.State, error) {
 	st, err := v.states.ReadState(ctx, q)
 	if err == nil && v.counted {
 		// The alert starting now would be one more outage.

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // roundSize bounds the jobs one round decides.
@@ -19,19 +20,17 @@ const roundSize = 500
 // database.
 const roundEvery = 100 * time.Millisecond
 
-// Round is many jobs decided together in one transaction; *store.Round is
-// one. Its jobs that Finish does not settle stay queued.
+// Round is many jobs decided together in one transaction; the store's Round
+// is one. Its jobs that Finish does not settle stay queued.
 type Round interface {
-	Jobs() []store.Job
+	Jobs() []model.Job
 	LockTargets(ctx context.Context, targets []string) (map[string]bool, error)
 	TouchedTargets(ctx context.Context, targets []string, since time.Time, takingDown []string) (map[string]bool, error)
-	RecordOutages(ctx context.Context, outages []store.Outage) error
-	LoadStates(ctx context.Context, qs []store.RoundQuery) ([]store.State, error)
-	Finish(ctx context.Context, settled []store.Settled) error
+	RecordOutages(ctx context.Context, outages []model.Outage) error
+	LoadStates(ctx context.Context, qs []model.RoundQuery) ([]model.State, error)
+	Finish(ctx context.Context, settled []model.Settled) error
 	Release()
 }
-
-var _ Round = (*store.Round)(nil)
 
 // backlogAfter is how long a job may wait for a worker before the queue
 // counts as backed up: the workers do not keep up with what arrives.
@@ -48,15 +47,6 @@ func stormOf(in Input, d Decision) string {
 		return fmt.Sprintf("jobs wait %s for a worker", in.Waited.Round(time.Millisecond))
 	}
 	return ""
-}
-
-// claimRoundFromStore claims through the Store, as a Round.
-func (e *Engine) claimRoundFromStore(ctx context.Context, f store.ClaimFilter, remediations []string, n int) (Round, error) {
-	r, err := e.store.ClaimRound(ctx, f, remediations, n)
-	if r == nil { // no job: a nil *store.Round must not become a non-nil Round
-		return nil, err
-	}
-	return r, err
 }
 
 // roundRemediations are the remediations a round may decide: all but
@@ -83,7 +73,7 @@ func roundRemediations(cfg *policy.Config) []string {
 // before. It reports whether there were jobs; when a round settles none,
 // the storm is over and the workers go back to one job at a time. The
 // caller holds e.rounds.
-func (e *Engine) processRound(ctx context.Context, f store.ClaimFilter) (bool, error) {
+func (e *Engine) processRound(ctx context.Context, f model.ClaimFilter) (bool, error) {
 	if wait := time.Until(e.nextRound); wait > 0 {
 		select {
 		case <-ctx.Done():
@@ -143,7 +133,7 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 		return 0, nil, err
 	}
 	var (
-		settled  []store.Settled
+		settled  []model.Settled
 		left     []int64
 		verdicts = map[Verdict]int{}
 	)
@@ -155,7 +145,7 @@ func (e *Engine) decideRound(ctx context.Context, cfg *policy.Config, r Round) (
 			left = append(left, p.job.ID)
 			continue
 		}
-		settled = append(settled, store.Settled{Job: p.job, Result: d.Verdict.Outcome(), Target: p.target, Reason: d.Reason,
+		settled = append(settled, model.Settled{Job: p.job, Result: d.Verdict.Outcome(), Target: p.target, Reason: d.Reason,
 			Event: decisionEvent(p.job, p.target, d)})
 		verdicts[d.Verdict]++
 	}
@@ -181,8 +171,8 @@ type roundView struct {
 	round   Round
 	locked  map[string]bool
 	touched map[string]bool
-	outages []store.Outage
-	states  map[int64]store.State
+	outages []model.Outage
+	states  map[int64]model.State
 }
 
 func (rv *roundView) prepare(ctx context.Context, stage string, passes []*pass) error {
@@ -214,15 +204,15 @@ func (rv *roundView) prepare(ctx context.Context, stage string, passes []*pass) 
 		if err := rv.round.RecordOutages(ctx, rv.outages); err != nil {
 			return err
 		}
-		qs := make([]store.RoundQuery, len(passes))
+		qs := make([]model.RoundQuery, len(passes))
 		for i, p := range passes {
-			qs[i] = store.RoundQuery{Job: p.job, StateQuery: StateQueryOf(p.cfg, p.r, p.target)}
+			qs[i] = model.RoundQuery{Job: p.job, StateQuery: StateQueryOf(p.cfg, p.r, p.target)}
 		}
 		states, err := rv.round.LoadStates(ctx, qs)
 		if err != nil {
 			return err
 		}
-		rv.states = map[int64]store.State{}
+		rv.states = map[int64]model.State{}
 		for i, p := range passes {
 			rv.states[p.job.ID] = states[i]
 		}
@@ -250,25 +240,25 @@ func (j roundJob) LockTarget(_ context.Context, target string) (bool, error) {
 
 // FastOccurrence: a round decides no remediation with a fast path
 // (roundRemediations).
-func (roundJob) FastOccurrence(context.Context, string, string, time.Time, time.Duration) (store.FastOccurrence, bool, error) {
-	return store.FastOccurrence{}, false, errLeave
+func (roundJob) FastOccurrence(context.Context, string, string, time.Time, time.Duration) (model.FastOccurrence, bool, error) {
+	return model.FastOccurrence{}, false, errLeave
 }
 
 // LastTouch: selfheal's own action on the target may explain the alert;
 // that takes a look at the container, which handle does.
-func (j roundJob) LastTouch(_ context.Context, target string, _ time.Time, _ []string) (store.Touch, bool, error) {
+func (j roundJob) LastTouch(_ context.Context, target string, _ time.Time, _ []string) (model.Touch, bool, error) {
 	if j.rv.touched[target] {
-		return store.Touch{}, false, errLeave
+		return model.Touch{}, false, errLeave
 	}
-	return store.Touch{}, false, nil
+	return model.Touch{}, false, nil
 }
 
 func (j roundJob) RecordOutage(_ context.Context, target string) error {
-	j.rv.outages = append(j.rv.outages, store.Outage{Job: j.p.job, Target: target})
+	j.rv.outages = append(j.rv.outages, model.Outage{Job: j.p.job, Target: target})
 	return nil
 }
 
-func (j roundJob) LoadState(context.Context, store.StateQuery) (store.State, error) {
+func (j roundJob) LoadState(context.Context, model.StateQuery) (model.State, error) {
 	return j.rv.states[j.p.job.ID], nil
 }
 
@@ -279,7 +269,7 @@ type permitKey struct{ remediation, action, target string }
 // asked once per round for a target whose permit depends on it alone; a
 // target whose permit may depend on more is reported as permitted, which
 // leaves the job to a decision of its own.
-func (e *Engine) permitOnce(ctx context.Context, r *policy.Remediation, in Input, j store.Job, target string, seen map[permitKey]error) error {
+func (e *Engine) permitOnce(ctx context.Context, r *policy.Remediation, in Input, j model.Job, target string, seen map[permitKey]error) error {
 	step, _ := in.NextAction()
 	exec := e.executors[step.Type]
 	if _, ok := exec.(action.TargetPermit); !ok {

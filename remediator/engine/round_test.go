@@ -9,26 +9,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // fakeRound is a round's jobs and what the database would say of their
 // targets.
 type fakeRound struct {
-	jobs     []store.Job
-	states   map[string]store.State // by target
+	jobs     []model.Job
+	states   map[string]model.State // by target
 	busy     map[string]bool        // targets another worker holds
 	touched  map[string]bool
-	outages  []store.Outage
-	settled  []store.Settled
+	outages  []model.Outage
+	settled  []model.Settled
 	finished bool
 }
 
-func (r *fakeRound) Jobs() []store.Job { return r.jobs }
+func (r *fakeRound) Jobs() []model.Job { return r.jobs }
 func (r *fakeRound) LockTargets(_ context.Context, targets []string) (map[string]bool, error) {
 	held := map[string]bool{}
 	for _, t := range targets {
@@ -39,12 +40,12 @@ func (r *fakeRound) LockTargets(_ context.Context, targets []string) (map[string
 func (r *fakeRound) TouchedTargets(context.Context, []string, time.Time, []string) (map[string]bool, error) {
 	return r.touched, nil
 }
-func (r *fakeRound) RecordOutages(_ context.Context, o []store.Outage) error {
+func (r *fakeRound) RecordOutages(_ context.Context, o []model.Outage) error {
 	r.outages = append(r.outages, o...)
 	return nil
 }
-func (r *fakeRound) LoadStates(_ context.Context, qs []store.RoundQuery) ([]store.State, error) {
-	var out []store.State
+func (r *fakeRound) LoadStates(_ context.Context, qs []model.RoundQuery) ([]model.State, error) {
+	var out []model.State
 	for _, q := range qs {
 		st := r.states[q.Target]
 		st.Now = t0
@@ -52,7 +53,7 @@ func (r *fakeRound) LoadStates(_ context.Context, qs []store.RoundQuery) ([]stor
 	}
 	return out, nil
 }
-func (r *fakeRound) Finish(_ context.Context, s []store.Settled) error {
+func (r *fakeRound) Finish(_ context.Context, s []model.Settled) error {
 	r.settled, r.finished = s, true
 	return nil
 }
@@ -102,8 +103,8 @@ func newRoundEngine(t *testing.T) *Engine {
 // would act, escalate, or whose target is held or was just touched by
 // selfheal; each counted outage is counted once per job.
 func TestDecideRound(t *testing.T) {
-	braked := store.State{ActionsInStormWindow: 1}
-	jobOn := func(id int64, service string) store.Job {
+	braked := model.State{ActionsInStormWindow: 1}
+	jobOn := func(id int64, service string) model.Job {
 		j := job("service-down", service, 1)
 		j.ID, j.OccurrenceID = id, id
 		return j
@@ -113,9 +114,9 @@ func TestDecideRound(t *testing.T) {
 	escalated := jobOn(7, "svc-g")
 	escalated.Escalated = true
 	r := &fakeRound{
-		jobs: []store.Job{jobOn(1, "svc-a"), jobOn(2, "svc-b"), jobOn(3, "svc-c"), jobOn(4, "svc-d"), foreign, jobOn(6, "svc-f"), escalated,
+		jobs: []model.Job{jobOn(1, "svc-a"), jobOn(2, "svc-b"), jobOn(3, "svc-c"), jobOn(4, "svc-d"), foreign, jobOn(6, "svc-f"), escalated,
 			jobOn(8, "svc-h"), jobOn(9, "svc-h")},
-		states: map[string]store.State{
+		states: map[string]model.State{
 			"svc-a": braked,
 			"svc-b": {ActionsInStormWindow: 1, FailuresInWindow: 2}, // escalates
 			"svc-c": braked,
@@ -181,7 +182,7 @@ func TestDecideRound(t *testing.T) {
 // settles nothing ends it.
 func TestRoundsWhileTheBrakeHolds(t *testing.T) {
 	e := newRoundEngine(t)
-	c := &fakeClaim{job: job("service-down", "svc-a", 1), state: store.State{ActionsInStormWindow: 1}}
+	c := &fakeClaim{job: job("service-down", "svc-a", 1), state: model.State{ActionsInStormWindow: 1}}
 	if err := e.handle(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
@@ -189,16 +190,16 @@ func TestRoundsWhileTheBrakeHolds(t *testing.T) {
 		t.Fatal("the brake held a decision back, but the engine is not storming")
 	}
 	claims := 0
-	r := &fakeRound{jobs: []store.Job{job("service-down", "svc-f", 1)}, states: map[string]store.State{"svc-f": {}}}
-	e.claimRound = func(context.Context, store.ClaimFilter, []string, int) (Round, error) { return r, nil }
-	e.claim = func(_ context.Context, f store.ClaimFilter) (Claim, error) {
+	r := &fakeRound{jobs: []model.Job{job("service-down", "svc-f", 1)}, states: map[string]model.State{"svc-f": {}}}
+	e.claimRound = func(context.Context, model.ClaimFilter, []string, int) (Round, error) { return r, nil }
+	e.claim = func(_ context.Context, f model.ClaimFilter) (Claim, error) {
 		claims++
 		if f.ID != 1 {
 			t.Errorf("claimed job %d, want the round's job 1 by its ID", f.ID)
 		}
 		return nil, nil
 	}
-	if worked, err := e.processRound(context.Background(), store.ClaimFilter{}); !worked || err != nil {
+	if worked, err := e.processRound(context.Background(), model.ClaimFilter{}); !worked || err != nil {
 		t.Fatalf("processRound = %v, %v", worked, err)
 	}
 	if e.storming.Load() || r.finished || claims != 1 {
@@ -216,7 +217,7 @@ func TestStormOf(t *testing.T) {
 		d    Verdict
 		want bool
 	}{
-		{Input{Limits: limits, State: store.State{ActionsInStormWindow: 1}}, Skip, true},
+		{Input{Limits: limits, State: model.State{ActionsInStormWindow: 1}}, Skip, true},
 		{Input{Limits: limits}, Skip, false},
 		{Input{Limits: limits, Waited: 2 * time.Second}, Refuse, true},
 		{Input{Limits: limits, Waited: 2 * time.Second}, Skip, true},

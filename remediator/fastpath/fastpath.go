@@ -20,12 +20,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/internal/labelset"
 	"github.com/selfheal/selfheal/remediator/policy"
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // Event is what the Docker events stream reported of an opted-in container.
@@ -57,8 +58,8 @@ func (ev Event) dockerRestarts() bool {
 
 // Store is where the fast path opens occurrences and records why it did not.
 type Store interface {
-	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
-	RecordEvent(ctx context.Context, e store.Event) error
+	IngestAlerts(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error)
+	RecordEvent(ctx context.Context, e model.Event) error
 }
 
 // FastPath turns Docker events into occurrences.
@@ -106,15 +107,15 @@ func (f *FastPath) Handle(ctx context.Context, ev Event) {
 		}
 		f.events.WithLabelValues(result).Inc()
 		log.Info(msg)
-		if err := f.store.RecordEvent(ctx, store.Event{Severity: store.SeverityInfo, Type: "fast_path_stood_down", Target: ev.Container, Message: msg}); err != nil {
+		if err := f.store.RecordEvent(ctx, model.Event{Severity: model.SeverityInfo, Type: "fast_path_stood_down", Target: ev.Container, Message: msg}); err != nil {
 			log.Warn("record event", "err", err)
 		}
 		return
 	}
-	a := store.Alert{Fingerprint: labelset.Fingerprint(lset), StartsAt: ev.Time.Truncate(time.Millisecond), Status: "firing",
+	a := model.Alert{Fingerprint: labelset.Fingerprint(lset), StartsAt: ev.Time.Truncate(time.Millisecond), Status: "firing",
 		Alertname: lset["alertname"], Labels: lset, Remediation: r.Name, Node: cfg.Node.Name,
 		Annotations: map[string]string{"summary": fmt.Sprintf("Docker reports %s: %s (selfheal's fast path)", ev.Container, ev.Kind)}}
-	if _, err := f.store.IngestAlerts(ctx, []store.Alert{a}, cfg.Engine.ReopenAfter.D()); err != nil {
+	if _, err := f.store.IngestAlerts(ctx, []model.Alert{a}, cfg.Engine.ReopenAfter.D()); err != nil {
 		f.events.WithLabelValues("failed").Inc()
 		log.Warn("fast path could not open the occurrence; the slow path decides", "err", err)
 		return

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/internal/labelset"
@@ -181,7 +183,7 @@ func (h *Handoff) alert(cfg *policy.Config, p store.Problem) alert {
 	if len(p.Evidence) > 0 && json.Unmarshal(p.Evidence, &ev) == nil {
 		annotations["evidence"] = ev.Summary()
 		if annotations["evidence"] == "" { // not a container's: as recorded
-			annotations["evidence"] = store.Truncate(string(p.Evidence), evidenceBytes)
+			annotations["evidence"] = model.Truncate(string(p.Evidence), evidenceBytes)
 		}
 		if lines := ev.LastLines(evidenceLines, evidenceBytes); lines != "" {
 			annotations["last_log_lines"] = lines

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/common/version"
 
 	"github.com/selfheal/selfheal/remediator/containers"
@@ -29,7 +31,7 @@ type statusStore interface {
 	Paused(ctx context.Context) (bool, string, error)
 	JobCounts(ctx context.Context) (map[string]int64, error)
 	HeldCandidates(ctx context.Context) ([]store.HeldCandidate, error)
-	ReadState(ctx context.Context, q store.StateQuery) (store.State, error)
+	ReadState(ctx context.Context, q model.StateQuery) (model.State, error)
 	WaitingJobs(ctx context.Context) ([]store.WaitingJob, error)
 	OpenProblems(ctx context.Context, q store.ProblemQuery) ([]store.Problem, error)
 	LatestEvidence(ctx context.Context, targets []string) (map[string][]byte, error)

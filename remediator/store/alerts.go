@@ -7,53 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 )
-
-// Alert is one alert from a webhook delivery, ready to persist.
-type Alert struct {
-	Fingerprint  string
-	StartsAt     time.Time // already truncated to milliseconds
-	EndsAt       time.Time
-	Status       string // "firing" or "resolved"
-	Alertname    string
-	Labels       map[string]string
-	Annotations  map[string]string
-	GeneratorURL string
-	// Remediation is the policy's match for the alert, empty when none.
-	Remediation string
-	// Critical marks an alert that is a critical event when it starts
-	// firing (a database lost, a disk above 95 %): it counts toward the
-	// critical-events threshold.
-	Critical bool
-	// Node is the node the alert is for ("" when it names none).
-	Node string
-	// NotHere, when set, says why this selfheal does not act on the alert
-	// (it is for another node): it is stored and shown, and queues nothing.
-	NotHere string
-}
-
-// IngestResult counts what one delivery changed.
-type IngestResult struct {
-	JobsQueued    int
-	JobsCancelled int
-	// Nodes are the nodes jobs were queued for ("" for a job of no node).
-	Nodes []string
-	// Waiting counts jobs queued for a node whose engine is silent.
-	Waiting int
-}
-
-// Add adds r's counts to res.
-func (res *IngestResult) Add(r IngestResult) {
-	res.JobsQueued += r.JobsQueued
-	res.JobsCancelled += r.JobsCancelled
-	res.Waiting += r.Waiting
-	for _, n := range r.Nodes {
-		if !slices.Contains(res.Nodes, n) {
-			res.Nodes = append(res.Nodes, n)
-		}
-	}
-}
 
 // ingestSQL upserts a delivery's alert occurrences and, in the same
 // statement, queues each one's next job or cancels the jobs a resolution
@@ -219,7 +176,7 @@ SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
 // within the delivery is stored once (resolved if either copy is), and the
 // alerts are written in the order of their keys, so that two deliveries
 // sharing alerts lock them in the same order and never deadlock.
-func (s *Store) IngestAlerts(ctx context.Context, alerts []Alert, reopenAfter time.Duration) (IngestResult, error) {
+func (s *Store) IngestAlerts(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error) {
 	return s.ingest(ctx, s.pool, alerts, reopenAfter)
 }
 
@@ -228,9 +185,9 @@ type batcher interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-func (s *Store) ingest(ctx context.Context, q batcher, alerts []Alert, reopenAfter time.Duration) (IngestResult, error) {
+func (s *Store) ingest(ctx context.Context, q batcher, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error) {
 	if len(alerts) == 0 {
-		return IngestResult{}, nil
+		return model.IngestResult{}, nil
 	}
 	alerts = distinctAlerts(alerts)
 	n := len(alerts)
@@ -253,7 +210,7 @@ func (s *Store) ingest(ctx context.Context, q batcher, alerts []Alert, reopenAft
 		}
 		endsAt[i] = a.EndsAt
 	}
-	var res IngestResult
+	var res model.IngestResult
 	var cleared, resolved, criticals, notHereEvents int
 	// One round trip, one (implicit) transaction. The statement is big,
 	// and planning it anew for each delivery (as PostgreSQL does while a
@@ -267,7 +224,7 @@ func (s *Store) ingest(ctx context.Context, q batcher, alerts []Alert, reopenAft
 		return row.Scan(&res.JobsQueued, &res.JobsCancelled, &cleared, &resolved, &criticals, &notHereEvents, &res.Waiting, &res.Nodes)
 	})
 	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return IngestResult{}, fmt.Errorf("persist alerts: %w", err)
+		return model.IngestResult{}, fmt.Errorf("persist alerts: %w", err)
 	}
 	return res, nil
 }
@@ -277,8 +234,8 @@ func (s *Store) ingest(ctx context.Context, q batcher, alerts []Alert, reopenAft
 // fp began firing (firing false when it does not), returns the alert to
 // store, or nil. It runs under a lock per node and fingerprint, so that
 // replicas deciding at once raise one occurrence, not one each.
-func (s *Store) RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.Duration, next func(since time.Time, firing bool) *Alert) (IngestResult, error) {
-	var res IngestResult
+func (s *Store) RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.Duration, next func(since time.Time, firing bool) *model.Alert) (model.IngestResult, error) {
+	var res model.IngestResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('selfheal/alert/' || COALESCE(selfheal_node(), '') || '/' || $1, 0))`, fp); err != nil {
 			return err
@@ -291,20 +248,20 @@ func (s *Store) RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.D
 		if a == nil {
 			return nil
 		}
-		res, err = s.ingest(ctx, tx, []Alert{*a}, reopenAfter)
+		res, err = s.ingest(ctx, tx, []model.Alert{*a}, reopenAfter)
 		return err
 	})
 	if err != nil {
-		return IngestResult{}, fmt.Errorf("raise alert %s: %w", fp, err)
+		return model.IngestResult{}, fmt.Errorf("raise alert %s: %w", fp, err)
 	}
 	return res, nil
 }
 
 // distinctAlerts sorts a delivery's alerts by their key (fingerprint,
 // start) and keeps one of each: the resolved copy when there is one.
-func distinctAlerts(alerts []Alert) []Alert {
+func distinctAlerts(alerts []model.Alert) []model.Alert {
 	sorted := slices.Clone(alerts)
-	slices.SortStableFunc(sorted, func(a, b Alert) int {
+	slices.SortStableFunc(sorted, func(a, b model.Alert) int {
 		if c := strings.Compare(a.Fingerprint, b.Fingerprint); c != 0 {
 			return c
 		}

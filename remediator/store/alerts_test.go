@@ -8,13 +8,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/selfheal/selfheal/remediator/model"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
 var startsAt = time.Date(2026, 11, 26, 22, 31, 53, 652000000, time.UTC)
 
-func alert(status string) store.Alert {
-	return store.Alert{
+func alert(status string) model.Alert {
+	return model.Alert{
 		Fingerprint: "d03bb581f83ed40e", StartsAt: startsAt, Status: status, Alertname: "ServiceDown",
 		Labels: map[string]string{"alertname": "ServiceDown", "service": "llm"}, Remediation: "service-down",
 		EndsAt: startsAt.Add(10 * time.Second),
@@ -37,7 +38,7 @@ func TestIngestConcurrentDuplicatesQueueOneJob(t *testing.T) {
 	errs := make(chan error, 20)
 	for range 20 {
 		wg.Go(func() {
-			_, err := s.IngestAlerts(context.Background(), []store.Alert{alert("firing")}, time.Minute)
+			_, err := s.IngestAlerts(context.Background(), []model.Alert{alert("firing")}, time.Minute)
 			errs <- err
 		})
 	}
@@ -64,7 +65,7 @@ func TestIngestUnmatchedAlertQueuesNothing(t *testing.T) {
 	s, conn := open(t)
 	a := alert("firing")
 	a.Remediation = ""
-	res, err := s.IngestAlerts(context.Background(), []store.Alert{a}, time.Minute)
+	res, err := s.IngestAlerts(context.Background(), []model.Alert{a}, time.Minute)
 	if err != nil || res.JobsQueued != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -77,10 +78,10 @@ func TestResolvedCancelsQueuedStepsAndStaysResolved(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Minute); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	res, err := s.IngestAlerts(ctx, []store.Alert{alert("resolved")}, time.Minute)
+	res, err := s.IngestAlerts(ctx, []model.Alert{alert("resolved")}, time.Minute)
 	if err != nil || res.JobsCancelled != 1 {
 		t.Fatalf("resolve: %+v %v", res, err)
 	}
@@ -92,7 +93,7 @@ func TestResolvedCancelsQueuedStepsAndStaysResolved(t *testing.T) {
 	}
 	// A late firing delivery (retries can reorder) neither reopens the
 	// occurrence nor queues a job.
-	res, err = s.IngestAlerts(ctx, []store.Alert{alert("firing")}, 0)
+	res, err = s.IngestAlerts(ctx, []model.Alert{alert("firing")}, 0)
 	if err != nil || res.JobsQueued != 0 {
 		t.Fatalf("late firing: %+v %v", res, err)
 	}
@@ -100,7 +101,7 @@ func TestResolvedCancelsQueuedStepsAndStaysResolved(t *testing.T) {
 		t.Error("occurrence did not stay resolved")
 	}
 	// A second resolved delivery records nothing new.
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("resolved")}, time.Minute); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("resolved")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if n := one(t, conn, `SELECT count(*) FROM self_healing_events WHERE event_type = 'alert_resolved'`); n != 1 {
@@ -112,20 +113,20 @@ func TestReopenAfterFinishedJob(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	// While the job is queued, redeliveries add nothing, reopen or not.
-	if res, _ := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, 0); res.JobsQueued != 0 {
+	if res, _ := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, 0); res.JobsQueued != 0 {
 		t.Fatal("queued a second job while the first is queued")
 	}
 	if _, err := conn.Exec(ctx, `UPDATE remediation_jobs SET state = 'done', outcome = 'succeeded', finished_at = now() - interval '10 minutes'`); err != nil {
 		t.Fatal(err)
 	}
-	if res, _ := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); res.JobsQueued != 0 {
+	if res, _ := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); res.JobsQueued != 0 {
 		t.Fatal("reopened before reopen_after passed")
 	}
-	if res, _ := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, 5*time.Minute); res.JobsQueued != 1 {
+	if res, _ := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, 5*time.Minute); res.JobsQueued != 1 {
 		t.Fatal("still firing 10 minutes after the job finished: want step 2")
 	}
 	if n := one(t, conn, `SELECT max(step) FROM remediation_jobs`); n != 2 {
@@ -137,14 +138,14 @@ func TestResolveClearsEscalation(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conn.Exec(ctx, `UPDATE remediation_jobs SET state = 'done', outcome = 'escalated', target = 'llm', finished_at = now();
 		INSERT INTO escalations (service_name, remediation, reason) VALUES ('llm', 'service-down', 'test'), ('other', 'service-down', 'test')`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("resolved")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("resolved")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if n := one(t, conn, `SELECT count(*) FROM escalations WHERE cleared_at IS NOT NULL AND service_name = 'llm'`); n != 1 {
@@ -158,7 +159,7 @@ func TestResolveClearsEscalation(t *testing.T) {
 func TestGroupOfThreeInOneTransaction(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
-	var alerts []store.Alert
+	var alerts []model.Alert
 	for _, fp := range []string{"a", "b", "c"} {
 		a := alert("firing")
 		a.Fingerprint = fp
@@ -186,7 +187,7 @@ func TestDeliveryRepeatingAnAlert(t *testing.T) {
 	s, conn := open(t)
 	other := alert("firing")
 	other.Fingerprint = "0000000000000001"
-	res, err := s.IngestAlerts(context.Background(), []store.Alert{alert("firing"), other, alert("resolved")}, time.Minute)
+	res, err := s.IngestAlerts(context.Background(), []model.Alert{alert("firing"), other, alert("resolved")}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +212,7 @@ func TestCriticalAlertIsOneCriticalEvent(t *testing.T) {
 	a := alert("firing")
 	a.Alertname, a.Remediation, a.Critical = "DatabaseDown", "critical-recovery", true
 	for range 3 {
-		if _, err := s.IngestAlerts(context.Background(), []store.Alert{a}, time.Hour); err != nil {
+		if _, err := s.IngestAlerts(context.Background(), []model.Alert{a}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -223,7 +224,7 @@ func TestCriticalAlertIsOneCriticalEvent(t *testing.T) {
 	}
 	plain := alert("firing")
 	plain.Fingerprint = "0000000000000001"
-	if _, err := s.IngestAlerts(context.Background(), []store.Alert{plain}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(context.Background(), []model.Alert{plain}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if n := one(t, conn, `SELECT get_critical_events_count(30)`); n != 1 {
@@ -236,18 +237,18 @@ func TestCriticalAlertIsOneCriticalEvent(t *testing.T) {
 func TestOutageCountsOnce(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
-	if _, err := s.IngestAlerts(context.Background(), []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(context.Background(), []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		c, err := s.ClaimJob(context.Background(), store.ClaimFilter{})
+		c, err := s.ClaimJob(context.Background(), model.ClaimFilter{})
 		if err != nil || c == nil {
 			t.Fatalf("claim: %v %v", c, err)
 		}
 		if err := c.RecordOutage(context.Background(), "llm"); err != nil {
 			t.Fatal(err)
 		}
-		st, err := c.LoadState(context.Background(), store.StateQuery{Target: "llm", Remediation: "service-down",
+		st, err := c.LoadState(context.Background(), model.StateQuery{Target: "llm", Remediation: "service-down",
 			FailureWindow: 10 * time.Minute, StormWindow: time.Minute})
 		if err != nil {
 			t.Fatal(err)
@@ -273,22 +274,22 @@ func TestLastTouch(t *testing.T) {
 	ctx := context.Background()
 	other := alert("firing")
 	other.Fingerprint, other.Alertname, other.Remediation = "00000000000000aa", "DatabaseDown", "critical-recovery"
-	if _, err := s.IngestAlerts(ctx, []store.Alert{other}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{other}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.ClaimJob(ctx, store.ClaimFilter{})
+	c, err := s.ClaimJob(ctx, model.ClaimFilter{})
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
-	if _, err := c.RecordIntent(ctx, store.Intent{Target: "application", Action: "hard_restart", Category: "C", Attempt: 1, Owner: "test", Lease: time.Minute,
+	if _, err := c.RecordIntent(ctx, model.Intent{Target: "application", Action: "hard_restart", Category: "C", Attempt: 1, Owner: "test", Lease: time.Minute,
 		Details: map[string]any{"touches": []string{"db", "llm"}}}); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Release() // the hard restart runs on
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err = s.ClaimJob(ctx, store.ClaimFilter{})
+	c, err = s.ClaimJob(ctx, model.ClaimFilter{})
 	if err != nil || c == nil || c.Job().Remediation != "service-down" {
 		t.Fatal("no service-down job", err)
 	}
@@ -313,10 +314,10 @@ func TestClaimLeavesUnknownRemediationsToOthers(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	for name, f := range map[string]store.ClaimFilter{
+	for name, f := range map[string]model.ClaimFilter{
 		"unknown here":    {Known: []string{"other"}, UnknownAfter: time.Hour},
 		"told to skip it": {Known: []string{"service-down"}, Skip: []string{"service-down"}, UnknownAfter: time.Hour},
 	} {
@@ -324,7 +325,7 @@ func TestClaimLeavesUnknownRemediationsToOthers(t *testing.T) {
 			t.Fatalf("%s: claimed %v, %v", name, c, err)
 		}
 	}
-	c, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}, UnknownAfter: time.Hour})
+	c, err := s.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}, UnknownAfter: time.Hour})
 	if err != nil || c == nil {
 		t.Fatalf("a replica that knows it: %v, %v", c, err)
 	}
@@ -332,7 +333,7 @@ func TestClaimLeavesUnknownRemediationsToOthers(t *testing.T) {
 	if _, err := conn.Exec(ctx, `UPDATE remediation_jobs SET created_at = now() - interval '2 hours'`); err != nil {
 		t.Fatal(err)
 	}
-	c, err = s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"other"}, UnknownAfter: time.Hour})
+	c, err = s.ClaimJob(ctx, model.ClaimFilter{Known: []string{"other"}, UnknownAfter: time.Hour})
 	if err != nil || c == nil {
 		t.Fatalf("no replica knew it for an hour: %v, %v", c, err)
 	}
@@ -345,12 +346,12 @@ func TestHeartbeatCountsReplicasByConfiguration(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
 	ctx := context.Background()
-	for _, r := range []store.Replica{{ID: "a", ConfigFingerprint: "f1"}, {ID: "b", ConfigFingerprint: "f1"}, {ID: "c", ConfigFingerprint: "f2"}} {
+	for _, r := range []model.Replica{{ID: "a", ConfigFingerprint: "f1"}, {ID: "b", ConfigFingerprint: "f1"}, {ID: "c", ConfigFingerprint: "f2"}} {
 		if _, _, err := s.Heartbeat(ctx, r, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
-	same, other, err := s.Heartbeat(ctx, store.Replica{ID: "a", ConfigFingerprint: "f1"}, time.Minute)
+	same, other, err := s.Heartbeat(ctx, model.Replica{ID: "a", ConfigFingerprint: "f1"}, time.Minute)
 	if err != nil || same != 2 || other != 1 {
 		t.Fatalf("same %d, other %d, %v; want 2, 1", same, other, err)
 	}
@@ -364,13 +365,13 @@ func TestSequencePosition(t *testing.T) {
 	ctx := context.Background()
 	ingest := func() {
 		t.Helper()
-		if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, 0); err != nil {
+		if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
 	claim := func() *store.Claim {
 		t.Helper()
-		c, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}})
+		c, err := s.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}})
 		if err != nil || c == nil {
 			t.Fatalf("claim: %v %v", c, err)
 		}
@@ -381,14 +382,14 @@ func TestSequencePosition(t *testing.T) {
 	if c.Job().Step != 1 || c.Job().Position != 1 {
 		t.Fatalf("first job: step %d position %d", c.Job().Step, c.Job().Position)
 	}
-	if err := c.Finish(ctx, store.Outcome{State: "done", Result: "succeeded", FollowUp: &store.FollowUp{Sequence: true, Position: 2}}); err != nil {
+	if err := c.Finish(ctx, model.Outcome{State: "done", Result: "succeeded", FollowUp: &model.FollowUp{Sequence: true, Position: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	c = claim()
 	if c.Job().Step != 2 || c.Job().Position != 2 {
 		t.Fatalf("the sequence's next job: step %d position %d", c.Job().Step, c.Job().Position)
 	}
-	if err := c.Finish(ctx, store.Outcome{State: "done", Result: "succeeded"}); err != nil {
+	if err := c.Finish(ctx, model.Outcome{State: "done", Result: "succeeded"}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Millisecond)
@@ -407,24 +408,24 @@ func TestTouchedContainers(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.ClaimJob(ctx, store.ClaimFilter{})
+	c, err := s.ClaimJob(ctx, model.ClaimFilter{})
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
-	adm, err := c.RecordIntent(ctx, store.Intent{Target: "gateway", Action: "restart", Category: "A", Attempt: 1})
+	adm, err := c.RecordIntent(ctx, model.Intent{Target: "gateway", Action: "restart", Category: "A", Attempt: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := adm.ActionID
 	began := time.Now()
-	if err := c.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: "gateway",
-		ActionID: id, ActionStatus: store.ActionFailed, ActionError: "a dependent failed",
-		Touched: []store.TouchedAction{
-			{Target: "proxy", Action: "restart", Status: store.ActionSucceeded, Started: began, Ended: began.Add(time.Second)},
-			{Target: "sidecar", Action: "restart", Status: store.ActionFailed, Error: "exited", Started: began, Ended: began.Add(2 * time.Second)},
+	if err := c.Finish(ctx, model.Outcome{State: model.JobDone, Result: model.OutcomeFailed, Target: "gateway",
+		ActionID: id, ActionStatus: model.ActionFailed, ActionError: "a dependent failed",
+		Touched: []model.TouchedAction{
+			{Target: "proxy", Action: "restart", Status: model.ActionSucceeded, Started: began, Ended: began.Add(time.Second)},
+			{Target: "sidecar", Action: "restart", Status: model.ActionFailed, Error: "exited", Started: began, Ended: began.Add(2 * time.Second)},
 		}}); err != nil {
 		t.Fatal(err)
 	}
@@ -449,15 +450,15 @@ func TestCooldownUntil(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.ClaimJob(ctx, store.ClaimFilter{})
+	c, err := s.ClaimJob(ctx, model.ClaimFilter{})
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
 	defer c.Release()
-	adm, err := c.RecordIntent(ctx, store.Intent{Target: "llm", Action: "http", Category: "B", Attempt: 1,
+	adm, err := c.RecordIntent(ctx, model.Intent{Target: "llm", Action: "http", Category: "B", Attempt: 1,
 		Details: map[string]any{"cooldown_seconds": 300.0}})
 	if err != nil {
 		t.Fatal(err)
@@ -485,7 +486,7 @@ func TestFastOccurrence(t *testing.T) {
 	fast.Labels = map[string]string{"alertname": "ServiceDown", "service": "llm", "selfheal_path": "fast", "selfheal_target": "llm"}
 	slow := alert("firing")
 	slow.StartsAt = startsAt.Add(3 * time.Second)
-	if _, err := s.IngestAlerts(ctx, []store.Alert{fast, slow}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{fast, slow}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	// The fast path healed it a second after the event.
@@ -493,7 +494,7 @@ func TestFastOccurrence(t *testing.T) {
 		WHERE fingerprint = '00000000000000f1'`); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.ClaimJob(ctx, store.ClaimFilter{})
+	c, err := s.ClaimJob(ctx, model.ClaimFilter{})
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
@@ -528,7 +529,7 @@ func TestFastOccurrence(t *testing.T) {
 	}
 	resolved := slow
 	resolved.Status = "resolved"
-	if _, err := s.IngestAlerts(ctx, []store.Alert{resolved}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{resolved}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE id = $1 AND status = 'resolved'`, id); n != 1 {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -166,7 +168,7 @@ func (s *Store) ApplyRetention(ctx context.Context) (map[string]int64, error) {
 }
 
 // RecordEvent writes one row of the audit trail on its own.
-func (s *Store) RecordEvent(ctx context.Context, e Event) error {
+func (s *Store) RecordEvent(ctx context.Context, e model.Event) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO self_healing_events (severity, event_type, service_name, message, details)
 		VALUES ($1, $2, NULLIF($3, ''), $4, $5)`, e.Severity, e.Type, e.Target, e.Message, jsonObject(e.Details))
 	if err != nil {
@@ -175,19 +177,10 @@ func (s *Store) RecordEvent(ctx context.Context, e Event) error {
 	return nil
 }
 
-// Replica is one engine sharing the database.
-type Replica struct {
-	ID, Host, Version, ConfigFingerprint string
-	Remediations                         []string
-	// OnlyAlive records the heartbeat without counting the replicas (a
-	// scan of all of them): Heartbeat returns -1, -1.
-	OnlyAlive bool
-}
-
 // Heartbeat records that the replica is alive with its configuration, and
 // returns how many replicas seen within alive run the same configuration
 // fingerprint and how many another. Replicas silent for a day are removed.
-func (s *Store) Heartbeat(ctx context.Context, r Replica, alive time.Duration) (same, other int, err error) {
+func (s *Store) Heartbeat(ctx context.Context, r model.Replica, alive time.Duration) (same, other int, err error) {
 	if r.Remediations == nil {
 		r.Remediations = []string{}
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -46,7 +47,7 @@ func TestChronicTarget(t *testing.T) {
 		!strings.HasPrefix(ps[0].Reason, "5 remediations within 1w (limit 5): stop_start ×3, restart ×2; first ") {
 		t.Fatalf("chronic problems %+v", ps)
 	}
-	st, err := s.ReadState(ctx, store.StateQuery{Target: "llm", Remediation: "other", FailureWindow: time.Minute,
+	st, err := s.ReadState(ctx, model.StateQuery{Target: "llm", Remediation: "other", FailureWindow: time.Minute,
 		StormWindow: time.Minute, ChronicWindow: 7 * 24 * time.Hour})
 	if err != nil || st.ChronicActions != 5 {
 		t.Fatalf("state counts %d chronic actions (%v), want 5", st.ChronicActions, err)
@@ -61,7 +62,7 @@ func TestChronicTarget(t *testing.T) {
 	if ps := chronic(); len(ps) != 0 {
 		t.Errorf("chronic after a clear: %+v", ps)
 	}
-	if st, _ := s.ReadState(ctx, store.StateQuery{Target: "llm", Remediation: "other", ChronicWindow: 7 * 24 * time.Hour}); st.ChronicActions != 0 {
+	if st, _ := s.ReadState(ctx, model.StateQuery{Target: "llm", Remediation: "other", ChronicWindow: 7 * 24 * time.Hour}); st.ChronicActions != 0 {
 		t.Errorf("state counts %d chronic actions after a clear", st.ChronicActions)
 	}
 }

@@ -6,38 +6,12 @@ import (
 	"fmt"
 	"sync"
 	"time"
-	"unicode/utf8"
+
+	"github.com/selfheal/selfheal/remediator/model"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// Job is one queued remediation step together with the alert it serves.
-type Job struct {
-	ID           int64
-	OccurrenceID int64
-	Remediation  string
-	Step         int
-	CreatedAt    time.Time // when the job was queued
-	Fingerprint  string
-	StartsAt     time.Time
-	AlertStatus  string
-	Alertname    string
-	Labels       map[string]string
-	Annotations  map[string]string
-	// Escalated is set when the job's remediation took the occurrence over
-	// by escalation rather than by matching the alert.
-	Escalated bool
-	// Reason is why the job was last deferred; empty for a new job.
-	Reason string
-	// Position is which action of a sequence the job runs (1 for a job the
-	// alert itself queued).
-	Position int
-	// Node is the node the job is for ("" when its alert named none).
-	Node string
-	// Waited is how long ago it was queued, by the database's clock.
-	Waited time.Duration
-}
 
 // Claim is a job held by one worker. While the worker decides, its
 // transaction keeps the job's row locked, so no other worker or replica
@@ -55,7 +29,7 @@ type Job struct {
 // nothing; only a lease that lapses lets another take the action over.
 type Claim struct {
 	held
-	job   Job
+	job   model.Job
 	store *Store
 	// acting is the action under way once RecordIntent admitted it, until
 	// Finish recorded its outcome. The worker renews the lease from a
@@ -159,7 +133,7 @@ var (
 )
 
 // scanJob reads one row of claimSQL.
-func scanJob(row pgx.Row, j *Job) error {
+func scanJob(row pgx.Row, j *model.Job) error {
 	var waited float64
 	err := row.Scan(&j.ID, &j.OccurrenceID, &j.Remediation, &j.Step, &j.CreatedAt,
 		&j.Fingerprint, &j.StartsAt, &j.AlertStatus, &j.Alertname, &j.Labels, &j.Annotations, &j.Escalated,
@@ -168,8 +142,8 @@ func scanJob(row pgx.Row, j *Job) error {
 	return err
 }
 
-// args are claimSQL's parameters for f: $1 to $3, and $4 in a fleet.
-func (f ClaimFilter) args() []any {
+// claimArgs are claimSQL's parameters for f: $1 to $3, and $4 in a fleet.
+func claimArgs(f model.ClaimFilter) []any {
 	skip, known := f.Skip, f.Known
 	if skip == nil {
 		skip = []string{}
@@ -187,27 +161,9 @@ func (f ClaimFilter) args() []any {
 	return args
 }
 
-// ClaimFilter says which jobs a replica takes.
-type ClaimFilter struct {
-	// Known are the remediations this replica's configuration has: a job
-	// of another is left to a replica that knows it, until it has waited
-	// UnknownAfter (no replica knows it: it is claimed to be refused).
-	Known        []string
-	UnknownAfter time.Duration
-	// Skip are the remediations this replica cannot act on now (the
-	// Docker Engine away): another replica may.
-	Skip []string
-	// Nodes, when set, are the names of this engine's node (fleet mode):
-	// only jobs for it are taken. Nil takes every node's (one host).
-	Nodes []string
-	// ID, when set, takes that job only, if it is due and no one holds it
-	// (one a round left for a decision of its own).
-	ID int64
-}
-
 // ClaimJob takes the oldest due job no one else holds that f lets this
 // replica take. It returns nil, nil when there is none.
-func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
+func (s *Store) ClaimJob(ctx context.Context, f model.ClaimFilter) (*Claim, error) {
 	h, err := s.hold(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("claim job: %w", err)
@@ -220,7 +176,7 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 	case f.Nodes != nil:
 		sql = claimNodeSQL
 	}
-	jobs, err := claimJobs(ctx, c.tx, sql, f.args())
+	jobs, err := claimJobs(ctx, c.tx, sql, claimArgs(f))
 	if err != nil || len(jobs) == 0 {
 		c.Release()
 		if err != nil {
@@ -237,13 +193,13 @@ func (s *Store) ClaimJob(ctx context.Context, f ClaimFilter) (*Claim, error) {
 // every due job, and the planner picks it whenever it believes the queue
 // short — which, in a storm, is when its statistics are oldest. Sorting is
 // back on for the claim's other statements.
-func claimJobs(ctx context.Context, tx pgx.Tx, sql string, args []any) ([]Job, error) {
-	var jobs []Job
+func claimJobs(ctx context.Context, tx pgx.Tx, sql string, args []any) ([]model.Job, error) {
+	var jobs []model.Job
 	b := &pgx.Batch{}
 	b.Queue("SET LOCAL enable_sort = off")
 	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
-			var j Job
+			var j model.Job
 			if err := scanJob(rows, &j); err != nil {
 				return err
 			}
@@ -259,28 +215,11 @@ func claimJobs(ctx context.Context, tx pgx.Tx, sql string, args []any) ([]Job, e
 }
 
 // Job is the claimed job.
-func (c *Claim) Job() Job { return c.job }
+func (c *Claim) Job() model.Job { return c.job }
 
 // Release ends the claim without recording anything: the job goes back to
 // the queue. Safe to call after Finish or Defer.
 func (c *Claim) Release() { c.release() }
-
-// Orphan is an action a job started that has not recorded its outcome.
-type Orphan struct {
-	ActionID int64
-	Target   string
-	Action   string
-	Owner    string
-	// Held says that its owner may still hold it: the lease has not lapsed,
-	// or the database started too recently for the owner to have renewed
-	// it. HeldFor is how long that lasts at the least.
-	Held    bool
-	HeldFor time.Duration
-	// RunsFor is how long the action may still run by its own timeout: the
-	// next step waits that long after a takeover, since a lapsed lease
-	// says the owner stopped renewing, not that its action stopped.
-	RunsFor time.Duration
-}
 
 // OrphanedAction returns the action this job started that has not
 // recorded its outcome, and whether its owner may still hold it (judged by
@@ -288,8 +227,8 @@ type Orphan struct {
 // recorded before leases existed has none, and is not held). lease is how
 // long a lease lasts: an owner whose lease was last written before the
 // database itself started is given that long after the start to renew it.
-func (c *Claim) OrphanedAction(ctx context.Context, lease time.Duration) (Orphan, bool, error) {
-	var o Orphan
+func (c *Claim) OrphanedAction(ctx context.Context, lease time.Duration) (model.Orphan, bool, error) {
+	var o model.Orphan
 	var heldFor, runsFor float64
 	err := c.tx.QueryRow(ctx, `
 		SELECT id, service_name, action_type, COALESCE(owner, ''),
@@ -300,10 +239,10 @@ func (c *Claim) OrphanedAction(ctx context.Context, lease time.Duration) (Orphan
 		FROM recovery_actions WHERE job_id = $1 AND status = 'running' AND parent_action_id IS NULL`,
 		c.job.ID, lease.Seconds()).Scan(&o.ActionID, &o.Target, &o.Action, &o.Owner, &heldFor, &runsFor)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Orphan{}, false, nil
+		return model.Orphan{}, false, nil
 	}
 	if err != nil {
-		return Orphan{}, false, fmt.Errorf("look up orphaned action: %w", err)
+		return model.Orphan{}, false, fmt.Errorf("look up orphaned action: %w", err)
 	}
 	o.HeldFor, o.RunsFor = seconds(heldFor), seconds(runsFor)
 	o.Held = o.HeldFor > 0
@@ -335,9 +274,9 @@ func (c *Claim) LockTarget(ctx context.Context, target string) (bool, error) {
 
 // Defer puts the job back in the queue until d from now, with a reason,
 // and records events, if any, in the same commit.
-func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string, events ...Event) error {
+func (c *Claim) Defer(ctx context.Context, d time.Duration, reason string, events ...model.Event) error {
 	_, err := c.tx.Exec(ctx, `UPDATE remediation_jobs SET not_before = clock_timestamp() + $2 * interval '1 second', reason = $3 WHERE id = $1`,
-		c.job.ID, d.Seconds(), Truncate(reason, maxReasonBytes))
+		c.job.ID, d.Seconds(), model.Truncate(reason, maxReasonBytes))
 	for _, e := range events {
 		if err != nil {
 			break
@@ -369,7 +308,7 @@ func (c *Claim) Retry(ctx context.Context, cause error, maxAttempts int) (bool, 
 		return false, nil
 	}
 	c.release()
-	reason := Truncate(cause.Error(), maxReasonBytes)
+	reason := model.Truncate(cause.Error(), maxReasonBytes)
 	var refused bool
 	err := pgx.BeginFunc(ctx, c.store.pool, func(tx pgx.Tx) error {
 		var attempts int
@@ -405,16 +344,3 @@ func (c *Claim) Retry(ctx context.Context, cause error, maxAttempts int) (bool, 
 // that quotes a client's data (a megabyte label, say) must not be stored
 // or logged whole, again at every retry.
 const maxReasonBytes = 1024
-
-// Truncate shortens s to at most n bytes, on a rune boundary, saying how
-// much was left out.
-func Truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s… (%d more bytes)", s[:cut], len(s)-cut)
-}

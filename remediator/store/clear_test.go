@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -25,9 +26,9 @@ func TestClearTarget(t *testing.T) {
 		VALUES ('llm', 'restart', 'succeeded', 'service-down'), ('llm', 'restart', 'succeeded', 'memory-high')`); err != nil {
 		t.Fatal(err)
 	}
-	state := func(target, remediation string) store.State {
+	state := func(target, remediation string) model.State {
 		t.Helper()
-		st, err := s.ReadState(ctx, store.StateQuery{Target: target, Remediation: remediation, FailureWindow: 10 * time.Minute, StormWindow: time.Minute})
+		st, err := s.ReadState(ctx, model.StateQuery{Target: target, Remediation: remediation, FailureWindow: 10 * time.Minute, StormWindow: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,10 +89,10 @@ func TestClearWaitsForADecisionUnderWay(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
 	ctx := t.Context()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Minute); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}})
+	c, err := s.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}})
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
@@ -111,15 +112,15 @@ func TestClearWaitsForADecisionUnderWay(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 	// The decision escalates and commits; only then does the clear go on.
-	if err := c.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeEscalated, Target: "llm",
-		Reason: "3 failures", Failure: &store.Failure{Type: "outage", Status: "detected"},
-		Escalation: &store.Escalation{To: "critical-recovery", Reason: "3 failures"}}); err != nil {
+	if err := c.Finish(ctx, model.Outcome{State: model.JobDone, Result: model.OutcomeEscalated, Target: "llm",
+		Reason: "3 failures", Failure: &model.Failure{Type: "outage", Status: "detected"},
+		Escalation: &model.Escalation{To: "critical-recovery", Reason: "3 failures"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-cleared; err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.ReadState(ctx, store.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: 10 * time.Minute, StormWindow: time.Minute})
+	st, err := s.ReadState(ctx, model.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: 10 * time.Minute, StormWindow: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/common/model"
-)
+	"github.com/selfheal/selfheal/remediator/model"
 
-// StormBrakeReason begins the reason of every decision the storm brake
-// makes (engine.Limits), so that the braked targets can be listed.
-const StormBrakeReason = "storm brake"
+	"github.com/jackc/pgx/v5"
+	prommodel "github.com/prometheus/common/model"
+)
 
 // Problem is something selfheal could not fix and people should hear of:
 // an escalation still open, a target whose last action failed or was
@@ -97,8 +95,8 @@ type ProblemQuery struct {
 
 // OpenProblems returns what selfheal could not fix, as of now.
 func (s *Store) OpenProblems(ctx context.Context, q ProblemQuery) ([]Problem, error) {
-	rows, err := s.pool.Query(ctx, openProblemsSQL, q.Lookback.Seconds(), q.PausedFor.Seconds(), StormBrakeReason,
-		q.ChronicMax, model.Duration(q.ChronicWindow).String(), q.ChronicWindow.Seconds())
+	rows, err := s.pool.Query(ctx, openProblemsSQL, q.Lookback.Seconds(), q.PausedFor.Seconds(), model.StormBrakeReason,
+		q.ChronicMax, prommodel.Duration(q.ChronicWindow).String(), q.ChronicWindow.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("read open problems: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/model"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -21,7 +22,7 @@ func claimAll(t *testing.T, s *store.Store, n int) []*store.Claim {
 	t.Helper()
 	var claims []*store.Claim
 	for range n {
-		c, err := s.ClaimJob(context.Background(), store.ClaimFilter{Known: []string{"service-down"}})
+		c, err := s.ClaimJob(context.Background(), model.ClaimFilter{Known: []string{"service-down"}})
 		if err != nil || c == nil {
 			t.Fatalf("claim: %v, %v", c, err)
 		}
@@ -33,7 +34,7 @@ func claimAll(t *testing.T, s *store.Store, n int) []*store.Claim {
 
 // intentsAtOnce has every claim record its intent at the same moment, and
 // returns how many were admitted.
-func intentsAtOnce(t *testing.T, claims []*store.Claim, limits store.Admission) (admitted int, seen []store.Admitted) {
+func intentsAtOnce(t *testing.T, claims []*store.Claim, limits model.Admission) (admitted int, seen []model.Admitted) {
 	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -41,7 +42,7 @@ func intentsAtOnce(t *testing.T, claims []*store.Claim, limits store.Admission) 
 	for i, c := range claims {
 		wg.Go(func() {
 			<-start
-			a, err := c.RecordIntent(context.Background(), store.Intent{Target: fmt.Sprintf("svc-%d", i), Action: "restart",
+			a, err := c.RecordIntent(context.Background(), model.Intent{Target: fmt.Sprintf("svc-%d", i), Action: "restart",
 				Category: "A", Attempt: 1, Limits: limits, Owner: "test", Lease: time.Minute, Timeout: time.Minute})
 			mu.Lock()
 			defer mu.Unlock()
@@ -69,14 +70,14 @@ func TestAdmissionIsAtomic(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name   string
-		limits store.Admission
+		limits model.Admission
 		want   int
 	}{
-		{"max_concurrent_actions 1", store.Admission{MaxRunning: 1}, 1},
-		{"max_concurrent_actions 3", store.Admission{MaxRunning: 3}, 3},
-		{"storm brake 1", store.Admission{MaxInWindow: 1, Window: time.Hour}, 1},
-		{"storm brake 2", store.Admission{MaxInWindow: 2, Window: time.Hour}, 2},
-		{"no limit", store.Admission{}, 8},
+		{"max_concurrent_actions 1", model.Admission{MaxRunning: 1}, 1},
+		{"max_concurrent_actions 3", model.Admission{MaxRunning: 3}, 3},
+		{"storm brake 1", model.Admission{MaxInWindow: 1, Window: time.Hour}, 1},
+		{"storm brake 2", model.Admission{MaxInWindow: 2, Window: time.Hour}, 2},
+		{"no limit", model.Admission{}, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // a database and a container of its own
@@ -120,16 +121,16 @@ func TestLeaseKeepsTheActionItsOwners(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	owner := claimAll(t, s, 1)[0]
-	a, err := owner.RecordIntent(ctx, store.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1,
+	a, err := owner.RecordIntent(ctx, model.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1,
 		Owner: "replica-a", Lease: 2 * time.Second, Timeout: 30 * time.Second})
 	if err != nil || a.ActionID == 0 {
 		t.Fatalf("intent: %+v, %v", a, err)
 	}
-	if c, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}}); err != nil || c != nil {
+	if c, err := s.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}}); err != nil || c != nil {
 		t.Fatalf("the job of a leased action was claimable: %v, %v", c, err)
 	}
 	// Due early (a worker deferring it, say): it is still held.
@@ -141,7 +142,7 @@ func TestLeaseKeepsTheActionItsOwners(t *testing.T) {
 	if err != nil || !found || !o.Held || o.Owner != "replica-a" || o.HeldFor <= 0 || o.HeldFor > 2*time.Second {
 		t.Fatalf("orphan while leased: %+v, %v, %v", o, found, err)
 	}
-	if _, err := s.IngestAlerts(ctx, []store.Alert{{Fingerprint: "00000000000000b2", StartsAt: startsAt, Status: "firing",
+	if _, err := s.IngestAlerts(ctx, []model.Alert{{Fingerprint: "00000000000000b2", StartsAt: startsAt, Status: "firing",
 		Alertname: "ServiceUnhealthy", Labels: map[string]string{"alertname": "ServiceUnhealthy", "service": "llm"},
 		Remediation: "service-down"}}, time.Hour); err != nil {
 		t.Fatal(err)
@@ -174,19 +175,19 @@ func TestLeaseKeepsTheActionItsOwners(t *testing.T) {
 	if o.Held || o.RunsFor < 20*time.Second || o.RunsFor > 30*time.Second {
 		t.Fatalf("a lapsed lease: %+v; want not held, running on for its timeout", o)
 	}
-	if err := other.Finish(ctx, store.Outcome{State: store.JobInterrupted, Target: "llm", ActionID: o.ActionID,
-		ActionStatus: store.ActionInterrupted, FollowUp: &store.FollowUp{After: o.RunsFor}}); err != nil {
+	if err := other.Finish(ctx, model.Outcome{State: model.JobInterrupted, Target: "llm", ActionID: o.ActionID,
+		ActionStatus: model.ActionInterrupted, FollowUp: &model.FollowUp{After: o.RunsFor}}); err != nil {
 		t.Fatal(err)
 	}
 	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs WHERE step = 2 AND not_before > now() + interval '20 seconds'`); n != 1 {
 		t.Error("the next step does not wait for the interrupted action's deadline")
 	}
-	if _, err := owner.Renew(ctx, time.Minute); !errors.Is(err, store.ErrTakenOver) {
+	if _, err := owner.Renew(ctx, time.Minute); !errors.Is(err, model.ErrTakenOver) {
 		t.Fatalf("renew after a takeover: %v", err)
 	}
-	err = owner.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: "llm", ActionID: a.ActionID,
-		ActionStatus: store.ActionSucceeded})
-	if !errors.Is(err, store.ErrTakenOver) {
+	err = owner.Finish(ctx, model.Outcome{State: model.JobDone, Result: model.OutcomeSucceeded, Target: "llm", ActionID: a.ActionID,
+		ActionStatus: model.ActionSucceeded})
+	if !errors.Is(err, model.ErrTakenOver) {
 		t.Fatalf("finish after a takeover: %v", err)
 	}
 	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE id = $1 AND status = 'interrupted'`, a.ActionID); n != 1 {
@@ -214,12 +215,12 @@ func TestActionOutlivesADatabaseRestart(t *testing.T) {
 	if _, err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	owner := claimAll(t, s, 1)[0]
 	const lease = 5 * time.Second
-	a, err := owner.RecordIntent(ctx, store.Intent{Target: "llm", Action: "stop_start", Category: "A", Attempt: 1,
+	a, err := owner.RecordIntent(ctx, model.Intent{Target: "llm", Action: "stop_start", Category: "A", Attempt: 1,
 		Owner: "replica-a", Lease: lease, Timeout: time.Minute})
 	if err != nil || a.ActionID == 0 {
 		t.Fatalf("intent: %+v, %v", a, err)
@@ -255,7 +256,7 @@ func TestActionOutlivesADatabaseRestart(t *testing.T) {
 		t.Fatalf("%s after the restart: %v", what, err)
 	}
 	again("claim and find the action held", func() error {
-		other, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}})
+		other, err := s.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}})
 		if err != nil || other == nil {
 			return fmt.Errorf("claim: %v, %w", other, err)
 		}
@@ -267,8 +268,8 @@ func TestActionOutlivesADatabaseRestart(t *testing.T) {
 	})
 	again("renew", func() error { _, err := owner.Renew(ctx, lease); return err })
 	again("finish", func() error {
-		return owner.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: "llm",
-			ActionID: a.ActionID, ActionStatus: store.ActionSucceeded})
+		return owner.Finish(ctx, model.Outcome{State: model.JobDone, Result: model.OutcomeSucceeded, Target: "llm",
+			ActionID: a.ActionID, ActionStatus: model.ActionSucceeded})
 	})
 	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`); n != 1 {
 		t.Fatal("the outcome is not recorded")
@@ -285,7 +286,7 @@ func TestRetryIsBounded(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)
 	ctx := context.Background()
-	if _, err := s.IngestAlerts(ctx, []store.Alert{alert("firing")}, time.Hour); err != nil {
+	if _, err := s.IngestAlerts(ctx, []model.Alert{alert("firing")}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	cause := errors.New("value too long: " + strings.Repeat("x", 1<<20))
@@ -328,7 +329,7 @@ func TestFleetNamesBelongToOneNode(t *testing.T) {
 	nodeB, connB := enrolled(t, admin, dsn, b, false)
 	beat := func(s *store.Store, name string, names ...string) []string {
 		t.Helper()
-		refused, err := s.NodeHeartbeat(ctx, store.NodeBeat{Name: name, Names: append([]string{name}, names...), Engine: name + "-engine"})
+		refused, err := s.NodeHeartbeat(ctx, model.NodeBeat{Name: name, Names: append([]string{name}, names...), Engine: name + "-engine"})
 		if err != nil {
 			t.Fatalf("heartbeat of %s: %v", name, err)
 		}
@@ -348,7 +349,7 @@ func TestFleetNamesBelongToOneNode(t *testing.T) {
 	resolve := func(label, service string) string {
 		t.Helper()
 		alert := fleetAlert(label, service)
-		if _, err := admin.IngestAlerts(ctx, []store.Alert{alert}, time.Minute); err != nil {
+		if _, err := admin.IngestAlerts(ctx, []model.Alert{alert}, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		var node string
@@ -388,7 +389,7 @@ func TestFleetNamesBelongToOneNode(t *testing.T) {
 	beat(nodeA, a, "10.0.0.1")
 
 	// replicas: all readable, only one's own changeable.
-	if _, _, err := nodeB.Heartbeat(ctx, store.Replica{ID: "b-replica", Host: "hb", ConfigFingerprint: "f"}, time.Minute); err != nil {
+	if _, _, err := nodeB.Heartbeat(ctx, model.Replica{ID: "b-replica", Host: "hb", ConfigFingerprint: "f"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if n := one(t, connA, `SELECT count(*) FROM replicas WHERE id = 'b-replica'`); n != 1 {
@@ -405,15 +406,15 @@ func TestFleetNamesBelongToOneNode(t *testing.T) {
 	}
 
 	// The same target name on two nodes is two targets.
-	if _, err := admin.IngestAlerts(ctx, []store.Alert{fleetAlert(a, "llm-service"), fleetAlert(b, "llm-service")}, time.Minute); err != nil {
+	if _, err := admin.IngestAlerts(ctx, []model.Alert{fleetAlert(a, "llm-service"), fleetAlert(b, "llm-service")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	ca, err := nodeA.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}, Nodes: []string{a}})
+	ca, err := nodeA.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}, Nodes: []string{a}})
 	if err != nil || ca == nil {
 		t.Fatal(ca, err)
 	}
 	defer ca.Release()
-	cb, err := nodeB.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}, Nodes: []string{b}})
+	cb, err := nodeB.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}, Nodes: []string{b}})
 	if err != nil || cb == nil {
 		t.Fatal(cb, err)
 	}
@@ -466,12 +467,12 @@ func TestOncePerWindowAtOnce(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			_, err := s.RaiseOwnAlert(ctx, "00000000000000ce", time.Hour, func(since time.Time, firing bool) *store.Alert {
+			_, err := s.RaiseOwnAlert(ctx, "00000000000000ce", time.Hour, func(since time.Time, firing bool) *model.Alert {
 				at := startsAt.Add(time.Duration(i) * time.Millisecond) // each replica's own clock
 				if firing {
 					at = since
 				}
-				return &store.Alert{Fingerprint: "00000000000000ce", StartsAt: at, Status: "firing", Alertname: "CriticalEventsThreshold",
+				return &model.Alert{Fingerprint: "00000000000000ce", StartsAt: at, Status: "firing", Alertname: "CriticalEventsThreshold",
 					Labels: map[string]string{"alertname": "CriticalEventsThreshold"}, Remediation: "service-down"}
 			})
 			if err != nil {

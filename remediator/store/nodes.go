@@ -15,25 +15,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
-
-// NodeBeat is what a node's engine says about itself at each heartbeat.
-type NodeBeat struct {
-	Name              string   // lower case
-	Names             []string // name and aliases, lower case
-	Engine            string   // the engine's replica id
-	Version           string
-	ConfigFingerprint string
-}
 
 // NodeHeartbeat records that the node's engine is alive, by the
 // database's clock, and claims the node's names: its own, which always
 // wins, and its aliases, except those that are another node's name or
 // alias (returned; they are not the node's). An alert's node is resolved
 // through those names.
-func (s *Store) NodeHeartbeat(ctx context.Context, b NodeBeat) (refused []string, err error) {
+func (s *Store) NodeHeartbeat(ctx context.Context, b model.NodeBeat) (refused []string, err error) {
 	names := b.Names
 	if names == nil {
 		names = []string{b.Name}

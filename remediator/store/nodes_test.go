@@ -13,12 +13,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/selfheal/selfheal/internal/pgtest"
+	"github.com/selfheal/selfheal/remediator/model"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
 // fleetAlert is a ServiceDown for service on node.
-func fleetAlert(node, service string) store.Alert {
-	return store.Alert{
+func fleetAlert(node, service string) model.Alert {
+	return model.Alert{
 		Fingerprint: "fp-" + node + "-" + service, StartsAt: startsAt, Status: "firing", Alertname: "ServiceDown",
 		Labels:      map[string]string{"alertname": "ServiceDown", "service": service, "node": node},
 		Remediation: "service-down", Node: node,
@@ -97,7 +98,7 @@ func TestNodeCredentialsReachOnlyTheirNode(t *testing.T) {
 	hook, hookConn := enrolled(t, admin, dsn, uniqueNode("ingest"), true)
 
 	// The webhook's role ingests both nodes' alerts.
-	res, err := hook.IngestAlerts(ctx, []store.Alert{fleetAlert(a, "llm"), fleetAlert(b, "llm")}, time.Minute)
+	res, err := hook.IngestAlerts(ctx, []model.Alert{fleetAlert(a, "llm"), fleetAlert(b, "llm")}, time.Minute)
 	if err != nil || res.JobsQueued != 2 {
 		t.Fatalf("ingest as the webhook's role: %+v, %v", res, err)
 	}
@@ -107,29 +108,29 @@ func TestNodeCredentialsReachOnlyTheirNode(t *testing.T) {
 	}
 
 	// A claims its own job, and no other, even when asking for B's.
-	if c, err := nodeA.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}, Nodes: []string{b}}); err != nil || c != nil {
+	if c, err := nodeA.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}, Nodes: []string{b}}); err != nil || c != nil {
 		t.Fatalf("A claimed B's job: %v, %v", c, err)
 	}
-	if c, err := nodeA.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}}); err != nil || c == nil || c.Job().Node != a {
+	if c, err := nodeA.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}}); err != nil || c == nil || c.Job().Node != a {
 		t.Fatalf("A's claim: %+v, %v", c, err)
 	} else {
 		// Everything a decision writes, under A's role.
 		if err := c.RecordOutage(ctx, "llm"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.LoadState(ctx, store.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: time.Hour, StormWindow: time.Minute}); err != nil {
+		if _, err := c.LoadState(ctx, model.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: time.Hour, StormWindow: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
-		adm, err := c.RecordIntent(ctx, store.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1, Reason: "test"})
+		adm, err := c.RecordIntent(ctx, model.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1, Reason: "test"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		id := adm.ActionID
-		if err := c.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeFailed, Target: "llm", ActionID: id,
-			ActionStatus: store.ActionFailed, Failure: &store.Failure{Type: "restart", Status: "failed"},
-			Escalation: &store.Escalation{To: "critical-recovery", Reason: "test"},
-			FollowUp:   &store.FollowUp{After: time.Hour},
-			Events:     []store.Event{{Severity: store.SeverityInfo, Type: "test", Target: "llm", Message: "m"}}}); err != nil {
+		if err := c.Finish(ctx, model.Outcome{State: model.JobDone, Result: model.OutcomeFailed, Target: "llm", ActionID: id,
+			ActionStatus: model.ActionFailed, Failure: &model.Failure{Type: "restart", Status: "failed"},
+			Escalation: &model.Escalation{To: "critical-recovery", Reason: "test"},
+			FollowUp:   &model.FollowUp{After: time.Hour},
+			Events:     []model.Event{{Severity: model.SeverityInfo, Type: "test", Target: "llm", Message: "m"}}}); err != nil {
 			t.Fatalf("finish as node A: %v", err)
 		}
 	}
@@ -197,7 +198,7 @@ func TestNodeCredentialsReachOnlyTheirNode(t *testing.T) {
 		if _, err := st.HeldCandidates(ctx); err != nil {
 			t.Errorf("held targets on the %s's role: %v", name, err)
 		}
-		if _, err := st.ReadState(ctx, store.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: time.Minute, StormWindow: time.Minute}); err != nil {
+		if _, err := st.ReadState(ctx, model.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: time.Minute, StormWindow: time.Minute}); err != nil {
 			t.Errorf("decision state on the %s's role: %v", name, err)
 		}
 	}
@@ -218,9 +219,9 @@ func TestJobsWaitForASilentNode(t *testing.T) {
 	if _, err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ingest := func(a store.Alert) store.IngestResult {
+	ingest := func(a model.Alert) model.IngestResult {
 		t.Helper()
-		res, err := s.IngestAlerts(ctx, []store.Alert{a}, time.Minute)
+		res, err := s.IngestAlerts(ctx, []model.Alert{a}, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +230,7 @@ func TestJobsWaitForASilentNode(t *testing.T) {
 	if res := ingest(fleetAlert("edge-01", "a")); res.Waiting != 1 || res.Nodes[0] != "edge-01" {
 		t.Fatalf("a job for a node never heard from: %+v", res)
 	}
-	if _, err := s.NodeHeartbeat(ctx, store.NodeBeat{Name: "edge-01", Names: []string{"edge-01", "10.0.0.1"}, Engine: "e1"}); err != nil {
+	if _, err := s.NodeHeartbeat(ctx, model.NodeBeat{Name: "edge-01", Names: []string{"edge-01", "10.0.0.1"}, Engine: "e1"}); err != nil {
 		t.Fatal(err)
 	}
 	alias := fleetAlert("10.0.0.1", "b")

@@ -6,48 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 )
-
-// Intent describes an action about to run.
-type Intent struct {
-	Target   string
-	Action   string
-	Category string
-	Attempt  int
-	// Reason explains the decision; it becomes the decision event.
-	Reason  string
-	Details map[string]any
-	// Limits are what admission checks, atomically with the insert.
-	Limits Admission
-	// Owner is the replica that will run the action, and Lease how long it
-	// holds it without renewing; Timeout bounds the action itself.
-	Owner   string
-	Lease   time.Duration
-	Timeout time.Duration
-	// Revert, when set, is the undoing of the change the action is about
-	// to make, recorded before it is made.
-	Revert *Revert
-}
-
-// Admission is the limits an intent is admitted under, across every worker
-// and replica in their scope (the database; in a fleet, each node's rows):
-// at most MaxRunning actions running at once and MaxInWindow started per
-// Window (the storm brake). Zero is no limit.
-type Admission struct {
-	MaxRunning  int
-	MaxInWindow int
-	Window      time.Duration
-}
-
-// Admitted is what RecordIntent found under the admission lock.
-type Admitted struct {
-	// ActionID is the intent's row; zero when a limit refused it.
-	ActionID int64
-	// Running and InWindow are the counts the limits were checked against.
-	Running  int
-	InWindow int
-}
 
 // admissionLock serialises admissions in the scope the counts cover: the
 // session's node in a fleet (row-level security keeps its counts to its
@@ -98,9 +60,9 @@ SELECT COALESCE((SELECT id FROM action), 0), running, in_window FROM counts`
 // (Renew), and Finish records the outcome. When a limit refuses it,
 // nothing is written and the claim's transaction stays open for the
 // decision the counts now call for (Defer or Finish).
-func (c *Claim) RecordIntent(ctx context.Context, in Intent) (Admitted, error) {
+func (c *Claim) RecordIntent(ctx context.Context, in model.Intent) (model.Admitted, error) {
 	j := c.job
-	var a Admitted
+	var a model.Admitted
 	var revert any
 	host := ""
 	if in.Revert != nil {
@@ -118,16 +80,16 @@ func (c *Claim) RecordIntent(ctx context.Context, in Intent) (Admitted, error) {
 		return row.Scan(&a.ActionID, &a.Running, &a.InWindow)
 	})
 	if err := c.tx.SendBatch(ctx, b).Close(); err != nil {
-		return Admitted{}, fmt.Errorf("record intent for %s on %q: %w", in.Action, in.Target, err)
+		return model.Admitted{}, fmt.Errorf("record intent for %s on %q: %w", in.Action, in.Target, err)
 	}
 	if a.ActionID == 0 {
 		if _, err := c.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT admission"); err != nil {
-			return Admitted{}, fmt.Errorf("record intent for %s on %q: %w", in.Action, in.Target, err)
+			return model.Admitted{}, fmt.Errorf("record intent for %s on %q: %w", in.Action, in.Target, err)
 		}
 		return a, nil
 	}
 	if err := c.commit(ctx); err != nil {
-		return Admitted{}, fmt.Errorf("record intent for %s on %q: %w", in.Action, in.Target, err)
+		return model.Admitted{}, fmt.Errorf("record intent for %s on %q: %w", in.Action, in.Target, err)
 	}
 	c.setAction(&acting{actionID: a.ActionID, owner: in.Owner})
 	return a, nil
@@ -149,10 +111,6 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string) (int, error) {
 	return int(tag.RowsAffected()), nil
 }
 
-// ErrTakenOver means the action's lease lapsed and another worker took it
-// over (marked it interrupted): its owner no longer records its outcome.
-var ErrTakenOver = errors.New("the action was taken over: its lease had lapsed")
-
 // Renew extends the lease of the claim's running action by lease, from the
 // database's clock, and reports whether the action's alert has resolved
 // since. It uses any connection of the pool, so it works across
@@ -173,101 +131,11 @@ func (c *Claim) Renew(ctx context.Context, lease time.Duration) (resolved bool, 
 	case c.action() == nil:
 		return false, nil // Finish recorded the outcome meanwhile
 	case errors.Is(err, pgx.ErrNoRows):
-		return false, ErrTakenOver
+		return false, model.ErrTakenOver
 	case err != nil:
 		return false, fmt.Errorf("renew the lease of action %d: %w", a.actionID, err)
 	}
 	return resolved, nil
-}
-
-// Event is one row of the audit trail.
-type Event struct {
-	Severity Severity
-	Type     string
-	Target   string
-	Message  string
-	Details  map[string]any
-}
-
-// Outcome is everything a finished job records, written in one commit.
-type Outcome struct {
-	// State is JobDone or JobInterrupted.
-	State JobState
-	// Result is the job's outcome; empty for an interrupted job.
-	Result JobOutcome
-	Target string
-	Reason string
-
-	// ActionID, when set, completes that recovery_actions row.
-	ActionID     int64
-	ActionStatus ActionStatus // succeeded, failed or interrupted
-	ActionError  string
-	ActionDetail map[string]any
-
-	// DryRun, when set, records the action that would have run.
-	DryRun *Intent
-
-	// Touched are the other containers the action acted on, each recorded
-	// as its own row under ActionID.
-	Touched []TouchedAction
-
-	// JoinedTo, when set, records that the job's occurrence is the same
-	// outage as that (fast path) occurrence.
-	JoinedTo int64
-	// ResolveOccurrence resolves the job's occurrence (the fast path's,
-	// which no Alertmanager resolution will end).
-	ResolveOccurrence bool
-
-	// Failure, when set, records a failure of Target.
-	Failure *Failure
-
-	// Escalation, when set, opens an escalation on Target.
-	Escalation *Escalation
-
-	// FollowUp, when set, queues the next step of the same occurrence.
-	FollowUp *FollowUp
-
-	Events []Event
-}
-
-// TouchedAction is a container an action acted on beside its target.
-type TouchedAction struct {
-	Target  string
-	Action  string
-	Status  ActionStatus // succeeded or failed
-	Error   string
-	Started time.Time
-	Ended   time.Time
-	Details map[string]any
-}
-
-// Failure is one failed attempt on a service.
-type Failure struct {
-	Type   string
-	Status string
-}
-
-// Escalation hands a target on to a bigger remediation.
-type Escalation struct {
-	To     string
-	Reason string
-}
-
-// Revert is a temporary change an action is about to make, and how to
-// undo it; Host is the node whose devices hold it.
-type Revert struct {
-	Host string
-	Data map[string]any
-}
-
-// FollowUp queues the next step after a delay.
-type FollowUp struct {
-	After time.Duration
-	// Sequence queues the next step of a sequence, at Position: it is
-	// queued whether or not the alert still fires, and a resolution does
-	// not cancel it.
-	Sequence bool
-	Position int
 }
 
 // Finish records the outcome and ends the claim, in one commit. After a
@@ -276,7 +144,7 @@ type FollowUp struct {
 // action runs — and records the outcome only while the action is still
 // the claim's: if its lease lapsed and another worker took it over, it
 // records that the outcome came late and returns ErrTakenOver.
-func (c *Claim) Finish(ctx context.Context, o Outcome) error {
+func (c *Claim) Finish(ctx context.Context, o model.Outcome) error {
 	if c.action() == nil {
 		defer c.Release()
 		if err := c.tx.SendBatch(ctx, outcomeBatch(c.job, o)).Close(); err != nil {
@@ -303,7 +171,7 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 		} else if err != nil {
 			return err
 		}
-		if status != string(ActionRunning) || owner != a.owner {
+		if status != string(model.ActionRunning) || owner != a.owner {
 			lost = true
 			_, err := tx.Exec(ctx, `INSERT INTO self_healing_events (severity, event_type, service_name, remediation, job_id, occurrence_id, message, details)
 				VALUES ('WARNING', 'outcome_after_takeover', NULLIF($1, ''), $2, $3, $4, $5, $6)`,
@@ -319,13 +187,13 @@ func (c *Claim) Finish(ctx context.Context, o Outcome) error {
 	}
 	c.setAction(nil)
 	if lost {
-		return ErrTakenOver
+		return model.ErrTakenOver
 	}
 	return nil
 }
 
 // outcomeBatch is every write an outcome makes, for one commit.
-func outcomeBatch(j Job, o Outcome) *pgx.Batch {
+func outcomeBatch(j model.Job, o model.Outcome) *pgx.Batch {
 	b := &pgx.Batch{}
 	var result any
 	if o.Result != "" {

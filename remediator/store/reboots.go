@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -113,7 +115,7 @@ type RebootValidation struct {
 	// Status is validated, validation_failed, or failed (no reboot happened).
 	Status    string
 	PostState map[string]any
-	Severity  Severity
+	Severity  model.Severity
 	Message   string
 }
 

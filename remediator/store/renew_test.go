@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/selfheal/selfheal/remediator/store"
+	"github.com/selfheal/selfheal/remediator/model"
 )
 
 // TestRenewWhileFinishing: the engine renews an action's lease from a
@@ -24,11 +24,11 @@ func TestRenewWhileFinishing(t *testing.T) {
 	for i := range 20 {
 		a := alert("firing")
 		a.Fingerprint = fmt.Sprintf("%016x", 0xc0+i)
-		if _, err := s.IngestAlerts(ctx, []store.Alert{a}, time.Hour); err != nil {
+		if _, err := s.IngestAlerts(ctx, []model.Alert{a}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		c := claimAll(t, s, 1)[0]
-		adm, err := c.RecordIntent(ctx, store.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1,
+		adm, err := c.RecordIntent(ctx, model.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1,
 			Owner: "replica-a", Lease: time.Minute, Timeout: time.Minute})
 		if err != nil || adm.ActionID == 0 {
 			t.Fatalf("intent: %+v, %v", adm, err)
@@ -54,8 +54,8 @@ func TestRenewWhileFinishing(t *testing.T) {
 			}
 		})
 		time.Sleep(5 * time.Millisecond)
-		if err := c.Finish(ctx, store.Outcome{State: store.JobDone, Result: store.OutcomeSucceeded, Target: "llm",
-			ActionID: adm.ActionID, ActionStatus: store.ActionSucceeded}); err != nil {
+		if err := c.Finish(ctx, model.Outcome{State: model.JobDone, Result: model.OutcomeSucceeded, Target: "llm",
+			ActionID: adm.ActionID, ActionStatus: model.ActionSucceeded}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -5,23 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 )
-
-// PendingRevert is a temporary change waiting to be undone.
-type PendingRevert struct {
-	ID         int64
-	ActionType string
-	Target     string
-	Data       map[string]any
-	// Why is "alert resolved" or "selfheal stopping".
-	Why string
-}
 
 // DueReverts returns the changes on node's devices whose alert has
 // resolved (or is gone), whoever made them; with owner set (selfheal is
 // stopping), also every change that replica made and has not undone.
-func (s *Store) DueReverts(ctx context.Context, node, owner string) ([]PendingRevert, error) {
+func (s *Store) DueReverts(ctx context.Context, node, owner string) ([]model.PendingRevert, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT r.id, r.action_type, r.target, r.data,
 		       CASE WHEN o.status = 'resolved' THEN 'alert resolved'
@@ -34,8 +26,8 @@ func (s *Store) DueReverts(ctx context.Context, node, owner string) ([]PendingRe
 	if err != nil {
 		return nil, fmt.Errorf("read pending reverts: %w", err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (PendingRevert, error) {
-		var p PendingRevert
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.PendingRevert, error) {
+		var p model.PendingRevert
 		err := r.Scan(&p.ID, &p.ActionType, &p.Target, &p.Data, &p.Why)
 		return p, err
 	})
@@ -43,7 +35,7 @@ func (s *Store) DueReverts(ctx context.Context, node, owner string) ([]PendingRe
 
 // MarkReverted records that a change was undone (err nil) or could not be.
 // A failed revert stays pending, to be tried again.
-func (s *Store) MarkReverted(ctx context.Context, p PendingRevert, revertErr error) error {
+func (s *Store) MarkReverted(ctx context.Context, p model.PendingRevert, revertErr error) error {
 	b := &pgx.Batch{}
 	if revertErr == nil {
 		b.Queue(`UPDATE pending_reverts SET reverted_at = now(), result = $2 WHERE id = $1`, p.ID, "reverted: "+p.Why)

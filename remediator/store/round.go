@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -19,7 +21,7 @@ import (
 // of their own.
 type Round struct {
 	held
-	jobs []Job
+	jobs []model.Job
 }
 
 // roundClaimSQL takes up to $6 due jobs of the remediations in $5; $4 is
@@ -35,13 +37,13 @@ var (
 // ClaimRound takes up to n due jobs of the remediations named, that f lets
 // this replica take and no one else holds. It returns nil, nil when there
 // are none.
-func (s *Store) ClaimRound(ctx context.Context, f ClaimFilter, remediations []string, n int) (*Round, error) {
+func (s *Store) ClaimRound(ctx context.Context, f model.ClaimFilter, remediations []string, n int) (*Round, error) {
 	h, err := s.hold(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("claim a round of jobs: %w", err)
 	}
 	r := &Round{held: h}
-	sql, args := roundAnySQL, f.args()
+	sql, args := roundAnySQL, claimArgs(f)
 	if f.Nodes == nil {
 		args = append(args, nil)
 	} else {
@@ -59,7 +61,7 @@ func (s *Store) ClaimRound(ctx context.Context, f ClaimFilter, remediations []st
 }
 
 // Jobs are the round's jobs, oldest first.
-func (r *Round) Jobs() []Job { return r.jobs }
+func (r *Round) Jobs() []model.Job { return r.jobs }
 
 // Release ends the round without recording anything: its jobs go back to
 // the queue. Safe to call after Finish.
@@ -115,12 +117,6 @@ func (r *Round) TouchedTargets(ctx context.Context, targets []string, since time
 	return touched, nil
 }
 
-// Outage is a job's alert counted as one failure of its target.
-type Outage struct {
-	Job    Job
-	Target string
-}
-
 // recordOutagesSQL counts each alert's occurrence as one failure of its
 // target, once: not again for the same occurrence, and not for another
 // alert of the same outage (the same container named another way, a second
@@ -139,7 +135,7 @@ WHERE (SELECT bool_or(f.failure_type = 'outage') FROM service_failures f
 ORDER BY u.target, u.remediation, u.i
 ON CONFLICT (occurrence_id, remediation) WHERE failure_type = 'outage' DO NOTHING`
 
-func recordOutages(ctx context.Context, tx pgx.Tx, outages []Outage) error {
+func recordOutages(ctx context.Context, tx pgx.Tx, outages []model.Outage) error {
 	if len(outages) == 0 {
 		return nil
 	}
@@ -158,7 +154,7 @@ func recordOutages(ctx context.Context, tx pgx.Tx, outages []Outage) error {
 
 // RecordOutages counts each job's alert as one failure of its target, as
 // RecordOutage does for one.
-func (r *Round) RecordOutages(ctx context.Context, outages []Outage) error {
+func (r *Round) RecordOutages(ctx context.Context, outages []model.Outage) error {
 	return recordOutages(ctx, r.tx, outages)
 }
 
@@ -172,16 +168,10 @@ CROSS JOIN LATERAL (` + strings.NewReplacer("{target}", "q.target", "{remediatio
 	"{reboot_pending}", "$7", "{starts_at}", "q.starts_at", "{chronic_window}", "$8").Replace(stateQuery) + `) st
 ORDER BY q.i`
 
-// RoundQuery is one decision's StateQuery, for its job.
-type RoundQuery struct {
-	Job Job
-	StateQuery
-}
-
 // LoadStates reads the decision state for each query, in order, in one
 // statement with one clock; every query must have the same StormWindow and
 // ChronicWindow.
-func (r *Round) LoadStates(ctx context.Context, qs []RoundQuery) ([]State, error) {
+func (r *Round) LoadStates(ctx context.Context, qs []model.RoundQuery) ([]model.State, error) {
 	if len(qs) == 0 {
 		return nil, nil
 	}
@@ -198,7 +188,7 @@ func (r *Round) LoadStates(ctx context.Context, qs []RoundQuery) ([]State, error
 		return nil, fmt.Errorf("load a round's decision state: %w", err)
 	}
 	defer rows.Close()
-	states := make([]State, 0, n)
+	states := make([]model.State, 0, n)
 	for rows.Next() {
 		st, err := scanState(rows, qs[len(states)].StateQuery)
 		if err != nil {
@@ -215,19 +205,9 @@ func (r *Round) LoadStates(ctx context.Context, qs []RoundQuery) ([]State, error
 	return states, nil
 }
 
-// Settled is a round's job that ends with a decision that runs nothing,
-// and the decision's event (which names the job's target).
-type Settled struct {
-	Job    Job
-	Result JobOutcome
-	Target string
-	Reason string
-	Event  Event
-}
-
 // Finish records the settled jobs, finished, with their events, and
 // commits the round. Its other jobs stay queued.
-func (r *Round) Finish(ctx context.Context, settled []Settled) error {
+func (r *Round) Finish(ctx context.Context, settled []model.Settled) error {
 	defer r.Release()
 	n := len(settled)
 	ids, occurrences := make([]int64, n), make([]int64, n)

@@ -6,16 +6,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/selfheal/selfheal/remediator/store"
+	"github.com/selfheal/selfheal/remediator/model"
 )
 
 // stormAlerts are n firing ServiceDown alerts, the i-th for service
 // fmt.Sprintf("svc-%d", i%services).
-func stormAlerts(n, services int) []store.Alert {
-	var out []store.Alert
+func stormAlerts(n, services int) []model.Alert {
+	var out []model.Alert
 	for i := range n {
 		svc := fmt.Sprintf("svc-%d", i%services)
-		out = append(out, store.Alert{Fingerprint: fmt.Sprintf("%016x", i), StartsAt: startsAt, Status: "firing",
+		out = append(out, model.Alert{Fingerprint: fmt.Sprintf("%016x", i), StartsAt: startsAt, Status: "firing",
 			Alertname: "ServiceDown", Labels: map[string]string{"alertname": "ServiceDown", "service": svc, "i": fmt.Sprint(i)},
 			Remediation: "service-down"})
 	}
@@ -43,11 +43,11 @@ func TestRound(t *testing.T) {
 	if _, err := conn.Exec(ctx, `UPDATE remediation_jobs SET position = 2 WHERE id = (SELECT max(id) FROM remediation_jobs)`); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := s.ClaimRound(ctx, store.ClaimFilter{Known: []string{"service-down"}}, []string{"other"}, 10); err != nil || r != nil {
+	if r, err := s.ClaimRound(ctx, model.ClaimFilter{Known: []string{"service-down"}}, []string{"other"}, 10); err != nil || r != nil {
 		t.Fatalf("a round of another remediation: %v, %v; want none", r, err)
 	}
 	// Another worker holds svc-2.
-	held, err := s.ClaimJob(ctx, store.ClaimFilter{Known: []string{"service-down"}, ID: int64(one(t, conn,
+	held, err := s.ClaimJob(ctx, model.ClaimFilter{Known: []string{"service-down"}, ID: int64(one(t, conn,
 		`SELECT min(j.id) FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id WHERE o.labels->>'service' = 'svc-2'`))})
 	if err != nil || held == nil {
 		t.Fatalf("claim by id: %v, %v", held, err)
@@ -57,7 +57,7 @@ func TestRound(t *testing.T) {
 	}
 	defer held.Release()
 
-	r, err := s.ClaimRound(ctx, store.ClaimFilter{Known: []string{"service-down"}}, []string{"service-down"}, 10)
+	r, err := s.ClaimRound(ctx, model.ClaimFilter{Known: []string{"service-down"}}, []string{"service-down"}, 10)
 	if err != nil || r == nil {
 		t.Fatalf("claim a round: %v, %v", r, err)
 	}
@@ -78,12 +78,12 @@ func TestRound(t *testing.T) {
 	if err != nil || !touched["svc-0"] || touched["svc-1"] {
 		t.Fatalf("touched %v, %v: want svc-0 only (its restart runs)", touched, err)
 	}
-	var outages []store.Outage
-	var queries []store.RoundQuery
+	var outages []model.Outage
+	var queries []model.RoundQuery
 	for _, j := range jobs {
 		target := j.Labels["service"]
-		outages = append(outages, store.Outage{Job: j, Target: target})
-		queries = append(queries, store.RoundQuery{Job: j, StateQuery: store.StateQuery{Target: target, Remediation: j.Remediation,
+		outages = append(outages, model.Outage{Job: j, Target: target})
+		queries = append(queries, model.RoundQuery{Job: j, StateQuery: model.StateQuery{Target: target, Remediation: j.Remediation,
 			FailureWindow: time.Hour, StormWindow: time.Hour}})
 	}
 	for range 2 { // counting again changes nothing
@@ -100,8 +100,8 @@ func TestRound(t *testing.T) {
 			t.Errorf("job %d (%s): state %+v; want one failure, its outage counted, one action running", jobs[i].ID, queries[i].Target, st)
 		}
 	}
-	if err := r.Finish(ctx, []store.Settled{{Job: jobs[0], Result: store.OutcomeSkipped, Target: "svc-x", Reason: "storm brake: test",
-		Event: store.Event{Severity: store.SeverityWarning, Type: "decision", Message: "storm brake: test", Details: map[string]any{"verdict": "skipped"}}}}); err != nil {
+	if err := r.Finish(ctx, []model.Settled{{Job: jobs[0], Result: model.OutcomeSkipped, Target: "svc-x", Reason: "storm brake: test",
+		Event: model.Event{Severity: model.SeverityWarning, Type: "decision", Message: "storm brake: test", Details: map[string]any{"verdict": "skipped"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs WHERE id = $1 AND state = 'done' AND outcome = 'skipped'

@@ -7,50 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5"
 )
-
-// State is what the database knows that a decision depends on. Failures,
-// escalations and cooldowns are counted per target and remediation: the
-// remediation a ladder escalates to starts its own count on the same
-// target.
-type State struct {
-	Now         time.Time
-	Paused      bool
-	PauseReason string
-	// FailuresInWindow counts the target's failures: its detected outages
-	// (OutageCounted says whether this occurrence's is among them) and its
-	// failed actions.
-	FailuresInWindow int
-	OutageCounted    bool
-	EscalatedAt      time.Time // an open escalation; zero when none
-	EscalatedTo      string
-	// LastEscalationAt is the newest escalation in the failure window,
-	// cleared or not: a target escalates at most once per window.
-	LastEscalationAt     time.Time
-	LastActionAt         time.Time // last action of this remediation on this target; zero when none
-	ActionsInStormWindow int
-	// StormWindowOldest is when the oldest of those started: the storm
-	// brake lets go, at the earliest, when it leaves the window.
-	StormWindowOldest time.Time
-	RunningActions    int
-	// ChronicActions counts the target's actions, by any remediation,
-	// within the chronic window since its last selfheal clear.
-	ChronicActions int
-	// RebootPendingSince is set while a guarded reboot is under way.
-	RebootPendingSince time.Time
-}
-
-// StateQuery says which target and windows a decision looks at.
-type StateQuery struct {
-	Target        string
-	Remediation   string
-	FailureWindow time.Duration
-	StormWindow   time.Duration
-	// ChronicWindow is how far back ChronicActions counts; zero counts
-	// none.
-	ChronicWindow time.Duration
-}
 
 // rebootPendingFor is how long a reboot that was started but never
 // validated holds smaller actions back; a reboot that did not happen by
@@ -116,15 +76,15 @@ var stateSQL = strings.NewReplacer("{target}", "$1", "{remediation}", "$2", "{fa
 // clock is statement_timestamp(): stable within the statement, so every
 // time bound above is an index range (clock_timestamp() is volatile, and a
 // bound on it is evaluated row by row — a scan of the whole table).
-func (c *Claim) LoadState(ctx context.Context, q StateQuery) (State, error) {
+func (c *Claim) LoadState(ctx context.Context, q model.StateQuery) (model.State, error) {
 	return scanState(c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
 		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt, q.ChronicWindow.Seconds()), q)
 }
 
 // ReadState reads the state a decision on q would meet now, for an alert
 // that starts now, changing nothing (selfheal plan).
-func (s *Store) ReadState(ctx context.Context, q StateQuery) (State, error) {
-	var st State
+func (s *Store) ReadState(ctx context.Context, q model.StateQuery) (model.State, error) {
+	var st model.State
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
 		st, err = scanState(tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
@@ -134,14 +94,14 @@ func (s *Store) ReadState(ctx context.Context, q StateQuery) (State, error) {
 	return st, err
 }
 
-func scanState(row pgx.Row, q StateQuery) (State, error) {
-	var st State
+func scanState(row pgx.Row, q model.StateQuery) (model.State, error) {
+	var st model.State
 	var escalatedAt, lastEscalation, lastAction, stormOldest, reboot *time.Time
 	err := row.Scan(
 		&st.Now, &st.Paused, &st.PauseReason, &st.FailuresInWindow, &st.OutageCounted, &escalatedAt, &st.EscalatedTo,
 		&lastEscalation, &lastAction, &st.ActionsInStormWindow, &stormOldest, &st.RunningActions, &st.ChronicActions, &reboot)
 	if err != nil {
-		return State{}, fmt.Errorf("load decision state for %q: %w", q.Target, err)
+		return model.State{}, fmt.Errorf("load decision state for %q: %w", q.Target, err)
 	}
 	for _, t := range []struct {
 		dst *time.Time
@@ -160,17 +120,7 @@ func scanState(row pgx.Row, q StateQuery) (State, error) {
 // looked at anew, another replica) changes nothing. It commits with the
 // claim's outcome.
 func (c *Claim) RecordOutage(ctx context.Context, target string) error {
-	return recordOutages(ctx, c.tx, []Outage{{Job: c.job, Target: target}})
-}
-
-// Touch is an action of selfheal's on a target.
-type Touch struct {
-	ActionID    int64
-	Action      string
-	Remediation string
-	Started     time.Time
-	Completed   time.Time // zero while it runs
-	Running     bool
+	return recordOutages(ctx, c.tx, []model.Outage{{Job: c.job, Target: target}})
 }
 
 // LastTouch returns an action, for another alert occurrence, that acted on
@@ -178,17 +128,17 @@ type Touch struct {
 // a stop and start: action.TakingDown), or an action that recorded it
 // among the containers it touches — and had not finished before since:
 // one still running if there is one, else the newest.
-func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (Touch, bool, error) {
+func (c *Claim) LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error) {
 	return lastTouch(ctx, c.tx, target, since, c.job.OccurrenceID, takingDown)
 }
 
 // ReadLastTouch is LastTouch for an alert not stored yet (selfheal plan).
-func (s *Store) ReadLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (Touch, bool, error) {
+func (s *Store) ReadLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error) {
 	return lastTouch(ctx, s.pool, target, since, 0, takingDown)
 }
 
-func lastTouch(ctx context.Context, q querier, target string, since time.Time, occurrence int64, takingDown []string) (Touch, bool, error) {
-	var t Touch
+func lastTouch(ctx context.Context, q querier, target string, since time.Time, occurrence int64, takingDown []string) (model.Touch, bool, error) {
+	var t model.Touch
 	var completed *time.Time
 	err := q.QueryRow(ctx, `
 		SELECT id, action_type, COALESCE(remediation, ''), started_at, completed_at, status = 'running'
@@ -201,10 +151,10 @@ func lastTouch(ctx context.Context, q querier, target string, since time.Time, o
 		ORDER BY status = 'running' DESC, started_at DESC
 		LIMIT 1`, target, since, occurrence, takingDown).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Touch{}, false, nil
+		return model.Touch{}, false, nil
 	}
 	if err != nil {
-		return Touch{}, false, fmt.Errorf("look up selfheal's actions on %q: %w", target, err)
+		return model.Touch{}, false, fmt.Errorf("look up selfheal's actions on %q: %w", target, err)
 	}
 	if completed != nil {
 		t.Completed = *completed
@@ -212,28 +162,21 @@ func lastTouch(ctx context.Context, q querier, target string, since time.Time, o
 	return t, true, nil
 }
 
-// FastOccurrence is the fast path's occurrence of an outage.
-type FastOccurrence struct {
-	ID       int64
-	StartsAt time.Time // the Docker event
-	Firing   bool      // its remediation is still under way
-}
-
 // FastOccurrence returns the fast path's occurrence of remediation on
 // target that an alert which started at startsAt may belong to: opened by a
 // Docker event no later than the alert began (a second's slack for
 // clocks), and still firing or healed no more than within before it.
-func (c *Claim) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (FastOccurrence, bool, error) {
+func (c *Claim) FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error) {
 	return fastOccurrence(ctx, c.tx, remediation, target, startsAt, within)
 }
 
 // ReadFastOccurrence is FastOccurrence outside a claim (selfheal plan).
-func (s *Store) ReadFastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (FastOccurrence, bool, error) {
+func (s *Store) ReadFastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error) {
 	return fastOccurrence(ctx, s.pool, remediation, target, startsAt, within)
 }
 
-func fastOccurrence(ctx context.Context, q querier, remediation, target string, startsAt time.Time, within time.Duration) (FastOccurrence, bool, error) {
-	var f FastOccurrence
+func fastOccurrence(ctx context.Context, q querier, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error) {
+	var f model.FastOccurrence
 	err := q.QueryRow(ctx, `
 		SELECT id, starts_at, status = 'firing' FROM alert_occurrences
 		WHERE labels->>'selfheal_path' = 'fast' AND remediation = $1 AND labels->>'selfheal_target' = $2
@@ -241,10 +184,10 @@ func fastOccurrence(ctx context.Context, q querier, remediation, target string, 
 		  AND (status = 'firing' OR resolved_at + $4 * interval '1 second' >= $3::timestamptz)
 		ORDER BY starts_at DESC LIMIT 1`, remediation, target, startsAt, within.Seconds()).Scan(&f.ID, &f.StartsAt, &f.Firing)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return FastOccurrence{}, false, nil
+		return model.FastOccurrence{}, false, nil
 	}
 	if err != nil {
-		return FastOccurrence{}, false, fmt.Errorf("find the fast path's occurrence for %s: %w", target, err)
+		return model.FastOccurrence{}, false, fmt.Errorf("find the fast path's occurrence for %s: %w", target, err)
 	}
 	return f, true, nil
 }

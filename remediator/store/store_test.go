@@ -13,6 +13,7 @@ import (
 
 	"github.com/selfheal/selfheal/internal/pgtest"
 	"github.com/selfheal/selfheal/migrations"
+	"github.com/selfheal/selfheal/remediator/model"
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
@@ -486,16 +487,16 @@ func TestStatusSetsMatchTheSchema(t *testing.T) {
 	}
 	sorted := func(vs ...string) []string { sort.Strings(vs); return vs }
 	var sev, states, outcomes, actions []string
-	for _, v := range store.Severities {
+	for _, v := range model.Severities {
 		sev = append(sev, string(v))
 	}
-	for _, v := range store.JobStates {
+	for _, v := range model.JobStates {
 		states = append(states, string(v))
 	}
-	for _, v := range store.JobOutcomes {
+	for _, v := range model.JobOutcomes {
 		outcomes = append(outcomes, string(v))
 	}
-	for _, v := range store.ActionStatuses {
+	for _, v := range model.ActionStatuses {
 		actions = append(actions, string(v))
 	}
 	for _, tc := range []struct {

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,8 +29,8 @@ import (
 // Ingester persists alerts and records the ones it rejects; *store.Store
 // is one.
 type Ingester interface {
-	IngestAlerts(ctx context.Context, alerts []store.Alert, reopenAfter time.Duration) (store.IngestResult, error)
-	RecordEvent(ctx context.Context, e store.Event) error
+	IngestAlerts(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error)
+	RecordEvent(ctx context.Context, e model.Event) error
 }
 
 var _ Ingester = (*store.Store)(nil)
@@ -142,7 +144,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (int, string) {
 			rejected = append(rejected, Rejection{Index: i, Alertname: a.Labels["alertname"], Reason: reason})
 			continue
 		}
-		in = append(in, indexed{i, store.Alert{
+		in = append(in, indexed{i, model.Alert{
 			Fingerprint:  a.Fingerprint,
 			StartsAt:     occurrenceStart(a.StartsAt),
 			EndsAt:       a.EndsAt.UTC(),
@@ -226,7 +228,7 @@ type Rejection struct {
 
 type indexed struct {
 	index int
-	alert store.Alert
+	alert model.Alert
 }
 
 // MaxLabelBytes bounds a label's name and value. Labels name what selfheal
@@ -246,7 +248,7 @@ func unstorable(a template.Alert) string {
 		}
 		if len(k) > MaxLabelBytes || len(v) > MaxLabelBytes {
 			return fmt.Sprintf("label %q is %d bytes long (name and value may have at most %d each: a longer one cannot be indexed)",
-				store.Truncate(k, 64), max(len(k), len(v)), MaxLabelBytes)
+				model.Truncate(k, 64), max(len(k), len(v)), MaxLabelBytes)
 		}
 	}
 	for k, v := range a.Annotations {
@@ -265,8 +267,8 @@ func unstorable(a template.Alert) string {
 // those that can never be stored, rejects them and keeps the rest. Any
 // other error means the database is unavailable: nothing is rejected, and
 // the caller answers 503.
-func (h *Handler) persist(ctx context.Context, in []indexed) (store.IngestResult, []store.Alert, []Rejection, error) {
-	all := make([]store.Alert, len(in))
+func (h *Handler) persist(ctx context.Context, in []indexed) (model.IngestResult, []model.Alert, []Rejection, error) {
+	all := make([]model.Alert, len(in))
 	for i, a := range in {
 		all[i] = a.alert
 	}
@@ -274,11 +276,11 @@ func (h *Handler) persist(ctx context.Context, in []indexed) (store.IngestResult
 	if err == nil || !store.Unstorable(err) {
 		return res, all, nil, err
 	}
-	var total store.IngestResult
-	var stored []store.Alert
+	var total model.IngestResult
+	var stored []model.Alert
 	var rejected []Rejection
 	for _, a := range in {
-		r, err := h.o.Store.IngestAlerts(ctx, []store.Alert{a.alert}, h.o.ReopenAfter)
+		r, err := h.o.Store.IngestAlerts(ctx, []model.Alert{a.alert}, h.o.ReopenAfter)
 		switch {
 		case err == nil:
 			total.Add(r)
@@ -287,7 +289,7 @@ func (h *Handler) persist(ctx context.Context, in []indexed) (store.IngestResult
 			rejected = append(rejected, Rejection{Index: a.index, Alertname: a.alert.Alertname,
 				Reason: "the database cannot store it: " + err.Error()})
 		default:
-			return store.IngestResult{}, nil, nil, err
+			return model.IngestResult{}, nil, nil, err
 		}
 	}
 	return total, stored, rejected, nil
@@ -302,7 +304,7 @@ func (h *Handler) reject(ctx context.Context, groupKey string, rejected []Reject
 	for i, r := range rejected {
 		list[i] = map[string]any{"index": r.Index, "alertname": printable(r.Alertname), "reason": r.Reason}
 	}
-	err := h.o.Store.RecordEvent(ctx, store.Event{Severity: store.SeverityWarning, Type: "alert_rejected",
+	err := h.o.Store.RecordEvent(ctx, model.Event{Severity: model.SeverityWarning, Type: "alert_rejected",
 		Message: fmt.Sprintf("%d alert(s) of a delivery rejected: they can never be stored", len(rejected)),
 		Details: map[string]any{"group_key": printable(groupKey), "rejected": list}})
 	if err != nil {

@@ -15,27 +15,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/selfheal/remediator/model"
+
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/selfheal/selfheal/remediator/store"
 )
 
 type fakeStore struct {
-	got [][]store.Alert
+	got [][]model.Alert
 	err error
 }
 
-func (f *fakeStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Duration) (store.IngestResult, error) {
+func (f *fakeStore) IngestAlerts(_ context.Context, a []model.Alert, _ time.Duration) (model.IngestResult, error) {
 	if f.err != nil {
-		return store.IngestResult{}, f.err
+		return model.IngestResult{}, f.err
 	}
 	f.got = append(f.got, a)
-	return store.IngestResult{JobsQueued: len(a)}, nil
+	return model.IngestResult{JobsQueued: len(a)}, nil
 }
 
-func (f *fakeStore) RecordEvent(context.Context, store.Event) error { return f.err }
+func (f *fakeStore) RecordEvent(context.Context, model.Event) error { return f.err }
 
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
@@ -291,24 +291,24 @@ func TestTokenFileWithTrailingSpace(t *testing.T) {
 // pickyStore refuses, as PostgreSQL would, any batch holding the alert for
 // service "bad"; it is down when down is set.
 type pickyStore struct {
-	stored []store.Alert
+	stored []model.Alert
 	down   bool
 }
 
-func (p *pickyStore) IngestAlerts(_ context.Context, a []store.Alert, _ time.Duration) (store.IngestResult, error) {
+func (p *pickyStore) IngestAlerts(_ context.Context, a []model.Alert, _ time.Duration) (model.IngestResult, error) {
 	if p.down {
-		return store.IngestResult{}, errors.New("dial tcp: connection refused")
+		return model.IngestResult{}, errors.New("dial tcp: connection refused")
 	}
 	for _, x := range a {
 		if x.Labels["service"] == "bad" {
-			return store.IngestResult{}, &pgconn.PgError{Code: "54000", Message: "index row size exceeds btree maximum"}
+			return model.IngestResult{}, &pgconn.PgError{Code: "54000", Message: "index row size exceeds btree maximum"}
 		}
 	}
 	p.stored = append(p.stored, a...)
-	return store.IngestResult{JobsQueued: len(a)}, nil
+	return model.IngestResult{JobsQueued: len(a)}, nil
 }
 
-func (p *pickyStore) RecordEvent(context.Context, store.Event) error { return nil }
+func (p *pickyStore) RecordEvent(context.Context, model.Event) error { return nil }
 
 // TestUnstorableDataFoundOneByOne: when the database refuses a batch for
 // its data (SQLSTATE class 22 or 54), the alerts are stored one at a time:

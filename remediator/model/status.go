@@ -1,4 +1,4 @@
-package store
+package model
 
 // The closed sets the schema's CHECK constraints hold. A test keeps each
 // list equal to its constraint (TestStatusSetsMatchTheSchema).
