@@ -686,7 +686,7 @@ func BenchmarkTimeToHeal(b *testing.B) {
 				Remediations: strings.Replace(serviceDownRemediation, "steps: [restart, stop_start]", "steps: [restart]", 1) +
 					"    max_failures: 0\n", Durable: true})
 			api, _ := dockertest.Client(b)
-			name := dockertest.Run(b, dockertest.Spec{Labels: s.Label, Args: []string{"-http", ":8080"}})
+			name := dockertest.Run(b, dockertest.Spec{Labels: s.Label, Args: []string{"-http", ":8080"}, NetworkMode: "bridge"})
 			var heal, detect, own []time.Duration
 			for i := range kills {
 				dockertest.WaitFor(b, 3*time.Minute, "Prometheus sees it running, nothing open", func() bool {

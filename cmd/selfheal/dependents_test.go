@@ -19,7 +19,7 @@ import (
 func TestStackThroughTheDaemon(t *testing.T) {
 	t.Parallel()
 	label, requireLabel := dockertest.OptIn()
-	gateway := dockertest.Run(t, dockertest.Spec{Labels: label})
+	gateway := dockertest.Run(t, dockertest.Spec{Labels: label, NetworkMode: "bridge"})
 	proxy := dockertest.Run(t, dockertest.Spec{Labels: label, NetworkMode: "container:" + gateway})
 	dsn := pgtest.DSN(t)
 	env := []string{"SELFHEAL_DATABASE_URL=" + dsn, "SELFHEAL_WEBHOOK_TOKEN=tok"}

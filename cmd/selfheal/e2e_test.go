@@ -24,7 +24,7 @@ const serviceDownRemediation = `
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, stackOptions{ScrapeInterval: time.Second, EvalInterval: time.Second, Remediations: serviceDownRemediation})
-	name := dockertest.Run(t, dockertest.Spec{Labels: s.Label, Args: []string{"-http", ":8080"}})
+	name := dockertest.Run(t, dockertest.Spec{Labels: s.Label, Args: []string{"-http", ":8080"}, NetworkMode: "bridge"})
 	dockertest.WaitFor(t, 20*time.Second, "Prometheus sees the container", func() bool {
 		v, ok := s.promValue(t, `selfheal_container_running{name="`+name+`"}`)
 		return ok && v == "1"

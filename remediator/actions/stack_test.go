@@ -22,9 +22,9 @@ import (
 func TestGatewayAndProxy(t *testing.T) {
 	t.Parallel()
 	c, label := fleet(t)
-	server := dockertest.Run(t, dockertest.Spec{Args: []string{"-http=:8080"}})
+	server := dockertest.Run(t, dockertest.Spec{Args: []string{"-http=:8080"}, NetworkMode: "bridge"})
 	url := "http://" + dockertest.IP(t, server) + ":8080/"
-	gateway := dockertest.Run(t, dockertest.Spec{Labels: label})
+	gateway := dockertest.Run(t, dockertest.Spec{Labels: label, NetworkMode: "bridge"})
 	proxy := dockertest.Run(t, dockertest.Spec{Labels: label, NetworkMode: "container:" + gateway})
 	dockertest.WaitFor(t, 10*time.Second, "the proxy reaches the server", func() bool {
 		return dockertest.ExecCode(t, proxy, "/testctr", "fetch", url) == 0
@@ -72,7 +72,7 @@ func TestGatewayAndProxy(t *testing.T) {
 func TestDependentNotOptedIn(t *testing.T) {
 	t.Parallel()
 	c, label := fleet(t)
-	gateway := dockertest.Run(t, dockertest.Spec{Labels: label})
+	gateway := dockertest.Run(t, dockertest.Spec{Labels: label, NetworkMode: "bridge"})
 	proxy := dockertest.Run(t, dockertest.Spec{NetworkMode: "container:" + gateway})
 	sidecar := dockertest.Run(t, dockertest.Spec{Labels: label, NetworkMode: "container:" + proxy})
 	before := startedAt(t, proxy)
@@ -116,7 +116,7 @@ func (r removing) Restart(ctx context.Context, name string) (time.Time, error) {
 func TestDependentRemovedMidAction(t *testing.T) {
 	t.Parallel()
 	c, label := fleet(t)
-	gateway := dockertest.Run(t, dockertest.Spec{Labels: label})
+	gateway := dockertest.Run(t, dockertest.Spec{Labels: label, NetworkMode: "bridge"})
 	first := dockertest.Run(t, dockertest.Spec{Name: dockertest.UniqueName("a-first"), Labels: label, NetworkMode: "container:" + gateway})
 	second := dockertest.Run(t, dockertest.Spec{Name: dockertest.UniqueName("b-second"), Labels: label, NetworkMode: "container:" + gateway})
 	// A verification timeout far longer than the restart takes, even on a
