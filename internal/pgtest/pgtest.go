@@ -114,7 +114,7 @@ func create(t testing.TB, admin, from string) string {
 	name := "selfheal_test_" + randomHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := exec1(ctx, admin, "CREATE DATABASE "+name+from); err != nil {
+	if err := exec1(ctx, admin, "CREATE DATABASE "+name+from+copyStrategy(ctx, admin)); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {
@@ -125,6 +125,27 @@ func create(t testing.TB, admin, from string) string {
 		}
 	})
 	return withDatabase(admin, name)
+}
+
+var (
+	strategyOnce sync.Once
+	strategy     string
+)
+
+// copyStrategy is the clause that makes CREATE DATABASE copy its template
+// file by file rather than through the WAL (PostgreSQL 15's default):
+// for a template of a few megabytes it costs the server less than half the
+// CPU (0.11 s against 0.25 s for a create and a drop, measured on the test
+// machine), and a test suite creates hundreds. Servers before 15 copy files
+// anyway and know no clause.
+func copyStrategy(ctx context.Context, admin string) string {
+	strategyOnce.Do(func() {
+		var version int
+		if err := queryRow(ctx, admin, "SELECT current_setting('server_version_num')::int", &version); err == nil && version >= 150000 {
+			strategy = " STRATEGY FILE_COPY"
+		}
+	})
+	return strategy
 }
 
 // makeTemplate creates and migrates the template database.
