@@ -252,7 +252,7 @@ func fixtureBinary(t testing.TB) string {
 	t.Helper()
 	fixtureOnce.Do(func() {
 		fixtureBin = binary + "-nvml-fixture"
-		out, err := exec.Command("go", "build", "-tags", "selfheal_nvml_fixture", "-o", fixtureBin, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-ldflags=-w", "-tags", "selfheal_nvml_fixture", "-o", fixtureBin, ".").CombinedOutput()
 		if err != nil {
 			fixtureErr = fmt.Errorf("build selfheal with the NVML fixture: %v\n%s", err, out)
 		}

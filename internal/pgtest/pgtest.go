@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/selfheal/selfheal/internal/testenv"
 )
@@ -49,6 +50,7 @@ func Main(m interface{ Run() int }, opts ...Option) int {
 	}
 	code := m.Run()
 	dropTemplate()
+	closeAdmin()
 	stopCluster()
 	return code
 }
@@ -114,13 +116,13 @@ func create(t testing.TB, admin, from string) string {
 	name := "selfheal_test_" + randomHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := exec1(ctx, admin, "CREATE DATABASE "+name+from+copyStrategy(ctx, admin)); err != nil {
+	if err := adminExec(ctx, admin, "CREATE DATABASE "+name+from+copyStrategy(ctx, admin)); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := exec1(ctx, admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		if err := adminExec(ctx, admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 			t.Logf("drop test database %s: %v", name, err)
 		}
 	})
@@ -153,7 +155,7 @@ func makeTemplate(admin string) (string, error) {
 	name := "selfheal_template_" + randomHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := exec1(ctx, admin, "CREATE DATABASE "+name); err != nil {
+	if err := adminExec(ctx, admin, "CREATE DATABASE "+name); err != nil {
 		return "", err
 	}
 	if err := templateMigrate(ctx, withDatabase(admin, name)); err != nil {
@@ -168,7 +170,7 @@ func dropTemplate() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_ = exec1(ctx, adminURL, "DROP DATABASE IF EXISTS "+templateName+" WITH (FORCE)")
+	_ = adminExec(ctx, adminURL, "DROP DATABASE IF EXISTS "+templateName+" WITH (FORCE)")
 }
 
 // withDatabase is the URL admin with its database replaced by name.
@@ -179,6 +181,41 @@ func withDatabase(admin, name string) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+var (
+	adminMu   sync.Mutex
+	adminPool *pgxpool.Pool
+)
+
+// adminExec runs sql on the server's admin database, over connections kept
+// for the whole test binary. A new connection costs the server about 40 ms
+// of CPU on the test machine (a backend forked and initialised), and
+// every test's database would otherwise cost two: one to create it, one to
+// drop it.
+func adminExec(ctx context.Context, admin, sql string) error {
+	adminMu.Lock()
+	if adminPool == nil {
+		p, err := pgxpool.New(ctx, admin)
+		if err != nil {
+			adminMu.Unlock()
+			return err
+		}
+		adminPool = p
+	}
+	p := adminPool
+	adminMu.Unlock()
+	_, err := p.Exec(ctx, sql)
+	return err
+}
+
+func closeAdmin() {
+	adminMu.Lock()
+	defer adminMu.Unlock()
+	if adminPool != nil {
+		adminPool.Close()
+		adminPool = nil
+	}
 }
 
 func exec1(ctx context.Context, dsn, sql string) error {
