@@ -26,8 +26,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
 	"github.com/jackc/pgx/v5"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
@@ -697,7 +698,7 @@ func BenchmarkTimeToHeal(b *testing.B) {
 				})
 				time.Sleep(time.Duration(i%4) * sc.scrape / 4) // spread kills over the scrape cycle
 				killed := time.Now()
-				if err := api.ContainerKill(context.Background(), name, "KILL"); err != nil {
+				if _, err := api.ContainerKill(context.Background(), name, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 					b.Fatal(err)
 				}
 				dockertest.WaitFor(b, 3*time.Minute, "running again", func() bool { return running(b, name) })
@@ -782,7 +783,7 @@ func BenchmarkCrashToRunning(b *testing.B) {
 	// crash kills name's main process and returns how long until it runs
 	// again in a new run.
 	crash := func(name string) time.Duration {
-		info, err := c.ContainerInspect(ctx, name)
+		info, err := inspect(c, name)
 		if err != nil || info.State == nil || !info.State.Running {
 			b.Fatalf("%s is not running: %v", name, err)
 		}
@@ -792,7 +793,7 @@ func BenchmarkCrashToRunning(b *testing.B) {
 			b.Fatalf("kill %s: %v", name, err)
 		}
 		for time.Since(killed) < 30*time.Second {
-			info, err := c.ContainerInspect(ctx, name)
+			info, err := inspect(c, name)
 			if err == nil && info.State != nil && info.State.Running && info.State.StartedAt != before {
 				started, _ := time.Parse(time.RFC3339Nano, info.State.StartedAt)
 				return started.Sub(killed)
@@ -819,7 +820,7 @@ func BenchmarkCrashToRunning(b *testing.B) {
 		name := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("crash-policy"), Restart: container.RestartPolicyAlways})
 		dockertest.WaitFor(b, 10*time.Second, name+" running", func() bool { return dockertest.State(b, name).Running })
 		always = append(always, crash(name))
-		_ = c.ContainerRemove(ctx, name, container.RemoveOptions{Force: true})
+		_, _ = c.ContainerRemove(ctx, name, client.ContainerRemoveOptions{Force: true})
 
 		fastLat = append(fastLat, crash(fast))
 		settle(fast)
@@ -840,4 +841,10 @@ func BenchmarkCrashToRunning(b *testing.B) {
 	if n := queryInt(b, s.DB, `SELECT count(*) FROM recovery_actions WHERE service_name = $1`, fast); n != kills {
 		b.Errorf("%d actions on the fast path's container for %d crashes: not exactly once", n, kills)
 	}
+}
+
+// inspect is the Docker Engine's view of a container.
+func inspect(c *client.Client, name string) (container.InspectResponse, error) {
+	res, err := c.ContainerInspect(context.Background(), name, client.ContainerInspectOptions{})
+	return res.Container, err
 }

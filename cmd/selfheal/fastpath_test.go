@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
@@ -117,7 +117,7 @@ func TestFastPathHonoursSilences(t *testing.T) {
 		t.Fatalf("amtool silence expire: %v\n%s", err, out)
 	}
 	c, _ := dockertest.Client(t)
-	if err := c.ContainerStart(t.Context(), name, container.StartOptions{}); err != nil {
+	if _, err := c.ContainerStart(t.Context(), name, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	dockertest.WaitFor(t, 10*time.Second, name+" running", func() bool { return dockertest.State(t, name).Running })

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/selfheal/selfheal/exporter/gpu/gputest"
 	"github.com/selfheal/selfheal/internal/dockertest"
@@ -40,7 +40,7 @@ func TestScenarioServiceStopped(t *testing.T) {
 	llm := g.name["llm-service"]
 	g.seesContainer(llm)
 	api, _ := dockertest.Client(t)
-	if err := api.ContainerStop(context.Background(), llm, container.StopOptions{}); err != nil {
+	if _, err := api.ContainerStop(context.Background(), llm, client.ContainerStopOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	g.waitFor(60*time.Second, llm+" running again", func() bool { return running(t, llm) })

@@ -15,9 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/remediator/optin"
@@ -25,9 +25,9 @@ import (
 
 // API is the part of the Docker client the collector uses.
 type API interface {
-	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
-	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
-	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+	ContainerList(ctx context.Context, options client.ContainerListOptions) (client.ContainerListResult, error)
+	ContainerInspect(ctx context.Context, id string, options client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+	Events(ctx context.Context, options client.EventsListOptions) client.EventsResult
 }
 
 // Options selects the containers.
@@ -102,10 +102,10 @@ func New(api API, o Options, logger *slog.Logger) *Collector {
 	}
 }
 
-func (c *Collector) filters() filters.Args {
+func (c *Collector) filters() client.Filters {
 	// Docker's filters cannot say "this label or one of these names": with
 	// names listed, every container's events come and Allows chooses.
-	f := filters.NewArgs()
+	f := make(client.Filters)
 	if rule := c.opts.OptIn.Rule(); !c.opts.All && rule.Label() != "" && len(rule.Names()) == 0 {
 		f.Add("label", rule.Label())
 	}
@@ -166,7 +166,8 @@ func (c *Collector) follow(ctx context.Context) error {
 	// fast path opens one occurrence per event).
 	changed := c.opts.OptIn.Changed()
 	since := strconv.FormatInt(time.Now().Add(-time.Second).Unix(), 10)
-	msgs, errs := c.api.Events(ctx, events.ListOptions{Filters: f, Since: since})
+	stream := c.api.Events(ctx, client.EventsListOptions{Filters: f, Since: since})
+	msgs, errs := stream.Messages, stream.Err
 	if err := c.resync(ctx); err != nil {
 		return err
 	}
@@ -187,12 +188,12 @@ func (c *Collector) follow(ctx context.Context) error {
 
 // resync replaces the state with a full listing.
 func (c *Collector) resync(ctx context.Context) error {
-	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true, Filters: c.filters()})
+	list, err := c.api.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: c.filters()})
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
-	fresh := make(map[string]state, len(list))
-	for _, s := range list {
+	fresh := make(map[string]state, len(list.Items))
+	for _, s := range list.Items {
 		st, err := c.inspect(ctx, s.ID)
 		if err != nil || !st.optedIn && !c.opts.All {
 			continue // removed in between, or not opted in
@@ -243,10 +244,11 @@ func (c *Collector) apply(ctx context.Context, m events.Message) {
 func (c *Collector) inspect(ctx context.Context, id string) (state, error) {
 	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	info, err := c.api.ContainerInspect(ictx, id)
+	res, err := c.api.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return state{}, err
 	}
+	info := res.Container
 	st := state{id: info.ID, name: strings.TrimPrefix(info.Name, "/"), restarts: info.RestartCount, restartPolicy: "no"}
 	if info.HostConfig != nil && info.HostConfig.RestartPolicy.Name != "" {
 		st.restartPolicy = string(info.HostConfig.RestartPolicy.Name)
@@ -266,13 +268,13 @@ func (c *Collector) inspect(ctx context.Context, id string) (state, error) {
 		// outage (ServiceDown), not a failing health check, so the health
 		// of a container that does not run is not reported.
 		if s.Health != nil && s.Health.Status != container.NoHealthcheck && st.running {
-			st.health = s.Health.Status
+			st.health = string(s.Health.Status)
 		}
 	}
 	return st, nil
 }
 
-var healthStatuses = []string{container.Starting, container.Healthy, container.Unhealthy}
+var healthStatuses = []string{string(container.Starting), string(container.Healthy), string(container.Unhealthy)}
 
 // Update implements exporter.Collector. It reads the kept state only. While
 // the events stream is down the state may be stale, so nothing is reported

@@ -10,8 +10,9 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/events"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/selfheal/selfheal/exporter/exportertest"
@@ -25,14 +26,14 @@ type countingAPI struct {
 	calls atomic.Int64
 }
 
-func (c *countingAPI) ContainerList(ctx context.Context, o container.ListOptions) ([]container.Summary, error) {
+func (c *countingAPI) ContainerList(ctx context.Context, o client.ContainerListOptions) (client.ContainerListResult, error) {
 	c.calls.Add(1)
 	return c.API.ContainerList(ctx, o)
 }
 
-func (c *countingAPI) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
+func (c *countingAPI) ContainerInspect(ctx context.Context, id string, o client.ContainerInspectOptions) (client.ContainerInspectResult, error) {
 	c.calls.Add(1)
-	return c.API.ContainerInspect(ctx, id)
+	return c.API.ContainerInspect(ctx, id, o)
 }
 
 // start runs a collector that sees only this test's containers (a label of
@@ -167,7 +168,7 @@ func TestRemovedContainerDisappears(t *testing.T) {
 	name := dockertest.Run(t, dockertest.Spec{Labels: label})
 	waitFor(t, c, 5*time.Second, `name="`+name+`"`)
 	api, _ := dockertest.Client(t)
-	if err := api.ContainerRemove(context.Background(), name, container.RemoveOptions{Force: true}); err != nil {
+	if _, err := api.ContainerRemove(context.Background(), name, client.ContainerRemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	dockertest.WaitFor(t, 5*time.Second, "series gone", func() bool { return !strings.Contains(scrape(t, c), name) })
@@ -238,11 +239,11 @@ type flakyEvents struct {
 	n       int
 }
 
-func (f *flakyEvents) ContainerList(context.Context, container.ListOptions) ([]container.Summary, error) {
-	return nil, nil
+func (f *flakyEvents) ContainerList(context.Context, client.ContainerListOptions) (client.ContainerListResult, error) {
+	return client.ContainerListResult{}, nil
 }
 
-func (f *flakyEvents) Events(ctx context.Context, _ events.ListOptions) (<-chan events.Message, <-chan error) {
+func (f *flakyEvents) Events(ctx context.Context, _ client.EventsListOptions) client.EventsResult {
 	f.n++
 	f.opened <- time.Now()
 	errs := make(chan error, 1)
@@ -254,7 +255,7 @@ func (f *flakyEvents) Events(ctx context.Context, _ events.ListOptions) (<-chan 
 			errs <- errors.New("stream lost")
 		}
 	}()
-	return make(chan events.Message), errs
+	return client.EventsResult{Messages: make(chan events.Message), Err: errs}
 }
 
 // TestReconnectBackoffResets: after a stream that stayed up for a while is

@@ -23,10 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/selfheal/selfheal/internal/testenv"
 )
@@ -56,13 +54,13 @@ func Client(t testing.TB) (*client.Client, string) {
 }
 
 func setup() (*client.Client, string, error) {
-	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.Ping(ctx); err != nil {
+	if _, err := c.Ping(ctx, client.PingOptions{}); err != nil {
 		return nil, "", err
 	}
 	bin, err := buildTestctr()
@@ -94,7 +92,7 @@ func setup() (*client.Client, string, error) {
 	}
 	bctx, bcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer bcancel()
-	resp, err := c.ImageBuild(bctx, &ctxTar, build.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true})
+	resp, err := c.ImageBuild(bctx, &ctxTar, client.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true})
 	if err != nil {
 		return nil, "", fmt.Errorf("build test image: %w", err)
 	}
@@ -172,21 +170,21 @@ func Run(t testing.TB, s Spec) string {
 			Test: []string{"CMD", "/testctr", "health"}, Interval: s.Health, Timeout: max(s.Health, 5*time.Second), Retries: 1,
 		}
 	}
-	_ = c.ContainerRemove(ctx, s.Name, container.RemoveOptions{Force: true})
+	_, _ = c.ContainerRemove(ctx, s.Name, client.ContainerRemoveOptions{Force: true})
 	if s.NetworkMode == "" {
 		s.NetworkMode = "host"
 	}
 	host := &container.HostConfig{RestartPolicy: container.RestartPolicy{Name: s.Restart, MaximumRetryCount: s.MaxRetries},
 		NetworkMode: container.NetworkMode(s.NetworkMode), Resources: container.Resources{Memory: s.Memory, MemorySwap: s.Memory}}
-	created, err := c.ContainerCreate(ctx, cfg, host, nil, nil, s.Name)
+	created, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: host, Name: s.Name})
 	if err != nil {
 		t.Fatalf("create container %s: %v", s.Name, err)
 	}
 	t.Cleanup(func() {
-		_ = c.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
+		_, _ = c.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true})
 	})
 	if !s.Stopped {
-		if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		if _, err := c.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
 			t.Fatalf("start container %s: %v", s.Name, err)
 		}
 	}
@@ -197,18 +195,18 @@ func Run(t testing.TB, s Spec) string {
 func State(t testing.TB, name string) *container.State {
 	t.Helper()
 	c, _ := Client(t)
-	info, err := c.ContainerInspect(context.Background(), name)
+	info, err := c.ContainerInspect(context.Background(), name, client.ContainerInspectOptions{})
 	if err != nil {
 		t.Fatalf("inspect %s: %v", name, err)
 	}
-	return info.State
+	return info.Container.State
 }
 
 // Kill stops a container the hard way, as a crash would.
 func Kill(t testing.TB, name string) {
 	t.Helper()
 	c, _ := Client(t)
-	if err := c.ContainerKill(context.Background(), name, "KILL"); err != nil {
+	if _, err := c.ContainerKill(context.Background(), name, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		t.Fatalf("kill %s: %v", name, err)
 	}
 	WaitFor(t, 10*time.Second, name+" stopped", func() bool { return !State(t, name).Running })
@@ -222,7 +220,7 @@ const TermIgnored = "testctr: SIGTERM ignored"
 func Logs(t testing.TB, name string) string {
 	t.Helper()
 	c, _ := Client(t)
-	r, err := c.ContainerLogs(context.Background(), name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	r, err := c.ContainerLogs(context.Background(), name, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		t.Fatalf("logs of %s: %v", name, err)
 	}
@@ -292,7 +290,7 @@ func BuildLabelledImage(t testing.TB, tag, content string, labels map[string]str
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.ImageBuild(context.Background(), &buf, build.ImageBuildOptions{Tags: []string{tag}, Remove: true})
+	resp, err := c.ImageBuild(context.Background(), &buf, client.ImageBuildOptions{Tags: []string{tag}, Remove: true})
 	if err != nil {
 		t.Fatalf("build %s: %v", tag, err)
 	}
@@ -303,7 +301,7 @@ func BuildLabelledImage(t testing.TB, tag, content string, labels map[string]str
 		t.Fatalf("build %s: %v", tag, err)
 	}
 	t.Cleanup(func() {
-		_, _ = c.ImageRemove(context.Background(), info.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		_, _ = c.ImageRemove(context.Background(), info.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	})
 	return info.ID
 }
@@ -329,16 +327,16 @@ func ExecCode(t testing.TB, name string, cmd ...string) int {
 	t.Helper()
 	c, _ := Client(t)
 	ctx := context.Background()
-	created, err := c.ContainerExecCreate(ctx, name, container.ExecOptions{Cmd: cmd})
+	created, err := c.ExecCreate(ctx, name, client.ExecCreateOptions{Cmd: cmd})
 	if err != nil {
 		t.Fatalf("exec %v in %s: %v", cmd, name, err)
 	}
-	if err := c.ContainerExecStart(ctx, created.ID, container.ExecStartOptions{}); err != nil {
+	if _, err := c.ExecStart(ctx, created.ID, client.ExecStartOptions{Detach: true}); err != nil {
 		t.Fatalf("exec %v in %s: %v", cmd, name, err)
 	}
 	var code int
 	WaitFor(t, 10*time.Second, fmt.Sprintf("%v in %s", cmd, name), func() bool {
-		info, err := c.ContainerExecInspect(ctx, created.ID)
+		info, err := c.ExecInspect(ctx, created.ID, client.ExecInspectOptions{})
 		code = info.ExitCode
 		return err == nil && !info.Running
 	})
@@ -349,12 +347,12 @@ func ExecCode(t testing.TB, name string, cmd ...string) int {
 func IP(t testing.TB, name string) string {
 	t.Helper()
 	c, _ := Client(t)
-	info, err := c.ContainerInspect(context.Background(), name)
+	info, err := c.ContainerInspect(context.Background(), name, client.ContainerInspectOptions{})
 	if err != nil {
 		t.Fatalf("inspect %s: %v", name, err)
 	}
-	if n, ok := info.NetworkSettings.Networks["bridge"]; ok && n.IPAddress != "" {
-		return n.IPAddress
+	if n, ok := info.Container.NetworkSettings.Networks["bridge"]; ok && n.IPAddress.IsValid() {
+		return n.IPAddress.String()
 	}
 	t.Fatalf("%s has no address on the default bridge", name)
 	return ""

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
+
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/containers"
@@ -111,7 +113,7 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	api, _ := dockertest.Client(t)
-	if _, err := api.ContainerInspect(context.Background(), stoppedOptedIn); err != nil {
+	if _, err := api.ContainerInspect(context.Background(), stoppedOptedIn, client.ContainerInspectOptions{}); err != nil {
 		t.Fatalf("a container stopped a moment ago was pruned: %v", err)
 	}
 	tag := dockertest.UniqueName("selfheal-prune-test") + ":v"
@@ -126,11 +128,11 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := api.ContainerInspect(ctx, stoppedOptedIn); err == nil {
+	if _, err := api.ContainerInspect(ctx, stoppedOptedIn, client.ContainerInspectOptions{}); err == nil {
 		t.Error("the stopped opted-in container was not removed")
 	}
 	for _, n := range []string{runningOptedIn, stoppedOther} {
-		if _, err := api.ContainerInspect(ctx, n); err != nil {
+		if _, err := api.ContainerInspect(ctx, n, client.ContainerInspectOptions{}); err != nil {
 			t.Errorf("%s was removed: %v", n, err)
 		}
 	}

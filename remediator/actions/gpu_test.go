@@ -11,7 +11,10 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
+	"github.com/moby/moby/client"
+
 	"github.com/selfheal/selfheal/exporter/gpu/gputest"
+
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
@@ -161,11 +164,11 @@ func fakeProc(t *testing.T, cgroups map[uint32]string) string {
 func containerID(t *testing.T, name string) string {
 	t.Helper()
 	api, _ := dockertest.Client(t)
-	info, err := api.ContainerInspect(context.Background(), name)
+	info, err := api.ContainerInspect(context.Background(), name, client.ContainerInspectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.ID
+	return info.Container.ID
 }
 
 // TestGPUSessionReset maps the GPU's processes (mock NVML) to real

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/remediator/action"
@@ -106,7 +106,7 @@ type removing struct {
 func (r removing) Restart(ctx context.Context, name string) (time.Time, error) {
 	if name == r.when {
 		c, _ := dockertest.Client(r.t)
-		if err := c.ContainerRemove(ctx, r.remove, container.RemoveOptions{Force: true}); err != nil {
+		if _, err := c.ContainerRemove(ctx, r.remove, client.ContainerRemoveOptions{Force: true}); err != nil {
 			r.t.Error(err)
 		}
 	}

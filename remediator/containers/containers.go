@@ -15,9 +15,8 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/selfheal/selfheal/remediator/optin"
 )
@@ -43,7 +42,7 @@ func (u unreachable) Transient() bool { return true }
 // the name itself (an ID prefix that names several containers) are
 // final; any other error is the daemon's, and transient.
 func (c *Client) inspect(ctx context.Context, name string) (container.InspectResponse, error) {
-	info, err := c.api.ContainerInspect(ctx, name)
+	info, err := c.containerInspect(ctx, name)
 	switch {
 	case err == nil, cerrdefs.IsNotFound(err):
 	case cerrdefs.IsInvalidArgument(err):
@@ -75,10 +74,11 @@ type Client struct {
 	evidence    atomic.Pointer[EvidenceOptions]
 }
 
-// New connects to the Docker Engine at o.Host (negotiating the API version,
-// so older daemons work) without calling it yet.
+// New connects to the Docker Engine at o.Host without calling it yet. The
+// client negotiates the API version at its first call, down to API 1.40
+// (Docker 19.03; Debian 12 ships 20.10, API 1.41).
 func New(o Options) (*Client, error) {
-	api, err := client.NewClientWithOpts(client.WithHost(o.Host), client.WithAPIVersionNegotiation())
+	api, err := client.New(client.WithHost(o.Host))
 	if err != nil {
 		return nil, fmt.Errorf("docker client for %s: %w", o.Host, err)
 	}
@@ -110,7 +110,7 @@ func (c *Client) Close() error { return c.api.Close() }
 
 // Ping checks that the Docker Engine answers.
 func (c *Client) Ping(ctx context.Context) error {
-	if _, err := c.api.Ping(ctx); err != nil {
+	if _, err := c.api.Ping(ctx, client.PingOptions{}); err != nil {
 		return fmt.Errorf("the Docker Engine does not answer: %w", err)
 	}
 	return nil
@@ -178,9 +178,11 @@ func (c *Client) permitted(ctx context.Context, name string) (container.InspectR
 		ErrNotPermitted, name, rule.Label())
 }
 
-func (c *Client) stopOptions() container.StopOptions {
+// stopSeconds is the stop timeout in force, in whole seconds as the Docker
+// Engine takes it.
+func (c *Client) stopSeconds() *int {
 	secs := int(time.Duration(c.stopTimeout.Load()).Round(time.Second).Seconds())
-	return container.StopOptions{Timeout: &secs}
+	return &secs
 }
 
 // Restart restarts an opted-in container and returns when the Docker
@@ -192,7 +194,7 @@ func (c *Client) Restart(ctx context.Context, name string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	began := time.Now()
-	if err := c.api.ContainerRestart(ctx, info.ID, c.stopOptions()); err != nil {
+	if _, err := c.api.ContainerRestart(ctx, info.ID, client.ContainerRestartOptions{Timeout: c.stopSeconds()}); err != nil {
 		return began, fmt.Errorf("restart %s: %w", name, err)
 	}
 	return began, nil
@@ -205,7 +207,7 @@ func (c *Client) StopStart(ctx context.Context, name string, wait time.Duration)
 		return time.Time{}, err
 	}
 	began := time.Now()
-	if err := c.api.ContainerStop(ctx, info.ID, c.stopOptions()); err != nil {
+	if _, err := c.api.ContainerStop(ctx, info.ID, client.ContainerStopOptions{Timeout: c.stopSeconds()}); err != nil {
 		return began, fmt.Errorf("stop %s: %w", name, err)
 	}
 	select {
@@ -213,7 +215,7 @@ func (c *Client) StopStart(ctx context.Context, name string, wait time.Duration)
 		return began, fmt.Errorf("stop %s: waiting to start it again: %w", name, ctx.Err())
 	case <-time.After(wait):
 	}
-	if err := c.api.ContainerStart(ctx, info.ID, container.StartOptions{}); err != nil {
+	if _, err := c.api.ContainerStart(ctx, info.ID, client.ContainerStartOptions{}); err != nil {
 		return began, fmt.Errorf("start %s: %w", name, err)
 	}
 	return began, nil
@@ -225,7 +227,7 @@ func (c *Client) Stop(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.api.ContainerStop(ctx, info.ID, c.stopOptions()); err != nil {
+	if _, err := c.api.ContainerStop(ctx, info.ID, client.ContainerStopOptions{Timeout: c.stopSeconds()}); err != nil {
 		return fmt.Errorf("stop %s: %w", name, err)
 	}
 	return nil
@@ -238,7 +240,7 @@ func (c *Client) Start(ctx context.Context, name string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	began := time.Now()
-	if err := c.api.ContainerStart(ctx, info.ID, container.StartOptions{}); err != nil {
+	if _, err := c.api.ContainerStart(ctx, info.ID, client.ContainerStartOptions{}); err != nil {
 		return began, fmt.Errorf("start %s: %w", name, err)
 	}
 	return began, nil
@@ -266,7 +268,7 @@ func (c *Client) Verify(ctx context.Context, name string, since time.Time, v Ver
 	deadline := time.Now().Add(v.Timeout)
 	var last string
 	for {
-		info, err := c.api.ContainerInspect(ctx, name)
+		info, err := c.containerInspect(ctx, name)
 		if err != nil {
 			return fmt.Errorf("verify %s: %w", name, err)
 		}
@@ -300,10 +302,10 @@ func judge(st *container.State, since time.Time) (bool, string) {
 		if !st.Restarting && started.After(since) {
 			return false, fmt.Sprintf("exited with code %d right after starting", st.ExitCode)
 		}
-		return false, "status " + st.Status
+		return false, "status " + string(st.Status)
 	}
 	if st.Health != nil && st.Health.Status != container.NoHealthcheck && st.Health.Status != container.Healthy {
-		return false, "health " + st.Health.Status
+		return false, "health " + string(st.Health.Status)
 	}
 	return true, ""
 }
@@ -318,7 +320,7 @@ func (c *Client) stable(ctx context.Context, name string, first container.Inspec
 		return fmt.Errorf("verify %s: %w", name, ctx.Err())
 	case <-time.After(d):
 	}
-	info, err := c.api.ContainerInspect(ctx, name)
+	info, err := c.containerInspect(ctx, name)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", name, err)
 	}
@@ -346,27 +348,25 @@ func (c *Client) Running(ctx context.Context, name string) (up bool, startedAt t
 }
 
 // labelFilter selects opted-in containers by label in Docker's own filters.
-func (c *Client) labelFilter() filters.Args {
-	f := filters.NewArgs()
-	f.Add("label", c.optIn.Rule().Label())
-	return f
+func (c *Client) labelFilter() client.Filters {
+	return make(client.Filters).Add("label", c.optIn.Rule().Label())
 }
 
 // OptedIn returns the names of every opted-in container, running or not,
 // sorted.
 func (c *Client) OptedIn(ctx context.Context) ([]string, error) {
-	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true, Filters: c.labelFilter()})
+	list, err := c.api.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: c.labelFilter()})
 	if err != nil {
 		return nil, fmt.Errorf("list opted-in containers: %w", err)
 	}
 	seen := map[string]bool{}
-	for _, s := range list {
+	for _, s := range list.Items {
 		if len(s.Names) > 0 {
 			seen[strings.TrimPrefix(s.Names[0], "/")] = true
 		}
 	}
 	for _, name := range c.optIn.Rule().Names() {
-		if _, err := c.api.ContainerInspect(ctx, name); err == nil {
+		if _, err := c.containerInspect(ctx, name); err == nil {
 			seen[name] = true
 		}
 	}
@@ -380,12 +380,12 @@ func (c *Client) OptedIn(ctx context.Context) ([]string, error) {
 
 // RunningOptedIn returns the names of the opted-in containers that run now.
 func (c *Client) RunningOptedIn(ctx context.Context) ([]string, error) {
-	list, err := c.api.ContainerList(ctx, container.ListOptions{Filters: c.labelFilter()})
+	list, err := c.api.ContainerList(ctx, client.ContainerListOptions{Filters: c.labelFilter()})
 	if err != nil {
 		return nil, fmt.Errorf("list running containers: %w", err)
 	}
 	var names []string
-	for _, s := range list {
+	for _, s := range list.Items {
 		if len(s.Names) > 0 {
 			names = append(names, strings.TrimPrefix(s.Names[0], "/"))
 		}
@@ -414,28 +414,26 @@ func (c *Client) Prune(ctx context.Context, stoppedFor time.Duration) (PruneRepo
 	for _, st := range []string{"created", "exited", "dead"} {
 		stopped.Add("status", st)
 	}
-	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true, Filters: stopped, Size: true})
+	list, err := c.api.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: stopped, Size: true})
 	if err != nil {
 		return r, fmt.Errorf("prune containers: %w", err)
 	}
-	for _, s := range list {
-		info, err := c.api.ContainerInspect(ctx, s.ID)
+	for _, s := range list.Items {
+		info, err := c.containerInspect(ctx, s.ID)
 		if err != nil || info.State == nil || info.State.Running || !stoppedLongEnough(info, stoppedFor) {
 			continue
 		}
-		if err := c.api.ContainerRemove(ctx, s.ID, container.RemoveOptions{}); err != nil {
+		if _, err := c.api.ContainerRemove(ctx, s.ID, client.ContainerRemoveOptions{}); err != nil {
 			return r, fmt.Errorf("prune container %s: %w", strings.TrimPrefix(info.Name, "/"), err)
 		}
 		r.Containers = append(r.Containers, s.ID)
 		r.BytesReclaimed += uint64(max(s.SizeRw, 0))
 	}
-	images := c.labelFilter()
-	images.Add("dangling", "true")
-	ir, err := c.api.ImagesPrune(ctx, images)
+	ir, err := c.api.ImagePrune(ctx, client.ImagePruneOptions{Filters: c.labelFilter().Add("dangling", "true")})
 	if err != nil {
 		return r, fmt.Errorf("prune images: %w", err)
 	}
-	r.Images, r.BytesReclaimed = len(ir.ImagesDeleted), r.BytesReclaimed+ir.SpaceReclaimed
+	r.Images, r.BytesReclaimed = len(ir.Report.ImagesDeleted), r.BytesReclaimed+ir.Report.SpaceReclaimed
 	return r, nil
 }
 
@@ -453,9 +451,15 @@ func stoppedLongEnough(info container.InspectResponse, d time.Duration) bool {
 
 // NameOf returns the name of the container with the given ID.
 func (c *Client) NameOf(ctx context.Context, id string) (string, error) {
-	info, err := c.api.ContainerInspect(ctx, id)
+	info, err := c.containerInspect(ctx, id)
 	if err != nil {
 		return "", fmt.Errorf("inspect container %s: %w", id, err)
 	}
 	return strings.TrimPrefix(info.Name, "/"), nil
+}
+
+// containerInspect is the Docker Engine's inspection of a container.
+func (c *Client) containerInspect(ctx context.Context, name string) (container.InspectResponse, error) {
+	res, err := c.api.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
+	return res.Container, err
 }

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/client"
 
 	"github.com/selfheal/selfheal/internal/tail"
 )
@@ -116,7 +116,7 @@ func (c *Client) Evidence(ctx context.Context, name string) (Evidence, error) {
 	st := info.State
 	ev := Evidence{Container: strings.TrimPrefix(info.Name, "/"), RestartCount: info.RestartCount}
 	if st != nil {
-		ev.Status, ev.ExitCode, ev.OOMKilled, ev.Error = st.Status, st.ExitCode, st.OOMKilled, st.Error
+		ev.Status, ev.ExitCode, ev.OOMKilled, ev.Error = string(st.Status), st.ExitCode, st.OOMKilled, st.Error
 		ev.StartedAt, ev.FinishedAt = parseDockerTime(st.StartedAt), parseDockerTime(st.FinishedAt)
 		if !st.Running && !ev.StartedAt.IsZero() && ev.FinishedAt.After(ev.StartedAt) {
 			ev.RanFor = ev.FinishedAt.Sub(ev.StartedAt).Seconds()
@@ -140,7 +140,7 @@ func (c *Client) Evidence(ctx context.Context, name string) (Evidence, error) {
 // lastLines reads the container's last o.LogLines lines, keeping the
 // newest o.LogBytes of them whatever the daemon sends.
 func (c *Client) lastLines(ctx context.Context, id string, tty bool, o EvidenceOptions) (string, bool, error) {
-	rc, err := c.api.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true,
+	rc, err := c.api.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true,
 		Tail: strconv.Itoa(o.LogLines)})
 	if err != nil {
 		return "", false, fmt.Errorf("read the logs of %s: %w", id[:min(12, len(id))], err)

@@ -7,7 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 )
 
 // Compose's labels, as docker compose sets them on every container.
@@ -57,11 +58,11 @@ type Graph struct {
 // Graph lists every container of the host, opted in or not (a dependent
 // that is not opted in is reported, never touched), and builds the graph.
 func (c *Client) Graph(ctx context.Context) (*Graph, error) {
-	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true})
+	list, err := c.api.ContainerList(ctx, client.ContainerListOptions{All: true})
 	if err != nil {
 		return nil, unreachable{fmt.Errorf("list containers: %w", err)}
 	}
-	return NewGraph(list), nil
+	return NewGraph(list.Items), nil
 }
 
 // NewGraph builds the graph from a container listing.

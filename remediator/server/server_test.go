@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
 	"github.com/jackc/pgx/v5"
+	"github.com/moby/moby/client"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
 	"github.com/selfheal/selfheal/internal/pgtest"
@@ -601,7 +601,7 @@ func TestRecoveredContainerIsLeftAlone(t *testing.T) {
 	in, conn := ready(t, config(t, dsn, ""))
 	alertBegan := time.Now().Add(-time.Second)
 	api, _ := dockertest.Client(t)
-	if err := api.ContainerStart(context.Background(), name, container.StartOptions{}); err != nil {
+	if _, err := api.ContainerStart(context.Background(), name, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	before := dockertest.State(t, name).StartedAt
@@ -657,10 +657,11 @@ func TestEverySpellingOfAContainerIsOneTarget(t *testing.T) {
 	t.Parallel()
 	name := dockertest.Run(t, dockertest.Spec{Labels: optIn(t), Stopped: true})
 	api, _ := dockertest.Client(t)
-	info, err := api.ContainerInspect(context.Background(), name)
+	res, err := api.ContainerInspect(context.Background(), name, client.ContainerInspectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	info := res.Container
 	dsn := pgtest.DSN(t)
 	in, conn := ready(t, config(t, dsn, ""))
 	for i, spelling := range []string{name, "/" + name, info.ID, info.ID[:12]} {
