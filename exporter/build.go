@@ -3,6 +3,7 @@ package exporter
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
@@ -31,6 +32,7 @@ type Flags struct {
 	FSTypesExclude     *string
 	MountPointsExclude *string
 	NVMLLibrary        *string
+	GPUTimeout         *time.Duration
 }
 
 type flagGroup interface {
@@ -56,7 +58,7 @@ var collectors = []struct {
 		if lib == nil {
 			lib = gpu.Open(*f.NVMLLibrary)
 		}
-		return gpu.New(lib, d.Logger.With("collector", GPU)), nil
+		return gpu.New(lib, d.Logger.With("collector", GPU), *f.GPUTimeout), nil
 	}},
 	{Docker, "State of opted-in containers from the Docker events stream.", func(f *Flags, d Deps) (Collector, error) {
 		if d.DockerAPI == nil {
@@ -85,6 +87,7 @@ func AddFlags(g flagGroup) *Flags {
 	f.FSTypesExclude = g.Flag("collector.filesystem.fs-types-exclude", "Filesystem types to leave out (regexp).").Default(system.DefaultFSTypesExclude).String()
 	f.MountPointsExclude = g.Flag("collector.filesystem.mount-points-exclude", "Mount points to leave out (regexp).").Default(system.DefaultMountPointsExclude).String()
 	f.NVMLLibrary = g.Flag("collector.gpu.nvml-library", "Path of libnvidia-ml.so; empty finds the driver's.").Default("").String()
+	f.GPUTimeout = g.Flag("collector.gpu.timeout", "How long a scrape waits for NVML: a GPU that has not answered by then is reported with selfheal_gpu_up 0.").Default(gpu.DefaultTimeout.String()).Duration()
 	return f
 }
 

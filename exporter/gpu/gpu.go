@@ -4,7 +4,10 @@
 // Names follow the Prometheus guide in base units; the README maps each to
 // its dcgm-exporter equivalent. A host without the driver or without GPUs
 // gets no GPU series and one log line; a GPU that falls off the bus fails
-// the scrape and NVML is initialised again on the next one. NVML needs cgo:
+// the scrape and NVML is initialised again on the next one. Every NVML call
+// a scrape makes is bounded by a timeout: a GPU whose call hangs is
+// reported by selfheal_gpu_up 0, the scrape answers without it, and it is
+// not read again until the call returns. NVML needs cgo:
 // a build without it (CGO_ENABLED=0) reports no GPU and says so (nocgo.go).
 package gpu
 
@@ -114,8 +117,13 @@ type Collector struct {
 	lib    Library
 	logger *slog.Logger
 	now    func() time.Time
+	// timeout bounds the NVML calls of one scrape. A call into the driver
+	// can hang (a GPU fallen off the bus, a driver in recovery); the scrape
+	// then answers without that GPU rather than not at all.
+	timeout time.Duration
 
-	mu           sync.Mutex // guards everything below but xid
+	// mu guards everything below but xid. No NVML call is made under it.
+	mu           sync.Mutex
 	ready        bool
 	lost         bool // a GPU was lost: initialise again on the next scrape
 	lastAttempt  time.Time
@@ -123,6 +131,15 @@ type Collector struct {
 	driver       string
 	devices      []device
 	stopWatch    func()
+	// preparing is closed when the initialisation (or re-initialisation)
+	// under way returns, and prepareErr is what it returned; nil when none
+	// is under way. One that hangs is waited for, never started twice.
+	preparing  chan struct{}
+	prepareErr error
+	// reading holds the GPUs (by UUID) whose reads of an earlier scrape
+	// have not returned, and since when: they are not read again until
+	// they do, and NVML is not shut down under them.
+	reading map[string]time.Time
 
 	xidMu sync.Mutex
 	xid   map[string]map[uint64]uint64 // uuid → XID code → count
@@ -130,58 +147,193 @@ type Collector struct {
 	d descs
 }
 
-// New returns a gpu collector over lib; nvml.New() for the real driver.
-func New(lib Library, logger *slog.Logger) *Collector {
-	return &Collector{lib: lib, logger: logger, now: time.Now, xid: map[string]map[uint64]uint64{}, d: newDescs()}
+// New returns a gpu collector over lib (Open for the real driver) whose
+// scrapes wait at most timeout for NVML; zero is DefaultTimeout.
+func New(lib Library, logger *slog.Logger, timeout time.Duration) *Collector {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return &Collector{lib: lib, logger: logger, now: time.Now, timeout: timeout,
+		xid: map[string]map[uint64]uint64{}, reading: map[string]time.Time{}, d: newDescs()}
 }
 
 // Run initialises NVML at once, so XID errors are counted from the start,
-// and shuts it down when ctx ends.
+// and shuts it down when ctx ends (waiting at most the timeout for a call
+// that hangs).
 func (c *Collector) Run(ctx context.Context) {
-	c.mu.Lock()
-	c.ensureReady()
-	c.mu.Unlock()
+	_, _, _ = c.prepared(nil)
 	<-ctx.Done()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.shutdown()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, _, err := c.prepared(nil); err == nil {
+			c.mu.Lock()
+			busy := len(c.reading) > 0
+			c.mu.Unlock()
+			if !busy { // never shut NVML down under a read under way
+				c.shutdown()
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(c.timeout):
+		c.logger.Warn("NVML did not shut down in time; leaving it", "timeout", c.timeout)
+	}
 }
 
 // errGPULost marks a scrape that found a GPU gone.
 var errGPULost = errors.New("GPU is lost; NVML will be initialised again")
 
-// Update implements exporter.Collector.
+// Update implements exporter.Collector. Every NVML call it makes is bounded
+// by the collector's timeout: a GPU whose reads have not returned by then
+// is reported with selfheal_gpu_up 0 (and nothing else), as it is while
+// those reads are still under way at later scrapes.
 func (c *Collector) Update(ch chan<- prometheus.Metric) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.lost {
-		c.shutdown()
-		c.lost = false
-		c.lastAttempt = time.Time{}
-	}
-	if err := c.ensureReady(); err != nil || !c.ready {
+	deadline := time.NewTimer(c.timeout)
+	defer deadline.Stop()
+	devices, driver, err := c.prepared(deadline.C)
+	if err != nil {
 		return err
 	}
+	type result struct {
+		metrics []prometheus.Metric
+		err     error
+	}
+	results := make([]chan result, len(devices)) // nil: not read this scrape
 	var errs []error
-	for _, d := range c.devices {
-		if err := c.updateDevice(ch, d); err != nil {
-			errs = append(errs, fmt.Errorf("gpu %s (%s): %w", d.index, d.uuid, err))
+	c.mu.Lock()
+	for i, d := range devices {
+		if since, busy := c.reading[d.uuid]; busy {
+			errs = append(errs, fmt.Errorf("gpu %s (%s): NVML has not answered for %s", d.index, d.uuid, c.now().Sub(since).Round(time.Second)))
+			continue
+		}
+		c.reading[d.uuid] = c.now()
+		out := make(chan result, 1) // never blocks the reader, even if no one waits any more
+		results[i] = out
+		go func() {
+			buf := make(chan prometheus.Metric, 64)
+			var got []prometheus.Metric
+			collected := make(chan struct{})
+			go func() {
+				for m := range buf {
+					got = append(got, m)
+				}
+				close(collected)
+			}()
+			err := c.updateDevice(buf, d, driver)
+			close(buf)
+			<-collected
+			c.mu.Lock()
+			delete(c.reading, d.uuid)
 			if errors.Is(err, nvml.ERROR_GPU_IS_LOST) {
 				c.lost = true
 			}
-		}
+			c.mu.Unlock()
+			out <- result{got, err}
+		}()
 	}
-	if c.lost {
+	c.mu.Unlock()
+	lost, expired := false, false
+	for i, d := range devices {
+		up := 0.0
+		if out := results[i]; out != nil {
+			var r result
+			got := false
+			select {
+			case r = <-out:
+				got = true
+			default:
+				if !expired { // once the time is spent, take only what has come in
+					select {
+					case r = <-out:
+						got = true
+					case <-deadline.C:
+						expired = true
+					}
+				}
+			}
+			switch {
+			case !got:
+				errs = append(errs, fmt.Errorf("gpu %s (%s): NVML did not answer within %s", d.index, d.uuid, c.timeout))
+			case errors.Is(r.err, nvml.ERROR_GPU_IS_LOST):
+				errs = append(errs, fmt.Errorf("gpu %s (%s): %w", d.index, d.uuid, r.err))
+				lost = true
+			default:
+				for _, m := range r.metrics {
+					ch <- m
+				}
+				if r.err != nil {
+					errs = append(errs, fmt.Errorf("gpu %s (%s): %w", d.index, d.uuid, r.err))
+				}
+				up = 1
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(c.d.up, prometheus.GaugeValue, up, d.index, d.uuid)
+	}
+	if lost {
 		errs = append(errs, errGPULost)
 	}
 	return errors.Join(errs...)
 }
 
+// prepared returns the GPUs to read, initialising NVML first when it is
+// not (or, after a GPU was lost, again) — in the background, waiting for it
+// until deadline fires (nil: for as long as it takes). An initialisation
+// that has not returned is waited for, not started again.
+func (c *Collector) prepared(deadline <-chan time.Time) (devices []device, driver string, err error) {
+	c.mu.Lock()
+	if c.preparing == nil {
+		done := make(chan struct{})
+		c.preparing = done
+		reinit := c.lost && len(c.reading) == 0 // never shut NVML down under a read under way
+		go func() {
+			err := c.prepare(reinit)
+			c.mu.Lock()
+			c.prepareErr, c.preparing = err, nil
+			c.mu.Unlock()
+			close(done)
+		}()
+	}
+	done := c.preparing
+	c.mu.Unlock()
+	select {
+	case <-done:
+	case <-deadline:
+		return nil, "", fmt.Errorf("NVML initialisation did not return within %s", c.timeout)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.prepareErr != nil || !c.ready {
+		return nil, "", c.prepareErr
+	}
+	return c.devices, c.driver, nil
+}
+
+// prepare shuts NVML down first when reinit is set, then makes it ready.
+// It runs alone (prepared starts one at a time) and makes its NVML calls
+// without holding mu, taking it only to publish what it found: a call that
+// hangs holds up this goroutine, never a scrape.
+func (c *Collector) prepare(reinit bool) error {
+	if reinit {
+		c.shutdown()
+		c.mu.Lock()
+		c.lost = false
+		c.mu.Unlock()
+		c.lastAttempt = time.Time{}
+	}
+	return c.ensureReady()
+}
+
 // ensureReady initialises NVML and enumerates the GPUs, unless that was
 // tried and failed less than retryInit ago. No library or no driver is
 // not an error: the collector then reports nothing, and says so once.
+// Only prepare calls it.
 func (c *Collector) ensureReady() error {
-	if c.ready || c.now().Sub(c.lastAttempt) < retryInit {
+	c.mu.Lock()
+	ready := c.ready
+	c.mu.Unlock()
+	if ready || c.now().Sub(c.lastAttempt) < retryInit {
 		return nil
 	}
 	c.lastAttempt = c.now()
@@ -205,8 +357,10 @@ func (c *Collector) ensureReady() error {
 		c.logger.Info("NVML found no GPUs; the gpu collector reports none")
 		c.loggedAbsent = true
 	}
-	c.devices, c.driver, c.ready = devices, driver, true
-	c.stopWatch = c.watchXID(devices)
+	stop := c.watchXID(devices)
+	c.mu.Lock()
+	c.devices, c.driver, c.ready, c.stopWatch = devices, driver, true, stop
+	c.mu.Unlock()
 	return nil
 }
 
@@ -238,15 +392,19 @@ func (c *Collector) enumerate() ([]device, string, error) {
 	return devices, driver, nil
 }
 
+// shutdown stops the XID watch and shuts NVML down. Its NVML calls are
+// made without holding mu.
 func (c *Collector) shutdown() {
-	if c.stopWatch != nil {
-		c.stopWatch()
-		c.stopWatch = nil
+	c.mu.Lock()
+	stop, ready := c.stopWatch, c.ready
+	c.stopWatch, c.ready, c.devices = nil, false, nil
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
 	}
-	if c.ready {
+	if ready {
 		c.lib.Shutdown()
 	}
-	c.ready, c.devices = false, nil
 }
 
 // watchXID counts XID errors from an NVML event set in the background,
@@ -322,7 +480,7 @@ func read[T any](v T, r nvml.Return) (T, bool, error) {
 	return v, false, r
 }
 
-func (c *Collector) updateDevice(ch chan<- prometheus.Metric, d device) error {
+func (c *Collector) updateDevice(ch chan<- prometheus.Metric, d device, driver string) error {
 	var errs []error
 	gauge := func(desc *prometheus.Desc, v float64, extra ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, append([]string{d.index, d.uuid}, extra...)...)
@@ -336,7 +494,7 @@ func (c *Collector) updateDevice(ch chan<- prometheus.Metric, d device) error {
 		}
 	}
 	dev := d.dev
-	ch <- prometheus.MustNewConstMetric(c.d.info, prometheus.GaugeValue, 1, d.index, d.uuid, d.name, c.driver, d.pciBusID)
+	ch <- prometheus.MustNewConstMetric(c.d.info, prometheus.GaugeValue, 1, d.index, d.uuid, d.name, driver, d.pciBusID)
 
 	if u, ok, err := read(dev.GetUtilizationRates()); ok {
 		gauge(c.d.util, float64(u.Gpu)/100)
@@ -469,7 +627,7 @@ func cString(b []int8) string {
 }
 
 type descs struct {
-	info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
+	up, info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
 	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
 }
 
@@ -479,6 +637,7 @@ func newDescs() descs {
 		return prometheus.NewDesc(name, help, append(append([]string{}, l...), extra...), nil)
 	}
 	return descs{
+		up:            d("selfheal_gpu_up", "Whether the GPU answered NVML within the scrape's timeout (1), or did not, is still answering an earlier scrape, or is lost (0)."),
 		info:          d("selfheal_gpu_info", "GPU identity; always 1.", "name", "driver_version", "pci_bus_id"),
 		util:          d("selfheal_gpu_utilization_ratio", "Fraction of the last sample period in which a kernel ran on the GPU."),
 		memUtil:       d("selfheal_gpu_memory_utilization_ratio", "Fraction of the last sample period in which device memory was read or written."),

@@ -9,12 +9,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/selfheal/selfheal/exporter/exportertest"
 	"github.com/selfheal/selfheal/exporter/gpu/gputest"
@@ -33,12 +35,12 @@ func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestGoldenIdleEightGPUs(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 8)
-	exportertest.Compare(t, New(s, quiet()), "testdata/gpu_idle_8.prom")
+	exportertest.Compare(t, New(s, quiet(), 0), "testdata/gpu_idle_8.prom")
 }
 
 func TestGoldenAfterLoad(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_after_load.json"), 1)
-	exportertest.Compare(t, New(s, quiet()), "testdata/gpu_after_load.prom")
+	exportertest.Compare(t, New(s, quiet(), 0), "testdata/gpu_after_load.prom")
 }
 
 func TestNotSupportedLeavesSeriesOut(t *testing.T) {
@@ -47,7 +49,7 @@ func TestNotSupportedLeavesSeriesOut(t *testing.T) {
 	s.Device(0).GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) {
 		return 0, 0, false, false, nvml.ERROR_NOT_SUPPORTED
 	}
-	c := New(s, quiet())
+	c := New(s, quiet(), 0)
 	out := exportertest.Exposition(t, c) // fails the test if Update errs
 	for _, absent := range []string{"selfheal_gpu_energy_joules_total", "selfheal_gpu_remapped_rows", "selfheal_gpu_fan_speed_ratio"} {
 		if strings.Contains(out, absent) {
@@ -64,7 +66,7 @@ func TestNotSupportedLeavesSeriesOut(t *testing.T) {
 // software power cap.
 func TestLoadSamples(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
-	c := New(s, quiet())
+	c := New(s, quiet(), 0)
 	f, err := os.Open("testdata/h100-nvml_load_samples.jsonl")
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +125,7 @@ func TestLostGPUFailsAndReinitialises(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
 	var inits atomic.Int32
 	s.InitFunc = func() nvml.Return { inits.Add(1); return nvml.SUCCESS }
-	c := New(s, quiet())
+	c := New(s, quiet(), 0)
 	ch := make(chan prometheus.Metric, 1000)
 	if err := c.Update(ch); err != nil {
 		t.Fatal(err)
@@ -149,7 +151,7 @@ func TestLibraryMissing(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
 	s.InitFunc = func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }
 	var logs bytes.Buffer
-	c := New(s, slog.New(slog.NewTextHandler(&logs, nil)))
+	c := New(s, slog.New(slog.NewTextHandler(&logs, nil)), 0)
 	now := time.Now()
 	c.now = func() time.Time { return now }
 	for i := range 3 {
@@ -166,16 +168,16 @@ func TestLibraryMissing(t *testing.T) {
 func TestNoGPUs(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
 	s.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.SUCCESS }
-	if out := exportertest.Exposition(t, New(s, quiet())); out != "" {
+	if out := exportertest.Exposition(t, New(s, quiet(), 0)); out != "" {
 		t.Fatalf("series without GPUs:\n%s", out)
 	}
 }
 
 func TestXIDErrorsCounted(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
-	c := New(s, quiet())
+	c := New(s, quiet(), 0)
 	exportertest.Exposition(t, c) // initialises and starts watching
-	defer func() { c.mu.Lock(); c.shutdown(); c.mu.Unlock() }()
+	defer c.shutdown()
 	for _, xid := range []uint64{79, 79, 48} {
 		s.Events.Events <- nvml.EventData{Device: s.Devices[1], EventType: nvml.EventTypeXidCriticalError, EventData: xid}
 	}
@@ -191,6 +193,156 @@ func TestXIDErrorsCounted(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("XID errors not counted:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hang makes the device's power reading block until the returned release
+// is called, counting the calls.
+func hang(s *gputest.Server, index int) (calls *atomic.Int32, release func()) {
+	calls = &atomic.Int32{}
+	blocked := make(chan struct{})
+	good := s.Device(index).GetPowerUsageFunc
+	s.Device(index).GetPowerUsageFunc = func() (uint32, nvml.Return) {
+		calls.Add(1)
+		<-blocked
+		return good()
+	}
+	var once sync.Once
+	return calls, func() { once.Do(func() { close(blocked) }) }
+}
+
+// scrape runs Update in the background and fails the test if it has not
+// returned after 10 s: a scrape that waited for a hung NVML call would
+// never return.
+func scrape(t *testing.T, c *Collector) (string, error) {
+	t.Helper()
+	type out struct {
+		text string
+		err  error
+	}
+	done := make(chan out, 1)
+	go func() {
+		ch := make(chan prometheus.Metric, 1000)
+		err := c.Update(ch)
+		close(ch)
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(constCollector(ch))
+		var b strings.Builder
+		mfs, gerr := reg.Gather()
+		if gerr != nil {
+			err = errors.Join(err, gerr)
+		}
+		for _, mf := range mfs {
+			if _, werr := expfmt.MetricFamilyToText(&b, mf); werr != nil {
+				err = errors.Join(err, werr)
+			}
+		}
+		done <- out{b.String(), err}
+	}()
+	select {
+	case o := <-done:
+		return o.text, o.err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scrape waited for a hung NVML call")
+		return "", nil
+	}
+}
+
+// constCollector replays the metrics of one Update.
+type constCollector chan prometheus.Metric
+
+func (constCollector) Describe(chan<- *prometheus.Desc) {}
+func (c constCollector) Collect(ch chan<- prometheus.Metric) {
+	for m := range c {
+		ch <- m
+	}
+}
+
+// TestHungGPUIsReportedNotWaitedFor: a GPU whose NVML call hangs costs the
+// scrape its timeout, not the scrape itself. It is reported down, with
+// nothing else of it; the other GPU is read as usual. While the call still
+// hangs the GPU is not read again; once it returns, it is.
+func TestHungGPUIsReportedNotWaitedFor(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
+	c := New(s, quiet(), 300*time.Millisecond)
+	calls, release := hang(s, 1)
+	defer release()
+
+	out, err := scrape(t, c)
+	if err == nil || !strings.Contains(err.Error(), "gpu 1") || !strings.Contains(err.Error(), "did not answer within 300ms") {
+		t.Fatalf("scrape with a hung GPU: err = %v", err)
+	}
+	for _, want := range []string{
+		`selfheal_gpu_up{gpu="0",uuid="GPU-00000000-0000-0000-0000-000000000000"} 1`,
+		`selfheal_gpu_up{gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001"} 0`,
+		`selfheal_gpu_temperature_celsius{gpu="0",`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %s in:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, `gpu="1"`) && !strings.HasPrefix(line, "selfheal_gpu_up{") {
+			t.Errorf("the hung GPU's half-read series is exposed: %s", line)
+		}
+	}
+
+	out, err = scrape(t, c)
+	if err == nil || !strings.Contains(err.Error(), "NVML has not answered for") {
+		t.Fatalf("second scrape while the call hangs: err = %v", err)
+	}
+	if !strings.Contains(out, `selfheal_gpu_up{gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001"} 0`) {
+		t.Errorf("second scrape: GPU 1 not reported down:\n%s", out)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("the hung GPU was read %d times, want once (not again while its call hangs)", n)
+	}
+
+	release()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err = scrape(t, c)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GPU 1 still not read after its call returned: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(out, `selfheal_gpu_up{gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001"} 1`) ||
+		!strings.Contains(out, `selfheal_gpu_temperature_celsius{gpu="1",`) {
+		t.Errorf("GPU 1 not back once its call returned:\n%s", out)
+	}
+}
+
+// TestHungInitialisationIsWaitedForOnce: an NVML initialisation that
+// hangs fails each scrape after the timeout, and is never started twice.
+func TestHungInitialisationIsWaitedForOnce(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
+	var inits atomic.Int32
+	blocked := make(chan struct{})
+	s.InitFunc = func() nvml.Return { inits.Add(1); <-blocked; return nvml.SUCCESS }
+	c := New(s, quiet(), 200*time.Millisecond)
+	for i := range 2 {
+		if _, err := scrape(t, c); err == nil || !strings.Contains(err.Error(), "initialisation did not return within 200ms") {
+			t.Fatalf("scrape %d during a hung initialisation: err = %v", i, err)
+		}
+	}
+	if n := inits.Load(); n != 1 {
+		t.Fatalf("NVML initialised %d times while the first hung, want once", n)
+	}
+	close(blocked)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := scrape(t, c)
+		if err == nil && strings.Contains(out, `selfheal_gpu_up{gpu="0",`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no GPU after the initialisation returned: %v\n%s", err, out)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

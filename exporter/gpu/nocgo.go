@@ -4,6 +4,7 @@ package gpu
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,7 +19,7 @@ func Open(string) Library { return nil }
 type Collector struct{}
 
 // New returns a collector that reports no GPU, and says why once.
-func New(_ Library, logger *slog.Logger) *Collector {
+func New(_ Library, logger *slog.Logger, _ time.Duration) *Collector {
 	logger.Info("this selfheal was built without GPU support (CGO_ENABLED=0): the gpu collector reports no GPUs")
 	return &Collector{}
 }
