@@ -212,18 +212,8 @@ func (c *Collector) Update(ch chan<- prometheus.Metric) error {
 		out := make(chan result, 1) // never blocks the reader, even if no one waits any more
 		results[i] = out
 		go func() {
-			buf := make(chan prometheus.Metric, 64)
 			var got []prometheus.Metric
-			collected := make(chan struct{})
-			go func() {
-				for m := range buf {
-					got = append(got, m)
-				}
-				close(collected)
-			}()
-			err := c.updateDevice(buf, d, driver)
-			close(buf)
-			<-collected
+			err := c.updateDevice(func(m prometheus.Metric) { got = append(got, m) }, d, driver)
 			c.mu.Lock()
 			delete(c.reading, d.uuid)
 			if errors.Is(err, nvml.ERROR_GPU_IS_LOST) {
@@ -480,13 +470,14 @@ func read[T any](v T, r nvml.Return) (T, bool, error) {
 	return v, false, r
 }
 
-func (c *Collector) updateDevice(ch chan<- prometheus.Metric, d device, driver string) error {
+// updateDevice reads one GPU, passing each series to emit.
+func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver string) error {
 	var errs []error
 	gauge := func(desc *prometheus.Desc, v float64, extra ...string) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, append([]string{d.index, d.uuid}, extra...)...)
+		emit(prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, append([]string{d.index, d.uuid}, extra...)...))
 	}
 	counter := func(desc *prometheus.Desc, v float64, extra ...string) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, append([]string{d.index, d.uuid}, extra...)...)
+		emit(prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, append([]string{d.index, d.uuid}, extra...)...))
 	}
 	note := func(what string, err error) {
 		if err != nil {
@@ -494,7 +485,7 @@ func (c *Collector) updateDevice(ch chan<- prometheus.Metric, d device, driver s
 		}
 	}
 	dev := d.dev
-	ch <- prometheus.MustNewConstMetric(c.d.info, prometheus.GaugeValue, 1, d.index, d.uuid, d.name, driver, d.pciBusID)
+	emit(prometheus.MustNewConstMetric(c.d.info, prometheus.GaugeValue, 1, d.index, d.uuid, d.name, driver, d.pciBusID))
 
 	if u, ok, err := read(dev.GetUtilizationRates()); ok {
 		gauge(c.d.util, float64(u.Gpu)/100)
