@@ -60,6 +60,7 @@ type Engine struct {
 	executors  map[string]action.Executor
 	logger     *slog.Logger
 	wake       chan struct{}
+	poller     sync.Mutex // held by the idle worker that polls (waitIdle)
 	m          *metrics
 
 	// revertGen counts the temporary changes this engine made; the revert
@@ -128,9 +129,7 @@ func (e *Engine) Wake() {
 // every temporary change still in place.
 func (e *Engine) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for i := range e.config().Engine.Workers {
-		wg.Go(func() { e.worker(ctx, i) })
-	}
+	e.startWorkers(ctx, &wg)
 	wg.Go(func() {
 		e.heartbeat(ctx)
 		e.every(ctx, e.config().Node.HeartbeatInterval.D(), e.heartbeat)
@@ -169,30 +168,59 @@ func (e *Engine) Abandon(ctx context.Context) {
 	}
 }
 
+// startWorkers starts the workers, idle, and wakes one for the first look.
+func (e *Engine) startWorkers(ctx context.Context, wg *sync.WaitGroup) {
+	for i := range e.config().Engine.Workers {
+		wg.Go(func() { e.worker(ctx, i) })
+	}
+	e.Wake()
+}
+
+// worker handles jobs until ctx ends. It starts idle (startWorkers wakes
+// one worker for the first look), and each claim wakes another
+// (ProcessOne).
 func (e *Engine) worker(ctx context.Context, id int) {
-	poll := time.NewTimer(0)
-	defer poll.Stop()
 	var quiet errorLog
-	for {
-		worked, err := e.ProcessOne(ctx)
+	var err error
+	for e.waitIdle(ctx, err) {
+		// Look until nothing is due, or an error (the database is down,
+		// say): then wait rather than spin on it.
+		for worked := true; worked; {
+			if worked, err = e.ProcessOne(ctx); err != nil {
+				break
+			}
+		}
 		if err != nil && ctx.Err() == nil && quiet.due(err, time.Now()) {
 			e.logger.Error("job processing failed; will retry", "worker", id, "err", err)
 		}
-		if worked && err == nil {
-			// Another job may be waiting: let the next idle worker look.
-			e.Wake()
-			continue
-		}
-		// Idle, or an error (the database is down, say): wait before trying
-		// again rather than spin on it.
-		poll.Reset(e.idleWait(ctx, err))
+	}
+}
+
+// waitIdle waits until an idle worker should look for jobs again, and
+// reports false when ctx ended first. One idle worker at a time polls,
+// every poll interval; the others wait to be woken: by a delivery, or by
+// a worker that claimed a job (ProcessOne), so that a burst draws in as
+// many workers as it has jobs. An idle engine asks the database once per
+// interval, not once per worker, and keeps one connection busy doing so.
+func (e *Engine) waitIdle(ctx context.Context, lastErr error) bool {
+	if !e.poller.TryLock() {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-e.wake:
-		case <-poll.C:
+			return true
 		}
 	}
+	defer e.poller.Unlock()
+	poll := time.NewTimer(e.idleWait(ctx, lastErr))
+	defer poll.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-e.wake:
+	case <-poll.C:
+	}
+	return true
 }
 
 // idleWait is how long an idle worker waits for a wake-up before it looks
@@ -244,6 +272,9 @@ func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	defer c.Release()
+	// Another job may be waiting: let an idle worker look while this one
+	// handles its own.
+	e.Wake()
 	return true, e.handleOrRetry(ctx, c)
 }
 

@@ -122,8 +122,9 @@ type Engine struct {
 	// reach (the Docker Engine down) before it is refused as unreachable, a
 	// CRITICAL event.
 	UnreachableFor Duration `yaml:"unreachable_for"`
-	// PollInterval is how often workers look for due jobs when nothing
-	// wakes them sooner.
+	// PollInterval is how often an idle replica looks for due jobs when
+	// nothing wakes it sooner: one idle worker polls, and wakes another
+	// when it finds a job.
 	PollInterval Duration `yaml:"poll_interval"`
 	// RetentionInterval is how often old rows are deleted.
 	RetentionInterval Duration `yaml:"retention_interval"`

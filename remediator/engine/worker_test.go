@@ -1,0 +1,140 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/selfheal/selfheal/remediator/model"
+	"github.com/selfheal/selfheal/remediator/policy"
+)
+
+// runWorkers starts the engine's workers as Run does (and nothing else of
+// Run) until the test ends.
+func runWorkers(t *testing.T, e *Engine) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	e.startWorkers(ctx, &wg)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func withPoll(t *testing.T, e *Engine, workers int, poll time.Duration) {
+	t.Helper()
+	cfg := *e.config()
+	cfg.Engine.Workers = workers
+	cfg.Engine.PollInterval = policy.Duration(poll)
+	e.cfg.Store(&cfg)
+}
+
+// TestIdleWorkersPollOneAtATime: an idle replica asks for jobs once per
+// poll interval, whatever its number of workers.
+func TestIdleWorkersPollOneAtATime(t *testing.T) {
+	const workers, poll = 4, 20 * time.Millisecond
+	e := newTestEngine(t, map[string]*fakeExec{})
+	withPoll(t, e, workers, poll)
+	var claims atomic.Int64
+	e.claim = func(context.Context, model.ClaimFilter) (Claim, error) {
+		claims.Add(1)
+		return nil, nil
+	}
+	start := time.Now()
+	runWorkers(t, e)
+	// Proof that the workers poll at all: a dozen polls.
+	deadline := time.Now().Add(10 * time.Second)
+	for claims.Load() < 12 && time.Now().Before(deadline) {
+		time.Sleep(poll)
+	}
+	n, elapsed := claims.Load(), time.Since(start)
+	if n < 12 {
+		t.Fatalf("%d claims in %s: the idle workers stopped polling", n, elapsed)
+	}
+	// One look at the start, then one per interval; a timer never fires
+	// early, so a loaded machine only makes fewer. A poll by every worker
+	// would be about workers times as many.
+	if limit := int64(2 + int(elapsed/poll)); n > limit {
+		t.Fatalf("%d claims in %s with a poll interval of %s: more than one idle worker polls (at most %d)", n, elapsed, poll, limit)
+	}
+}
+
+// blockedClaim is a job whose handling waits, at its target's lock, until
+// the test lets it go on; then it finds the target busy and is deferred
+// (the fake executors are not safe for concurrent use).
+type blockedClaim struct {
+	*fakeClaim
+	holding *atomic.Int64
+	gate    chan struct{}
+}
+
+func (c blockedClaim) LockTarget(context.Context, string) (bool, error) {
+	c.holding.Add(1)
+	<-c.gate
+	return false, nil
+}
+
+// TestBurstDrawsInEveryWorker: one wake-up for a burst of jobs reaches
+// every worker, each claiming woken by the one before; no worker waits
+// for its poll interval (an hour here).
+func TestBurstDrawsInEveryWorker(t *testing.T) {
+	const workers = 4
+	e := newTestEngine(t, map[string]*fakeExec{})
+	withPoll(t, e, workers, time.Hour)
+	var (
+		mu      sync.Mutex
+		queue   []Claim
+		looks   atomic.Int64
+		holding atomic.Int64
+	)
+	gate := make(chan struct{})
+	defer close(gate)
+	e.claim = func(context.Context, model.ClaimFilter) (Claim, error) {
+		looks.Add(1)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(queue) == 0 {
+			return nil, nil
+		}
+		c := queue[0]
+		queue = queue[1:]
+		return c, nil
+	}
+	runWorkers(t, e)
+	waitUntil(t, "the first look", func() bool { return looks.Load() >= 1 })
+	time.Sleep(50 * time.Millisecond) // the workers are idle now: one polls (an hour), the others wait
+	mu.Lock()
+	for range workers {
+		queue = append(queue, blockedClaim{fakeClaim: &fakeClaim{job: job("service-down", "llm", 1)}, holding: &holding, gate: gate})
+	}
+	mu.Unlock()
+	e.Wake() // one delivery
+	waitUntil(t, "every worker handling a job of the burst", func() bool { return holding.Load() == workers })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestWorkersGoOnAfterErrors: a worker whose look failed (the database
+// down, say) looks again at the next poll, and so does every other.
+func TestWorkersGoOnAfterErrors(t *testing.T) {
+	const workers, poll = 2, 10 * time.Millisecond
+	e := newTestEngine(t, map[string]*fakeExec{})
+	withPoll(t, e, workers, poll)
+	var looks atomic.Int64
+	e.claim = func(context.Context, model.ClaimFilter) (Claim, error) {
+		looks.Add(1)
+		return nil, errors.New("the database is down")
+	}
+	runWorkers(t, e)
+	waitUntil(t, "a dozen looks, each failing", func() bool { return looks.Load() >= 12 })
+}
