@@ -29,8 +29,13 @@ import (
 	"github.com/selfheal/selfheal/internal/testenv"
 )
 
-// TestLabel marks every container a test creates.
-const TestLabel = "selfheal.test"
+// TestLabel marks every container a test creates; TestNameLabel names
+// the test (a leftover container, or a count of starts from docker
+// events, says whose it is).
+const (
+	TestLabel     = "selfheal.test"
+	TestNameLabel = "selfheal.test.name"
+)
 
 var (
 	once      sync.Once
@@ -157,7 +162,7 @@ func Run(t testing.TB, s Spec) string {
 	if s.Name == "" {
 		s.Name = UniqueName("selfheal-test")
 	}
-	labels := map[string]string{TestLabel: "true"}
+	labels := map[string]string{TestLabel: "true", TestNameLabel: t.Name()}
 	for k, v := range s.Labels {
 		labels[k] = v
 	}
