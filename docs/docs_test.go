@@ -9,12 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/selfheal/selfheal/exporter/gpu/xid"
 	"github.com/selfheal/selfheal/internal/testenv"
 	_ "github.com/selfheal/selfheal/remediator/actions" // registers the action types snippets name
 	"github.com/selfheal/selfheal/remediator/policy"
@@ -57,6 +59,17 @@ func snippets(t *testing.T) []snippet {
 	return out
 }
 
+// isXIDCatalogue: every key of the snippet is an XID action
+// (--collector.gpu.xid-catalogue).
+func isXIDCatalogue(top map[string]any) bool {
+	for k := range top {
+		if !slices.Contains(xid.Actions, xid.Action(k)) {
+			return false
+		}
+	}
+	return len(top) > 0
+}
+
 // ordinaryAlertmanager is the configuration an Alertmanager snippet is
 // pasted into: a root route to people, and nothing else.
 const ordinaryAlertmanager = `
@@ -82,6 +95,10 @@ func TestSnippets(t *testing.T) {
 				checkAlertmanager(t, sn, top)
 			case top["scrape_configs"] != nil || top["rule_files"] != nil:
 				checkPrometheus(t, sn)
+			case isXIDCatalogue(top):
+				if _, err := xid.Parse([]byte(sn.text)); err != nil {
+					t.Errorf("%s:%d: XID catalogue: %v", sn.file, sn.line, err)
+				}
 			default:
 				if _, err := policy.Parse([]byte(sn.text)); err != nil {
 					t.Errorf("%s:%d: selfheal's configuration: %v", sn.file, sn.line, err)

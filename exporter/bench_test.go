@@ -40,7 +40,7 @@ func gpuCollector(b *testing.B) *gpu.Collector {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return gpu.New(gputest.NewServer(f, 8), slog.New(slog.DiscardHandler), 0)
+	return gpu.New(gputest.NewServer(f, 8), slog.New(slog.DiscardHandler), gpu.Options{})
 }
 
 // dockerCollector starts a docker collector over n stopped test containers

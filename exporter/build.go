@@ -3,12 +3,14 @@ package exporter
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/selfheal/selfheal/exporter/docker"
 	"github.com/selfheal/selfheal/exporter/gpu"
+	"github.com/selfheal/selfheal/exporter/gpu/xid"
 	"github.com/selfheal/selfheal/exporter/probe"
 	"github.com/selfheal/selfheal/exporter/system"
 	"github.com/selfheal/selfheal/remediator/optin"
@@ -33,6 +35,8 @@ type Flags struct {
 	MountPointsExclude *string
 	NVMLLibrary        *string
 	GPUTimeout         *time.Duration
+	KernelLog          *string
+	XIDCatalogue       *string
 }
 
 type flagGroup interface {
@@ -58,7 +62,17 @@ var collectors = []struct {
 		if lib == nil {
 			lib = gpu.Open(*f.NVMLLibrary)
 		}
-		return gpu.New(lib, d.Logger.With("collector", GPU), *f.GPUTimeout), nil
+		var catalogue xid.Catalogue
+		if *f.XIDCatalogue != "" {
+			b, err := os.ReadFile(*f.XIDCatalogue)
+			if err != nil {
+				return nil, fmt.Errorf("XID catalogue: %w", err)
+			}
+			if catalogue, err = xid.Parse(b); err != nil {
+				return nil, fmt.Errorf("%s: %w", *f.XIDCatalogue, err)
+			}
+		}
+		return gpu.New(lib, d.Logger.With("collector", GPU), gpu.Options{Timeout: *f.GPUTimeout, Catalogue: catalogue, KernelLog: *f.KernelLog}), nil
 	}},
 	{Docker, "State of opted-in containers from the Docker events stream.", func(f *Flags, d Deps) (Collector, error) {
 		if d.DockerAPI == nil {
@@ -88,6 +102,8 @@ func AddFlags(g flagGroup) *Flags {
 	f.MountPointsExclude = g.Flag("collector.filesystem.mount-points-exclude", "Mount points to leave out (regexp).").Default(system.DefaultMountPointsExclude).String()
 	f.NVMLLibrary = g.Flag("collector.gpu.nvml-library", "Path of libnvidia-ml.so; empty finds the driver's.").Default("").String()
 	f.GPUTimeout = g.Flag("collector.gpu.timeout", "How long a scrape waits for NVML: a GPU that has not answered by then is reported with selfheal_gpu_up 0.").Default(gpu.DefaultTimeout.String()).Duration()
+	f.KernelLog = g.Flag("collector.gpu.kernel-log", "Kernel log read for the XID errors NVML does not report (79, a GPU fallen off the bus); empty reads none.").Default(xid.DefaultKernelLog).String()
+	f.XIDCatalogue = g.Flag("collector.gpu.xid-catalogue", "YAML file of XID codes by action (restart_holders, reset_gpu, reboot, notify), over the shipped catalogue; empty: the shipped one.").Default("").String()
 	return f
 }
 

@@ -34,7 +34,7 @@ func TestMetricsAnswerWhileNVMLHangs(t *testing.T) {
 	s.Device(1).GetPowerUsageFunc = func() (uint32, nvml.Return) { <-blocked; return 0, nvml.SUCCESS }
 	logger := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(exporter.New(map[string]exporter.Collector{"gpu": gpu.New(s, logger, 300*time.Millisecond)}, logger))
+	reg.MustRegister(exporter.New(map[string]exporter.Collector{"gpu": gpu.New(s, logger, gpu.Options{Timeout: 300 * time.Millisecond})}, logger))
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
 

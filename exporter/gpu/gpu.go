@@ -23,6 +23,8 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/selfheal/selfheal/exporter/gpu/xid"
 )
 
 // Open returns the driver's NVML, from path when it is set (else the
@@ -141,27 +143,51 @@ type Collector struct {
 	// they do, and NVML is not shut down under them.
 	reading map[string]time.Time
 
+	catalogue xid.Catalogue
+	kernelLog *xid.KernelLog // nil: none read
+	// xidMu guards xid: the XID errors counted, from NVML's events and the
+	// kernel log, each error once (dedup).
 	xidMu sync.Mutex
-	xid   map[string]map[uint64]uint64 // uuid → XID code → count
+	xid   map[string]map[uint64]uint64 // uuid ("" for a GPU NVML never listed) → XID code → count
+	dedup xid.Dedup
 
 	d descs
 }
 
-// New returns a gpu collector over lib (Open for the real driver) whose
-// scrapes wait at most timeout for NVML; zero is DefaultTimeout.
-func New(lib Library, logger *slog.Logger, timeout time.Duration) *Collector {
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+// New returns a gpu collector over lib (Open for the real driver).
+func New(lib Library, logger *slog.Logger, o Options) *Collector {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
 	}
-	return &Collector{lib: lib, logger: logger, now: time.Now, timeout: timeout,
+	if o.Catalogue == nil {
+		o.Catalogue = xid.Default()
+	}
+	c := &Collector{lib: lib, logger: logger, now: time.Now, timeout: o.Timeout, catalogue: o.Catalogue,
 		xid: map[string]map[uint64]uint64{}, reading: map[string]time.Time{}, d: newDescs()}
+	if o.KernelLog != "" {
+		// Opened now, at its end; read from Run on.
+		log, err := xid.OpenKernelLog(o.KernelLog)
+		if err != nil {
+			logger.Warn("cannot read the kernel log: XID errors NVML does not report (79, a GPU fallen off the bus, among them) go unseen",
+				"err", err, "flag", "--collector.gpu.kernel-log")
+		}
+		c.kernelLog = log
+	}
+	return c
 }
 
 // Run initialises NVML at once, so XID errors are counted from the start,
-// and shuts it down when ctx ends (waiting at most the timeout for a call
+// reads the kernel log for more, and shuts NVML down when ctx ends (waiting at most the timeout for a call
 // that hangs).
 func (c *Collector) Run(ctx context.Context) {
 	_, _, _ = c.prepared(nil)
+	if c.kernelLog != nil {
+		go func() {
+			if err := c.kernelLog.Follow(ctx, c.kernelXID); err != nil {
+				c.logger.Warn("stopped reading the kernel log for XID errors", "err", err)
+			}
+		}()
+	}
 	<-ctx.Done()
 	done := make(chan struct{})
 	go func() {
@@ -261,10 +287,28 @@ func (c *Collector) Update(ch chan<- prometheus.Metric) error {
 		}
 		ch <- prometheus.MustNewConstMetric(c.d.up, prometheus.GaugeValue, up, d.index, d.uuid)
 	}
+	c.collectXID(ch, devices)
 	if lost {
 		errs = append(errs, errGPULost)
 	}
 	return errors.Join(errs...)
+}
+
+// collectXID sends the XID errors counted so far. They need no NVML call:
+// a GPU that does not answer (79: fallen off the bus) still has them.
+func (c *Collector) collectXID(ch chan<- prometheus.Metric, devices []device) {
+	index := map[string]string{}
+	for _, d := range devices {
+		index[d.uuid] = d.index
+	}
+	c.xidMu.Lock()
+	defer c.xidMu.Unlock()
+	for uuid, codes := range c.xid {
+		for code, n := range codes {
+			ch <- prometheus.MustNewConstMetric(c.d.xid, prometheus.CounterValue, float64(n),
+				index[uuid], uuid, strconv.FormatUint(code, 10), string(c.catalogue.Action(code)))
+		}
+	}
 }
 
 // prepared returns the GPUs to read, initialising NVML first when it is
@@ -382,6 +426,39 @@ func (c *Collector) enumerate() ([]device, string, error) {
 	return devices, driver, nil
 }
 
+// kernelXID counts an XID error the kernel log reported, against the GPU
+// at its PCI address.
+func (c *Collector) kernelXID(r xid.Record) {
+	uuid := ""
+	c.mu.Lock()
+	for _, d := range c.devices {
+		if pci, ok := xid.PCIOf(d.pciBusID); ok && pci == r.PCI {
+			uuid = d.uuid
+		}
+	}
+	c.mu.Unlock()
+	c.countXID(uuid, r.Code, xid.SourceKernelLog, r.PCI)
+}
+
+// countXID counts an XID error on the GPU uuid that source reported,
+// unless the other source reported it already.
+func (c *Collector) countXID(uuid string, code uint64, source, pci string) {
+	gpu := uuid
+	if gpu == "" {
+		gpu = "pci:" + pci
+	}
+	if !c.dedup.Count(gpu, code, source, c.now()) {
+		return
+	}
+	c.xidMu.Lock()
+	if c.xid[uuid] == nil {
+		c.xid[uuid] = map[uint64]uint64{}
+	}
+	c.xid[uuid][code]++
+	c.xidMu.Unlock()
+	c.logger.Warn("GPU XID error", "uuid", uuid, "pci", pci, "xid", code, "action", c.catalogue.Action(code), "source", source)
+}
+
 // shutdown stops the XID watch and shuts NVML down. Its NVML calls are
 // made without holding mu.
 func (c *Collector) shutdown() {
@@ -415,11 +492,6 @@ func (c *Collector) watchXID(devices []device) func() {
 			continue
 		}
 		byUUID[d.uuid] = true
-		c.xidMu.Lock()
-		if c.xid[d.uuid] == nil {
-			c.xid[d.uuid] = map[uint64]uint64{}
-		}
-		c.xidMu.Unlock()
 	}
 	done := make(chan struct{})
 	stopped := make(chan struct{})
@@ -445,10 +517,7 @@ func (c *Collector) watchXID(devices []device) func() {
 			if r != nvml.SUCCESS || !byUUID[uuid] {
 				continue
 			}
-			c.xidMu.Lock()
-			c.xid[uuid][ev.EventData]++
-			c.xidMu.Unlock()
-			c.logger.Warn("GPU XID error", "uuid", uuid, "xid", ev.EventData)
+			c.countXID(uuid, ev.EventData, xid.SourceNVML, "")
 		}
 	}()
 	return func() {
@@ -590,11 +659,6 @@ func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver 
 	} else {
 		note("fan speed", err)
 	}
-	c.xidMu.Lock()
-	for code, n := range c.xid[d.uuid] {
-		counter(c.d.xid, float64(n), strconv.FormatUint(code, 10))
-	}
-	c.xidMu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -649,6 +713,6 @@ func newDescs() descs {
 		pstate:        d("selfheal_gpu_performance_state", "Performance state: 0 is the highest, 15 the lowest."),
 		procs:         d("selfheal_gpu_compute_processes", "Processes with a compute context on the GPU."),
 		fan:           d("selfheal_gpu_fan_speed_ratio", "Intended fan speed, as a fraction of the maximum."),
-		xid:           d("selfheal_gpu_xid_errors_total", "XID errors seen since selfheal started, by XID code.", "xid"),
+		xid:           d("selfheal_gpu_xid_errors_total", "XID errors seen since selfheal started (NVML's events and the kernel log, each error once), by XID code and the action the XID catalogue gives it; gpu and uuid are empty for a GPU NVML never listed.", "xid", "action"),
 	}
 }

@@ -3,10 +3,12 @@ package gpu
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,12 +37,12 @@ func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestGoldenIdleEightGPUs(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 8)
-	exportertest.Compare(t, New(s, quiet(), 0), "testdata/gpu_idle_8.prom")
+	exportertest.Compare(t, New(s, quiet(), Options{}), "testdata/gpu_idle_8.prom")
 }
 
 func TestGoldenAfterLoad(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_after_load.json"), 1)
-	exportertest.Compare(t, New(s, quiet(), 0), "testdata/gpu_after_load.prom")
+	exportertest.Compare(t, New(s, quiet(), Options{}), "testdata/gpu_after_load.prom")
 }
 
 func TestNotSupportedLeavesSeriesOut(t *testing.T) {
@@ -49,7 +51,7 @@ func TestNotSupportedLeavesSeriesOut(t *testing.T) {
 	s.Device(0).GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) {
 		return 0, 0, false, false, nvml.ERROR_NOT_SUPPORTED
 	}
-	c := New(s, quiet(), 0)
+	c := New(s, quiet(), Options{})
 	out := exportertest.Exposition(t, c) // fails the test if Update errs
 	for _, absent := range []string{"selfheal_gpu_energy_joules_total", "selfheal_gpu_remapped_rows", "selfheal_gpu_fan_speed_ratio"} {
 		if strings.Contains(out, absent) {
@@ -66,7 +68,7 @@ func TestNotSupportedLeavesSeriesOut(t *testing.T) {
 // software power cap.
 func TestLoadSamples(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
-	c := New(s, quiet(), 0)
+	c := New(s, quiet(), Options{})
 	f, err := os.Open("testdata/h100-nvml_load_samples.jsonl")
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +127,7 @@ func TestLostGPUFailsAndReinitialises(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
 	var inits atomic.Int32
 	s.InitFunc = func() nvml.Return { inits.Add(1); return nvml.SUCCESS }
-	c := New(s, quiet(), 0)
+	c := New(s, quiet(), Options{})
 	ch := make(chan prometheus.Metric, 1000)
 	if err := c.Update(ch); err != nil {
 		t.Fatal(err)
@@ -151,7 +153,7 @@ func TestLibraryMissing(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
 	s.InitFunc = func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }
 	var logs bytes.Buffer
-	c := New(s, slog.New(slog.NewTextHandler(&logs, nil)), 0)
+	c := New(s, slog.New(slog.NewTextHandler(&logs, nil)), Options{})
 	now := time.Now()
 	c.now = func() time.Time { return now }
 	for i := range 3 {
@@ -168,14 +170,14 @@ func TestLibraryMissing(t *testing.T) {
 func TestNoGPUs(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
 	s.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.SUCCESS }
-	if out := exportertest.Exposition(t, New(s, quiet(), 0)); out != "" {
+	if out := exportertest.Exposition(t, New(s, quiet(), Options{})); out != "" {
 		t.Fatalf("series without GPUs:\n%s", out)
 	}
 }
 
 func TestXIDErrorsCounted(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
-	c := New(s, quiet(), 0)
+	c := New(s, quiet(), Options{})
 	exportertest.Exposition(t, c) // initialises and starts watching
 	defer c.shutdown()
 	for _, xid := range []uint64{79, 79, 48} {
@@ -184,9 +186,9 @@ func TestXIDErrorsCounted(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		out := exportertest.Exposition(t, c)
-		if strings.Contains(out, `selfheal_gpu_xid_errors_total{gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001",xid="79"} 2`) &&
+		if strings.Contains(out, `selfheal_gpu_xid_errors_total{action="reboot",gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001",xid="79"} 2`) &&
 			strings.Contains(out, `xid="48"} 1`) {
-			if strings.Contains(out, `selfheal_gpu_xid_errors_total{gpu="0"`) {
+			if strings.Contains(out, `gpu="0",uuid="GPU-00000000-0000-0000-0000-000000000000",xid=`) {
 				t.Fatal("XID counted against the wrong GPU")
 			}
 			return
@@ -266,7 +268,7 @@ func (c constCollector) Collect(ch chan<- prometheus.Metric) {
 // hangs the GPU is not read again; once it returns, it is.
 func TestHungGPUIsReportedNotWaitedFor(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
-	c := New(s, quiet(), 300*time.Millisecond)
+	c := New(s, quiet(), Options{Timeout: 300 * time.Millisecond})
 	calls, release := hang(s, 1)
 	defer release()
 
@@ -325,7 +327,7 @@ func TestHungInitialisationIsWaitedForOnce(t *testing.T) {
 	var inits atomic.Int32
 	blocked := make(chan struct{})
 	s.InitFunc = func() nvml.Return { inits.Add(1); <-blocked; return nvml.SUCCESS }
-	c := New(s, quiet(), 200*time.Millisecond)
+	c := New(s, quiet(), Options{Timeout: 200 * time.Millisecond})
 	for i := range 2 {
 		if _, err := scrape(t, c); err == nil || !strings.Contains(err.Error(), "initialisation did not return within 200ms") {
 			t.Fatalf("scrape %d during a hung initialisation: err = %v", i, err)
@@ -345,5 +347,69 @@ func TestHungInitialisationIsWaitedForOnce(t *testing.T) {
 			t.Fatalf("no GPU after the initialisation returned: %v\n%s", err, out)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestKernelLogXIDs: an XID error the kernel log reports is counted
+// against the GPU at its PCI address, with its action from the catalogue,
+// even while that GPU does not answer NVML; NVML's event for the same
+// error does not count it twice. One at an address NVML never listed is
+// counted with no GPU. What the log held before selfheal started is not.
+func TestKernelLogXIDs(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2) // GPU 1 is at PCI 0000:19:00
+	_, release := hang(s, 1)
+	defer release()
+	path := filepath.Join(t.TempDir(), "kmsg")
+	if err := os.WriteFile(path, []byte("4,1,1,-;NVRM: Xid (PCI:0000:19:00): 48, logged before selfheal started\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := New(s, quiet(), Options{Timeout: 300 * time.Millisecond, KernelLog: path})
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("4,5122,913001301,-;NVRM: Xid (PCI:0000:19:00): 79, pid=2071, name=python3, GPU has fallen off the bus.\n" +
+		" SUBSYSTEM=pci\n" +
+		"3,5124,913002001,-;NVRM: Xid (PCI:0000:5e:00): 13, pid='<unknown>', name=<unknown>, Graphics SM Warp Exception\n")
+	f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { c.Run(ctx); close(ran) }()
+	defer func() { cancel(); <-ran }()
+
+	gpu1 := `gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001"`
+	waitScrape(t, c, `selfheal_gpu_xid_errors_total{action="reboot",`+gpu1+`,xid="79"} 1`)
+	// The same error from NVML, then another: once the other is counted,
+	// the first has been seen too.
+	s.Events.Events <- nvml.EventData{Device: s.Devices[1], EventType: nvml.EventTypeXidCriticalError, EventData: 79}
+	s.Events.Events <- nvml.EventData{Device: s.Devices[1], EventType: nvml.EventTypeXidCriticalError, EventData: 31}
+	out := waitScrape(t, c, `selfheal_gpu_xid_errors_total{action="restart_holders",`+gpu1+`,xid="31"} 1`)
+	for _, want := range []string{
+		`selfheal_gpu_up{` + gpu1 + `} 0`,
+		`selfheal_gpu_xid_errors_total{action="reboot",` + gpu1 + `,xid="79"} 1`,
+		`selfheal_gpu_xid_errors_total{action="restart_holders",gpu="",uuid="",xid="13"} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %s in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `xid="48"`) {
+		t.Errorf("an XID logged before the start was counted:\n%s", out)
+	}
+}
+
+// waitScrape scrapes c until its exposition holds want, and returns it.
+func waitScrape(t *testing.T, c *Collector, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := scrape(t, c)
+		if strings.Contains(out, want) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in:\n%s", want, out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -4,7 +4,6 @@ package gpu
 
 import (
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,7 +18,7 @@ func Open(string) Library { return nil }
 type Collector struct{}
 
 // New returns a collector that reports no GPU, and says why once.
-func New(_ Library, logger *slog.Logger, _ time.Duration) *Collector {
+func New(_ Library, logger *slog.Logger, _ Options) *Collector {
 	logger.Info("this selfheal was built without GPU support (CGO_ENABLED=0): the gpu collector reports no GPUs")
 	return &Collector{}
 }

@@ -33,7 +33,7 @@ func TestRealGPU(t *testing.T) {
 		t.Fatalf("nvidia-smi output %q: %v", out, err)
 	}
 
-	c := New(nvml.New(), quiet(), 0)
+	c := New(nvml.New(), quiet(), Options{})
 	defer c.shutdown()
 	values, info := gather(t, c)
 	checkAgainstSMI(t, smiFields, rows, values, info)
@@ -187,7 +187,7 @@ func TestSMIComparisonOnFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	values, info := gather(t, New(gputest.NewServer(f, 1), quiet(), 0))
+	values, info := gather(t, New(gputest.NewServer(f, 1), quiet(), Options{}))
 	row := strings.Split("0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 580.159.04, 00000000:00:06.0, 37, 0, 81559, 0, 71.67, 700.00, 345, P0, [N/A], 0, 0, 0x0000000000000001", ",")
 	checkAgainstSMI(t, smiFields, [][]string{row}, values, info)
 
