@@ -222,6 +222,9 @@ func (c *Collector) Update(ch chan<- prometheus.Metric) error {
 	if err != nil {
 		return err
 	}
+	if driver != "" { // NVML is initialised: the GPUs it lists, if none
+		ch <- prometheus.MustNewConstMetric(c.d.devices, prometheus.GaugeValue, float64(len(devices)))
+	}
 	type result struct {
 		metrics []prometheus.Metric
 		err     error
@@ -684,6 +687,7 @@ func cString(b []int8) string {
 type descs struct {
 	up, info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
 	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
+	devices *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -713,6 +717,8 @@ func newDescs() descs {
 		pstate:        d("selfheal_gpu_performance_state", "Performance state: 0 is the highest, 15 the lowest."),
 		procs:         d("selfheal_gpu_compute_processes", "Processes with a compute context on the GPU."),
 		fan:           d("selfheal_gpu_fan_speed_ratio", "Intended fan speed, as a fraction of the maximum."),
-		xid:           d("selfheal_gpu_xid_errors_total", "XID errors seen since selfheal started (NVML's events and the kernel log, each error once), by XID code and the action the XID catalogue gives it; gpu and uuid are empty for a GPU NVML never listed.", "xid", "action"),
+		devices: prometheus.NewDesc("selfheal_gpu_devices",
+			"GPUs NVML listed at its last initialisation (again after a GPU was lost): fewer than before means a GPU is gone.", nil, nil),
+		xid: d("selfheal_gpu_xid_errors_total", "XID errors seen since selfheal started (NVML's events and the kernel log, each error once), by XID code and the action the XID catalogue gives it; gpu and uuid are empty for a GPU NVML never listed.", "xid", "action"),
 	}
 }

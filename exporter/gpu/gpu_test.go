@@ -149,6 +149,26 @@ func TestLostGPUFailsAndReinitialises(t *testing.T) {
 	}
 }
 
+// TestGPUCountDrops: a GPU lost and gone from NVML's list after the
+// re-initialisation lowers selfheal_gpu_devices (the GPUCountDropped
+// alert's signal).
+func TestGPUCountDrops(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
+	c := New(s, quiet(), Options{})
+	if out := exportertest.Exposition(t, c); !strings.Contains(out, "selfheal_gpu_devices 2\n") {
+		t.Fatalf("two GPUs:\n%s", out)
+	}
+	s.Device(1).GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
+		return nvml.Utilization{}, nvml.ERROR_GPU_IS_LOST
+	}
+	s.DeviceGetCountFunc = func() (int, nvml.Return) { return 1, nvml.SUCCESS } // fallen off the bus
+	_, _ = scrape(t, c)                                                         // finds the GPU lost
+	out, err := scrape(t, c)
+	if err != nil || !strings.Contains(out, "selfheal_gpu_devices 1\n") || strings.Contains(out, `gpu="1"`) {
+		t.Fatalf("after the GPU was lost (%v):\n%s", err, out)
+	}
+}
+
 func TestLibraryMissing(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
 	s.InitFunc = func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }
@@ -170,7 +190,10 @@ func TestLibraryMissing(t *testing.T) {
 func TestNoGPUs(t *testing.T) {
 	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
 	s.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.SUCCESS }
-	if out := exportertest.Exposition(t, New(s, quiet(), Options{})); out != "" {
+	// Only the count: a host whose GPUs all went reports 0, not nothing.
+	want := "# HELP selfheal_gpu_devices GPUs NVML listed at its last initialisation (again after a GPU was lost): fewer than before means a GPU is gone.\n" +
+		"# TYPE selfheal_gpu_devices gauge\nselfheal_gpu_devices 0\n"
+	if out := exportertest.Exposition(t, New(s, quiet(), Options{})); out != want {
 		t.Fatalf("series without GPUs:\n%s", out)
 	}
 }
