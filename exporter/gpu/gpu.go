@@ -66,6 +66,7 @@ type Device interface {
 	GetSupportedClocksEventReasons() (uint64, nvml.Return)
 	GetTotalEccErrors(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return)
 	GetRemappedRows() (int, int, bool, bool, nvml.Return)
+	GetPcieReplayCounter() (int, nvml.Return)
 	GetPerformanceState() (nvml.Pstates, nvml.Return)
 	GetComputeRunningProcesses() ([]nvml.ProcessInfo, nvml.Return)
 	GetFanSpeed() (uint32, nvml.Return)
@@ -639,6 +640,11 @@ func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver 
 			note("ECC "+ecc.name, err)
 		}
 	}
+	if n, ok, err := read(dev.GetPcieReplayCounter()); ok {
+		counter(c.d.pcieReplay, float64(n))
+	} else {
+		note("PCIe replay counter", err)
+	}
 	if corr, unc, pending, failed, r := dev.GetRemappedRows(); r == nvml.SUCCESS {
 		gauge(c.d.remapped, float64(corr), "correctable")
 		gauge(c.d.remapped, float64(unc), "uncorrectable")
@@ -687,7 +693,7 @@ func cString(b []int8) string {
 type descs struct {
 	up, info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
 	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
-	devices *prometheus.Desc
+	devices, pcieReplay *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -711,6 +717,7 @@ func newDescs() descs {
 		smClock:       d("selfheal_gpu_sm_clock_hertz", "Streaming multiprocessor clock."),
 		clockEvent:    d("selfheal_gpu_clock_event_active", "Whether a reason is holding the clocks down now (1) or not (0).", "reason"),
 		ecc:           d("selfheal_gpu_ecc_errors_total", "ECC memory errors since the driver loaded (volatile counters).", "type"),
+		pcieReplay:    d("selfheal_gpu_pcie_replay_total", "PCIe replays (packets the link had to send again) since the driver loaded: a count that keeps rising is a failing link, riser or slot."),
 		remapped:      d("selfheal_gpu_remapped_rows", "Memory rows remapped, by the cause.", "cause"),
 		remapPending:  d("selfheal_gpu_row_remap_pending", "Whether a row remap waits for a GPU reset (1) or not (0)."),
 		remapFailed:   d("selfheal_gpu_row_remap_failed", "Whether a row remap has failed (1) or not (0)."),

@@ -436,3 +436,12 @@ func waitScrape(t *testing.T, c *Collector, want string) string {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestPCIeReplayCounter(t *testing.T) {
+	f := fixture(t, "h100-nvml_idle.json")
+	f.Devices[0].PcieReplayCounter = 7
+	out := exportertest.Exposition(t, New(gputest.NewServer(f, 1), quiet(), Options{}))
+	if want := `selfheal_gpu_pcie_replay_total{gpu="0",uuid="` + f.Devices[0].UUID + `"} 7`; !strings.Contains(out, want) {
+		t.Fatalf("no %s in:\n%s", want, out)
+	}
+}

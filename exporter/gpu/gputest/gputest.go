@@ -50,6 +50,9 @@ type Reading struct {
 	PState                  int32                                        `json:"pstate"`
 	ComputeProcs            int                                          `json:"compute_procs"`
 	FanError                string                                       `json:"fan_pct_error"`
+	// PcieReplayCounter is not in the recorded readings (0 there); tests
+	// set it.
+	PcieReplayCounter int `json:"pcie_replay_counter"`
 }
 
 // Fixture is a whole fixture file.
@@ -261,6 +264,7 @@ func (s *Server) configure(d *server.Device, i int, r Reading) {
 		return 0, nvml.ERROR_UNKNOWN
 	}
 	d.RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return ok }
+	d.GetPcieReplayCounterFunc = func() (int, nvml.Return) { return r.PcieReplayCounter, ok }
 }
 
 // EventSet is a mock event set fed from a channel; Wait times out when no
