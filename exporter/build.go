@@ -13,6 +13,7 @@ import (
 	"github.com/selfheal/selfheal/exporter/gpu/xid"
 	"github.com/selfheal/selfheal/exporter/probe"
 	"github.com/selfheal/selfheal/exporter/system"
+	"github.com/selfheal/selfheal/internal/cgroup"
 	"github.com/selfheal/selfheal/remediator/optin"
 )
 
@@ -72,7 +73,8 @@ var collectors = []struct {
 				return nil, fmt.Errorf("%s: %w", *f.XIDCatalogue, err)
 			}
 		}
-		return gpu.New(lib, d.Logger.With("collector", GPU), gpu.Options{Timeout: *f.GPUTimeout, Catalogue: catalogue, KernelLog: *f.KernelLog}), nil
+		return gpu.New(lib, d.Logger.With("collector", GPU), gpu.Options{Timeout: *f.GPUTimeout, Catalogue: catalogue, KernelLog: *f.KernelLog,
+			Container: d.containerOf}), nil
 	}},
 	{Docker, "State of opted-in containers from the Docker events stream.", func(f *Flags, d Deps) (Collector, error) {
 		if d.DockerAPI == nil {
@@ -121,11 +123,29 @@ type Deps struct {
 	Logger        *slog.Logger
 	// NVML, when set, replaces the driver's library (go-nvml's mock).
 	NVML gpu.Library
+
+	// containerOf names the container a process runs in (Build sets it).
+	containerOf func(pid uint32) string
 }
 
 // Build returns an exporter with the enabled collectors.
 func Build(f *Flags, d Deps) (*Exporter, error) {
 	cs := map[string]Collector{}
+	// The gpu collector names the containers holding a GPU from the
+	// processes' cgroups and the docker collector's state, once both are
+	// built (before any scrape).
+	var containers *docker.Collector
+	d.containerOf = func(pid uint32) string {
+		if containers == nil {
+			return ""
+		}
+		id, ok, err := cgroup.ContainerID(*f.ProcPath, pid)
+		if err != nil || !ok {
+			return ""
+		}
+		name, _ := containers.NameOf(id)
+		return name
+	}
 	for _, c := range collectors {
 		if !*f.Enabled[c.name] {
 			continue
@@ -141,5 +161,6 @@ func Build(f *Flags, d Deps) (*Exporter, error) {
 	if len(cs) == 0 {
 		return nil, fmt.Errorf("every collector is disabled")
 	}
+	containers, _ = cs[Docker].(*docker.Collector)
 	return New(cs, d.Logger), nil
 }

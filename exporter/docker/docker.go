@@ -279,6 +279,16 @@ var healthStatuses = []string{string(container.Starting), string(container.Healt
 // Update implements exporter.Collector. It reads the kept state only. While
 // the events stream is down the state may be stale, so nothing is reported
 // and the scrape of this collector fails.
+// NameOf is the name of the container with the full ID id, if this
+// collector reports it (opted in, or every container with
+// --collector.docker.all).
+func (c *Collector) NameOf(id string) (string, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	s, ok := c.containers[id]
+	return s.name, ok
+}
+
 func (c *Collector) Update(ch chan<- prometheus.Metric) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()

@@ -146,6 +146,7 @@ type Collector struct {
 
 	catalogue xid.Catalogue
 	kernelLog *xid.KernelLog // nil: none read
+	container func(pid uint32) string
 	// xidMu guards xid: the XID errors counted, from NVML's events and the
 	// kernel log, each error once (dedup).
 	xidMu sync.Mutex
@@ -163,7 +164,7 @@ func New(lib Library, logger *slog.Logger, o Options) *Collector {
 	if o.Catalogue == nil {
 		o.Catalogue = xid.Default()
 	}
-	c := &Collector{lib: lib, logger: logger, now: time.Now, timeout: o.Timeout, catalogue: o.Catalogue,
+	c := &Collector{lib: lib, logger: logger, now: time.Now, timeout: o.Timeout, catalogue: o.Catalogue, container: o.Container,
 		xid: map[string]map[uint64]uint64{}, reading: map[string]time.Time{}, d: newDescs()}
 	if o.KernelLog != "" {
 		// Opened now, at its end; read from Run on.
@@ -430,6 +431,33 @@ func (c *Collector) enumerate() ([]device, string, error) {
 	return devices, driver, nil
 }
 
+// attribute reports the GPU's processes and the memory they hold by the
+// container they run in ("" for the host's own).
+func (c *Collector) attribute(procs []nvml.ProcessInfo, gauge func(*prometheus.Desc, float64, ...string)) {
+	type use struct {
+		procs  int
+		memory uint64
+	}
+	by := map[string]*use{}
+	for _, p := range procs {
+		name := ""
+		if c.container != nil {
+			name = c.container(p.Pid)
+		}
+		u := by[name]
+		if u == nil {
+			u = &use{}
+			by[name] = u
+		}
+		u.procs++
+		u.memory += p.UsedGpuMemory
+	}
+	for name, u := range by {
+		gauge(c.d.containerProcs, float64(u.procs), name)
+		gauge(c.d.containerMemory, float64(u.memory), name)
+	}
+}
+
 // kernelXID counts an XID error the kernel log reported, against the GPU
 // at its PCI address.
 func (c *Collector) kernelXID(r xid.Record) {
@@ -660,6 +688,7 @@ func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver 
 	}
 	if procs, ok, err := read(dev.GetComputeRunningProcesses()); ok {
 		gauge(c.d.procs, float64(len(procs)))
+		c.attribute(procs, gauge)
 	} else {
 		note("compute processes", err)
 	}
@@ -693,7 +722,7 @@ func cString(b []int8) string {
 type descs struct {
 	up, info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
 	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
-	devices, pcieReplay *prometheus.Desc
+	devices, pcieReplay, containerProcs, containerMemory *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -723,7 +752,11 @@ func newDescs() descs {
 		remapFailed:   d("selfheal_gpu_row_remap_failed", "Whether a row remap has failed (1) or not (0)."),
 		pstate:        d("selfheal_gpu_performance_state", "Performance state: 0 is the highest, 15 the lowest."),
 		procs:         d("selfheal_gpu_compute_processes", "Processes with a compute context on the GPU."),
-		fan:           d("selfheal_gpu_fan_speed_ratio", "Intended fan speed, as a fraction of the maximum."),
+		containerProcs: d("selfheal_gpu_container_processes",
+			"Processes with a compute context on the GPU, by the container they run in (empty: the host's own, or a container the docker collector does not report).", "container"),
+		containerMemory: d("selfheal_gpu_container_memory_used_bytes",
+			"Device memory the GPU's processes hold, by the container they run in (empty as for selfheal_gpu_container_processes).", "container"),
+		fan: d("selfheal_gpu_fan_speed_ratio", "Intended fan speed, as a fraction of the maximum."),
 		devices: prometheus.NewDesc("selfheal_gpu_devices",
 			"GPUs NVML listed at its last initialisation (again after a GPU was lost): fewer than before means a GPU is gone.", nil, nil),
 		xid: d("selfheal_gpu_xid_errors_total", "XID errors seen since selfheal started (NVML's events and the kernel log, each error once), by XID code and the action the XID catalogue gives it; gpu and uuid are empty for a GPU NVML never listed.", "xid", "action"),

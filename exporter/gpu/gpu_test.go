@@ -445,3 +445,32 @@ func TestPCIeReplayCounter(t *testing.T) {
 		t.Fatalf("no %s in:\n%s", want, out)
 	}
 }
+
+// TestProcessesByContainer: a GPU's processes and their memory are
+// reported by the container each runs in, the host's own under "".
+func TestProcessesByContainer(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 2)
+	s.SetProcesses(1, []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: 30 << 30}, {Pid: 101, UsedGpuMemory: 2 << 30}, {Pid: 200, UsedGpuMemory: 1 << 20}})
+	c := New(s, quiet(), Options{Container: func(pid uint32) string {
+		if pid == 100 || pid == 101 {
+			return "llm-service"
+		}
+		return ""
+	}})
+	out := exportertest.Exposition(t, c)
+	gpu1 := `gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001"`
+	for _, want := range []string{
+		`selfheal_gpu_container_processes{container="llm-service",` + gpu1 + `} 2`,
+		`selfheal_gpu_container_memory_used_bytes{container="llm-service",` + gpu1 + `} 3.4359738368e+10`,
+		`selfheal_gpu_container_processes{container="",` + gpu1 + `} 1`,
+		`selfheal_gpu_container_memory_used_bytes{container="",` + gpu1 + `} 1.048576e+06`,
+		`selfheal_gpu_compute_processes{` + gpu1 + `} 3`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %s in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `selfheal_gpu_container_processes{container="llm-service",gpu="0"`) {
+		t.Errorf("GPU 1's processes reported on GPU 0:\n%s", out)
+	}
+}

@@ -20,4 +20,7 @@ type Options struct {
 	// KernelLog is the kernel log read for the XID errors NVML's events
 	// miss (79, a GPU fallen off the bus, among them); empty reads none.
 	KernelLog string
+	// Container names the container a GPU process runs in ("" for a
+	// process on the host, or a container not reported); nil names none.
+	Container func(pid uint32) string
 }

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/selfheal/selfheal/internal/cgroup"
 	"github.com/selfheal/selfheal/remediator/action"
-	"github.com/selfheal/selfheal/remediator/containers"
 	"github.com/selfheal/selfheal/remediator/gpuctl"
 )
 
@@ -167,7 +167,7 @@ func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, 
 	seen := map[string]bool{}
 	var refused []string
 	for _, pid := range pids {
-		id, inContainer, err := containers.ContainerIDOfPID(procPath, pid)
+		id, inContainer, err := cgroup.ContainerID(procPath, pid)
 		switch {
 		case err != nil:
 			refused = append(refused, fmt.Sprintf("process %d: %v", pid, err))

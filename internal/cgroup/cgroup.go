@@ -1,4 +1,7 @@
-package containers
+// Package cgroup finds the Docker container a process runs in, from its
+// cgroups: what the GPU collector and the GPU actions need to name the
+// containers holding a GPU.
+package cgroup
 
 import (
 	"fmt"
@@ -12,11 +15,11 @@ import (
 // and the same nested under other slices.
 var containerIDInCgroup = regexp.MustCompile(`(?:^|/)(?:docker[-/])?([0-9a-f]{64})(?:\.scope)?(?:/|$)`)
 
-// ContainerIDOfPID returns the ID of the Docker container that process pid
+// ContainerID returns the ID of the Docker container that process pid
 // runs in, from procPath/<pid>/cgroup; ok is false for a process on the
 // host. procPath is the host's /proc (when selfheal runs in a container,
 // it needs the host's PID namespace to see GPU processes at all).
-func ContainerIDOfPID(procPath string, pid uint32) (id string, ok bool, err error) {
+func ContainerID(procPath string, pid uint32) (id string, ok bool, err error) {
 	fs, err := procfs.NewFS(procPath)
 	if err != nil {
 		return "", false, err

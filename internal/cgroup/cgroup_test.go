@@ -1,4 +1,4 @@
-package containers
+package cgroup
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestContainerIDOfPID(t *testing.T) {
+func TestContainerID(t *testing.T) {
 	t.Parallel()
 	id := "4f1c2c3d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809"
 	proc := t.TempDir()
@@ -28,12 +28,12 @@ func TestContainerIDOfPID(t *testing.T) {
 		pid  uint32
 		want string
 	}{{10, id}, {11, id}, {12, id}, {13, ""}, {14, ""}} {
-		got, ok, err := ContainerIDOfPID(proc, tc.pid)
+		got, ok, err := ContainerID(proc, tc.pid)
 		if err != nil || got != tc.want || ok != (tc.want != "") {
 			t.Errorf("pid %d: %q %v %v, want %q", tc.pid, got, ok, err, tc.want)
 		}
 	}
-	if _, _, err := ContainerIDOfPID(proc, 99); err == nil {
+	if _, _, err := ContainerID(proc, 99); err == nil {
 		t.Error("a process that does not exist: want an error")
 	}
 }
