@@ -13,9 +13,11 @@ package gpu
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +69,7 @@ type Device interface {
 	GetTotalEccErrors(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return)
 	GetRemappedRows() (int, int, bool, bool, nvml.Return)
 	GetPcieReplayCounter() (int, nvml.Return)
+	GetFieldValues([]nvml.FieldValue) nvml.Return
 	GetPerformanceState() (nvml.Pstates, nvml.Return)
 	GetComputeRunningProcesses() ([]nvml.ProcessInfo, nvml.Return)
 	GetFanSpeed() (uint32, nvml.Return)
@@ -431,6 +434,33 @@ func (c *Collector) enumerate() ([]device, string, error) {
 	return devices, driver, nil
 }
 
+// memoryTemperature reads the HBM's temperature, which NVML gives only as
+// a field value (FI_DEV_MEMORY_TEMP); ok is false where the GPU has none.
+func memoryTemperature(dev Device) (float64, bool, error) {
+	v := []nvml.FieldValue{{FieldId: nvml.FI_DEV_MEMORY_TEMP}}
+	r := dev.GetFieldValues(v)
+	if r == nvml.SUCCESS {
+		r = nvml.Return(v[0].NvmlReturn)
+	}
+	if _, ok, err := read(struct{}{}, r); !ok {
+		return 0, false, err
+	}
+	b := v[0].Value
+	switch nvml.ValueType(v[0].ValueType) {
+	case nvml.VALUE_TYPE_DOUBLE:
+		return math.Float64frombits(binary.LittleEndian.Uint64(b[:])), true, nil
+	case nvml.VALUE_TYPE_UNSIGNED_INT:
+		return float64(binary.LittleEndian.Uint32(b[:])), true, nil
+	case nvml.VALUE_TYPE_SIGNED_INT:
+		return float64(int32(binary.LittleEndian.Uint32(b[:]))), true, nil
+	case nvml.VALUE_TYPE_UNSIGNED_LONG, nvml.VALUE_TYPE_UNSIGNED_LONG_LONG:
+		return float64(binary.LittleEndian.Uint64(b[:])), true, nil
+	case nvml.VALUE_TYPE_SIGNED_LONG_LONG:
+		return float64(int64(binary.LittleEndian.Uint64(b[:]))), true, nil
+	}
+	return 0, false, fmt.Errorf("value of type %d", v[0].ValueType)
+}
+
 // attribute reports the GPU's processes and the memory they hold by the
 // container they run in ("" for the host's own).
 func (c *Collector) attribute(procs []nvml.ProcessInfo, gauge func(*prometheus.Desc, float64, ...string)) {
@@ -616,6 +646,11 @@ func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver 
 	} else {
 		note("temperature", err)
 	}
+	if t, ok, err := memoryTemperature(dev); ok {
+		gauge(c.d.memTemp, t)
+	} else {
+		note("memory temperature", err)
+	}
 	for _, th := range thresholds {
 		if t, ok, err := read(dev.GetTemperatureThreshold(th.t)); ok {
 			gauge(c.d.tempThreshold, float64(t), th.name)
@@ -722,7 +757,7 @@ func cString(b []int8) string {
 type descs struct {
 	up, info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
 	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
-	devices, pcieReplay, containerProcs, containerMemory *prometheus.Desc
+	devices, pcieReplay, containerProcs, containerMemory, memTemp *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -739,6 +774,7 @@ func newDescs() descs {
 		memTotal:      d("selfheal_gpu_memory_total_bytes", "Device memory in all."),
 		memReserved:   d("selfheal_gpu_memory_reserved_bytes", "Device memory reserved by the driver and firmware."),
 		temp:          d("selfheal_gpu_temperature_celsius", "GPU core temperature."),
+		memTemp:       d("selfheal_gpu_memory_temperature_celsius", "Device memory (HBM) temperature; absent where NVML gives none."),
 		tempThreshold: d("selfheal_gpu_temperature_threshold_celsius", "Temperature at which the GPU slows down, shuts down, or reaches its maximum.", "threshold"),
 		power:         d("selfheal_gpu_power_watts", "Power drawn by the board."),
 		powerLimit:    d("selfheal_gpu_power_limit_watts", "Power limit the driver enforces now."),

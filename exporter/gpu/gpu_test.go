@@ -437,12 +437,18 @@ func waitScrape(t *testing.T, c *Collector, want string) string {
 	}
 }
 
-func TestPCIeReplayCounter(t *testing.T) {
+// TestSignalsNotInTheRecordings: the PCIe replay counter and the memory
+// temperature (a field value), which the recorded H100 readings lack, at
+// the values nvidia-smi -q gave on that H100 (1 replay, 40 C).
+func TestSignalsNotInTheRecordings(t *testing.T) {
 	f := fixture(t, "h100-nvml_idle.json")
-	f.Devices[0].PcieReplayCounter = 7
+	f.Devices[0].PcieReplayCounter, f.Devices[0].MemoryTempC = 1, 40
 	out := exportertest.Exposition(t, New(gputest.NewServer(f, 1), quiet(), Options{}))
-	if want := `selfheal_gpu_pcie_replay_total{gpu="0",uuid="` + f.Devices[0].UUID + `"} 7`; !strings.Contains(out, want) {
-		t.Fatalf("no %s in:\n%s", want, out)
+	labels := `{gpu="0",uuid="` + f.Devices[0].UUID + `"}`
+	for _, want := range []string{"selfheal_gpu_pcie_replay_total" + labels + " 1", "selfheal_gpu_memory_temperature_celsius" + labels + " 40"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("no %s in:\n%s", want, out)
+		}
 	}
 }
 

@@ -42,7 +42,7 @@ func TestRealGPU(t *testing.T) {
 // smiFields are the nvidia-smi --query-gpu fields compared, in order.
 var smiFields = []string{"index", "uuid", "name", "driver_version", "pci.bus_id", "temperature.gpu", "utilization.gpu",
 	"memory.total", "memory.used", "power.draw", "power.limit", "clocks.sm", "pstate", "fan.speed",
-	"ecc.errors.corrected.volatile.total", "ecc.errors.uncorrected.volatile.total", "clocks_event_reasons.active"}
+	"ecc.errors.corrected.volatile.total", "ecc.errors.uncorrected.volatile.total", "clocks_event_reasons.active", "temperature.memory"}
 
 // gather runs one scrape and indexes the values by GPU, then by metric
 // name and extra label ("selfheal_gpu_ecc_errors_total/corrected").
@@ -137,6 +137,7 @@ func checkAgainstSMI(t reporter, fields []string, rows [][]string, values map[st
 			scale, tol    float64
 		}{
 			{"temperature.gpu", "selfheal_gpu_temperature_celsius", 1, 3},
+			{"temperature.memory", "selfheal_gpu_memory_temperature_celsius", 1, 3},
 			{"utilization.gpu", "selfheal_gpu_utilization_ratio", 0.01, 0.3},
 			{"memory.total", "selfheal_gpu_memory_total_bytes", 1 << 20, 1 << 20},
 			{"memory.used", "selfheal_gpu_memory_used_bytes", 1 << 20, 512 << 20},
@@ -187,8 +188,9 @@ func TestSMIComparisonOnFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Devices[0].MemoryTempC = 40 // nvidia-smi -q on that H100; the recorded NVML readings lack it
 	values, info := gather(t, New(gputest.NewServer(f, 1), quiet(), Options{}))
-	row := strings.Split("0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 580.159.04, 00000000:00:06.0, 37, 0, 81559, 0, 71.67, 700.00, 345, P0, [N/A], 0, 0, 0x0000000000000001", ",")
+	row := strings.Split("0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 580.159.04, 00000000:00:06.0, 37, 0, 81559, 0, 71.67, 700.00, 345, P0, [N/A], 0, 0, 0x0000000000000001, 40", ",")
 	checkAgainstSMI(t, smiFields, [][]string{row}, values, info)
 
 	// And it does catch a wrong value.

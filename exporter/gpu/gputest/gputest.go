@@ -7,6 +7,7 @@
 package gputest
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,9 @@ type Reading struct {
 	// PcieReplayCounter is not in the recorded readings (0 there); tests
 	// set it.
 	PcieReplayCounter int `json:"pcie_replay_counter"`
+	// MemoryTempC is not in the recorded readings either (nvidia-smi -q
+	// on the same H100 said 40 C); 0 reports it not supported.
+	MemoryTempC uint32 `json:"memory_temp_c"`
 }
 
 // Fixture is a whole fixture file.
@@ -265,6 +269,16 @@ func (s *Server) configure(d *server.Device, i int, r Reading) {
 	}
 	d.RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return ok }
 	d.GetPcieReplayCounterFunc = func() (int, nvml.Return) { return r.PcieReplayCounter, ok }
+	d.GetFieldValuesFunc = func(v []nvml.FieldValue) nvml.Return {
+		for i := range v {
+			v[i].NvmlReturn = uint32(nvml.ERROR_NOT_SUPPORTED)
+			if v[i].FieldId == nvml.FI_DEV_MEMORY_TEMP && r.MemoryTempC > 0 {
+				v[i].ValueType, v[i].NvmlReturn = uint32(nvml.VALUE_TYPE_UNSIGNED_INT), uint32(nvml.SUCCESS)
+				binary.LittleEndian.PutUint32(v[i].Value[:], r.MemoryTempC)
+			}
+		}
+		return ok
+	}
 }
 
 // EventSet is a mock event set fed from a channel; Wait times out when no
