@@ -62,6 +62,8 @@ type gameDayOptions struct {
 	GPU func(r *gputest.Reading)
 	// Extra are more old→new substitutions in deploy/selfheal.yml.
 	Extra []string
+	// Args are more flags of selfheal serve.
+	Args []string
 }
 
 // gameDay is one shipped stack and the world around it.
@@ -218,7 +220,7 @@ func startGameDay(t testing.TB, o gameDayOptions) *gameDay {
 			"      group_wait: 5s\n      group_interval: 1m\n      repeat_interval: 5m\n",
 			"      group_wait: 0s\n      group_interval: 1s\n      repeat_interval: 5s\n"),
 		Args: append([]string{"--log.level=debug",
-			"--collector.filesystem.mount-points-exclude=" + mountsExcept(t, o.Watch)}, gpuArgs...),
+			"--collector.filesystem.mount-points-exclude=" + mountsExcept(t, o.Watch)}, append(gpuArgs, o.Args...)...),
 	}
 	if o.RebootEnabled {
 		f.Env = append(f.Env, "SELFHEAL_REBOOT_ENABLED=true")

@@ -10,7 +10,9 @@ package main
 import (
 	"context"
 	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -360,6 +362,46 @@ func TestScenarioCPUOverload(t *testing.T) {
 // limit is lowered to 70 % of the default (gpu_throttle, undone when the
 // alert resolves), the LLM service is restarted (above 85 °C), and the
 // session reset restarts the container whose process holds GPU 0.
+// TestScenarioGPUXidRestartsHolders: the driver logs XID 43 (an
+// application's fault: the GPU stopped its channel) for GPU 0 in the
+// kernel log; the gpu collector reads it there, the shipped rule raises
+// GPUXidApplicationError, and the shipped gpu-xid-holders remediation
+// restarts the container holding GPU 0 — once.
+func TestScenarioGPUXidRestartsHolders(t *testing.T) {
+	t.Parallel()
+	kmsg := filepath.Join(t.TempDir(), "kmsg")
+	if err := os.WriteFile(kmsg, []byte("6,1,1,-;NVRM: loading NVIDIA UNIX x86_64 Kernel Module\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := startGameDay(t, gameDayOptions{GPU: func(*gputest.Reading) {}, Args: []string{"--collector.gpu.kernel-log=" + kmsg}})
+	api := g.name["api"]
+	before := dockertest.State(t, api).StartedAt
+	g.waitFor(30*time.Second, "Prometheus holding GPU 0's XID 43 count at 0", func() bool {
+		v, ok := g.promValue(t, `selfheal_gpu_xid_errors_total{gpu="0",xid="43"}`)
+		return ok && v == "0"
+	})
+	// The fixture's GPU 0 is at PCI 0000:00:06.0.
+	f, err := os.OpenFile(kmsg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString("4,2,2,-;NVRM: Xid (PCI:0000:00:06): 43, pid=4242, name=api, Ch 00000008\n")
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.waitFor(90*time.Second, "GPU 0's holder restarted for the XID", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'gpu-xid-holders' AND service_name = '0'
+			AND action_type = 'gpu_session_reset' AND status = 'succeeded' AND details->'containers' ? $1`, api) == 1
+	})
+	if after := dockertest.State(t, api).StartedAt; after == before {
+		t.Fatalf("the api container was not restarted (started %s)", after)
+	}
+	if v, ok := g.promValue(t, `selfheal_gpu_xid_errors_total{gpu="0",xid="43",action="restart_holders"}`); !ok || v != "1" {
+		t.Fatalf("XID 43 on GPU 0 counted %q (%v), want 1", v, ok)
+	}
+}
+
 func TestScenarioGPUHotAndBusy(t *testing.T) {
 	t.Parallel()
 	g := startGameDay(t, gameDayOptions{GPU: func(r *gputest.Reading) { r.TempC, r.Util.Gpu = 87, 97 }})

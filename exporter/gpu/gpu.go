@@ -399,6 +399,18 @@ func (c *Collector) ensureReady() error {
 		c.logger.Info("NVML found no GPUs; the gpu collector reports none")
 		c.loggedAbsent = true
 	}
+	// Every catalogued code starts at 0 on every GPU: a rule's increase()
+	// then sees a GPU's first error of a code, not only its second.
+	c.xidMu.Lock()
+	for _, d := range devices {
+		if c.xid[d.uuid] == nil {
+			c.xid[d.uuid] = map[uint64]uint64{}
+		}
+		for code := range c.catalogue {
+			c.xid[d.uuid][code] += 0
+		}
+	}
+	c.xidMu.Unlock()
 	stop := c.watchXID(devices)
 	c.mu.Lock()
 	c.devices, c.driver, c.ready, c.stopWatch = devices, driver, true, stop
@@ -518,7 +530,7 @@ func (c *Collector) countXID(uuid string, code uint64, source, pci string) {
 	}
 	c.xid[uuid][code]++
 	c.xidMu.Unlock()
-	c.logger.Warn("GPU XID error", "uuid", uuid, "pci", pci, "xid", code, "action", c.catalogue.Action(code), "source", source)
+	c.logger.Warn("GPU XID error", "uuid", uuid, "pci", pci, "xid", code, "action", c.catalogue.Action(code), "from", source)
 }
 
 // shutdown stops the XID watch and shuts NVML down. Its NVML calls are

@@ -22,6 +22,7 @@ import (
 
 	"github.com/selfheal/selfheal/exporter/exportertest"
 	"github.com/selfheal/selfheal/exporter/gpu/gputest"
+	"github.com/selfheal/selfheal/exporter/gpu/xid"
 )
 
 func fixture(t *testing.T, name string) *gputest.Fixture {
@@ -203,16 +204,18 @@ func TestXIDErrorsCounted(t *testing.T) {
 	c := New(s, quiet(), Options{})
 	exportertest.Exposition(t, c) // initialises and starts watching
 	defer c.shutdown()
-	for _, xid := range []uint64{79, 79, 48} {
-		s.Events.Events <- nvml.EventData{Device: s.Devices[1], EventType: nvml.EventTypeXidCriticalError, EventData: xid}
+	for _, code := range []uint64{79, 79, 48} {
+		s.Events.Events <- nvml.EventData{Device: s.Devices[1], EventType: nvml.EventTypeXidCriticalError, EventData: code}
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		out := exportertest.Exposition(t, c)
 		if strings.Contains(out, `selfheal_gpu_xid_errors_total{action="reboot",gpu="1",uuid="GPU-00000000-0000-0000-0000-000000000001",xid="79"} 2`) &&
 			strings.Contains(out, `xid="48"} 1`) {
-			if strings.Contains(out, `gpu="0",uuid="GPU-00000000-0000-0000-0000-000000000000",xid=`) {
-				t.Fatal("XID counted against the wrong GPU")
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, `gpu="0",uuid="GPU-00000000-0000-0000-0000-000000000000",xid=`) && !strings.HasSuffix(line, "} 0") {
+					t.Fatalf("XID counted against the wrong GPU: %s", line)
+				}
 			}
 			return
 		}
@@ -309,7 +312,8 @@ func TestHungGPUIsReportedNotWaitedFor(t *testing.T) {
 		}
 	}
 	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, `gpu="1"`) && !strings.HasPrefix(line, "selfheal_gpu_up{") {
+		// Its XID counts need no NVML call, and are kept.
+		if strings.Contains(line, `gpu="1"`) && !strings.HasPrefix(line, "selfheal_gpu_up{") && !strings.HasPrefix(line, "selfheal_gpu_xid_errors_total{") {
 			t.Errorf("the hung GPU's half-read series is exposed: %s", line)
 		}
 	}
@@ -416,7 +420,7 @@ func TestKernelLogXIDs(t *testing.T) {
 			t.Errorf("no %s in:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, `xid="48"`) {
+	if strings.Contains(out, `xid="48"} 1`) {
 		t.Errorf("an XID logged before the start was counted:\n%s", out)
 	}
 }
@@ -478,5 +482,18 @@ func TestProcessesByContainer(t *testing.T) {
 	}
 	if strings.Contains(out, `selfheal_gpu_container_processes{container="llm-service",gpu="0"`) {
 		t.Errorf("GPU 1's processes reported on GPU 0:\n%s", out)
+	}
+}
+
+// TestCataloguedXIDsStartAtZero: every GPU has a series at 0 for every
+// code the catalogue lists, so that a rule's increase() sees the first
+// error; a code it does not list has none until it happens.
+func TestCataloguedXIDsStartAtZero(t *testing.T) {
+	s := gputest.NewServer(fixture(t, "h100-nvml_idle.json"), 1)
+	out := exportertest.Exposition(t, New(s, quiet(), Options{Catalogue: xid.Catalogue{43: xid.RestartHolders}}))
+	uuid := "GPU-00000000-0000-0000-0000-000000000000"
+	want := `selfheal_gpu_xid_errors_total{action="restart_holders",gpu="0",uuid="` + uuid + `",xid="43"} 0`
+	if !strings.Contains(out, want+"\n") || strings.Count(out, "selfheal_gpu_xid_errors_total{") != 1 {
+		t.Fatalf("want only %s in:\n%s", want, out)
 	}
 }
