@@ -121,6 +121,9 @@ func (l *KernelLog) Follow(ctx context.Context, found func(Record)) error {
 				}
 				partial = partial[i+1:]
 			}
+			if len(partial) > len(buf) {
+				partial = partial[:0] // no line is this long: not a log
+			}
 		}
 		switch {
 		case err == nil:
