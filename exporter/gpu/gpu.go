@@ -182,8 +182,8 @@ func New(lib Library, logger *slog.Logger, o Options) *Collector {
 }
 
 // Run initialises NVML at once, so XID errors are counted from the start,
-// reads the kernel log for more, and shuts NVML down when ctx ends (waiting at most the timeout for a call
-// that hangs).
+// follows the kernel log for the XIDs NVML misses, and shuts NVML down
+// when ctx ends (waiting at most the timeout for a call that hangs).
 func (c *Collector) Run(ctx context.Context) {
 	_, _, _ = c.prepared(nil)
 	if c.kernelLog != nil {
@@ -407,7 +407,9 @@ func (c *Collector) ensureReady() error {
 			c.xid[d.uuid] = map[uint64]uint64{}
 		}
 		for code := range c.catalogue {
-			c.xid[d.uuid][code] += 0
+			if _, counted := c.xid[d.uuid][code]; !counted {
+				c.xid[d.uuid][code] = 0
+			}
 		}
 	}
 	c.xidMu.Unlock()
