@@ -448,31 +448,60 @@ func (c *Collector) enumerate() ([]device, string, error) {
 	return devices, driver, nil
 }
 
-// memoryTemperature reads the HBM's temperature, which NVML gives only as
-// a field value (FI_DEV_MEMORY_TEMP); ok is false where the GPU has none.
-func memoryTemperature(dev Device) (float64, bool, error) {
-	v := []nvml.FieldValue{{FieldId: nvml.FI_DEV_MEMORY_TEMP}}
-	r := dev.GetFieldValues(v)
-	if r == nvml.SUCCESS {
-		r = nvml.Return(v[0].NvmlReturn)
+// fields are the NVML field values a scrape reads, in one call: the
+// memory's temperature (NVML gives it only as a field) and the NVLink
+// error counters summed over the GPU's links.
+var fields = []uint32{nvml.FI_DEV_MEMORY_TEMP, nvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL,
+	nvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, nvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL,
+	nvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL}
+
+// nvlinkErrors name the NVLink counters among fields.
+var nvlinkErrors = []struct {
+	field uint32
+	name  string
+}{
+	{nvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, "crc_flit"},
+	{nvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, "crc_data"},
+	{nvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, "replay"},
+	{nvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL, "recovery"},
+}
+
+// fieldValues reads ids in one NVML call and returns those the GPU
+// supports, by field ID.
+func fieldValues(dev Device, ids []uint32) (map[uint32]float64, error) {
+	v := make([]nvml.FieldValue, len(ids))
+	for i, id := range ids {
+		v[i].FieldId = id
 	}
-	if _, ok, err := read(struct{}{}, r); !ok {
-		return 0, false, err
+	if _, _, err := read(struct{}{}, dev.GetFieldValues(v)); err != nil {
+		return nil, err
 	}
-	b := v[0].Value
-	switch nvml.ValueType(v[0].ValueType) {
-	case nvml.VALUE_TYPE_DOUBLE:
-		return math.Float64frombits(binary.LittleEndian.Uint64(b[:])), true, nil
-	case nvml.VALUE_TYPE_UNSIGNED_INT:
-		return float64(binary.LittleEndian.Uint32(b[:])), true, nil
-	case nvml.VALUE_TYPE_SIGNED_INT:
-		return float64(int32(binary.LittleEndian.Uint32(b[:]))), true, nil
-	case nvml.VALUE_TYPE_UNSIGNED_LONG, nvml.VALUE_TYPE_UNSIGNED_LONG_LONG:
-		return float64(binary.LittleEndian.Uint64(b[:])), true, nil
-	case nvml.VALUE_TYPE_SIGNED_LONG_LONG:
-		return float64(int64(binary.LittleEndian.Uint64(b[:]))), true, nil
+	out := map[uint32]float64{}
+	var errs []error
+	for _, f := range v {
+		if _, ok, err := read(struct{}{}, nvml.Return(f.NvmlReturn)); !ok {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("field %d: %w", f.FieldId, err))
+			}
+			continue
+		}
+		b := f.Value
+		switch nvml.ValueType(f.ValueType) {
+		case nvml.VALUE_TYPE_DOUBLE:
+			out[f.FieldId] = math.Float64frombits(binary.LittleEndian.Uint64(b[:]))
+		case nvml.VALUE_TYPE_UNSIGNED_INT:
+			out[f.FieldId] = float64(binary.LittleEndian.Uint32(b[:]))
+		case nvml.VALUE_TYPE_SIGNED_INT:
+			out[f.FieldId] = float64(int32(binary.LittleEndian.Uint32(b[:])))
+		case nvml.VALUE_TYPE_UNSIGNED_LONG, nvml.VALUE_TYPE_UNSIGNED_LONG_LONG:
+			out[f.FieldId] = float64(binary.LittleEndian.Uint64(b[:]))
+		case nvml.VALUE_TYPE_SIGNED_LONG_LONG:
+			out[f.FieldId] = float64(int64(binary.LittleEndian.Uint64(b[:])))
+		default:
+			errs = append(errs, fmt.Errorf("field %d: value of type %d", f.FieldId, f.ValueType))
+		}
 	}
-	return 0, false, fmt.Errorf("value of type %d", v[0].ValueType)
+	return out, errors.Join(errs...)
 }
 
 // attribute reports the GPU's processes and the memory they hold by the
@@ -660,10 +689,15 @@ func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver 
 	} else {
 		note("temperature", err)
 	}
-	if t, ok, err := memoryTemperature(dev); ok {
+	values, err := fieldValues(dev, fields)
+	note("field values", err)
+	if t, ok := values[nvml.FI_DEV_MEMORY_TEMP]; ok {
 		gauge(c.d.memTemp, t)
-	} else {
-		note("memory temperature", err)
+	}
+	for _, e := range nvlinkErrors {
+		if n, ok := values[e.field]; ok {
+			counter(c.d.nvlinkErrors, n, e.name)
+		}
 	}
 	for _, th := range thresholds {
 		if t, ok, err := read(dev.GetTemperatureThreshold(th.t)); ok {
@@ -771,7 +805,7 @@ func cString(b []int8) string {
 type descs struct {
 	up, info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
 	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
-	devices, pcieReplay, containerProcs, containerMemory, memTemp *prometheus.Desc
+	devices, pcieReplay, containerProcs, containerMemory, memTemp, nvlinkErrors *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -796,6 +830,7 @@ func newDescs() descs {
 		smClock:       d("selfheal_gpu_sm_clock_hertz", "Streaming multiprocessor clock."),
 		clockEvent:    d("selfheal_gpu_clock_event_active", "Whether a reason is holding the clocks down now (1) or not (0).", "reason"),
 		ecc:           d("selfheal_gpu_ecc_errors_total", "ECC memory errors since the driver loaded (volatile counters).", "type"),
+		nvlinkErrors:  d("selfheal_gpu_nvlink_errors_total", "NVLink errors since the driver loaded, summed over the GPU's links, by type (crc_flit, crc_data, replay, recovery); absent on a GPU without NVLink.", "type"),
 		pcieReplay:    d("selfheal_gpu_pcie_replay_total", "PCIe replays (packets the link had to send again) since the driver loaded: a count that keeps rising is a failing link, riser or slot."),
 		remapped:      d("selfheal_gpu_remapped_rows", "Memory rows remapped, by the cause.", "cause"),
 		remapPending:  d("selfheal_gpu_row_remap_pending", "Whether a row remap waits for a GPU reset (1) or not (0)."),

@@ -57,6 +57,10 @@ type Reading struct {
 	// MemoryTempC is not in the recorded readings either (nvidia-smi -q
 	// on the same H100 said 40 C); 0 reports it not supported.
 	MemoryTempC uint32 `json:"memory_temp_c"`
+	// NVLinkErrors are the NVLink error totals by NVML field ID
+	// (nvml.FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL); none: a GPU without NVLink,
+	// as the recorded H100 (PCIe) is.
+	NVLinkErrors map[uint32]uint64 `json:"-"`
 }
 
 // Fixture is a whole fixture file.
@@ -275,6 +279,10 @@ func (s *Server) configure(d *server.Device, i int, r Reading) {
 			if v[i].FieldId == nvml.FI_DEV_MEMORY_TEMP && r.MemoryTempC > 0 {
 				v[i].ValueType, v[i].NvmlReturn = uint32(nvml.VALUE_TYPE_UNSIGNED_INT), uint32(nvml.SUCCESS)
 				binary.LittleEndian.PutUint32(v[i].Value[:], r.MemoryTempC)
+			}
+			if n, ok := r.NVLinkErrors[v[i].FieldId]; ok {
+				v[i].ValueType, v[i].NvmlReturn = uint32(nvml.VALUE_TYPE_UNSIGNED_LONG_LONG), uint32(nvml.SUCCESS)
+				binary.LittleEndian.PutUint64(v[i].Value[:], n)
 			}
 		}
 		return ok
