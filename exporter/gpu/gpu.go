@@ -448,14 +448,8 @@ func (c *Collector) enumerate() ([]device, string, error) {
 	return devices, driver, nil
 }
 
-// fields are the NVML field values a scrape reads, in one call: the
-// memory's temperature (NVML gives it only as a field) and the NVLink
-// error counters summed over the GPU's links.
-var fields = []uint32{nvml.FI_DEV_MEMORY_TEMP, nvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL,
-	nvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, nvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL,
-	nvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL}
-
-// nvlinkErrors name the NVLink counters among fields.
+// nvlinkErrors are the NVLink error counters, summed over the GPU's
+// links, that a scrape reads as field values.
 var nvlinkErrors = []struct {
 	field uint32
 	name  string
@@ -465,6 +459,16 @@ var nvlinkErrors = []struct {
 	{nvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, "replay"},
 	{nvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL, "recovery"},
 }
+
+// fields are the NVML field values a scrape reads, in one call: the
+// memory's temperature (NVML gives it only as a field) and nvlinkErrors.
+var fields = func() []uint32 {
+	ids := []uint32{nvml.FI_DEV_MEMORY_TEMP}
+	for _, e := range nvlinkErrors {
+		ids = append(ids, e.field)
+	}
+	return ids
+}()
 
 // fieldValues reads ids in one NVML call and returns those the GPU
 // supports, by field ID.

@@ -30,17 +30,24 @@ func withPoll(t *testing.T, e *Engine, workers int, poll time.Duration) {
 	e.cfg.Store(&cfg)
 }
 
+// countClaims makes every claim of e find no job (or fail with err) and
+// counts them.
+func countClaims(e *Engine, err error) *atomic.Int64 {
+	var n atomic.Int64
+	e.claim = func(context.Context, model.ClaimFilter) (Claim, error) {
+		n.Add(1)
+		return nil, err
+	}
+	return &n
+}
+
 // TestIdleWorkersPollOneAtATime: an idle replica asks for jobs once per
 // poll interval, whatever its number of workers.
 func TestIdleWorkersPollOneAtATime(t *testing.T) {
 	const workers, poll = 4, 20 * time.Millisecond
 	e := newTestEngine(t, map[string]*fakeExec{})
 	withPoll(t, e, workers, poll)
-	var claims atomic.Int64
-	e.claim = func(context.Context, model.ClaimFilter) (Claim, error) {
-		claims.Add(1)
-		return nil, nil
-	}
+	claims := countClaims(e, nil)
 	start := time.Now()
 	runWorkers(t, e)
 	// Proof that the workers poll at all: a dozen polls.
@@ -130,11 +137,7 @@ func TestWorkersGoOnAfterErrors(t *testing.T) {
 	const workers, poll = 2, 10 * time.Millisecond
 	e := newTestEngine(t, map[string]*fakeExec{})
 	withPoll(t, e, workers, poll)
-	var looks atomic.Int64
-	e.claim = func(context.Context, model.ClaimFilter) (Claim, error) {
-		looks.Add(1)
-		return nil, errors.New("the database is down")
-	}
+	looks := countClaims(e, errors.New("the database is down"))
 	runWorkers(t, e)
 	waitUntil(t, "a dozen looks, each failing", func() bool { return looks.Load() >= 12 })
 }
