@@ -37,6 +37,8 @@ type Device interface {
 	GetUtilizationRates() (nvml.Utilization, nvml.Return)
 	GetMemoryInfo_v2() (nvml.Memory_v2, nvml.Return)
 	GetPowerUsage() (uint32, nvml.Return)
+	GetUUID() (string, nvml.Return)
+	GetPersistenceMode() (nvml.EnableState, nvml.Return)
 }
 
 var _ Device = nvml.Device(nil)
@@ -144,6 +146,34 @@ func (g *GPUs) Snapshot(target string) (Snapshot, error) {
 		s.PowerMW = &p
 	}
 	return s, nil
+}
+
+// UUID returns the GPU's UUID, the name that survives a reset (an index
+// may not).
+func (g *GPUs) UUID(target string) (string, error) {
+	d, _, err := g.Device(target)
+	if err != nil {
+		return "", err
+	}
+	u, r := d.GetUUID()
+	if r != nvml.SUCCESS {
+		return "", fmt.Errorf("GPU %s UUID: %w", target, r)
+	}
+	return u, nil
+}
+
+// Persistence reports whether the GPU's persistence mode is on: the driver
+// then refuses to reset it.
+func (g *GPUs) Persistence(target string) (bool, error) {
+	d, _, err := g.Device(target)
+	if err != nil {
+		return false, err
+	}
+	m, r := d.GetPersistenceMode()
+	if r != nvml.SUCCESS {
+		return false, fmt.Errorf("GPU %s persistence mode: %w", target, r)
+	}
+	return m == nvml.FEATURE_ENABLED, nil
 }
 
 // Limits reads the GPU's power limits.

@@ -41,5 +41,11 @@ func (*GPUs) Limits(string) (PowerLimits, error) { return PowerLimits{}, ErrNoGP
 // Snapshot is ErrNoGPUSupport.
 func (*GPUs) Snapshot(string) (Snapshot, error) { return Snapshot{}, ErrNoGPUSupport }
 
+// UUID is ErrNoGPUSupport.
+func (*GPUs) UUID(string) (string, error) { return "", ErrNoGPUSupport }
+
+// Persistence is ErrNoGPUSupport.
+func (*GPUs) Persistence(string) (bool, error) { return false, ErrNoGPUSupport }
+
 // SetLimit is ErrNoGPUSupport.
 func (*GPUs) SetLimit(string, uint32) error { return ErrNoGPUSupport }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -49,6 +50,7 @@ type Reading struct {
 	ECCUncorrectedVolatile  uint64                                       `json:"ecc_uncorrected_volatile"`
 	RemappedRows            [4]any                                       `json:"remapped_rows"`
 	PState                  int32                                        `json:"pstate"`
+	PersistenceMode         int                                          `json:"persistence_mode"`
 	ComputeProcs            int                                          `json:"compute_procs"`
 	FanError                string                                       `json:"fan_pct_error"`
 	// PcieReplayCounter is not in the recorded readings (0 there); tests
@@ -104,6 +106,18 @@ type Server struct {
 	// stall is how long a call that sets a limit hangs after the limit is
 	// in force, as a slow driver's would (StallSetLimit).
 	stall time.Duration
+	// live, when set, is the /proc a listed process must be in to be
+	// reported (OnlyLiveProcesses).
+	live string
+}
+
+// OnlyLiveProcesses makes each GPU report only those of its processes that
+// still run (have a directory in procPath), as NVML does: a holder that
+// was stopped lets go of the GPU.
+func (s *Server) OnlyLiveProcesses(procPath string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live = procPath
 }
 
 // KeepLimitsIn keeps the power limits in force in the file at path: they
@@ -263,7 +277,22 @@ func (s *Server) configure(d *server.Device, i int, r Reading) {
 	d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return append([]nvml.ProcessInfo(nil), s.procs[i]...), ok
+		var procs []nvml.ProcessInfo
+		for _, p := range s.procs[i] {
+			if s.live != "" {
+				if _, err := os.Stat(filepath.Join(s.live, strconv.Itoa(int(p.Pid)))); err != nil {
+					continue
+				}
+			}
+			procs = append(procs, p)
+		}
+		return procs, ok
+	}
+	d.GetPersistenceModeFunc = func() (nvml.EnableState, nvml.Return) {
+		if r.PersistenceMode == 1 {
+			return nvml.FEATURE_ENABLED, ok
+		}
+		return nvml.FEATURE_DISABLED, ok
 	}
 	d.GetFanSpeedFunc = func() (uint32, nvml.Return) {
 		if r.FanError == "Not Supported" {
