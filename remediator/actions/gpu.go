@@ -40,12 +40,14 @@ func (p *GPUThrottleParams) Problems() []string {
 	return nil
 }
 
-// DefaultGPUResetCommand resets one GPU; {{ .GPU }} is its index.
-var DefaultGPUResetCommand = []string{"nvidia-smi", "--gpu-reset", "-i", "{{ .GPU }}"}
+// DefaultGPUResetCommand resets one GPU, named by its UUID: an index can
+// name another GPU once one has fallen off the bus.
+var DefaultGPUResetCommand = []string{"nvidia-smi", "--gpu-reset", "-i", "{{ .UUID }}"}
 
 // GPUResetParams are gpu_reset's parameters.
 type GPUResetParams struct {
-	// Command and its arguments, each a template ({{ .GPU }}, {{ .Target }}).
+	// Command and its arguments, each a template ({{ .UUID }}, {{ .GPU }}
+	// its index, {{ .Target }}).
 	Command []string `yaml:"command"`
 	// AllGPUs: every GPU of the host that no process holds, rather than
 	// the target's (critical recovery).
@@ -64,6 +66,8 @@ type GPUs interface {
 	Count() (int, error)
 	Device(target string) (gpuctl.Device, int, error)
 	Processes(target string) ([]uint32, error)
+	UUID(target string) (string, error)
+	Persistence(target string) (bool, error)
 	Limits(target string) (gpuctl.PowerLimits, error)
 	SetLimit(target string, mw uint32) error
 	Snapshot(target string) (gpuctl.Snapshot, error)
@@ -156,11 +160,19 @@ func gpuHolders(_ context.Context, gpus GPUs, target string, containers func() (
 
 // holders maps the GPU's processes to opted-in containers.
 func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, error) {
-	pids, err := a.GPUs.Processes(target)
+	return optedInHolders(ctx, a.GPUs, a.Containers, a.ProcPath, target, "session reset")
+}
+
+// optedInHolders maps the processes holding a GPU to the opted-in
+// containers they run in, sorted. Any process that is not in one — on the
+// host, in a container without the label, one that cannot be mapped —
+// refuses what (the GPU action asking) before anything is touched,
+// naming each such process.
+func optedInHolders(ctx context.Context, gpus GPUs, c Holders, procPath, target, what string) ([]string, error) {
+	pids, err := gpus.Processes(target)
 	if err != nil {
 		return nil, err
 	}
-	procPath := a.ProcPath
 	if procPath == "" {
 		procPath = "/proc"
 	}
@@ -176,9 +188,9 @@ func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, 
 			refused = append(refused, fmt.Sprintf("process %d runs on the host, not in a container", pid))
 			continue
 		}
-		name, err := a.Containers.NameOf(ctx, id)
+		name, err := c.NameOf(ctx, id)
 		if err == nil {
-			err = a.Containers.Permit(ctx, name)
+			err = c.Permit(ctx, name)
 		}
 		if err != nil {
 			refused = append(refused, fmt.Sprintf("process %d: %v", pid, err))
@@ -188,7 +200,7 @@ func (a GPUSessionReset) holders(ctx context.Context, target string) ([]string, 
 	}
 	if len(refused) > 0 {
 		return nil, &action.Refusal{Severity: action.Warning, Reason: fmt.Sprintf(
-			"GPU %s session reset refused, nothing touched: %s", target, strings.Join(refused, "; "))}
+			"GPU %s %s refused, nothing touched: %s", target, what, strings.Join(refused, "; "))}
 	}
 	names := make([]string, 0, len(seen))
 	for n := range seen {
@@ -294,11 +306,24 @@ func (a GPUThrottle) Revert(_ context.Context, target string, data map[string]an
 	return a.GPUs.SetLimit(target, uint32(prev))
 }
 
-func (a GPUReset) run(ctx context.Context, args []string) ([]byte, error) {
-	if a.Run != nil {
-		return a.Run(ctx, args)
+// runCommand renders command over data and runs it with run (nil: with
+// os/exec); it returns what ran and what it printed, for the audit trail.
+func runCommand(ctx context.Context, run func(context.Context, []string) ([]byte, error), command []string, data map[string]any) (map[string]any, error) {
+	args, err := renderCommand(command, data)
+	if err != nil {
+		return nil, err
 	}
-	return exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+	if run == nil {
+		run = func(ctx context.Context, args []string) ([]byte, error) {
+			return exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+		}
+	}
+	out, err := run(ctx, args)
+	rec := map[string]any{"command": args, "output": string(truncate(out, 2048))}
+	if err != nil {
+		return rec, fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(truncate(out, 512)))
+	}
+	return rec, nil
 }
 
 // Permit implements action.Executor. With all set, nothing is refused up
@@ -339,16 +364,12 @@ func (a GPUReset) reset(ctx context.Context, command []string, gpu string) (acti
 	if err != nil {
 		return action.Result{}, err
 	}
-	args, err := renderCommand(command, map[string]any{"GPU": index, "Target": gpu})
+	uuid, err := a.GPUs.UUID(gpu)
 	if err != nil {
 		return action.Result{}, err
 	}
-	out, err := a.run(ctx, args)
-	res := action.Result{Details: map[string]any{"command": args, "output": string(truncate(out, 2048))}}
-	if err != nil {
-		return res, fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(truncate(out, 512)))
-	}
-	return res, nil
+	rec, err := runCommand(ctx, a.Run, command, map[string]any{"GPU": index, "UUID": uuid, "Target": gpu})
+	return action.Result{Details: rec}, err
 }
 
 // resetIdle resets every GPU of the host that no process holds, as

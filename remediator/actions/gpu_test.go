@@ -140,7 +140,7 @@ func TestGPUResetRefusedWhileHeld(t *testing.T) {
 	if _, err := a.Execute(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
-	if len(ran) != 1 || strings.Join(ran[0], " ") != "nvidia-smi --gpu-reset -i 1" {
+	if len(ran) != 1 || strings.Join(ran[0], " ") != "nvidia-smi --gpu-reset -i "+gpu1 {
 		t.Fatalf("ran %v", ran)
 	}
 }

@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 			`line 3: remediation "a": match: "alertname=~\"(": matcher value contains unescaped double quote: "(
 line 4: remediation "a": category: "E" is not one of A, B, C, D
 line 5: remediation "a": target: template: a:1:10: executing "a" at <.Labelz.x>: can't evaluate field Labelz in type policy.TemplateData
-line 6: remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, exec, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, restart_project, stop_start, vacuum)
+line 6: remediation "a": steps[0]: unknown action type "reboot_now" (known: docker_prune, exec, gpu_recover, gpu_reset, gpu_session_reset, gpu_throttle, hard_restart, http, log_cleanup, reboot, restart, restart_project, stop_start, vacuum)
 line 7: remediation "a": failure_window: 2h is longer than the 1h failures are kept
 line 8: remediation "a": escalate_to: no remediation is named "nowhere"
 line 9: remediation "a": name: used by another remediation
