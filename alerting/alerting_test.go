@@ -147,7 +147,7 @@ func TestEveryAlertIsComplete(t *testing.T) {
 	for _, want := range []string{"ServiceDown", "ContainerUnhealthy", "HostCPUHigh", "HostMemoryHigh", "GPUUtilizationHigh",
 		"GPUTemperatureHigh", "GPUTemperatureCritical", "DiskSpaceWarning", "DiskSpaceCleanup", "DiskSpaceCritical",
 		"DiskSpaceExhausted", "DatabaseDown", "ObjectStoreUnhealthy", "SelfhealExporterDown", "DiskWillFillIn24Hours",
-		"GPUXidErrors", "GPUUncorrectableECCErrors", "GPUHardwareSlowdown"} {
+		"GPUXidErrors", "GPUXidApplicationError", "GPUXidResetRequired", "GPUUncorrectableECCErrors", "GPUHardwareSlowdown"} {
 		if !seen[want] {
 			t.Errorf("no %s alert", want)
 		}
@@ -359,8 +359,10 @@ func matchesAll(ms labels.Matchers, l map[string]string) bool {
 // TestExampleConfigCoversEveryAlert: deploy/selfheal.yml is valid, and
 // each alert selfheal acts on (category A–D) is handled by a remediation of
 // its own category, the alerts for people (notify) reach none, only the
-// critical recovery handles several alerts (the seed's C triggers), and
-// every other remediation is reached by escalation.
+// critical recovery (the seed's C triggers) and the GPU ladder (an XID
+// that needs a reset, uncorrectable ECC errors) handle several alerts —
+// one target each, so one action per cooldown whichever alert asked —
+// and every other remediation is reached by escalation.
 func TestExampleConfigCoversEveryAlert(t *testing.T) {
 	cfg, err := policy.Load("../deploy/selfheal.yml")
 	if err != nil {
@@ -387,7 +389,7 @@ func TestExampleConfigCoversEveryAlert(t *testing.T) {
 		if rem.Category != r.Labels["category"] {
 			t.Errorf("%s (category %s) is handled by %s of category %s", r.Alert, r.Labels["category"], rem.Name, rem.Category)
 		}
-		if other, dup := used[rem.Name]; dup && rem.Name != "critical-recovery" {
+		if other, dup := used[rem.Name]; dup && rem.Name != "critical-recovery" && rem.Name != "gpu-recovery" {
 			t.Errorf("remediation %s handles both %s and %s", rem.Name, other, r.Alert)
 		}
 		used[rem.Name] = r.Alert

@@ -102,6 +102,7 @@ func TestUnitGrantsWhatTheActionsNeed(t *testing.T) {
 			}
 		},
 		"gpu_throttle": root, "gpu_reset": root,
+		"gpu_recover": func(t *testing.T, p action.Params) { docker(t, p); root(t, p) },
 		"log_cleanup": func(t *testing.T, p action.Params) {
 			if unit.last("ProtectSystem") != "strict" {
 				return

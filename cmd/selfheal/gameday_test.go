@@ -60,6 +60,9 @@ type gameDayOptions struct {
 	// H100s with these readings changed (the H100 fixture otherwise), with
 	// the api service's process holding GPU 0.
 	GPU func(r *gputest.Reading)
+	// GPUIntruder runs a container without the opt-in label (gameDay's
+	// intruder) whose process holds GPU 0 beside the api service's.
+	GPUIntruder bool
 	// Extra are more old→new substitutions in deploy/selfheal.yml.
 	Extra []string
 	// Args are more flags of selfheal serve.
@@ -74,6 +77,9 @@ type gameDay struct {
 	hook    *recorder         // the LLM cache-clear URL and the object store's health URL
 	appDB   string            // the application's database: probed and vacuumed
 	reboots string            // the fake reboot command appends a line here per reboot
+	// intruder is the container without the opt-in label holding GPU 0
+	// (gameDayOptions.GPUIntruder).
+	intruder string
 }
 
 // recorder is an HTTP endpoint that counts requests by path.
@@ -207,8 +213,12 @@ func startGameDay(t testing.TB, o gameDayOptions) *gameDay {
 	var bin string
 	if o.GPU != nil {
 		bin, gpuArgs = fixtureBinary(t), nil
-		gpuEnv = []string{"SELFHEAL_NVML_FIXTURE=" + gpuFixture(t, o.GPU),
-			fmt.Sprintf("SELFHEAL_NVML_PROCESSES=0=%d", dockertest.State(t, g.name["api"]).Pid)}
+		procs := fmt.Sprintf("0=%d", dockertest.State(t, g.name["api"]).Pid)
+		if o.GPUIntruder {
+			g.intruder = dockertest.Run(t, dockertest.Spec{Name: prefix + "-intruder"})
+			procs += fmt.Sprintf(",0=%d", dockertest.State(t, g.intruder).Pid)
+		}
+		gpuEnv = []string{"SELFHEAL_NVML_FIXTURE=" + gpuFixture(t, o.GPU), "SELFHEAL_NVML_PROCESSES=" + procs}
 	}
 	f := files{
 		Binary:   bin,

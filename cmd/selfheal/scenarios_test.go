@@ -9,11 +9,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -367,29 +370,60 @@ func TestScenarioCPUOverload(t *testing.T) {
 // kernel log; the gpu collector reads it there, the shipped rule raises
 // GPUXidApplicationError, and the shipped gpu-xid-holders remediation
 // restarts the container holding GPU 0 — once.
-func TestScenarioGPUXidRestartsHolders(t *testing.T) {
-	t.Parallel()
-	kmsg := filepath.Join(t.TempDir(), "kmsg")
-	if err := os.WriteFile(kmsg, []byte("6,1,1,-;NVRM: loading NVIDIA UNIX x86_64 Kernel Module\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	g := startGameDay(t, gameDayOptions{GPU: func(*gputest.Reading) {}, Args: []string{"--collector.gpu.kernel-log=" + kmsg}})
-	api := g.name["api"]
-	before := dockertest.State(t, api).StartedAt
-	g.waitFor(30*time.Second, "Prometheus holding GPU 0's XID 43 count at 0", func() bool {
-		v, ok := g.promValue(t, `selfheal_gpu_xid_errors_total{gpu="0",xid="43"}`)
-		return ok && v == "0"
-	})
-	// The fixture's GPU 0 is at PCI 0000:00:06.0.
-	f, err := os.OpenFile(kmsg, os.O_APPEND|os.O_WRONLY, 0)
+// kernelLog is a file standing for /dev/kmsg, which the fixture build of
+// selfheal reads for XIDs (--collector.gpu.kernel-log).
+type kernelLog struct {
+	t    testing.TB
+	path string
+	seq  int
+}
+
+func newKernelLog(t testing.TB) *kernelLog {
+	k := &kernelLog{t: t, path: filepath.Join(t.TempDir(), "kmsg")}
+	k.write("6,%d,1,-;NVRM: loading NVIDIA UNIX x86_64 Kernel Module\n")
+	return k
+}
+
+func (k *kernelLog) arg() string { return "--collector.gpu.kernel-log=" + k.path }
+
+// xid appends the driver's line for an XID on GPU 0 (the fixture's GPU 0
+// is at PCI 0000:00:06.0).
+func (k *kernelLog) xid(code int) {
+	k.write("4,%d,2,-;NVRM: Xid (PCI:0000:00:06): " + strconv.Itoa(code) + ", pid=4242, name=api, Ch 00000008\n")
+}
+
+func (k *kernelLog) write(format string) {
+	k.t.Helper()
+	k.seq++
+	f, err := os.OpenFile(k.path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		k.t.Fatal(err)
 	}
-	_, err = f.WriteString("4,2,2,-;NVRM: Xid (PCI:0000:00:06): 43, pid=4242, name=api, Ch 00000008\n")
+	_, err = fmt.Fprintf(f, format, k.seq)
 	f.Close()
 	if err != nil {
-		t.Fatal(err)
+		k.t.Fatal(err)
 	}
+}
+
+// waitForXIDSeries waits until Prometheus holds GPU 0's count of code at
+// 0: the next error of it is an increase the rules see.
+func (g *gameDay) waitForXIDSeries(code int) {
+	g.t.Helper()
+	g.waitFor(30*time.Second, fmt.Sprintf("Prometheus holding GPU 0's XID %d count at 0", code), func() bool {
+		v, ok := g.promValue(g.t, fmt.Sprintf(`selfheal_gpu_xid_errors_total{gpu="0",xid="%d"}`, code))
+		return ok && v == "0"
+	})
+}
+
+func TestScenarioGPUXidRestartsHolders(t *testing.T) {
+	t.Parallel()
+	kmsg := newKernelLog(t)
+	g := startGameDay(t, gameDayOptions{GPU: func(*gputest.Reading) {}, Args: []string{kmsg.arg()}})
+	api := g.name["api"]
+	before := dockertest.State(t, api).StartedAt
+	g.waitForXIDSeries(43)
+	kmsg.xid(43)
 	g.waitFor(90*time.Second, "GPU 0's holder restarted for the XID", func() bool {
 		return g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'gpu-xid-holders' AND service_name = '0'
 			AND action_type = 'gpu_session_reset' AND status = 'succeeded' AND details->'containers' ? $1`, api) == 1
@@ -400,6 +434,132 @@ func TestScenarioGPUXidRestartsHolders(t *testing.T) {
 	if v, ok := g.promValue(t, `selfheal_gpu_xid_errors_total{gpu="0",xid="43",action="restart_holders"}`); !ok || v != "1" {
 		t.Fatalf("XID 43 on GPU 0 counted %q (%v), want 1", v, ok)
 	}
+}
+
+// gpuStandIn replaces the shipped GPU ladder's nvidia-smi commands with a
+// stand-in that appends what it was asked to a file (and, with failReset,
+// fails the reset): the game day never runs nvidia-smi.
+func gpuStandIn(t testing.TB, failReset bool) (record string, pairs []string) {
+	record = filepath.Join(t.TempDir(), "nvidia-smi")
+	reset := fmt.Sprintf("echo reset {{ .UUID }} >> %s", record)
+	if failReset {
+		reset += "; echo Unable to reset GPU: In use by another client; exit 255"
+	}
+	return record, []string{
+		"command: [nvidia-smi, --gpu-reset, -i, '{{ .UUID }}']", fmt.Sprintf("command: [sh, -c, '%s']", reset),
+		"persistence_command: [nvidia-smi, -i, '{{ .UUID }}', -pm, '{{ .Mode }}']",
+		fmt.Sprintf("persistence_command: [sh, -c, 'echo pm {{ .Mode }} {{ .UUID }} >> %s']", record),
+	}
+}
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestScenarioGPUXidResetsTheGPU: XID 79 in the kernel log, through the
+// shipped rules and routing, runs the GPU ladder on GPU 0: its holder
+// (api) stopped, persistence mode (on, as on the recorded H100) turned
+// off, the GPU reset by UUID, checked, persistence mode on again, the
+// holder started.
+func TestScenarioGPUXidResetsTheGPU(t *testing.T) {
+	t.Parallel()
+	kmsg := newKernelLog(t)
+	record, pairs := gpuStandIn(t, false)
+	g := startGameDay(t, gameDayOptions{GPU: func(r *gputest.Reading) {
+		if r.PersistenceMode != 1 {
+			t.Fatalf("the recorded H100 had persistence mode %d, the game day expects it on", r.PersistenceMode)
+		}
+	}, Args: []string{kmsg.arg()}, Extra: pairs})
+	api := g.name["api"]
+	before := dockertest.State(t, api).StartedAt
+	uuid := fixtureUUID(t)
+	g.waitForXIDSeries(79)
+	kmsg.xid(79)
+	g.waitFor(90*time.Second, "the GPU ladder on GPU 0", func() bool {
+		return g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'gpu-recovery' AND service_name = '0'
+			AND action_type = 'gpu_recover' AND status <> 'running'`) == 1
+	})
+	if got := g.actions("gpu-recovery"); strings.Join(got, " ") != "gpu_recover:succeeded stop_start:succeeded" {
+		t.Fatalf("gpu-recovery's actions: %v, want the ladder and the holder's stop and start", got)
+	}
+	want := fmt.Sprintf("pm 0 %[1]s\nreset %[1]s\npm 1 %[1]s\n", uuid)
+	if got := readFile(t, record); got != want {
+		t.Fatalf("nvidia-smi was asked\n%s\nwant\n%s", got, want)
+	}
+	if n := g.count(`SELECT count(*) FROM recovery_actions WHERE remediation = 'gpu-recovery' AND action_type = 'stop_start'
+		AND service_name = $1 AND job_id = (SELECT job_id FROM recovery_actions WHERE action_type = 'gpu_recover')`, api); n != 1 {
+		t.Errorf("%d stop_start rows for the holder %s under the ladder's job, want 1", n, api)
+	}
+	if st := dockertest.State(t, api); !st.Running || st.StartedAt == before {
+		t.Fatalf("the holder is not running in a new run: %+v", st)
+	}
+	if n := g.count(`SELECT count(*) FROM escalations WHERE remediation = 'gpu-recovery'`); n != 0 {
+		t.Errorf("%d escalations of a ladder that held", n)
+	}
+}
+
+// TestScenarioGPULadderRefusesThenEscalates: a container without the
+// opt-in label holding GPU 0 refuses the ladder for XID 48, naming it,
+// before anything is touched. Once it is gone, XID 79 runs the ladder; the
+// reset fails, the holder is started again, and the failure escalates to
+// the guarded reboot.
+func TestScenarioGPULadderRefusesThenEscalates(t *testing.T) {
+	t.Parallel()
+	kmsg := newKernelLog(t)
+	record, pairs := gpuStandIn(t, true)
+	g := startGameDay(t, gameDayOptions{GPU: func(*gputest.Reading) {}, GPUIntruder: true, RebootEnabled: true,
+		Args: []string{kmsg.arg()}, Extra: pairs})
+	api := g.name["api"]
+	before := dockertest.State(t, api).StartedAt
+	g.waitForXIDSeries(48)
+	kmsg.xid(48)
+	g.waitFor(90*time.Second, "the ladder refused, naming the holder without the label", func() bool {
+		return g.count(`SELECT count(*) FROM self_healing_events WHERE remediation = 'gpu-recovery' AND details->>'verdict' = 'refused'
+			AND strpos(message, 'GPU 0 recovery refused, nothing touched') > 0 AND strpos(message, $1) > 0`, g.intruder) > 0
+	})
+	if got := readFile(t, record); got != "" || dockertest.State(t, api).StartedAt != before {
+		t.Fatalf("refused, yet nvidia-smi was asked %q or the opted-in holder was restarted", got)
+	}
+	if got := g.actions("gpu-recovery"); len(got) != 0 {
+		t.Fatalf("refused, yet gpu-recovery acted: %v", got)
+	}
+
+	dockertest.Kill(t, g.intruder)
+	g.waitForXIDSeries(79)
+	kmsg.xid(79)
+	g.waitFor(90*time.Second, "the failed reset escalated to the reboot", func() bool { return g.rebootCount() == 1 })
+	if got := g.actions("gpu-recovery"); strings.Join(got, " ") != "gpu_recover:failed stop_start:succeeded" {
+		t.Fatalf("gpu-recovery's actions: %v, want the failed ladder and the holder started again", got)
+	}
+	if got := readFile(t, record); !strings.Contains(got, "reset ") || !strings.HasSuffix(got, "pm 1 "+fixtureUUID(t)+"\n") {
+		t.Errorf("nvidia-smi was asked %q: a reset, then persistence mode on again", got)
+	}
+	if n := g.count(`SELECT count(*) FROM escalations WHERE remediation = 'gpu-recovery' AND escalate_to = 'critical-events-reboot'`); n != 1 {
+		t.Errorf("%d escalations of gpu-recovery to the reboot, want 1", n)
+	}
+	if n := g.count(`SELECT count(*) FROM recovery_actions a JOIN remediation_jobs j ON j.id = a.job_id
+		WHERE a.remediation = 'critical-events-reboot' AND a.action_type = 'reboot' AND j.occurrence_id =
+			(SELECT j2.occurrence_id FROM recovery_actions a2 JOIN remediation_jobs j2 ON j2.id = a2.job_id WHERE a2.action_type = 'gpu_recover')`); n != 1 {
+		t.Errorf("%d reboots on the failed ladder's occurrence, want 1 (the reboot came from elsewhere)", n)
+	}
+	if !dockertest.State(t, api).Running {
+		t.Error("the holder was left stopped after the failed reset")
+	}
+}
+
+// fixtureUUID is the UUID of the fixture's GPU 0 (the recorded H100's).
+func fixtureUUID(t testing.TB) string {
+	t.Helper()
+	f, err := gputest.Load("../../exporter/gpu/testdata/h100-nvml_idle.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.Devices[0].UUID
 }
 
 func TestScenarioGPUHotAndBusy(t *testing.T) {
