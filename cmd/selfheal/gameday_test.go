@@ -63,7 +63,8 @@ type gameDayOptions struct {
 	// GPUIntruder runs a container without the opt-in label (gameDay's
 	// intruder) whose process holds GPU 0 beside the api service's.
 	GPUIntruder bool
-	// Extra are more old→new substitutions in deploy/selfheal.yml.
+	// Extra are more old→new substitutions in deploy/selfheal.yml; $HOOK
+	// in a new text is the recorder's URL.
 	Extra []string
 	// Args are more flags of selfheal serve.
 	Args []string
@@ -82,7 +83,8 @@ type gameDay struct {
 	intruder string
 }
 
-// recorder is an HTTP endpoint that counts requests by path.
+// recorder is an HTTP endpoint that counts requests by path, and answers
+// Prometheus's instant queries with no samples.
 type recorder struct {
 	*httptest.Server
 	mu   sync.Mutex
@@ -95,6 +97,9 @@ func newRecorder(t testing.TB) *recorder {
 		r.mu.Lock()
 		r.hits[req.Method+" "+req.URL.Path]++
 		r.mu.Unlock()
+		if req.URL.Path == "/api/v1/query" { // a Prometheus where the drain's series is gone: nothing in flight
+			fmt.Fprint(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+		}
 	}))
 	t.Cleanup(r.Close)
 	return r
@@ -203,7 +208,12 @@ func startGameDay(t testing.TB, o gameDayOptions) *gameDay {
 		"command: [systemctl, reboot]", fmt.Sprintf("command: [sh, -c, 'echo reboot >> %s']", g.reboots),
 		"verify: {timeout: 120s, stable_for: 10s}", "verify: {timeout: 60s, stable_for: 2s}",
 	}
-	pairs = append(pairs, o.Extra...)
+	for i, e := range o.Extra {
+		if i%2 == 1 {
+			e = strings.ReplaceAll(e, "$HOOK", g.hook.URL)
+		}
+		pairs = append(pairs, e)
+	}
 	if o.Mountpoints != "" {
 		pairs = append(pairs, "mountpoints: [/]", "mountpoints: "+o.Mountpoints)
 	}

@@ -474,7 +474,10 @@ func TestScenarioGPUXidResetsTheGPU(t *testing.T) {
 		if r.PersistenceMode != 1 {
 			t.Fatalf("the recorded H100 had persistence mode %d, the game day expects it on", r.PersistenceMode)
 		}
-	}, Args: []string{kmsg.arg()}, Extra: pairs})
+	}, Args: []string{kmsg.arg()}, Extra: append(pairs,
+		// The drain, shipped commented out, switched on as an operator would.
+		"    # drain: {http: {url: 'http://localhost:8000/admin/drain'}, until: 'sum(vllm:num_requests_running)', prometheus_url: 'http://localhost:9090'",
+		"    drain: {http: {url: '$HOOK/admin/drain'}, until: 'sum(vllm:num_requests_running)', prometheus_url: '$HOOK'")})
 	api := g.name["api"]
 	before := dockertest.State(t, api).StartedAt
 	uuid := fixtureUUID(t)
@@ -500,6 +503,13 @@ func TestScenarioGPUXidResetsTheGPU(t *testing.T) {
 	}
 	if n := g.count(`SELECT count(*) FROM escalations WHERE remediation = 'gpu-recovery'`); n != 0 {
 		t.Errorf("%d escalations of a ladder that held", n)
+	}
+	// Drained first: the hook called once, Prometheus asked, both kept.
+	if n := g.hook.count("POST /admin/drain"); n != 1 || g.hook.count("GET /api/v1/query") == 0 {
+		t.Errorf("drain hook called %d times, Prometheus asked %d times", n, g.hook.count("GET /api/v1/query"))
+	}
+	if n := g.count(`SELECT count(*) FROM recovery_actions WHERE action_type = 'gpu_recover' AND details->'drain'->>'outcome' = 'drained'`); n != 1 {
+		t.Errorf("the ladder's action does not record the drain")
 	}
 }
 

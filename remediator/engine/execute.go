@@ -121,13 +121,17 @@ func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
 
 	start := time.Now()
 	req.ActionID = actionID
-	evidence := e.witness(actx, exec, req, log)
-	res, err := exec.Execute(actx, req)
-	if evidence != nil {
-		if res.Details == nil {
-			res.Details = map[string]any{}
+	var res action.Result
+	drained, err := e.drain(actx, r, target, log)
+	if err == nil {
+		evidence := e.witness(actx, exec, req, log)
+		res, err = exec.Execute(actx, req)
+		if evidence != nil {
+			res.Details = withDetail(res.Details, "evidence", evidence)
 		}
-		res.Details["evidence"] = evidence
+	}
+	if drained != nil {
+		res.Details = withDetail(res.Details, "drain", drained)
 	}
 	elapsed := time.Since(start)
 	if err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
@@ -136,6 +140,15 @@ func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
 	cancel()
 	e.m.actionDuration.WithLabelValues(d.Action.Type).Observe(elapsed.Seconds())
 	return e.recordOutcome(ctx, c, e.outcomeOf(c.Job(), r, target, d, actionID, res, err, elapsed, log), log)
+}
+
+// withDetail sets details[key], making details when there are none.
+func withDetail(details map[string]any, key string, v any) map[string]any {
+	if details == nil {
+		details = map[string]any{}
+	}
+	details[key] = v
+	return details
 }
 
 // evidenceTimeout bounds the look at the target before an action changes

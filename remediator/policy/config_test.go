@@ -639,3 +639,40 @@ remediations:
 		t.Errorf("a relative allow entry: %v", err)
 	}
 }
+
+// TestDrainConfiguration: a drain's hook takes the http action's keys,
+// its defaults are filled in, and a wrong one is an error naming the key.
+func TestDrainConfiguration(t *testing.T) {
+	const head = `
+remediations:
+  - name: a
+    match: ['alertname="X"']
+    category: A
+    target: x
+    action: restart
+`
+	cfg, err := Parse([]byte(head + `    drain: {http: {url: 'http://llm:8000/drain', headers: {X-Reason: selfheal}}, until: 'sum(inflight)', prometheus_url: 'http://prom:9090'}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Remediations[0].Drain
+	if d == nil || d.Timeout.D() != DefaultDrainTimeout || d.OnTimeout != DrainProceed || d.Until != "sum(inflight)" || d.HTTP == nil {
+		t.Fatalf("drain %+v", d)
+	}
+	for _, tc := range []struct{ drain, want string }{
+		{`{}`, `drain: set http (the hook), until (the PromQL expression to wait on), or both`},
+		{`{until: 'sum(x)'}`, `drain: prometheus_url: "" is not an http or https URL (until needs the Prometheus to ask)`},
+		{`{http: {url: 'ftp://x'}, timeout: 0s}`, `drain: http: url: "ftp://x" is not an http or https URL`},
+		{`{http: {url: 'http://x'}, timeout: 0s}`, `drain: timeout: must be positive`},
+		{`{http: {url: 'http://x'}, on_timeout: wait}`, `drain: on_timeout: "wait" is not "proceed" or "fail"`},
+		{`{http: 'http://x'}`, `drain: http: must be a mapping`},
+		{`{http: {url: 'http://x', command: [ls]}}`, `command does not apply to action type http`},
+		{`{hook: {url: 'http://x'}}`, `unknown field "hook" in drain`},
+	} {
+		_, err := Parse([]byte(head + "    drain: " + tc.drain + "\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("drain %s: %v, want %q", tc.drain, err, tc.want)
+		}
+	}
+}

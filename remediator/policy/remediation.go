@@ -49,6 +49,8 @@ type Remediation struct {
 	FastPath *FastPath `yaml:"fast_path"`
 	// Causes choose by what the target's evidence says (Cause).
 	Causes []Cause `yaml:"causes"`
+	// Drain, when set, runs before each of the remediation's actions.
+	Drain *Drain `yaml:"drain"`
 
 	matchers labels.Matchers
 	target   *template.Template
@@ -153,6 +155,11 @@ func (r *Remediation) validate(where string, p *problems, exe func(string) strin
 		p.add(where, "max_failures: must be positive")
 	}
 	r.validateCauses(where, p)
+	if r.Drain != nil {
+		for _, msg := range r.Drain.problems() {
+			p.add(where, "drain: %s", msg)
+		}
+	}
 	for _, d := range []struct {
 		name string
 		v    Duration
