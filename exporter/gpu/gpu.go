@@ -68,6 +68,8 @@ type Device interface {
 	GetSupportedClocksEventReasons() (uint64, nvml.Return)
 	GetTotalEccErrors(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return)
 	GetRemappedRows() (int, int, bool, bool, nvml.Return)
+	GetRetiredPages(nvml.PageRetirementCause) ([]uint64, nvml.Return)
+	GetRetiredPagesPendingStatus() (nvml.EnableState, nvml.Return)
 	GetPcieReplayCounter() (int, nvml.Return)
 	GetFieldValues([]nvml.FieldValue) nvml.Return
 	GetPerformanceState() (nvml.Pstates, nvml.Return)
@@ -768,6 +770,23 @@ func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver 
 	} else if r != nvml.ERROR_NOT_SUPPORTED {
 		note("remapped rows", r)
 	}
+	// Page retirement is pre-Ampere's answer to bad memory (an A100 or an
+	// H100 remaps rows instead, and answers "not supported").
+	for _, cause := range []struct {
+		c    nvml.PageRetirementCause
+		name string
+	}{{nvml.PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, "single_bit_ecc"}, {nvml.PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, "double_bit_ecc"}} {
+		if pages, ok, err := read(dev.GetRetiredPages(cause.c)); ok {
+			gauge(c.d.retiredPages, float64(len(pages)), cause.name)
+		} else {
+			note("retired pages "+cause.name, err)
+		}
+	}
+	if st, ok, err := read(dev.GetRetiredPagesPendingStatus()); ok {
+		gauge(c.d.retiredPending, boolFloat(st == nvml.FEATURE_ENABLED))
+	} else {
+		note("retired pages pending", err)
+	}
 	if ps, ok, err := read(dev.GetPerformanceState()); ok {
 		gauge(c.d.pstate, float64(ps))
 	} else {
@@ -809,7 +828,7 @@ func cString(b []int8) string {
 type descs struct {
 	up, info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
 	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
-	devices, pcieReplay, containerProcs, containerMemory, memTemp, nvlinkErrors *prometheus.Desc
+	devices, pcieReplay, containerProcs, containerMemory, memTemp, nvlinkErrors, retiredPages, retiredPending *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -839,8 +858,11 @@ func newDescs() descs {
 		remapped:      d("selfheal_gpu_remapped_rows", "Memory rows remapped, by the cause.", "cause"),
 		remapPending:  d("selfheal_gpu_row_remap_pending", "Whether a row remap waits for a GPU reset (1) or not (0)."),
 		remapFailed:   d("selfheal_gpu_row_remap_failed", "Whether a row remap has failed (1) or not (0)."),
-		pstate:        d("selfheal_gpu_performance_state", "Performance state: 0 is the highest, 15 the lowest."),
-		procs:         d("selfheal_gpu_compute_processes", "Processes with a compute context on the GPU."),
+		retiredPages:  d("selfheal_gpu_retired_pages", "Device memory pages retired, by the cause (GPUs before Ampere; later ones remap rows).", "cause"),
+		retiredPending: d("selfheal_gpu_retired_pages_pending",
+			"Whether a retired page waits for a GPU reset or reboot to be taken out of use (1) or not (0)."),
+		pstate: d("selfheal_gpu_performance_state", "Performance state: 0 is the highest, 15 the lowest."),
+		procs:  d("selfheal_gpu_compute_processes", "Processes with a compute context on the GPU."),
 		containerProcs: d("selfheal_gpu_container_processes",
 			"Processes with a compute context on the GPU, by the container they run in (empty: the host's own, or a container the docker collector does not report).", "container"),
 		containerMemory: d("selfheal_gpu_container_memory_used_bytes",

@@ -462,6 +462,28 @@ func TestSignalsNotInTheRecordings(t *testing.T) {
 	}
 }
 
+// TestRetiredPages: a GPU before Ampere reports its retired pages by
+// cause and whether one is pending; the recorded H100, which remaps rows
+// instead, reports none (its golden files have no such series).
+func TestRetiredPages(t *testing.T) {
+	f := fixture(t, "h100-nvml_idle.json")
+	if out := exportertest.Exposition(t, New(gputest.NewServer(f, 1), quiet(), Options{})); strings.Contains(out, "selfheal_gpu_retired_pages") {
+		t.Fatalf("the H100 (page retirement not supported) has retired-page series:\n%s", out)
+	}
+	f.Devices[0].RetiredPages = &gputest.RetiredPages{SingleBit: 2, DoubleBit: 1, Pending: true}
+	out := exportertest.Exposition(t, New(gputest.NewServer(f, 1), quiet(), Options{}))
+	uuid := f.Devices[0].UUID
+	for _, want := range []string{
+		`selfheal_gpu_retired_pages{cause="single_bit_ecc",gpu="0",uuid="` + uuid + `"} 2`,
+		`selfheal_gpu_retired_pages{cause="double_bit_ecc",gpu="0",uuid="` + uuid + `"} 1`,
+		`selfheal_gpu_retired_pages_pending{gpu="0",uuid="` + uuid + `"} 1`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("no %s in:\n%s", want, out)
+		}
+	}
+}
+
 // TestProcessesByContainer: a GPU's processes and their memory are
 // reported by the container each runs in, the host's own under "".
 func TestProcessesByContainer(t *testing.T) {

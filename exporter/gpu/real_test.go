@@ -42,7 +42,8 @@ func TestRealGPU(t *testing.T) {
 // smiFields are the nvidia-smi --query-gpu fields compared, in order.
 var smiFields = []string{"index", "uuid", "name", "driver_version", "pci.bus_id", "temperature.gpu", "utilization.gpu",
 	"memory.total", "memory.used", "power.draw", "power.limit", "clocks.sm", "pstate", "fan.speed",
-	"ecc.errors.corrected.volatile.total", "ecc.errors.uncorrected.volatile.total", "clocks_event_reasons.active", "temperature.memory"}
+	"ecc.errors.corrected.volatile.total", "ecc.errors.uncorrected.volatile.total", "clocks_event_reasons.active", "temperature.memory",
+	"retired_pages.single_bit_ecc.count", "retired_pages.double_bit.count"}
 
 // gather runs one scrape and indexes the values by GPU, then by metric
 // name and extra label ("selfheal_gpu_ecc_errors_total/corrected").
@@ -146,6 +147,8 @@ func checkAgainstSMI(t reporter, fields []string, rows [][]string, values map[st
 			{"clocks.sm", "selfheal_gpu_sm_clock_hertz", 1e6, 500e6},
 			{"ecc.errors.corrected.volatile.total", "selfheal_gpu_ecc_errors_total/corrected", 1, 0},
 			{"ecc.errors.uncorrected.volatile.total", "selfheal_gpu_ecc_errors_total/uncorrected", 1, 0},
+			{"retired_pages.single_bit_ecc.count", "selfheal_gpu_retired_pages/single_bit_ecc", 1, 0},
+			{"retired_pages.double_bit.count", "selfheal_gpu_retired_pages/double_bit_ecc", 1, 0},
 		} {
 			want, ok := num(cmp.field)
 			v, have := got[cmp.metric]
@@ -190,7 +193,7 @@ func TestSMIComparisonOnFixture(t *testing.T) {
 	}
 	f.Devices[0].MemoryTempC = 40 // nvidia-smi -q on that H100; the recorded NVML readings lack it
 	values, info := gather(t, New(gputest.NewServer(f, 1), quiet(), Options{}))
-	row := strings.Split("0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 580.159.04, 00000000:00:06.0, 37, 0, 81559, 0, 71.67, 700.00, 345, P0, [N/A], 0, 0, 0x0000000000000001, 40", ",")
+	row := strings.Split("0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 580.159.04, 00000000:00:06.0, 37, 0, 81559, 0, 71.67, 700.00, 345, P0, [N/A], 0, 0, 0x0000000000000001, 40, [N/A], [N/A]", ",")
 	checkAgainstSMI(t, smiFields, [][]string{row}, values, info)
 
 	// And it does catch a wrong value.

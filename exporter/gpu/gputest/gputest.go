@@ -63,6 +63,17 @@ type Reading struct {
 	// (nvml.FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL); none: a GPU without NVLink,
 	// as the recorded H100 (PCIe) is.
 	NVLinkErrors map[uint32]uint64 `json:"-"`
+	// RetiredPages, when set, are the pages retired for multiple
+	// single-bit and for double-bit ECC errors, and whether one is pending,
+	// as a GPU before Ampere reports them; unset, page retirement is not
+	// supported, as on the recorded H100 (N/A in nvidia-smi -q).
+	RetiredPages *RetiredPages `json:"-"`
+}
+
+// RetiredPages are a pre-Ampere GPU's retired pages.
+type RetiredPages struct {
+	SingleBit, DoubleBit int
+	Pending              bool
 }
 
 // Fixture is a whole fixture file.
@@ -302,6 +313,25 @@ func (s *Server) configure(d *server.Device, i int, r Reading) {
 	}
 	d.RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return ok }
 	d.GetPcieReplayCounterFunc = func() (int, nvml.Return) { return r.PcieReplayCounter, ok }
+	d.GetRetiredPagesFunc = func(c nvml.PageRetirementCause) ([]uint64, nvml.Return) {
+		if r.RetiredPages == nil {
+			return nil, nvml.ERROR_NOT_SUPPORTED
+		}
+		n := r.RetiredPages.SingleBit
+		if c == nvml.PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR {
+			n = r.RetiredPages.DoubleBit
+		}
+		return make([]uint64, n), ok
+	}
+	d.GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) {
+		switch {
+		case r.RetiredPages == nil:
+			return 0, nvml.ERROR_NOT_SUPPORTED
+		case r.RetiredPages.Pending:
+			return nvml.FEATURE_ENABLED, ok
+		}
+		return nvml.FEATURE_DISABLED, ok
+	}
 	d.GetFieldValuesFunc = func(v []nvml.FieldValue) nvml.Return {
 		for i := range v {
 			v[i].NvmlReturn = uint32(nvml.ERROR_NOT_SUPPORTED)
