@@ -60,6 +60,7 @@ type Device interface {
 	GetMemoryInfo_v2() (nvml.Memory_v2, nvml.Return)
 	GetTemperature(nvml.TemperatureSensors) (uint32, nvml.Return)
 	GetTemperatureThreshold(nvml.TemperatureThresholds) (uint32, nvml.Return)
+	GetMarginTemperature() (nvml.MarginTemperature, nvml.Return)
 	GetPowerUsage() (uint32, nvml.Return)
 	GetEnforcedPowerLimit() (uint32, nvml.Return)
 	GetTotalEnergyConsumption() (uint64, nvml.Return)
@@ -712,6 +713,12 @@ func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver 
 			note("temperature threshold "+th.name, err)
 		}
 	}
+	// The margin is NVML's since driver 525: an older one lacks the call.
+	if m, r := dev.GetMarginTemperature(); r == nvml.SUCCESS {
+		gauge(c.d.tempMargin, float64(m.MarginTemperature))
+	} else if r != nvml.ERROR_NOT_SUPPORTED && r != nvml.ERROR_FUNCTION_NOT_FOUND {
+		note("temperature margin", r)
+	}
 	if p, ok, err := read(dev.GetPowerUsage()); ok {
 		gauge(c.d.power, float64(p)/1000)
 	} else {
@@ -828,7 +835,7 @@ func cString(b []int8) string {
 type descs struct {
 	up, info, util, memUtil, memUsed, memTotal, memReserved, temp, tempThreshold, power, powerLimit,
 	energy, smClock, clockEvent, ecc, remapped, remapPending, remapFailed, pstate, procs, fan, xid *prometheus.Desc
-	devices, pcieReplay, containerProcs, containerMemory, memTemp, nvlinkErrors, retiredPages, retiredPending *prometheus.Desc
+	devices, pcieReplay, containerProcs, containerMemory, memTemp, nvlinkErrors, retiredPages, retiredPending, tempMargin *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -837,15 +844,17 @@ func newDescs() descs {
 		return prometheus.NewDesc(name, help, append(append([]string{}, l...), extra...), nil)
 	}
 	return descs{
-		up:            d("selfheal_gpu_up", "Whether the GPU answered NVML within the scrape's timeout (1), or did not, is still answering an earlier scrape, or is lost (0)."),
-		info:          d("selfheal_gpu_info", "GPU identity; always 1.", "name", "driver_version", "pci_bus_id"),
-		util:          d("selfheal_gpu_utilization_ratio", "Fraction of the last sample period in which a kernel ran on the GPU."),
-		memUtil:       d("selfheal_gpu_memory_utilization_ratio", "Fraction of the last sample period in which device memory was read or written."),
-		memUsed:       d("selfheal_gpu_memory_used_bytes", "Device memory allocated by processes."),
-		memTotal:      d("selfheal_gpu_memory_total_bytes", "Device memory in all."),
-		memReserved:   d("selfheal_gpu_memory_reserved_bytes", "Device memory reserved by the driver and firmware."),
-		temp:          d("selfheal_gpu_temperature_celsius", "GPU core temperature."),
-		memTemp:       d("selfheal_gpu_memory_temperature_celsius", "Device memory (HBM) temperature; absent where NVML gives none."),
+		up:          d("selfheal_gpu_up", "Whether the GPU answered NVML within the scrape's timeout (1), or did not, is still answering an earlier scrape, or is lost (0)."),
+		info:        d("selfheal_gpu_info", "GPU identity; always 1.", "name", "driver_version", "pci_bus_id"),
+		util:        d("selfheal_gpu_utilization_ratio", "Fraction of the last sample period in which a kernel ran on the GPU."),
+		memUtil:     d("selfheal_gpu_memory_utilization_ratio", "Fraction of the last sample period in which device memory was read or written."),
+		memUsed:     d("selfheal_gpu_memory_used_bytes", "Device memory allocated by processes."),
+		memTotal:    d("selfheal_gpu_memory_total_bytes", "Device memory in all."),
+		memReserved: d("selfheal_gpu_memory_reserved_bytes", "Device memory reserved by the driver and firmware."),
+		temp:        d("selfheal_gpu_temperature_celsius", "GPU core temperature."),
+		memTemp:     d("selfheal_gpu_memory_temperature_celsius", "Device memory (HBM) temperature; absent where NVML gives none."),
+		tempMargin: d("selfheal_gpu_temperature_margin_celsius",
+			"How far the GPU is below the temperature at which the driver starts to slow it (nvidia-smi's T.Limit); negative above it. Absent where NVML gives none."),
 		tempThreshold: d("selfheal_gpu_temperature_threshold_celsius", "Temperature at which the GPU slows down, shuts down, or reaches its maximum.", "threshold"),
 		power:         d("selfheal_gpu_power_watts", "Power drawn by the board."),
 		powerLimit:    d("selfheal_gpu_power_limit_watts", "Power limit the driver enforces now."),

@@ -443,18 +443,22 @@ func waitScrape(t *testing.T, c *Collector, want string) string {
 }
 
 // TestSignalsNotInTheRecordings: signals the recorded H100 readings
-// lack. The PCIe replay counter and the memory temperature (a field
-// value) at what nvidia-smi -q gave on that H100 (1 replay, 40 C); the
+// lack. The PCIe replay counter, the memory temperature (a field value)
+// and the thermal margin at what nvidia-smi -q gave on that H100 (1
+// replay, 40 C, T.Limit 50 C); the
 // NVLink error totals (field values) of a GPU with NVLink, which that
 // H100, a PCIe card, is not.
 func TestSignalsNotInTheRecordings(t *testing.T) {
 	f := fixture(t, "h100-nvml_idle.json")
 	f.Devices[0].PcieReplayCounter, f.Devices[0].MemoryTempC = 1, 40
+	margin := int32(50)
+	f.Devices[0].MarginC = &margin
 	f.Devices[0].NVLinkErrors = map[uint32]uint64{nvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL: 3, nvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL: 1}
 	out := exportertest.Exposition(t, New(gputest.NewServer(f, 1), quiet(), Options{}))
 	labels := `{gpu="0",uuid="` + f.Devices[0].UUID + `"}`
 	gpu0 := `gpu="0",type="%s",uuid="` + f.Devices[0].UUID + `"`
 	for _, want := range []string{"selfheal_gpu_pcie_replay_total" + labels + " 1", "selfheal_gpu_memory_temperature_celsius" + labels + " 40",
+		"selfheal_gpu_temperature_margin_celsius" + labels + " 50",
 		"selfheal_gpu_nvlink_errors_total{" + fmt.Sprintf(gpu0, "crc_flit") + "} 3", "selfheal_gpu_nvlink_errors_total{" + fmt.Sprintf(gpu0, "recovery") + "} 1"} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("no %s in:\n%s", want, out)

@@ -43,7 +43,7 @@ func TestRealGPU(t *testing.T) {
 var smiFields = []string{"index", "uuid", "name", "driver_version", "pci.bus_id", "temperature.gpu", "utilization.gpu",
 	"memory.total", "memory.used", "power.draw", "power.limit", "clocks.sm", "pstate", "fan.speed",
 	"ecc.errors.corrected.volatile.total", "ecc.errors.uncorrected.volatile.total", "clocks_event_reasons.active", "temperature.memory",
-	"retired_pages.single_bit_ecc.count", "retired_pages.double_bit.count"}
+	"retired_pages.single_bit_ecc.count", "retired_pages.double_bit.count", "temperature.gpu.tlimit"}
 
 // gather runs one scrape and indexes the values by GPU, then by metric
 // name and extra label ("selfheal_gpu_ecc_errors_total/corrected").
@@ -139,6 +139,7 @@ func checkAgainstSMI(t reporter, fields []string, rows [][]string, values map[st
 		}{
 			{"temperature.gpu", "selfheal_gpu_temperature_celsius", 1, 3},
 			{"temperature.memory", "selfheal_gpu_memory_temperature_celsius", 1, 3},
+			{"temperature.gpu.tlimit", "selfheal_gpu_temperature_margin_celsius", 1, 3},
 			{"utilization.gpu", "selfheal_gpu_utilization_ratio", 0.01, 0.3},
 			{"memory.total", "selfheal_gpu_memory_total_bytes", 1 << 20, 1 << 20},
 			{"memory.used", "selfheal_gpu_memory_used_bytes", 1 << 20, 512 << 20},
@@ -192,8 +193,10 @@ func TestSMIComparisonOnFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Devices[0].MemoryTempC = 40 // nvidia-smi -q on that H100; the recorded NVML readings lack it
+	margin := int32(50)           // and its T.Limit
+	f.Devices[0].MarginC = &margin
 	values, info := gather(t, New(gputest.NewServer(f, 1), quiet(), Options{}))
-	row := strings.Split("0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 580.159.04, 00000000:00:06.0, 37, 0, 81559, 0, 71.67, 700.00, 345, P0, [N/A], 0, 0, 0x0000000000000001, 40, [N/A], [N/A]", ",")
+	row := strings.Split("0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 580.159.04, 00000000:00:06.0, 37, 0, 81559, 0, 71.67, 700.00, 345, P0, [N/A], 0, 0, 0x0000000000000001, 40, [N/A], [N/A], 50", ",")
 	checkAgainstSMI(t, smiFields, [][]string{row}, values, info)
 
 	// And it does catch a wrong value.

@@ -68,6 +68,10 @@ type Reading struct {
 	// as a GPU before Ampere reports them; unset, page retirement is not
 	// supported, as on the recorded H100 (N/A in nvidia-smi -q).
 	RetiredPages *RetiredPages `json:"-"`
+	// MarginC, when set, is the thermal margin NVML reports (nvidia-smi's
+	// T.Limit: 50 C on the recorded H100 at idle, in its nvidia-smi -q);
+	// unset, not supported.
+	MarginC *int32 `json:"-"`
 }
 
 // RetiredPages are a pre-Ampere GPU's retired pages.
@@ -231,6 +235,12 @@ func (s *Server) configure(d *server.Device, i int, r Reading) {
 			return r.ThresholdMemMax, ok
 		}
 		return 0, nvml.ERROR_NOT_SUPPORTED
+	}
+	d.GetMarginTemperatureFunc = func() (nvml.MarginTemperature, nvml.Return) {
+		if r.MarginC == nil {
+			return nvml.MarginTemperature{}, nvml.ERROR_NOT_SUPPORTED
+		}
+		return nvml.MarginTemperature{MarginTemperature: *r.MarginC}, ok
 	}
 	d.GetPowerUsageFunc = func() (uint32, nvml.Return) { return r.PowerMW, ok }
 	d.GetEnforcedPowerLimitFunc = func() (uint32, nvml.Return) {
