@@ -60,6 +60,10 @@ func (p *GPURecoverParams) Problems() []string {
 	return append(probs, dependentsProblems(p.Dependents)...)
 }
 
+// holderStartSlack is what starting a holder may take beyond its
+// verification.
+const holderStartSlack = 30 * time.Second
+
 // GPUHolders is what the GPU ladder needs from Docker: the holders mapped
 // and permitted as the session reset's, stopped and started apart.
 type GPUHolders interface {
@@ -198,16 +202,25 @@ func (a GPURecover) Execute(ctx context.Context, req action.Request) (action.Res
 		err = l.do("check the GPU answers", func() (map[string]any, error) { return nil, a.answers(ctx, uuid, p.Settle.D()) })
 	}
 	if persistent { // turned off: on again, whatever the reset did
+		// Recorded, not a failure of the ladder: the GPU works without it,
+		// and a reboot (the escalation) is no answer to a mode left off.
+		// Like the holders' start, done even when the action's time is up.
 		if perr := l.do("turn persistence mode on again", func() (map[string]any, error) {
-			return a.run(ctx, p.PersistenceCommand, withMode(data, 1))
-		}); err == nil {
-			err = perr
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), holderStartSlack)
+			defer cancel()
+			return a.run(rctx, p.PersistenceCommand, withMode(data, 1))
+		}); perr != nil {
+			res.Details["warning"] = "persistence mode is still off: " + perr.Error()
 		}
 	}
 	touched, startErr := a.startHolders(ctx, l, stopped, role, req.Verify, p.Dependents)
 	res.Touched, res.Details["steps"] = touched, l.steps
 	if err != nil {
-		return res, fmt.Errorf("GPU %s (%s) recovery: %w; its holders were started again", req.Target, uuid, errors.Join(err, startErr))
+		again := ""
+		if len(stopped) > 0 {
+			again = "; its holders were started again"
+		}
+		return res, fmt.Errorf("GPU %s (%s) recovery: %w%s", req.Target, uuid, errors.Join(err, startErr), again)
 	}
 	if startErr != nil {
 		return res, fmt.Errorf("GPU %s (%s) was reset, but its holders did not come back: %w", req.Target, uuid, startErr)
@@ -243,10 +256,14 @@ func (a GPURecover) startHolders(ctx context.Context, l *ladder, stopped []strin
 		var errs []error
 		for _, n := range stopped {
 			t := action.Touched{Target: n, Action: "stop_start", Role: role, Started: time.Now()}
-			since, err := a.Containers.Start(ctx, n)
+			// A holder this ladder stopped is started even when the action's
+			// own time is up: left stopped, it would stay down.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.Timeout+v.StableFor+holderStartSlack)
+			since, err := a.Containers.Start(sctx, n)
 			if err == nil {
-				err = a.Containers.Verify(ctx, n, since, verification(v))
+				err = a.Containers.Verify(sctx, n, since, verification(v))
 			}
+			cancel()
 			t.Ended, t.Err = time.Now(), err
 			touched = append(touched, t)
 			if err != nil {

@@ -161,11 +161,47 @@ func TestGPURecoverFailedResetStartsHoldersAgain(t *testing.T) {
 	if !strings.HasSuffix(stand.commands(), "-pm 1") {
 		t.Errorf("ran %q: persistence mode not turned on again", stand.commands())
 	}
+	if res.Details["warning"] != nil {
+		t.Errorf("warning %v", res.Details["warning"])
+	}
 	if !dockertest.State(t, holder).Running {
 		t.Error("the holder was left stopped")
 	}
 	if got := stepNames(res); !strings.Contains(got, "reset (failed") || strings.Contains(got, "check the GPU answers") {
 		t.Errorf("steps %q", got)
+	}
+}
+
+// TestGPURecoverStartsHoldersPastItsTime: a reset that hangs until the
+// action's time is up still has the holders started again; persistence
+// mode that cannot be turned on again is a warning, not a failure.
+func TestGPURecoverStartsHoldersPastItsTime(t *testing.T) {
+	t.Parallel()
+	c, label := fleet(t)
+	holder := dockertest.Run(t, dockertest.Spec{Labels: label})
+	_, gpus := ladderGPUs(t, dockertest.State(t, holder).Pid, nil)
+	run := func(ctx context.Context, args []string) ([]byte, error) {
+		switch strings.Join(args, " ") {
+		case "nvidia-smi --gpu-reset -i " + gpu1:
+			<-ctx.Done() // hangs past the action's timeout
+			return nil, ctx.Err()
+		case "nvidia-smi -i " + gpu1 + " -pm 1":
+			return []byte("Unable to set persistence mode"), errors.New("exit status 3")
+		}
+		return nil, nil
+	}
+	a := GPURecover{GPUs: gpus, Containers: c, ProcPath: "/proc", Run: run, Poll: 20 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, err := a.Execute(ctx, action.Request{Target: "1", Verify: quickVerify})
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Fatalf("Execute = %v, want the reset's timeout", err)
+	}
+	if !dockertest.State(t, holder).Running {
+		t.Fatal("the holder was left stopped once the action's time was up")
+	}
+	if w, _ := res.Details["warning"].(string); !strings.Contains(w, "persistence mode is still off") {
+		t.Errorf("warning %q", w)
 	}
 }
 
