@@ -463,6 +463,15 @@ var nvlinkErrors = []struct {
 	{nvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL, "recovery"},
 }
 
+// retirementCauses are the causes a retired page is counted by.
+var retirementCauses = []struct {
+	c    nvml.PageRetirementCause
+	name string
+}{
+	{nvml.PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, "single_bit_ecc"},
+	{nvml.PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, "double_bit_ecc"},
+}
+
 // fields are the NVML field values a scrape reads, in one call: the
 // memory's temperature (NVML gives it only as a field) and nvlinkErrors.
 var fields = func() []uint32 {
@@ -779,10 +788,7 @@ func (c *Collector) updateDevice(emit func(prometheus.Metric), d device, driver 
 	}
 	// Page retirement is pre-Ampere's answer to bad memory (an A100 or an
 	// H100 remaps rows instead, and answers "not supported").
-	for _, cause := range []struct {
-		c    nvml.PageRetirementCause
-		name string
-	}{{nvml.PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, "single_bit_ecc"}, {nvml.PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, "double_bit_ecc"}} {
+	for _, cause := range retirementCauses {
 		if pages, ok, err := read(dev.GetRetiredPages(cause.c)); ok {
 			gauge(c.d.retiredPages, float64(len(pages)), cause.name)
 		} else {

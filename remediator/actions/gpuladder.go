@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -346,10 +347,7 @@ func (a GPURecover) run(ctx context.Context, command []string, data map[string]a
 }
 
 func withMode(data map[string]any, mode int) map[string]any {
-	m := make(map[string]any, len(data)+1)
-	for k, v := range data {
-		m[k] = v
-	}
+	m := maps.Clone(data)
 	m["Mode"] = mode
 	return m
 }
@@ -363,9 +361,7 @@ func (l *ladder) do(name string, step func() (map[string]any, error)) error {
 	start := time.Now()
 	rec, err := step()
 	s := map[string]any{"step": name, "seconds": time.Since(start).Seconds()}
-	for k, v := range rec {
-		s[k] = v
-	}
+	maps.Copy(s, rec)
 	if err != nil {
 		s["error"] = err.Error()
 	}

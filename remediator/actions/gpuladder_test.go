@@ -66,6 +66,16 @@ func ladderGPUs(t *testing.T, pid int, change func(*gputest.Reading)) (*gputest.
 	return s, gpuctl.New(s)
 }
 
+// ladderWithOneHolder is the ladder over the mock, GPU 1 held by an
+// opted-in container (returned, with the mock), running no command yet.
+func ladderWithOneHolder(t *testing.T, change func(*gputest.Reading)) (string, *gputest.Server, GPURecover) {
+	t.Helper()
+	c, label := fleet(t)
+	holder := dockertest.Run(t, dockertest.Spec{Labels: label})
+	s, gpus := ladderGPUs(t, dockertest.State(t, holder).Pid, change)
+	return holder, s, GPURecover{GPUs: gpus, Containers: c, ProcPath: "/proc", Poll: 20 * time.Millisecond}
+}
+
 func stepNames(res action.Result) string {
 	steps, _ := res.Details["steps"].([]map[string]any)
 	var names []string
@@ -149,11 +159,9 @@ func TestGPURecoverLadder(t *testing.T) {
 // was found: holders running again, persistence mode on again.
 func TestGPURecoverFailedResetStartsHoldersAgain(t *testing.T) {
 	t.Parallel()
-	c, label := fleet(t)
-	holder := dockertest.Run(t, dockertest.Spec{Labels: label})
-	_, gpus := ladderGPUs(t, dockertest.State(t, holder).Pid, nil)
+	holder, _, a := ladderWithOneHolder(t, nil)
 	stand := &standIn{fail: "--gpu-reset"}
-	a := GPURecover{GPUs: gpus, Containers: c, ProcPath: "/proc", Run: stand.run, Poll: 20 * time.Millisecond}
+	a.Run = stand.run
 	res, err := a.Execute(context.Background(), action.Request{Target: "1", Verify: quickVerify})
 	if err == nil || !strings.Contains(err.Error(), "In use by another client") || !strings.Contains(err.Error(), "its holders were started again") {
 		t.Fatalf("Execute = %v, want the reset's failure", err)
@@ -177,10 +185,8 @@ func TestGPURecoverFailedResetStartsHoldersAgain(t *testing.T) {
 // mode that cannot be turned on again is a warning, not a failure.
 func TestGPURecoverStartsHoldersPastItsTime(t *testing.T) {
 	t.Parallel()
-	c, label := fleet(t)
-	holder := dockertest.Run(t, dockertest.Spec{Labels: label})
-	_, gpus := ladderGPUs(t, dockertest.State(t, holder).Pid, nil)
-	run := func(ctx context.Context, args []string) ([]byte, error) {
+	holder, _, a := ladderWithOneHolder(t, nil)
+	a.Run = func(ctx context.Context, args []string) ([]byte, error) {
 		switch strings.Join(args, " ") {
 		case "nvidia-smi --gpu-reset -i " + gpu1:
 			<-ctx.Done() // hangs past the action's timeout
@@ -190,7 +196,6 @@ func TestGPURecoverStartsHoldersPastItsTime(t *testing.T) {
 		}
 		return nil, nil
 	}
-	a := GPURecover{GPUs: gpus, Containers: c, ProcPath: "/proc", Run: run, Poll: 20 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	res, err := a.Execute(ctx, action.Request{Target: "1", Verify: quickVerify})
@@ -209,15 +214,13 @@ func TestGPURecoverStartsHoldersPastItsTime(t *testing.T) {
 // temperature after its reset fails the ladder.
 func TestGPURecoverChecksTheGPUAnswers(t *testing.T) {
 	t.Parallel()
-	c, label := fleet(t)
-	holder := dockertest.Run(t, dockertest.Spec{Labels: label})
-	s, gpus := ladderGPUs(t, dockertest.State(t, holder).Pid, func(r *gputest.Reading) { r.PersistenceMode = 0 })
+	holder, s, a := ladderWithOneHolder(t, func(r *gputest.Reading) { r.PersistenceMode = 0 })
 	stand := &standIn{during: func(args []string) {
 		if strings.Contains(strings.Join(args, " "), "--gpu-reset") {
 			s.Device(1).GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return 0, nvml.ERROR_GPU_IS_LOST }
 		}
 	}}
-	a := GPURecover{GPUs: gpus, Containers: c, ProcPath: "/proc", Run: stand.run, Poll: 20 * time.Millisecond}
+	a.Run = stand.run
 	p := newGPURecoverParams().(*GPURecoverParams)
 	p.Settle = action.Duration(300 * time.Millisecond)
 	_, err := a.Execute(context.Background(), action.Request{Target: "1", Params: p, Verify: quickVerify})
