@@ -275,7 +275,7 @@ func (c *Client) Verify(ctx context.Context, name string, since time.Time, v Ver
 		st := info.State
 		up, why := judge(st, since)
 		if up {
-			return c.stable(ctx, name, info, v.StableFor)
+			return c.stable(ctx, name, info, v.StableFor, max(poll, stableCheck))
 		}
 		if why != "" && strings.HasPrefix(why, "exited") {
 			return fmt.Errorf("verify %s: %s", name, why)
@@ -310,27 +310,42 @@ func judge(st *container.State, since time.Time) (bool, string) {
 	return true, ""
 }
 
-// stable checks that the same run of the container is still up after d.
-func (c *Client) stable(ctx context.Context, name string, first container.InspectResponse, d time.Duration) error {
+// stableCheck is how often the stable_for window looks at the container
+// again (or Verification.Poll, if longer).
+const stableCheck = 250 * time.Millisecond
+
+// stable checks that the same run of the container stays up for d. It
+// looks again every check through the window, so a run that dies or
+// restarts inside it fails then, not when the window ends: a container that
+// crashes a second after each start takes the remediation to its next step
+// in about a second, whatever stable_for is.
+func (c *Client) stable(ctx context.Context, name string, first container.InspectResponse, d, check time.Duration) error {
 	if d <= 0 {
 		return nil
 	}
-	select {
-	case <-ctx.Done():
-		return fmt.Errorf("verify %s: %w", name, ctx.Err())
-	case <-time.After(d):
+	end := time.Now().Add(d)
+	for {
+		if wait := min(check, time.Until(end)); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("verify %s: %w", name, ctx.Err())
+			case <-time.After(wait):
+			}
+		}
+		info, err := c.containerInspect(ctx, name)
+		if err != nil {
+			return fmt.Errorf("verify %s: %w", name, err)
+		}
+		if info.State == nil || info.State.StartedAt != first.State.StartedAt {
+			return fmt.Errorf("verify %s: restarted within %s of coming up", name, d)
+		}
+		if up, why := judge(info.State, time.Time{}); !up {
+			return fmt.Errorf("verify %s: did not stay up for %s: %s (exit code %d)", name, d, why, info.State.ExitCode)
+		}
+		if !time.Now().Before(end) {
+			return nil
+		}
 	}
-	info, err := c.containerInspect(ctx, name)
-	if err != nil {
-		return fmt.Errorf("verify %s: %w", name, err)
-	}
-	if info.State == nil || info.State.StartedAt != first.State.StartedAt {
-		return fmt.Errorf("verify %s: restarted within %s of coming up", name, d)
-	}
-	if up, why := judge(info.State, time.Time{}); !up {
-		return fmt.Errorf("verify %s: did not stay up for %s: %s (exit code %d)", name, d, why, info.State.ExitCode)
-	}
-	return nil
 }
 
 // Running reports the container's current run: whether it is up (running,

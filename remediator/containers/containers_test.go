@@ -133,6 +133,27 @@ func TestVerifyFailsFastWhenContainerDiesAfterStart(t *testing.T) {
 	}
 }
 
+// A run that dies inside stable_for fails when it dies, not when the
+// window ends.
+func TestVerifyFailsWhenTheRunDiesInsideStableFor(t *testing.T) {
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=1s", "-exit-code=4"}})
+	c := newClient(t)
+	ctx := context.Background()
+	since, err := c.Restart(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = c.Verify(ctx, name, since, containers.Verification{Timeout: 20 * time.Second, StableFor: 30 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "did not stay up for 30s") || !strings.Contains(err.Error(), "exit code 4") {
+		t.Fatalf("Verify = %v; want the run's death inside stable_for, with its exit code", err)
+	}
+	if took := time.Since(start); took >= 30*time.Second {
+		t.Errorf("took %s: the window was waited out, though the run died a second in", took)
+	}
+}
+
 func TestVerifyWaitsForHealth(t *testing.T) {
 	t.Parallel()
 	healthy := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-healthy-after=1s"}, Health: 200 * time.Millisecond})
