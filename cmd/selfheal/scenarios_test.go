@@ -262,6 +262,7 @@ func TestScenarioDatabaseLost(t *testing.T) {
 // critical-events threshold, which reboots once when reboots are enabled,
 // and is refused when they are not.
 func TestScenarioThreeCriticalEvents(t *testing.T) {
+	t.Parallel()
 	for _, enabled := range []bool{false, true} {
 		t.Run(map[bool]string{false: "reboot disabled", true: "reboot enabled"}[enabled], func(t *testing.T) {
 			t.Parallel()
