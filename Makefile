@@ -61,10 +61,12 @@ scenarios: deps
 # it would mostly slow them down).
 RACE_PKGS = ./remediator/engine/ ./remediator/policy/ ./remediator/action/ ./remediator/optin/ ./exporter/system/ ./exporter/gpu/ ./migrations/
 # Of the store's, the test of what the engine does from two goroutines at
-# once (renewing a lease while the outcome is recorded).
+# once (renewing a lease while the outcome is recorded); of the webhook's,
+# the group commit's.
 test-race:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 	$(GO) test -race -count=1 -run 'TestRenewWhileFinishing' ./remediator/store/
+	$(GO) test -race -count=1 -run 'Commit|Deliveries|Delivery|Unstorable' ./remediator/webhook/
 
 # On a machine with an NVIDIA GPU: the gpu collector against the real
 # driver, read-only, checked against nvidia-smi.

@@ -233,6 +233,7 @@ func BenchmarkWebhookAccept(b *testing.B) {
 			load("warm", 2*rate)
 			total := rate * seconds
 			before := handlerOver5ms(b, url)
+			profileDaemon(b, url)
 			start := time.Now()
 			lat, failed := load("m", total)
 			elapsed := time.Since(start)

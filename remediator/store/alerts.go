@@ -35,9 +35,9 @@ import (
 const ingestSQL = `
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[],
-                         $8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[])
+                         $8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[], $15::int[])
         WITH ORDINALITY AS a(fingerprint, starts_at, alertname, status, labels, annotations, generator_url,
-                             remediation, ends_at, critical, not_here, node, i)
+                             remediation, ends_at, critical, not_here, node, delivery, i)
 ), occ AS (
     INSERT INTO alert_occurrences AS o
         (fingerprint, starts_at, alertname, status, labels, annotations, generator_url,
@@ -63,7 +63,7 @@ WITH input AS (
               (o.resolved_at = now()) AS just_resolved
 ), alert AS (
     -- Each occurrence with what its delivery said of it.
-    SELECT occ.*, a.alertname, a.labels, a.critical, a.not_here, a.node AS node_label, a.i
+    SELECT occ.*, a.alertname, a.labels, a.critical, a.not_here, a.node AS node_label, a.delivery, a.i
     FROM occ JOIN input a ON a.fingerprint = occ.fingerprint AND a.starts_at = occ.starts_at
 ), resolved AS (
     SELECT array_agg(id) AS ids, array_agg(joined_occurrence_id) FILTER (WHERE joined_occurrence_id IS NOT NULL) AS joined
@@ -110,18 +110,22 @@ WITH input AS (
     ORDER BY a.i
     ON CONFLICT DO NOTHING
     RETURNING id, occurrence_id, node
-), waiting AS (
-    -- In a fleet ($14 > 0), a job for a node whose engine is stopped or
-    -- silent waits for it: say so once, when it is queued.
-    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
-    SELECT 'WARNING', 'node_silent', NULL, a.remediation, a.id,
-           CASE WHEN n.name IS NULL THEN format('node %s has never been heard from: the job for %s waits for its engine', a.node, a.alertname)
-                WHEN n.stopped_at IS NOT NULL THEN format('node %s''s engine stopped at %s: the job for %s waits for it', a.node, n.stopped_at, a.alertname)
-                ELSE format('node %s has been silent since %s: the job for %s waits for its engine', a.node, n.last_heartbeat, a.alertname) END,
-           jsonb_build_object('node', a.node, 'last_heartbeat', n.last_heartbeat, 'stopped_at', n.stopped_at), a.node
+), silent AS (
+    -- In a fleet ($14 > 0), the jobs queued for a node whose engine is
+    -- stopped or silent: they wait for it.
+    SELECT a.id, a.remediation, a.alertname, a.node, n.name, n.stopped_at, n.last_heartbeat
     FROM job JOIN alert a ON a.id = job.occurrence_id LEFT JOIN nodes n ON n.name = a.node
     WHERE $14 > 0 AND a.node IS NOT NULL
       AND (n.name IS NULL OR n.stopped_at IS NOT NULL OR n.last_heartbeat < now() - $14 * interval '1 second')
+), waiting AS (
+    -- Say so once, when the job is queued.
+    INSERT INTO self_healing_events (severity, event_type, service_name, remediation, occurrence_id, message, details, node)
+    SELECT 'WARNING', 'node_silent', NULL, s.remediation, s.id,
+           CASE WHEN s.name IS NULL THEN format('node %s has never been heard from: the job for %s waits for its engine', s.node, s.alertname)
+                WHEN s.stopped_at IS NOT NULL THEN format('node %s''s engine stopped at %s: the job for %s waits for it', s.node, s.stopped_at, s.alertname)
+                ELSE format('node %s has been silent since %s: the job for %s waits for its engine', s.node, s.last_heartbeat, s.alertname) END,
+           jsonb_build_object('node', s.node, 'last_heartbeat', s.last_heartbeat, 'stopped_at', s.stopped_at), s.node
+    FROM silent s
     RETURNING id
 ), cancelled AS (
     UPDATE remediation_jobs j
@@ -136,7 +140,7 @@ WITH input AS (
           -- the queue marks it interrupted instead.
           AND NOT EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = q.id)
         FOR NO KEY UPDATE OF q SKIP LOCKED)
-    RETURNING j.id
+    RETURNING j.occurrence_id
 ), targets AS (
     -- What each resolved occurrence's jobs acted on: a finished job names
     -- its target; one still acting is known by its action's row.
@@ -164,20 +168,42 @@ WITH input AS (
     WHERE a.just_resolved AND a.remediation IS NOT NULL
     RETURNING id
 )
-SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM cancelled),
-       (SELECT count(*) FROM cleared), (SELECT count(*) FROM resolved_event),
-       (SELECT count(*) FROM critical_event), (SELECT count(*) FROM not_here),
-       (SELECT count(*) FROM waiting), ARRAY(SELECT DISTINCT COALESCE(node, '') FROM job)`
+-- What each delivery changed. (Every data-modifying CTE above runs to its
+-- end whether or not this reads it.)
+SELECT a.delivery,
+       count(*) FILTER (WHERE k.kind = 'queued'),
+       count(*) FILTER (WHERE k.kind = 'cancelled'),
+       count(*) FILTER (WHERE k.kind = 'waiting'),
+       COALESCE(array_agg(DISTINCT COALESCE(k.node, '')) FILTER (WHERE k.kind = 'queued'), '{}')
+FROM (SELECT 'queued' AS kind, occurrence_id, node FROM job
+      UNION ALL SELECT 'cancelled', occurrence_id, NULL FROM cancelled
+      UNION ALL SELECT 'waiting', id, NULL FROM silent) k
+JOIN alert a ON a.id = k.occurrence_id
+GROUP BY a.delivery`
 
 // IngestAlerts persists every alert of one delivery in one statement, and
 // so one transaction. It is idempotent: delivering the same alerts again
 // changes only delivery counters. reopenAfter is how long after a finished
 // job a still-firing occurrence may get its next step. An alert repeated
-// within the delivery is stored once (resolved if either copy is), and the
-// alerts are written in the order of their keys, so that two deliveries
-// sharing alerts lock them in the same order and never deadlock.
+// within the delivery is stored once (resolved if either copy is).
 func (s *Store) IngestAlerts(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error) {
-	return s.ingest(ctx, s.pool, alerts, reopenAfter)
+	res, err := s.IngestDeliveries(ctx, [][]model.Alert{alerts}, reopenAfter)
+	if err != nil {
+		return model.IngestResult{}, err
+	}
+	return res[0], nil
+}
+
+// IngestDeliveries persists several deliveries in one statement and one
+// transaction — one commit, one flush of the WAL, for all of them — and
+// returns what each changed, in order. Each is stored as IngestAlerts
+// stores it. Deliveries should not share an alert (fingerprint and start):
+// one that several carry is stored once, as if it came once, and counted
+// for the first. The alerts are written in the order of their keys, so
+// that two statements sharing alerts lock them in the same order and never
+// deadlock.
+func (s *Store) IngestDeliveries(ctx context.Context, deliveries [][]model.Alert, reopenAfter time.Duration) ([]model.IngestResult, error) {
+	return s.ingest(ctx, s.pool, deliveries, reopenAfter)
 }
 
 // batcher is a pool or a transaction (as querier is, in store.go).
@@ -185,20 +211,34 @@ type batcher interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-func (s *Store) ingest(ctx context.Context, q batcher, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error) {
-	if len(alerts) == 0 {
-		return model.IngestResult{}, nil
+// delivered is an alert and the delivery it came in.
+type delivered struct {
+	model.Alert
+	delivery int
+}
+
+func (s *Store) ingest(ctx context.Context, q batcher, deliveries [][]model.Alert, reopenAfter time.Duration) ([]model.IngestResult, error) {
+	results := make([]model.IngestResult, len(deliveries))
+	var all []delivered
+	for d, alerts := range deliveries {
+		for _, a := range alerts {
+			all = append(all, delivered{a, d})
+		}
 	}
-	alerts = distinctAlerts(alerts)
-	n := len(alerts)
+	if len(all) == 0 {
+		return results, nil
+	}
+	all = distinctAlerts(all)
+	n := len(all)
 	var (
 		fingerprints, alertnames, statuses, urls = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		remediations, notHere, nodes             = make([]string, n), make([]string, n), make([]string, n)
 		startsAt, endsAt                         = make([]time.Time, n), make([]time.Time, n)
 		labels, annotations                      = make([]map[string]string, n), make([]map[string]string, n)
 		critical                                 = make([]bool, n)
+		index                                    = make([]int32, n)
 	)
-	for i, a := range alerts {
+	for i, a := range all {
 		fingerprints[i], startsAt[i], alertnames[i], statuses[i], urls[i] = a.Fingerprint, a.StartsAt, a.Alertname, a.Status, a.GeneratorURL
 		remediations[i], critical[i], notHere[i], nodes[i] = a.Remediation, a.Critical, a.NotHere, a.Node
 		labels[i], annotations[i] = a.Labels, a.Annotations
@@ -208,10 +248,8 @@ func (s *Store) ingest(ctx context.Context, q batcher, alerts []model.Alert, reo
 		if annotations[i] == nil {
 			annotations[i] = map[string]string{}
 		}
-		endsAt[i] = a.EndsAt
+		endsAt[i], index[i] = a.EndsAt, int32(a.delivery)
 	}
-	var res model.IngestResult
-	var cleared, resolved, criticals, notHereEvents int
 	// One round trip, one (implicit) transaction. The statement is big,
 	// and planning it anew for each delivery (as PostgreSQL does while a
 	// custom plan looks cheaper) cost several times its execution; its plan
@@ -220,13 +258,20 @@ func (s *Store) ingest(ctx context.Context, q batcher, alerts []model.Alert, reo
 	b := &pgx.Batch{}
 	b.Queue("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
 	b.Queue(ingestSQL, fingerprints, startsAt, alertnames, statuses, labels, annotations, urls,
-		remediations, endsAt, critical, notHere, nodes, reopenAfter, s.silentAfter.Seconds()).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&res.JobsQueued, &res.JobsCancelled, &cleared, &resolved, &criticals, &notHereEvents, &res.Waiting, &res.Nodes)
+		remediations, endsAt, critical, notHere, nodes, reopenAfter, s.silentAfter.Seconds(), index).Query(func(rows pgx.Rows) error {
+		var d int32
+		var r model.IngestResult
+		_, err := pgx.ForEachRow(rows, []any{&d, &r.JobsQueued, &r.JobsCancelled, &r.Waiting, &r.Nodes}, func() error {
+			results[d] = r
+			results[d].Nodes = slices.Clone(r.Nodes)
+			return nil
+		})
+		return err
 	})
 	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return model.IngestResult{}, fmt.Errorf("persist alerts: %w", err)
+		return nil, fmt.Errorf("persist alerts: %w", err)
 	}
-	return res, nil
+	return results, nil
 }
 
 // RaiseOwnAlert persists an alert selfheal raises itself (the
@@ -248,7 +293,10 @@ func (s *Store) RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.D
 		if a == nil {
 			return nil
 		}
-		res, err = s.ingest(ctx, tx, []model.Alert{*a}, reopenAfter)
+		all, err := s.ingest(ctx, tx, [][]model.Alert{{*a}}, reopenAfter)
+		if err == nil {
+			res = all[0]
+		}
 		return err
 	})
 	if err != nil {
@@ -257,11 +305,12 @@ func (s *Store) RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.D
 	return res, nil
 }
 
-// distinctAlerts sorts a delivery's alerts by their key (fingerprint,
-// start) and keeps one of each: the resolved copy when there is one.
-func distinctAlerts(alerts []model.Alert) []model.Alert {
+// distinctAlerts sorts alerts by their key (fingerprint, start) and keeps
+// one of each: the resolved copy when there is one, counted for the first
+// delivery that carried the alert.
+func distinctAlerts(alerts []delivered) []delivered {
 	sorted := slices.Clone(alerts)
-	slices.SortStableFunc(sorted, func(a, b model.Alert) int {
+	slices.SortStableFunc(sorted, func(a, b delivered) int {
 		if c := strings.Compare(a.Fingerprint, b.Fingerprint); c != 0 {
 			return c
 		}
@@ -271,7 +320,7 @@ func distinctAlerts(alerts []model.Alert) []model.Alert {
 	for _, a := range sorted {
 		if k := len(out) - 1; k >= 0 && out[k].Fingerprint == a.Fingerprint && out[k].StartsAt.Equal(a.StartsAt) {
 			if a.Status == "resolved" && out[k].Status != "resolved" {
-				out[k] = a
+				out[k].Alert = a.Alert
 			}
 			continue
 		}

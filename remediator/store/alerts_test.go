@@ -60,6 +60,48 @@ func TestIngestConcurrentDuplicatesQueueOneJob(t *testing.T) {
 	}
 }
 
+// Several deliveries stored in one statement each get what they changed:
+// their own jobs queued and cancelled, never another's.
+func TestIngestDeliveriesCountsEachApart(t *testing.T) {
+	t.Parallel()
+	s, conn := open(t)
+	ctx := context.Background()
+	other := func(fp, status, remediation string) model.Alert {
+		a := alert(status)
+		a.Fingerprint, a.Remediation = fp, remediation
+		a.Labels = map[string]string{"alertname": "ServiceDown", "service": fp}
+		return a
+	}
+	if _, err := s.IngestAlerts(ctx, []model.Alert{other("00000000000000c1", "firing", "service-down")}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.IngestDeliveries(ctx, [][]model.Alert{
+		{other("00000000000000a1", "firing", "service-down"), other("00000000000000a2", "firing", "service-down")},
+		{other("00000000000000b1", "firing", "")},
+		{},
+		{other("00000000000000c1", "resolved", "service-down")},
+	}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []model.IngestResult{{JobsQueued: 2, Nodes: []string{""}}, {}, {}, {JobsCancelled: 1}}
+	if len(res) != len(want) {
+		t.Fatalf("%d results for 4 deliveries", len(res))
+	}
+	for i := range want {
+		if res[i].JobsQueued != want[i].JobsQueued || res[i].JobsCancelled != want[i].JobsCancelled ||
+			len(res[i].Nodes) != len(want[i].Nodes) || res[i].Waiting != 0 {
+			t.Errorf("delivery %d: %+v, want %+v", i, res[i], want[i])
+		}
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences`); n != 4 {
+		t.Errorf("%d occurrences, want 4", n)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`); n != 2 {
+		t.Errorf("%d queued jobs, want 2", n)
+	}
+}
+
 func TestIngestUnmatchedAlertQueuesNothing(t *testing.T) {
 	t.Parallel()
 	s, conn := open(t)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,5 +251,53 @@ func TestBigGroupIsNeverA503(t *testing.T) {
 	}
 	if n := count(t, conn, `SELECT count(*) FROM alert_occurrences WHERE deliveries = 4`); n != 10000 {
 		t.Fatalf("%d alerts stored four times, want 10000", n)
+	}
+}
+
+// TestConcurrentDeliveriesAnswerForThemselves: forty deliveries at once,
+// stored in commits they share, are each answered with their own jobs
+// queued; the same alert delivered by several of them counts every
+// delivery, as if each had its own commit.
+func TestConcurrentDeliveriesAnswerForThemselves(t *testing.T) {
+	t.Parallel()
+	h, conn := realHandler(t)
+	const deliveries = 40
+	answers := make([]string, deliveries)
+	var wg sync.WaitGroup
+	for d := range deliveries {
+		wg.Go(func() {
+			// Delivery d carries d%4+1 alerts of its own, ServiceDown (a
+			// job each) when d is even, and one alert every delivery carries.
+			body := group(d%4+2, func(i int, a map[string]any) {
+				if i == 0 {
+					a["fingerprint"] = "00000000000000aa"
+					a["labels"] = map[string]string{"alertname": "Shared", "service": "shared"}
+					return
+				}
+				a["fingerprint"] = fmt.Sprintf("%08x%08x", d+1, i)
+				if d%2 == 1 {
+					a["labels"].(map[string]string)["alertname"] = "Other"
+				}
+			})
+			w := post(h, body, bearer("tok"))
+			answers[d] = fmt.Sprintf("%d %s", w.Code, strings.TrimSpace(w.Body.String()))
+		})
+	}
+	wg.Wait()
+	for d, got := range answers {
+		queued := 0
+		if d%2 == 0 {
+			queued = d%4 + 1
+		}
+		want := fmt.Sprintf(`200 {"status":"success","alerts":%d,"jobsQueued":%d,"jobsCancelled":0}`, d%4+2, queued)
+		if got != want {
+			t.Errorf("delivery %d answered %s, want %s", d, got, want)
+		}
+	}
+	if n := count(t, conn, `SELECT deliveries FROM alert_occurrences WHERE fingerprint = '00000000000000aa'`); n != deliveries {
+		t.Errorf("the shared alert counts %d deliveries, want %d", n, deliveries)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM remediation_jobs`); n != 10*1+10*3 {
+		t.Errorf("%d jobs, want 40: one or three for each even delivery", n)
 	}
 }

@@ -26,10 +26,10 @@ import (
 	"github.com/selfheal/selfheal/remediator/store"
 )
 
-// Ingester persists alerts and records the ones it rejects; *store.Store
-// is one.
+// Ingester persists deliveries, several in one transaction (commit.go),
+// and records the alerts it rejects; *store.Store is one.
 type Ingester interface {
-	IngestAlerts(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error)
+	IngestDeliveries(ctx context.Context, deliveries [][]model.Alert, reopenAfter time.Duration) ([]model.IngestResult, error)
 	RecordEvent(ctx context.Context, e model.Event) error
 }
 
@@ -66,6 +66,7 @@ type Options struct {
 // Handler serves POST /api/v1/webhook.
 type Handler struct {
 	o        Options
+	commits  *committer
 	requests *prometheus.CounterVec
 	alerts   *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -75,7 +76,8 @@ type Handler struct {
 // New returns a Handler and registers its metrics.
 func New(o Options) *Handler {
 	h := &Handler{
-		o: o,
+		o:       o,
+		commits: newCommitter(o.Store, o.ReopenAfter),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "selfheal_webhook_requests_total",
 			Help: "Webhook deliveries received, by HTTP status code answered.",
@@ -100,7 +102,7 @@ func New(o Options) *Handler {
 	h.alerts.WithLabelValues("firing")
 	h.alerts.WithLabelValues("resolved")
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(h.requests, h.alerts, h.duration, h.rejected)
+		o.Registerer.MustRegister(h.requests, h.alerts, h.duration, h.rejected, h.commits.size)
 	}
 	return h
 }
@@ -262,7 +264,8 @@ func unstorable(a template.Alert) string {
 	return ""
 }
 
-// persist stores the alerts in one transaction. When the database refuses
+// persist stores the alerts as one delivery, in a commit it may share with
+// others (commit.go). When the database refuses
 // the data itself (store.Unstorable), it stores them one at a time to find
 // those that can never be stored, rejects them and keeps the rest. Any
 // other error means the database is unavailable: nothing is rejected, and
@@ -272,7 +275,7 @@ func (h *Handler) persist(ctx context.Context, in []indexed) (model.IngestResult
 	for i, a := range in {
 		all[i] = a.alert
 	}
-	res, err := h.o.Store.IngestAlerts(ctx, all, h.o.ReopenAfter)
+	res, err := h.commits.ingest(ctx, all)
 	if err == nil || !store.Unstorable(err) {
 		return res, all, nil, err
 	}
@@ -280,7 +283,7 @@ func (h *Handler) persist(ctx context.Context, in []indexed) (model.IngestResult
 	var stored []model.Alert
 	var rejected []Rejection
 	for _, a := range in {
-		r, err := h.o.Store.IngestAlerts(ctx, []model.Alert{a.alert}, h.o.ReopenAfter)
+		r, err := h.commits.ingest(ctx, []model.Alert{a.alert})
 		switch {
 		case err == nil:
 			total.Add(r)

@@ -27,12 +27,16 @@ type fakeStore struct {
 	err error
 }
 
-func (f *fakeStore) IngestAlerts(_ context.Context, a []model.Alert, _ time.Duration) (model.IngestResult, error) {
+func (f *fakeStore) IngestDeliveries(_ context.Context, ds [][]model.Alert, _ time.Duration) ([]model.IngestResult, error) {
 	if f.err != nil {
-		return model.IngestResult{}, f.err
+		return nil, f.err
 	}
-	f.got = append(f.got, a)
-	return model.IngestResult{JobsQueued: len(a)}, nil
+	res := make([]model.IngestResult, len(ds))
+	for i, a := range ds {
+		f.got = append(f.got, a)
+		res[i] = model.IngestResult{JobsQueued: len(a)}
+	}
+	return res, nil
 }
 
 func (f *fakeStore) RecordEvent(context.Context, model.Event) error { return f.err }
@@ -295,17 +299,23 @@ type pickyStore struct {
 	down   bool
 }
 
-func (p *pickyStore) IngestAlerts(_ context.Context, a []model.Alert, _ time.Duration) (model.IngestResult, error) {
+func (p *pickyStore) IngestDeliveries(_ context.Context, ds [][]model.Alert, _ time.Duration) ([]model.IngestResult, error) {
 	if p.down {
-		return model.IngestResult{}, errors.New("dial tcp: connection refused")
+		return nil, errors.New("dial tcp: connection refused")
 	}
-	for _, x := range a {
-		if x.Labels["service"] == "bad" {
-			return model.IngestResult{}, &pgconn.PgError{Code: "54000", Message: "index row size exceeds btree maximum"}
+	for _, a := range ds {
+		for _, x := range a {
+			if x.Labels["service"] == "bad" {
+				return nil, &pgconn.PgError{Code: "54000", Message: "index row size exceeds btree maximum"}
+			}
 		}
 	}
-	p.stored = append(p.stored, a...)
-	return model.IngestResult{JobsQueued: len(a)}, nil
+	res := make([]model.IngestResult, len(ds))
+	for i, a := range ds {
+		p.stored = append(p.stored, a...)
+		res[i] = model.IngestResult{JobsQueued: len(a)}
+	}
+	return res, nil
 }
 
 func (p *pickyStore) RecordEvent(context.Context, model.Event) error { return nil }
