@@ -292,3 +292,50 @@ func TestReconnectBackoffResets(t *testing.T) {
 		}
 	})
 }
+
+// gatedInspects is a Docker API whose inspects wait while held is set.
+type gatedInspects struct {
+	API
+	held    atomic.Bool
+	release chan struct{}
+}
+
+func (g *gatedInspects) ContainerInspect(ctx context.Context, id string, o client.ContainerInspectOptions) (client.ContainerInspectResult, error) {
+	if g.held.Load() {
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return client.ContainerInspectResult{}, ctx.Err()
+		}
+	}
+	return g.API.ContainerInspect(ctx, id, o)
+}
+
+// TestKnownDeathIsToldAtOnce: the death of a container the collector
+// already knows is passed on without waiting for the inspect that follows
+// it (which the Docker Engine answers only once it has cleaned up after
+// the container), with the exit code from the event and the restart
+// policy the collector kept.
+func TestKnownDeathIsToldAtOnce(t *testing.T) {
+	t.Parallel()
+	api, _ := dockertest.Client(t)
+	key := dockertest.UniqueName("selfheal.test.collector")
+	name := dockertest.Run(t, dockertest.Spec{Labels: map[string]string{key: "yes"}})
+	gated := &gatedInspects{API: api, release: make(chan struct{})}
+	told := make(chan Event, 4)
+	c := New(gated, Options{OptIn: optin.NewCurrent(optin.New(key+"=yes", nil)), OnEvent: func(ev Event) { told <- ev }},
+		slog.New(slog.DiscardHandler))
+	run(t, c)
+	waitFor(t, c, 10*time.Second, `selfheal_container_running{name="`+name+`"} 1`)
+	gated.held.Store(true)
+	defer close(gated.release)
+	dockertest.Kill(t, name)
+	select {
+	case ev := <-told:
+		if ev.Container != name || ev.Action != "die" || ev.ExitCode != 137 || ev.RestartPolicy != "no" {
+			t.Fatalf("told %+v, want %s's die with exit code 137 and restart policy no", ev, name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the death was not passed on while the inspect after it waited")
+	}
+}
