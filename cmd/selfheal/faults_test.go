@@ -93,16 +93,45 @@ type dockerProxy struct {
 	conns map[net.Conn]bool
 	// restarts, if set, receives the time each restart request arrives.
 	restarts chan time.Time
+	// requests, if set, receives each request selfheal sent, once the
+	// daemon has begun to answer it — a restart as soon as it is sent.
+	requests chan proxied
+}
+
+// proxied is a request selfheal sent through the proxy: its first line,
+// when it arrived, and when the daemon began to answer (zero for a restart,
+// reported as it is sent).
+type proxied struct {
+	line         string
+	at, answered time.Time
+}
+
+// exchange is one connection's request waiting for its answer.
+type exchange struct {
+	mu      sync.Mutex
+	pending *proxied
 }
 
 // watch copies what selfheal sends to the daemon, noting restart requests.
 type watch struct {
-	r io.Reader
-	p *dockerProxy
+	r  io.Reader
+	p  *dockerProxy
+	ex *exchange
 }
 
 func (w watch) Read(b []byte) (int, error) {
 	n, err := w.r.Read(b)
+	if w.p.requests != nil && n > 0 && (bytes.HasPrefix(b[:n], []byte("GET ")) || bytes.HasPrefix(b[:n], []byte("POST ")) || bytes.HasPrefix(b[:n], []byte("HEAD "))) {
+		line, _, _ := bytes.Cut(b[:n], []byte("\r\n"))
+		req := &proxied{line: string(line), at: time.Now()}
+		if bytes.HasPrefix(line, []byte("POST ")) && bytes.Contains(line, []byte("/restart")) {
+			w.p.report(*req)
+		} else {
+			w.ex.mu.Lock()
+			w.ex.pending = req
+			w.ex.mu.Unlock()
+		}
+	}
 	if w.p.restarts != nil && n > 0 && bytes.HasPrefix(b[:n], []byte("POST ")) {
 		if line, _, _ := bytes.Cut(b[:n], []byte("\r\n")); bytes.Contains(line, []byte("/restart")) {
 			select {
@@ -112,6 +141,38 @@ func (w watch) Read(b []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// answers copies what the daemon answers, noting when each answer begins.
+type answers struct {
+	r  io.Reader
+	p  *dockerProxy
+	ex *exchange
+}
+
+func (a answers) Read(b []byte) (int, error) {
+	n, err := a.r.Read(b)
+	if n > 0 {
+		a.ex.mu.Lock()
+		req := a.ex.pending
+		a.ex.pending = nil
+		a.ex.mu.Unlock()
+		if req != nil {
+			req.answered = time.Now()
+			a.p.report(*req)
+		}
+	}
+	return n, err
+}
+
+func (p *dockerProxy) report(r proxied) {
+	if p.requests == nil {
+		return
+	}
+	select {
+	case p.requests <- r:
+	default:
+	}
 }
 
 func newDockerProxy(t testing.TB) *dockerProxy {
@@ -150,8 +211,9 @@ func newDockerProxy(t testing.TB) *dockerProxy {
 					return
 				}
 				defer d.Close()
-				go func() { _, _ = io.Copy(d, watch{c, p}) }()
-				_, _ = io.Copy(c, d)
+				ex := &exchange{}
+				go func() { _, _ = io.Copy(d, watch{c, p, ex}) }()
+				_, _ = io.Copy(c, answers{d, p, ex})
 			}()
 		}
 	}()

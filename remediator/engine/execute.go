@@ -75,6 +75,17 @@ func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
 			revert = &model.Revert{Host: e.node(), Data: data}
 		}
 	}
+	// Without a drain, the evidence is read while the intent commits: it is
+	// still read before the action changes anything, and the action does
+	// not wait for the two one after the other (the durable commit and the
+	// Docker calls take a few milliseconds each, on the fast path's heal).
+	// With a drain, it is read after the drain, right before the action.
+	evidence := func(context.Context) any { return nil }
+	if r.Drain == nil {
+		evidence = e.witnessMeanwhile(ctx, exec, req, log)
+	} else {
+		evidence = func(ctx context.Context) any { return e.witness(ctx, exec, req, log) }
+	}
 	cfg := e.config()
 	adm, err := c.RecordIntent(ctx, model.Intent{Target: target, Action: d.Action.Type, Category: r.Category,
 		Attempt: d.Attempt, Reason: d.Reason, Details: details, Limits: admissionOf(cfg),
@@ -124,7 +135,7 @@ func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
 	var res action.Result
 	drained, err := e.drain(actx, r, target, log)
 	if err == nil {
-		evidence := e.witness(actx, exec, req, log)
+		evidence := evidence(actx)
 		res, err = exec.Execute(actx, req)
 		if evidence != nil {
 			res.Details = withDetail(res.Details, "evidence", evidence)
@@ -170,6 +181,24 @@ func (e *Engine) witness(ctx context.Context, exec action.Executor, req action.R
 		return map[string]any{"not_kept": err.Error()}
 	}
 	return ev.Record
+}
+
+// witnessMeanwhile starts reading the evidence (witness) in the background
+// and returns the function that waits for it. The read is bounded by
+// evidenceTimeout, like the action it goes with not cut short when
+// selfheal is asked to stop; when nobody asks for it (the intent was not
+// admitted), what it read is dropped.
+func (e *Engine) witnessMeanwhile(ctx context.Context, exec action.Executor, req action.Request, log *slog.Logger) func(context.Context) any {
+	read := make(chan any, 1)
+	go func() { read <- e.witness(context.WithoutCancel(ctx), exec, req, log) }()
+	return func(ctx context.Context) any {
+		select {
+		case ev := <-read:
+			return ev
+		case <-ctx.Done():
+			return map[string]any{"not_kept": ctx.Err().Error()}
+		}
+	}
 }
 
 // outcomeOf is what the action's end records.
