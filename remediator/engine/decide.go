@@ -48,8 +48,8 @@ func (l Limits) chronic(st model.State) (Decision, bool) {
 		return Decision{}, false
 	}
 	return Decision{Verdict: Refuse, Severity: model.SeverityWarning, Reason: fmt.Sprintf(
-		"chronic: %d remediations of the target within %s (limit %d): held for a person, who fixes the cause and runs selfheal clear",
-		st.ChronicActions, c.Window, c.MaxRemediations)}, true
+		"chronic: at least %d remediations of the target within %s (the limit): held for a person, who fixes the cause and runs selfheal clear",
+		c.MaxRemediations, c.Window)}, true
 }
 
 // brake is the decision the storm brake makes: a skip, saying until when

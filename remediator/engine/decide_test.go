@@ -102,7 +102,7 @@ func TestDecideOrderOfChecks(t *testing.T) {
 		{"storm brake", Input{Remediation: r, Limits: limits, State: model.State{ActionsInStormWindow: 10}},
 			Skip, "storm brake: 10 actions in the last 10m (limit 10)"},
 		{"chronic, held", Input{Remediation: r, Limits: chronicHold, State: model.State{ChronicActions: 5, FailuresInWindow: 3}},
-			Refuse, "chronic: 5 remediations of the target within 1w (limit 5): held for a person, who fixes the cause and runs selfheal clear"},
+			Refuse, "chronic: at least 5 remediations of the target within 1w (the limit): held for a person, who fixes the cause and runs selfheal clear"},
 		{"chronic, not held: handed off only", Input{Remediation: r, Limits: chronicNotHeld, State: model.State{ChronicActions: 9}},
 			Run, "running restart (attempt 1, 0 failures in the last 10m)"},
 		{"below chronic", Input{Remediation: r, Limits: chronicHold, State: model.State{ChronicActions: 4}},

@@ -248,7 +248,7 @@ func StateQueryOf(cfg *policy.Config, r *policy.Remediation, target string) mode
 	q := model.StateQuery{Target: target, Remediation: r.Name, FailureWindow: r.FailureWindow.D(),
 		StormWindow: cfg.Engine.StormBrake.Window.D()}
 	if cfg.Engine.Chronic.MaxRemediations > 0 {
-		q.ChronicWindow = cfg.Engine.Chronic.Window.D()
+		q.ChronicWindow, q.ChronicMax = cfg.Engine.Chronic.Window.D(), cfg.Engine.Chronic.MaxRemediations
 	}
 	return q
 }

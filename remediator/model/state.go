@@ -29,7 +29,8 @@ type State struct {
 	StormWindowOldest time.Time
 	RunningActions    int
 	// ChronicActions counts the target's actions, by any remediation,
-	// within the chronic window since its last selfheal clear.
+	// within the chronic window since its last selfheal clear, up to
+	// StateQuery.ChronicMax: past the limit, how far past it is not read.
 	ChronicActions int
 	// RebootPendingSince is set while a guarded reboot is under way.
 	RebootPendingSince time.Time
@@ -41,9 +42,10 @@ type StateQuery struct {
 	Remediation   string
 	FailureWindow time.Duration
 	StormWindow   time.Duration
-	// ChronicWindow is how far back ChronicActions counts; zero counts
-	// none.
+	// ChronicWindow is how far back ChronicActions counts, and
+	// ChronicMax how many at most; zero counts none.
 	ChronicWindow time.Duration
+	ChronicMax    int
 }
 
 // Touch is an action of selfheal's on a target.

@@ -47,10 +47,17 @@ func TestChronicTarget(t *testing.T) {
 		!strings.HasPrefix(ps[0].Reason, "5 remediations within 1w (limit 5): stop_start ×3, restart ×2; first ") {
 		t.Fatalf("chronic problems %+v", ps)
 	}
-	st, err := s.ReadState(ctx, model.StateQuery{Target: "llm", Remediation: "other", FailureWindow: time.Minute,
-		StormWindow: time.Minute, ChronicWindow: 7 * 24 * time.Hour})
+	sq := model.StateQuery{Target: "llm", Remediation: "other", FailureWindow: time.Minute,
+		StormWindow: time.Minute, ChronicWindow: 7 * 24 * time.Hour, ChronicMax: 10}
+	st, err := s.ReadState(ctx, sq)
 	if err != nil || st.ChronicActions != 5 {
 		t.Fatalf("state counts %d chronic actions (%v), want 5", st.ChronicActions, err)
+	}
+	// The count stops at the limit: a decision reads no more of a hot
+	// target's history than the limit needs.
+	sq.ChronicMax = 3
+	if st, err := s.ReadState(ctx, sq); err != nil || st.ChronicActions != 3 {
+		t.Fatalf("state counts %d chronic actions (%v) with a limit of 3, want 3", st.ChronicActions, err)
 	}
 	if q.ChronicMax = 6; len(chronic()) != 0 {
 		t.Error("chronic below the threshold")
@@ -62,7 +69,7 @@ func TestChronicTarget(t *testing.T) {
 	if ps := chronic(); len(ps) != 0 {
 		t.Errorf("chronic after a clear: %+v", ps)
 	}
-	if st, _ := s.ReadState(ctx, model.StateQuery{Target: "llm", Remediation: "other", ChronicWindow: 7 * 24 * time.Hour}); st.ChronicActions != 0 {
+	if st, _ := s.ReadState(ctx, model.StateQuery{Target: "llm", Remediation: "other", ChronicWindow: 7 * 24 * time.Hour, ChronicMax: 10}); st.ChronicActions != 0 {
 		t.Errorf("state counts %d chronic actions after a clear", st.ChronicActions)
 	}
 }

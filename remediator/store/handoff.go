@@ -71,8 +71,11 @@ SELECT 'chronic', a.service_name, '', '',
               to_char(max(a.started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
        min(a.started_at)
 FROM recovery_actions a
+-- Each target's last clear, read once (a lookup for every action in the
+-- window took seconds with a million of them).
+LEFT JOIN (SELECT service_name, max(cleared_at) AS at FROM target_clears GROUP BY service_name) c ON c.service_name = a.service_name
 WHERE $4::int > 0 AND a.started_at >= now() - $6 * interval '1 second' AND a.status <> 'dry_run' AND a.parent_action_id IS NULL
-  AND a.started_at > COALESCE((SELECT max(c.cleared_at) FROM target_clears c WHERE c.service_name = a.service_name), '-infinity')
+  AND a.started_at > COALESCE(c.at, '-infinity')
 GROUP BY a.service_name
 HAVING count(*) >= $4::int
 UNION ALL

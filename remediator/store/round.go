@@ -165,12 +165,12 @@ SELECT st.* FROM unnest($1::text[], $2::text[], $3::float8[], $4::bigint[], $5::
      WITH ORDINALITY AS q(target, remediation, failure_window, occurrence, starts_at, i)
 CROSS JOIN LATERAL (` + strings.NewReplacer("{target}", "q.target", "{remediation}", "q.remediation",
 	"{failure_window}", "q.failure_window", "{storm_window}", "$6", "{occurrence}", "q.occurrence",
-	"{reboot_pending}", "$7", "{starts_at}", "q.starts_at", "{chronic_window}", "$8").Replace(stateQuery) + `) st
+	"{reboot_pending}", "$7", "{starts_at}", "q.starts_at", "{chronic_window}", "$8", "{chronic_max}", "$9").Replace(stateQuery) + `) st
 ORDER BY q.i`
 
 // LoadStates reads the decision state for each query, in order, in one
-// statement with one clock; every query must have the same StormWindow and
-// ChronicWindow.
+// statement with one clock; every query must have the same StormWindow,
+// ChronicWindow and ChronicMax.
 func (r *Round) LoadStates(ctx context.Context, qs []model.RoundQuery) ([]model.State, error) {
 	if len(qs) == 0 {
 		return nil, nil
@@ -183,7 +183,7 @@ func (r *Round) LoadStates(ctx context.Context, qs []model.RoundQuery) ([]model.
 		occurrences[i], startsAt[i] = q.Job.OccurrenceID, q.Job.StartsAt
 	}
 	rows, err := r.tx.Query(ctx, roundStateSQL, targets, remediations, windows, occurrences, startsAt,
-		qs[0].StormWindow.Seconds(), rebootPendingFor.Seconds(), qs[0].ChronicWindow.Seconds())
+		qs[0].StormWindow.Seconds(), rebootPendingFor.Seconds(), qs[0].ChronicWindow.Seconds(), qs[0].ChronicMax)
 	if err != nil {
 		return nil, fmt.Errorf("load a round's decision state: %w", err)
 	}

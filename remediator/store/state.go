@@ -32,10 +32,13 @@ SELECT statement_timestamp(),
          AND started_at >= COALESCE(clr.at, '-infinity')),
        storm.actions, storm.oldest,
        (SELECT count(*) FROM recovery_actions WHERE status = 'running'),
-       (SELECT count(*) FROM recovery_actions
+       -- The chronic count stops at its limit: a target healed thousands
+       -- of times costs a decision no more than one healed a few times.
+       (SELECT count(*) FROM (SELECT FROM recovery_actions
          WHERE service_name = {target} AND status <> 'dry_run' AND parent_action_id IS NULL
            AND started_at >= greatest(statement_timestamp() - {chronic_window} * interval '1 second',
-                                      (SELECT max(cleared_at) FROM target_clears WHERE service_name = {target}))),
+                                      (SELECT max(cleared_at) FROM target_clears WHERE service_name = {target}))
+         LIMIT {chronic_max}) chronic),
        (SELECT min(requested_at) FROM reboot_events
          WHERE status IN ('pending', 'rebooting')
            AND requested_at >= statement_timestamp() - {reboot_pending} * interval '1 second')
@@ -70,7 +73,7 @@ LEFT JOIN LATERAL (
 ) esc ON true`
 
 var stateSQL = strings.NewReplacer("{target}", "$1", "{remediation}", "$2", "{failure_window}", "$3", "{storm_window}", "$4",
-	"{occurrence}", "$5", "{reboot_pending}", "$6", "{starts_at}", "$7", "{chronic_window}", "$8").Replace(stateQuery)
+	"{occurrence}", "$5", "{reboot_pending}", "$6", "{starts_at}", "$7", "{chronic_window}", "$8", "{chronic_max}", "$9").Replace(stateQuery)
 
 // LoadState reads the decision state for q, with the database's clock. The
 // clock is statement_timestamp(): stable within the statement, so every
@@ -78,7 +81,7 @@ var stateSQL = strings.NewReplacer("{target}", "$1", "{remediation}", "$2", "{fa
 // bound on it is evaluated row by row — a scan of the whole table).
 func (c *Claim) LoadState(ctx context.Context, q model.StateQuery) (model.State, error) {
 	return scanState(c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
-		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt, q.ChronicWindow.Seconds()), q)
+		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt, q.ChronicWindow.Seconds(), q.ChronicMax), q)
 }
 
 // ReadState reads the state a decision on q would meet now, for an alert
@@ -88,7 +91,7 @@ func (s *Store) ReadState(ctx context.Context, q model.StateQuery) (model.State,
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
 		st, err = scanState(tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
-			int64(0), rebootPendingFor.Seconds(), time.Now(), q.ChronicWindow.Seconds()), q)
+			int64(0), rebootPendingFor.Seconds(), time.Now(), q.ChronicWindow.Seconds(), q.ChronicMax), q)
 		return err
 	})
 	return st, err

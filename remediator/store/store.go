@@ -111,7 +111,7 @@ func runWarmUp(ctx context.Context, conn *pgx.Conn) error {
 	b.Queue("SET enable_sort = off") // as claimJobs plans it
 	b.Queue(claimNodeSQL, none, none, 0.0, none)
 	b.Queue("RESET enable_sort")
-	b.Queue(stateSQL, "", "", 0.0, 0.0, int64(0), 0.0, time.Time{}, 0.0)
+	b.Queue(stateSQL, "", "", 0.0, 0.0, int64(0), 0.0, time.Time{}, 0.0, 0)
 	b.Queue(nextDueSQL, none)
 	return conn.SendBatch(ctx, b).Close()
 }
