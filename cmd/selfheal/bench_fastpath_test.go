@@ -167,5 +167,5 @@ remediations:
 	b.ReportMetric(q(0.95, own), "own-p95-ms")
 	b.ReportMetric(q(0.5, stored), "die-to-stored-p50-ms")
 	b.ReportMetric(q(0.5, decided), "stored-to-restart-p50-ms")
-	b.Logf("the median crash's requests to the Docker Engine, from the die event:\n%s", strings.Join(crashes[len(crashes)/2].requests, "\n"))
+	fmt.Printf("FastPathOwnCost: the median crash's requests to the Docker Engine, from the die event:\n%s\n", strings.Join(crashes[len(crashes)/2].requests, "\n"))
 }

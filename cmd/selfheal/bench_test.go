@@ -287,19 +287,89 @@ func handlerOver5ms(b *testing.B, url string) float64 {
 	return count - within
 }
 
+// EnvAMExecutor names a prometheus-am-executor binary (built with go build
+// from the public repository imgix/prometheus-am-executor) that
+// BenchmarkDecisionLatency measures beside selfheal, running docker
+// restart for each alert; unset, it is not measured.
+const EnvAMExecutor = "SELFHEAL_BENCH_AM_EXECUTOR"
+
 // BenchmarkDecisionLatency measures, over SELFHEAL_BENCH_DECISIONS alerts
 // (default 50), the time from posting a ServiceDown alert to selfheal's
 // restart request reaching the Docker Engine, seen on a socket proxy
 // between them. Before each alert the container is killed (a ServiceDown
 // for a container that runs, in the run selfheal itself started, is rightly
 // left alone). Alerts are sent one at a time, each after the previous
-// action finished.
+// action finished. With SELFHEAL_BENCH_AM_EXECUTOR, prometheus-am-executor
+// running `docker restart` for the alert's service is measured the same
+// way on a container of its own, alert after alert in turn with selfheal,
+// and the ratio taken alert by alert (selfheal-vs-am-executor-ratio-p50).
 func BenchmarkDecisionLatency(b *testing.B) {
 	n := envInt("SELFHEAL_BENCH_DECISIONS", 50)
 	rig := newDecisionRig(b, n)
-	reportLatencies(b, rig.measure(b, "d", n))
+	var peer func(i int) time.Duration
+	if bin := os.Getenv(EnvAMExecutor); bin != "" {
+		peer = amExecutor(b, bin)
+	} else {
+		b.Logf("%s is not set: prometheus-am-executor is not measured beside selfheal", EnvAMExecutor)
+	}
+	var lat, peerLat []time.Duration
+	var ratios []float64
+	for i := range n {
+		lat = append(lat, rig.once(b, "d", i))
+		if peer != nil {
+			peerLat = append(peerLat, peer(i))
+			ratios = append(ratios, float64(lat[i])/float64(peerLat[i]))
+		}
+	}
+	reportLatencies(b, lat)
+	if peer != nil {
+		sort.Slice(peerLat, func(i, j int) bool { return peerLat[i] < peerLat[j] })
+		sort.Float64s(ratios)
+		b.ReportMetric(ms(peerLat[len(peerLat)/2]), "am-executor-p50-ms")
+		b.ReportMetric(ms(peerLat[int(float64(len(peerLat)-1)*0.95)]), "am-executor-p95-ms")
+		b.ReportMetric(ratios[len(ratios)/2], "selfheal-vs-am-executor-ratio-p50")
+	}
 	if got := queryInt(b, rig.conn, `SELECT count(*) FROM recovery_actions WHERE status = 'succeeded'`); got != n {
 		b.Fatalf("%d actions succeeded, want %d", got, n)
+	}
+}
+
+// amExecutor runs prometheus-am-executor with one command, docker restart
+// of the alert's service, its Docker calls through a proxy of their own,
+// and returns a function that kills its container, posts it the alert
+// and returns how long until its restart request reached the Engine.
+func amExecutor(b *testing.B, bin string) func(i int) time.Duration {
+	proxy := newDockerProxy(b)
+	proxy.restarts = make(chan time.Time, 1)
+	name := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("am-executor-target")})
+	addr := freeAddr(b)
+	config := writeFile(b, "executor.yml", fmt.Sprintf(`listen_address: %q
+commands:
+  - cmd: sh
+    args: ["-c", "docker restart \"$AMX_ALERT_1_LABEL_service\" >/dev/null"]
+    notify_on_failure: false
+    ignore_resolved: true
+`, addr))
+	background(b, []string{"DOCKER_HOST=unix://" + proxy.path}, bin, "-f", config)
+	waitReady(b, "prometheus-am-executor", "http://"+addr+"/_health")
+	return func(i int) time.Duration {
+		dockertest.Kill(b, name)
+		body := alerts("ServiceDown", "amx"+strconv.Itoa(i), []string{name}, time.Now(), 1)
+		sent := time.Now()
+		resp, err := benchClient.Post("http://"+addr+"/", "application/json", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		select {
+		case at := <-proxy.restarts:
+			dockertest.WaitFor(b, 20*time.Second, name+" running", func() bool { return dockertest.State(b, name).Running })
+			return at.Sub(sent)
+		case <-time.After(10 * time.Second):
+			b.Fatalf("alert %d: prometheus-am-executor sent no restart request within 10s (answered %d)", i, resp.StatusCode)
+			return 0
+		}
 	}
 }
 
@@ -325,23 +395,31 @@ func newDecisionRig(b *testing.B, n int) decisionRig {
 func (r decisionRig) measure(b *testing.B, prefix string, n int) []time.Duration {
 	lat := make([]time.Duration, 0, n)
 	for i := range n {
-		dockertest.Kill(b, r.name)
-		body := alerts("ServiceDown", prefix+strconv.Itoa(i), []string{r.name}, time.Now(), 1)
-		sent := time.Now()
-		if err := postAlerts(r.url, body); err != nil {
-			b.Fatal(err)
-		}
-		select {
-		case at := <-r.proxy.restarts:
-			lat = append(lat, at.Sub(sent))
-		case <-time.After(10 * time.Second):
-			b.Fatalf("alert %d: no restart request within 10s", i)
-		}
-		dockertest.WaitFor(b, 20*time.Second, "action finished", func() bool {
-			return queryInt(b, r.conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0 &&
-				queryInt(b, r.conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0
-		})
+		lat = append(lat, r.once(b, prefix, i))
 	}
+	return lat
+}
+
+// once kills the container, posts its ServiceDown and returns how long
+// until selfheal's restart request, once the action has finished.
+func (r decisionRig) once(b *testing.B, prefix string, i int) time.Duration {
+	dockertest.Kill(b, r.name)
+	body := alerts("ServiceDown", prefix+strconv.Itoa(i), []string{r.name}, time.Now(), 1)
+	sent := time.Now()
+	if err := postAlerts(r.url, body); err != nil {
+		b.Fatal(err)
+	}
+	var lat time.Duration
+	select {
+	case at := <-r.proxy.restarts:
+		lat = at.Sub(sent)
+	case <-time.After(10 * time.Second):
+		b.Fatalf("alert %d: no restart request within 10s", i)
+	}
+	dockertest.WaitFor(b, 20*time.Second, "action finished", func() bool {
+		return queryInt(b, r.conn, `SELECT count(*) FROM recovery_actions WHERE status = 'running'`) == 0 &&
+			queryInt(b, r.conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`) == 0
+	})
 	return lat
 }
 
@@ -754,9 +832,15 @@ func deref(s *string) string {
 // Docker reports it running again (its new StartedAt), alternating, over
 // SELFHEAL_BENCH_KILLS (20) crashes each: a container with Docker's own
 // --restart=always, created afresh each time so every restart is its
-// first (no backoff); one healed by selfheal's fast path; and one healed
-// by the slow path (scrape → rule → Alertmanager → webhook) with the demo's
-// 1 s intervals. The three run under the same stack at once.
+// first (no backoff); the floor, a container this process starts again
+// through the Engine's API on its die event, at once; the script, one a
+// shell script starts again with docker start on its die event (docker
+// events piped into a loop, as an operator would write it); one healed by
+// selfheal's fast path; and one healed by the slow path (scrape → rule →
+// Alertmanager → webhook) with the demo's 1 s intervals. They run under
+// the same stack, one crash after the other; each fast-path crash follows
+// a floor and a script crash, and its ratio to each is taken crash by
+// crash (…-ratio-p50, the median of those ratios).
 func BenchmarkCrashToRunning(b *testing.B) {
 	kills := envInt("SELFHEAL_BENCH_KILLS", 20)
 	remediation := func(name, pattern, extra string) string {
@@ -816,14 +900,39 @@ func BenchmarkCrashToRunning(b *testing.B) {
 		})
 		time.Sleep(2 * time.Second) // the alert resolves; the next crash is a new one
 	}
-	var always, fastLat, slowLat []time.Duration
+	// The floor: what a script that starts the container on Docker's die
+	// event would do, in this process, as fast as it can.
+	floorKey := dockertest.UniqueName("crash-floor")
+	floor := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("crash-floor"), Labels: map[string]string{floorKey: "true"}})
+	fctx, stopFloor := context.WithCancel(ctx)
+	defer stopFloor()
+	dies := c.Events(fctx, client.EventsListOptions{Filters: make(client.Filters).Add("label", floorKey).Add("event", "die")})
+	go func() {
+		for m := range dies.Messages {
+			_, _ = c.ContainerStart(fctx, m.Actor.ID, client.ContainerStartOptions{})
+		}
+	}()
+	// The peer the floor stands for: a shell script that runs docker start
+	// on each die event, as an operator would write it.
+	scriptKey := dockertest.UniqueName("crash-script")
+	script := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("crash-script"), Labels: map[string]string{scriptKey: "true"}})
+	background(b, nil, "sh", "-c", fmt.Sprintf(`docker events --filter label=%s --filter event=die --format '{{.Actor.ID}}' |
+		while read -r id; do docker start "$id" >/dev/null; done`, scriptKey))
+	time.Sleep(time.Second) // docker events is listening
+	var always, fastLat, slowLat, floorLat, scriptLat []time.Duration
+	var ratios, scriptRatios []float64 // fast path ÷ floor, ÷ script, crash by crash
 	for range kills {
 		name := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("crash-policy"), Restart: container.RestartPolicyAlways})
 		dockertest.WaitFor(b, 10*time.Second, name+" running", func() bool { return dockertest.State(b, name).Running })
 		always = append(always, crash(name))
 		_, _ = c.ContainerRemove(ctx, name, client.ContainerRemoveOptions{Force: true})
 
+		floorLat = append(floorLat, crash(floor))
+		scriptLat = append(scriptLat, crash(script))
 		fastLat = append(fastLat, crash(fast))
+		last := float64(fastLat[len(fastLat)-1])
+		ratios = append(ratios, last/float64(floorLat[len(floorLat)-1]))
+		scriptRatios = append(scriptRatios, last/float64(scriptLat[len(scriptLat)-1]))
 		settle(fast)
 		slowLat = append(slowLat, crash(slow))
 		settle(slow)
@@ -835,6 +944,14 @@ func BenchmarkCrashToRunning(b *testing.B) {
 	p95 := func(l []time.Duration) float64 { return ms(l[int(float64(len(l)-1)*0.95)]) }
 	b.ReportMetric(p50(always), "restart-always-p50-ms")
 	b.ReportMetric(p95(always), "restart-always-p95-ms")
+	b.ReportMetric(p50(floorLat), "start-floor-p50-ms")
+	b.ReportMetric(p95(floorLat), "start-floor-p95-ms")
+	b.ReportMetric(p50(scriptLat), "start-script-p50-ms")
+	b.ReportMetric(p95(scriptLat), "start-script-p95-ms")
+	sort.Float64s(ratios)
+	sort.Float64s(scriptRatios)
+	b.ReportMetric(ratios[len(ratios)/2], "fast-path-vs-floor-ratio-p50")
+	b.ReportMetric(scriptRatios[len(scriptRatios)/2], "fast-path-vs-script-ratio-p50")
 	b.ReportMetric(p50(fastLat), "fast-path-p50-ms")
 	b.ReportMetric(p95(fastLat), "fast-path-p95-ms")
 	b.ReportMetric(p50(slowLat), "slow-path-p50-ms")

@@ -80,11 +80,9 @@ func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
 	// not wait for the two one after the other (the durable commit and the
 	// Docker calls take a few milliseconds each, on the fast path's heal).
 	// With a drain, it is read after the drain, right before the action.
-	evidence := func(context.Context) any { return nil }
+	evidence := func(ctx context.Context) any { return e.witness(ctx, exec, req, log) }
 	if r.Drain == nil {
 		evidence = e.witnessMeanwhile(ctx, exec, req, log)
-	} else {
-		evidence = func(ctx context.Context) any { return e.witness(ctx, exec, req, log) }
 	}
 	cfg := e.config()
 	adm, err := c.RecordIntent(ctx, model.Intent{Target: target, Action: d.Action.Type, Category: r.Category,
