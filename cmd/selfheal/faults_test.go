@@ -121,25 +121,27 @@ type watch struct {
 
 func (w watch) Read(b []byte) (int, error) {
 	n, err := w.r.Read(b)
-	if w.p.requests != nil && n > 0 && (bytes.HasPrefix(b[:n], []byte("GET ")) || bytes.HasPrefix(b[:n], []byte("POST ")) || bytes.HasPrefix(b[:n], []byte("HEAD "))) {
-		line, _, _ := bytes.Cut(b[:n], []byte("\r\n"))
-		req := &proxied{line: string(line), at: time.Now()}
-		if bytes.HasPrefix(line, []byte("POST ")) && bytes.Contains(line, []byte("/restart")) {
-			w.p.report(*req)
-		} else {
-			w.ex.mu.Lock()
-			w.ex.pending = req
-			w.ex.mu.Unlock()
-		}
+	line, _, _ := bytes.Cut(b[:n], []byte("\r\n"))
+	method, _, _ := bytes.Cut(line, []byte(" "))
+	switch string(method) {
+	case "GET", "HEAD", "POST":
+	default:
+		return n, err // the rest of a request, or a body
 	}
-	if w.p.restarts != nil && n > 0 && bytes.HasPrefix(b[:n], []byte("POST ")) {
-		if line, _, _ := bytes.Cut(b[:n], []byte("\r\n")); bytes.Contains(line, []byte("/restart")) {
+	req := &proxied{line: string(line), at: time.Now()}
+	if string(method) == "POST" && bytes.Contains(line, []byte("/restart")) {
+		if w.p.restarts != nil {
 			select {
-			case w.p.restarts <- time.Now():
+			case w.p.restarts <- req.at:
 			default:
 			}
 		}
+		w.p.report(*req) // as it is sent: its answer comes once the restart is done
+		return n, err
 	}
+	w.ex.mu.Lock()
+	w.ex.pending = req
+	w.ex.mu.Unlock()
 	return n, err
 }
 

@@ -111,46 +111,37 @@ func TestStopStart(t *testing.T) {
 	}
 }
 
-func TestVerifyFailsFastWhenContainerDiesAfterStart(t *testing.T) {
+// A run that dies fails the verification when it dies — right after its
+// start, or inside stable_for — not when the timeout or the window ends,
+// and the error gives its exit code.
+func TestVerifyFailsWhenTheRunDies(t *testing.T) {
 	t.Parallel()
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=100ms", "-exit-code=3"}})
-	c := newClient(t)
-	ctx := context.Background()
-	since, err := c.Restart(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	err = c.Verify(ctx, name, since, containers.Verification{Timeout: 20 * time.Second, StableFor: time.Second})
-	if err == nil {
-		t.Fatal("a container that exits after 100ms verified as up")
-	}
-	if !strings.Contains(err.Error(), "code 3") {
-		t.Errorf("error does not give the exit code: %v", err)
-	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("took %s: should fail well before the timeout", took)
-	}
-}
-
-// A run that dies inside stable_for fails when it dies, not when the
-// window ends.
-func TestVerifyFailsWhenTheRunDiesInsideStableFor(t *testing.T) {
-	t.Parallel()
-	name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=1s", "-exit-code=4"}})
-	c := newClient(t)
-	ctx := context.Background()
-	since, err := c.Restart(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	err = c.Verify(ctx, name, since, containers.Verification{Timeout: 20 * time.Second, StableFor: 30 * time.Second})
-	if err == nil || !strings.Contains(err.Error(), "did not stay up for 30s") || !strings.Contains(err.Error(), "exit code 4") {
-		t.Fatalf("Verify = %v; want the run's death inside stable_for, with its exit code", err)
-	}
-	if took := time.Since(start); took >= 30*time.Second {
-		t.Errorf("took %s: the window was waited out, though the run died a second in", took)
+	for _, tc := range []struct {
+		name, exitAfter, exitCode, want string
+		v                               containers.Verification
+		within                          time.Duration // well before the timeout or the window ends
+	}{
+		{"right after its start", "100ms", "3", "code 3", containers.Verification{Timeout: 20 * time.Second, StableFor: time.Second}, 5 * time.Second},
+		{"inside stable_for", "1s", "4", "did not stay up for 30s", containers.Verification{Timeout: 20 * time.Second, StableFor: 30 * time.Second}, 30 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			name := dockertest.Run(t, dockertest.Spec{Labels: optIn, Stopped: true, Args: []string{"-exit-after=" + tc.exitAfter, "-exit-code=" + tc.exitCode}})
+			c := newClient(t)
+			ctx := context.Background()
+			since, err := c.Restart(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			err = c.Verify(ctx, name, since, tc.v)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "code "+tc.exitCode) {
+				t.Fatalf("Verify = %v; want its death (%q), with exit code %s", err, tc.want, tc.exitCode)
+			}
+			if took := time.Since(start); took >= tc.within {
+				t.Errorf("took %s: the timeout or the window was waited out, though the run died at once", took)
+			}
+		})
 	}
 }
 

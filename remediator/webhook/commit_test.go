@@ -87,6 +87,27 @@ func waitPending(t *testing.T, c *committer, n int) {
 	}
 }
 
+// queued delivers alerts and waits until the delivery is the n-th waiting
+// for the next commit.
+func queued(t *testing.T, ctx context.Context, c *committer, n int, alerts ...model.Alert) <-chan outcome {
+	t.Helper()
+	out := delivering(ctx, c, alerts...)
+	waitPending(t, c, n)
+	return out
+}
+
+// busy returns a committer whose store holds its first commit, of one
+// delivery (alert "h"), until the test releases it, and that delivery's
+// answer.
+func busy(t *testing.T) (*gatedStore, *committer, <-chan outcome) {
+	t.Helper()
+	g := newGatedStore()
+	c := newCommitter(g, time.Minute)
+	hold := delivering(context.Background(), c, alertFP("h"))
+	started(t, g)
+	return g, c, hold
+}
+
 func started(t *testing.T, g *gatedStore) []string {
 	t.Helper()
 	select {
@@ -120,10 +141,8 @@ func TestDeliveriesQueuedDuringACommitShareTheNext(t *testing.T) {
 	if got := started(t, g); fmt.Sprint(got) != "[a]" {
 		t.Fatalf("first commit %v, want [a]", got)
 	}
-	second := delivering(ctx, c, alertFP("b"), alertFP("c"))
-	waitPending(t, c, 1)
-	third := delivering(ctx, c, alertFP("d"))
-	waitPending(t, c, 2)
+	second := queued(t, ctx, c, 1, alertFP("b"), alertFP("c"))
+	third := queued(t, ctx, c, 2, alertFP("d"))
 	select {
 	case <-second:
 		t.Fatal("answered before its commit")
@@ -149,19 +168,12 @@ func TestDeliveriesQueuedDuringACommitShareTheNext(t *testing.T) {
 // commit, after it; deliveries after it that share nothing go ahead.
 func TestAnAlertsDeliveriesAreCommittedInOrder(t *testing.T) {
 	t.Parallel()
-	g := newGatedStore()
-	c := newCommitter(g, time.Minute)
+	g, c, hold := busy(t)
 	ctx := context.Background()
-	hold := delivering(ctx, c, alertFP("h"))
-	started(t, g)
-	firing := delivering(ctx, c, alertFP("x"))
-	waitPending(t, c, 1)
-	resolved := delivering(ctx, c, alertFP("x"), alertFP("y"))
-	waitPending(t, c, 2)
-	again := delivering(ctx, c, alertFP("y"))
-	waitPending(t, c, 3)
-	other := delivering(ctx, c, alertFP("z"))
-	waitPending(t, c, 4)
+	firing := queued(t, ctx, c, 1, alertFP("x"))
+	resolved := queued(t, ctx, c, 2, alertFP("x"), alertFP("y"))
+	again := queued(t, ctx, c, 3, alertFP("y"))
+	other := queued(t, ctx, c, 4, alertFP("z"))
 	g.release <- nil
 	if got := started(t, g); fmt.Sprint(got) != "[x z]" {
 		t.Fatalf("second commit %v, want [x z]", got)
@@ -187,15 +199,10 @@ func TestAnAlertsDeliveriesAreCommittedInOrder(t *testing.T) {
 // fails every delivery of the commit.
 func TestUnstorableDataFailsOnlyItsDelivery(t *testing.T) {
 	t.Parallel()
-	g := newGatedStore()
-	c := newCommitter(g, time.Minute)
+	g, c, hold := busy(t)
 	ctx := context.Background()
-	hold := delivering(ctx, c, alertFP("h"))
-	started(t, g)
-	good := delivering(ctx, c, alertFP("good"))
-	waitPending(t, c, 1)
-	bad := delivering(ctx, c, alertFP("bad"))
-	waitPending(t, c, 2)
+	good := queued(t, ctx, c, 1, alertFP("good"))
+	bad := queued(t, ctx, c, 2, alertFP("bad"))
 	g.release <- nil
 	result(t, hold)
 	started(t, g)
@@ -219,8 +226,7 @@ func TestUnstorableDataFailsOnlyItsDelivery(t *testing.T) {
 	hold = delivering(ctx, c, alertFP("h2"))
 	started(t, g)
 	one := delivering(ctx, c, alertFP("one"))
-	two := delivering(ctx, c, alertFP("two"))
-	waitPending(t, c, 2)
+	two := queued(t, ctx, c, 2, alertFP("two"))
 	g.release <- nil
 	result(t, hold)
 	started(t, g)
@@ -237,22 +243,16 @@ func TestUnstorableDataFailsOnlyItsDelivery(t *testing.T) {
 // once, and the commit goes on for the others.
 func TestADeliveryEndsOnItsOwn(t *testing.T) {
 	t.Parallel()
-	g := newGatedStore()
-	c := newCommitter(g, time.Minute)
-	hold := delivering(context.Background(), c, alertFP("h"))
-	started(t, g)
+	g, c, hold := busy(t)
 	gone, cancel := context.WithCancel(context.Background())
-	cancelled := delivering(gone, c, alertFP("gone"))
-	waitPending(t, c, 1)
+	cancelled := queued(t, gone, c, 1, alertFP("gone"))
 	cancel()
 	if o := result(t, cancelled); !errors.Is(o.err, context.Canceled) {
 		t.Fatalf("cancelled: %v", o.err)
 	}
 	leaving, leave := context.WithCancel(context.Background())
-	quick := delivering(leaving, c, alertFP("quick"))
-	waitPending(t, c, 2)
-	patient := delivering(context.Background(), c, alertFP("patient"))
-	waitPending(t, c, 3)
+	quick := queued(t, leaving, c, 2, alertFP("quick"))
+	patient := queued(t, context.Background(), c, 3, alertFP("patient"))
 	g.release <- nil
 	result(t, hold)
 	if names := started(t, g); fmt.Sprint(names) != "[quick patient]" {
@@ -296,21 +296,15 @@ func TestCommitContextTakesTheLatestDeadline(t *testing.T) {
 // committed alone.
 func TestCommitsAreBounded(t *testing.T) {
 	t.Parallel()
-	g := newGatedStore()
-	c := newCommitter(g, time.Minute)
+	g, c, hold := busy(t)
 	ctx := context.Background()
-	hold := delivering(ctx, c, alertFP("h"))
-	started(t, g)
 	big := make([]model.Alert, maxCommitAlerts)
 	for i := range big {
 		big[i] = alertFP(fmt.Sprintf("b%d.", i))
 	}
-	first := delivering(ctx, c, alertFP("s1"))
-	waitPending(t, c, 1)
-	bigger := delivering(ctx, c, big...)
-	waitPending(t, c, 2)
-	last := delivering(ctx, c, alertFP("s2"))
-	waitPending(t, c, 3)
+	first := queued(t, ctx, c, 1, alertFP("s1"))
+	bigger := queued(t, ctx, c, 2, big...)
+	last := queued(t, ctx, c, 3, alertFP("s2"))
 	g.release <- nil
 	result(t, hold)
 	if got := started(t, g); fmt.Sprint(got) != "[s1 s2]" {
