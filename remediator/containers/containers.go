@@ -18,6 +18,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/optin"
 )
 
@@ -38,10 +39,16 @@ func (u unreachable) Error() string   { return u.err.Error() }
 func (u unreachable) Unwrap() error   { return u.err }
 func (u unreachable) Transient() bool { return true }
 
-// inspect inspects a container. "No such container" and an answer about
+// inspect inspects a container: once per decision, whose checks share one
+// view of it (action.Looked). "No such container" and an answer about
 // the name itself (an ID prefix that names several containers) are
 // final; any other error is the daemon's, and transient.
 func (c *Client) inspect(ctx context.Context, name string) (container.InspectResponse, error) {
+	return action.Looked(ctx, "container/"+name, func() (container.InspectResponse, error) { return c.inspectNow(ctx, name) })
+}
+
+// inspectNow is inspect, read now.
+func (c *Client) inspectNow(ctx context.Context, name string) (container.InspectResponse, error) {
 	info, err := c.containerInspect(ctx, name)
 	switch {
 	case err == nil, cerrdefs.IsNotFound(err):

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/selfheal/selfheal/internal/dockertest"
+	"github.com/selfheal/selfheal/remediator/action"
 	"github.com/selfheal/selfheal/remediator/containers"
 )
 
@@ -58,6 +59,26 @@ func TestPermit(t *testing.T) {
 		if !errors.Is(err, containers.ErrNotPermitted) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Permit(%s) = %v, want ErrNotPermitted mentioning %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// A decision's checks share one look at the container (action.WithLook):
+// what one check read, the next is told, even after the container changed;
+// the action, outside the look, reads it afresh.
+func TestDecisionChecksShareOneLook(t *testing.T) {
+	t.Parallel()
+	name := dockertest.Run(t, dockertest.Spec{Labels: optIn})
+	c := newClient(t)
+	decision := action.WithLook(context.Background())
+	if err := c.Permit(decision, name); err != nil {
+		t.Fatal(err)
+	}
+	dockertest.Kill(t, name)
+	if up, _, err := c.Running(decision, name); err != nil || !up {
+		t.Errorf("in the decision's look: running %v, %v; want the view its permit read (running)", up, err)
+	}
+	if up, _, err := c.Running(context.Background(), name); err != nil || up {
+		t.Errorf("outside it: running %v, %v; want what the container is now (stopped)", up, err)
 	}
 }
 

@@ -31,7 +31,6 @@ type Claim interface {
 	Job() model.Job
 	OrphanedAction(ctx context.Context, lease time.Duration) (model.Orphan, bool, error)
 	LockTarget(ctx context.Context, target string) (bool, error)
-	RecordOutage(ctx context.Context, target string) error
 	LoadState(ctx context.Context, q model.StateQuery) (model.State, error)
 	LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error)
 	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error)

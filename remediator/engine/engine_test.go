@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,13 +55,12 @@ func (c *fakeClaim) OrphanedAction(context.Context, time.Duration) (model.Orphan
 	return *c.orphan, true, nil
 }
 func (c *fakeClaim) LockTarget(context.Context, string) (bool, error) { return !c.busy, c.lockErr }
-func (c *fakeClaim) RecordOutage(_ context.Context, target string) error {
-	c.outages = append(c.outages, target)
-	c.state.FailuresInWindow++
-	c.state.OutageCounted = true
-	return nil
-}
-func (c *fakeClaim) LoadState(context.Context, model.StateQuery) (model.State, error) {
+func (c *fakeClaim) LoadState(_ context.Context, q model.StateQuery) (model.State, error) {
+	if q.CountOutage {
+		c.outages = append(c.outages, q.Target)
+		c.state.FailuresInWindow++
+		c.state.OutageCounted = true
+	}
 	st := c.state
 	if st.Now.IsZero() {
 		st.Now = t0
@@ -103,6 +104,9 @@ func (c *fakeClaim) Finish(_ context.Context, o model.Outcome) error {
 }
 func (c *fakeClaim) Release() { c.released = true }
 
+// permitsMu guards every fakeExec's permits.
+var permitsMu sync.Mutex
+
 // fakeExec is every kind of executor the engine knows.
 type fakeExec struct {
 	permit    error
@@ -115,12 +119,28 @@ type fakeExec struct {
 	touched   []action.Touched
 	ran       []action.Request
 	permitFor map[string]error // by target; else permit
-	permits   int              // Permit calls
+	// permits counts Permit calls, under permitsMu: a decision's look
+	// ahead (lookAhead) calls Permit from a goroutine of its own.
+	permits int
+	// reads, when set, counts the looks at the target: Permit and
+	// Recovered read it through the decision's look (action.Looked), as
+	// the containers client does.
+	reads *atomic.Int32
 	// revertPlan is what undoing the action will need (PlanRevert).
 	revertPlan map[string]any
 }
 
-func (x *fakeExec) Permit(_ context.Context, r action.Request) error {
+// read is a look at target, when x counts them.
+func (x *fakeExec) read(ctx context.Context, target string) {
+	if x.reads != nil {
+		_, _ = action.Looked(ctx, "target/"+target, func() (bool, error) { x.reads.Add(1); return true, nil })
+	}
+}
+
+func (x *fakeExec) Permit(ctx context.Context, r action.Request) error {
+	x.read(ctx, r.Target)
+	permitsMu.Lock()
+	defer permitsMu.Unlock()
 	x.permits++
 	if err, ok := x.permitFor[r.Target]; ok {
 		return err
@@ -132,7 +152,8 @@ func (x *fakeExec) Execute(_ context.Context, r action.Request) (action.Result, 
 	x.ran = append(x.ran, r)
 	return action.Result{Details: map[string]any{"ok": x.execErr == nil}, Touched: x.touched}, x.execErr
 }
-func (x *fakeExec) Recovered(context.Context, string, time.Time, time.Duration) (action.Recovery, error) {
+func (x *fakeExec) Recovered(ctx context.Context, target string, _ time.Time, _ time.Duration) (action.Recovery, error) {
+	x.read(ctx, target)
 	return x.recovery, x.recErr
 }
 func (x *fakeExec) Canonical(_ context.Context, t string) (string, error) {
@@ -565,6 +586,27 @@ func TestHandle(t *testing.T) {
 			}
 			tc.check(t, tc.claim, execs)
 		})
+	}
+}
+
+// A decision looks at its target once: whether selfheal's own action
+// explains the outage, whether the target may be touched and whether it
+// came back by itself are read from one look (action.WithLook), begun as
+// soon as the target is known.
+func TestADecisionLooksAtItsTargetOnce(t *testing.T) {
+	var reads atomic.Int32
+	x := map[string]*fakeExec{"restart": {reads: &reads}}
+	e := newTestEngine(t, x)
+	c := &fakeClaim{job: job("service-down", "llm", 1), touch: &model.Touch{ActionID: 9, Action: "restart",
+		Started: t0.Add(-time.Minute), Completed: t0.Add(-50 * time.Second)}}
+	if err := e.handle(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	if c.outcome == nil || c.outcome.Result != "succeeded" || len(x["restart"].ran) != 1 {
+		t.Fatalf("outcome %+v", c.outcome)
+	}
+	if n := reads.Load(); n != 1 {
+		t.Errorf("the decision looked at its target %d times, want once", n)
 	}
 }
 

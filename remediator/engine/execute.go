@@ -80,6 +80,11 @@ func (e *Engine) run(ctx context.Context, c Claim, p *pass) error {
 	// not wait for the two one after the other (the durable commit and the
 	// Docker calls take a few milliseconds each, on the fast path's heal).
 	// With a drain, it is read after the drain, right before the action.
+	//
+	// The evidence and the action's own check of its target before it
+	// changes anything share one look (action.WithLook): one view of the
+	// target, read right before acting.
+	ctx = action.WithLook(ctx)
 	evidence := func(ctx context.Context) any { return e.witness(ctx, exec, req, log) }
 	if r.Drain == nil {
 		evidence = e.witnessMeanwhile(ctx, exec, req, log)

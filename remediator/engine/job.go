@@ -31,8 +31,10 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	if handled, err := e.recoverOrphan(ctx, c, cfg, log); handled || err != nil {
 		return err
 	}
-	p := &pass{cfg: cfg, job: j, v: c, log: log}
-	if err := e.decideAll(ctx, nil, []*pass{p}); err != nil {
+	p := &pass{cfg: cfg, job: j, v: c, log: log, lookAhead: true}
+	// The decision's checks share one look at the target (the action that
+	// follows has a look of its own: run).
+	if err := e.decideAll(action.WithLook(ctx), nil, []*pass{p}); err != nil {
 		return err
 	}
 	return e.settle(ctx, c, p)

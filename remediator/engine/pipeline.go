@@ -30,7 +30,6 @@ var pipeline = []stage{
 	{"lock", lockTarget},
 	{"fast path", joinFastPath},
 	{"own outage", ownOutageStage},
-	{"outage", countOutage},
 	{"state", loadState},
 	{"cause", chooseCause},
 	{"decide", decide},
@@ -54,7 +53,6 @@ type view interface {
 	LockTarget(ctx context.Context, target string) (bool, error)
 	FastOccurrence(ctx context.Context, remediation, target string, startsAt time.Time, within time.Duration) (model.FastOccurrence, bool, error)
 	LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error)
-	RecordOutage(ctx context.Context, target string) error
 	LoadState(ctx context.Context, q model.StateQuery) (model.State, error)
 }
 
@@ -90,6 +88,9 @@ type pass struct {
 	// unreachable: d waits for a target that cannot be reached now, which
 	// the job records once (unreachableEvent).
 	unreachable bool
+	// lookAhead: the look at the target begins as soon as the target is
+	// known (handle's).
+	lookAhead bool
 	// seen, in a round, remembers each name's resolution and target check
 	// across its jobs; nil on the other paths.
 	seen *roundMemo
@@ -174,7 +175,33 @@ func resolveTarget(ctx context.Context, e *Engine, p *pass) (Decision, bool, err
 		p.log.Debug("target resolved", "rendered", target, "canonical", canonical)
 		p.target = canonical
 	}
+	if p.lookAhead {
+		e.lookAhead(ctx, p)
+	}
 	return Decision{}, false, nil
+}
+
+// lookAhead begins the decision's look at its target (action.WithLook) in
+// the background, through the target check of the remediation's first
+// step where that is a look at the target alone (a container's steps
+// all look alike): the checks that follow share it, and the Docker
+// Engine's answer — which waits for it to finish cleaning up a container
+// that just died — comes while the database is read, not after.
+func (e *Engine) lookAhead(ctx context.Context, p *pass) {
+	if len(p.r.Steps) == 0 {
+		return
+	}
+	step := p.r.Steps[0]
+	exec := e.executors[step.Type]
+	if _, ok := exec.(action.TargetPermit); !ok {
+		return
+	}
+	req := stepRequest(p.r, step, p.job, p.target)
+	go func() {
+		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
+		defer cancel()
+		_ = exec.Permit(pctx, req) // what it reads is kept in the look
+	}()
 }
 
 // lockTarget serialises the decisions on one target, across replicas.
@@ -209,18 +236,13 @@ func ownOutageStage(ctx context.Context, e *Engine, p *pass) (Decision, bool, er
 	return e.ownOutage(ctx, p.v, p.r, p.job, p.target)
 }
 
-// countOutage counts the alert's occurrence as a failure of its target,
-// where it is one (countsOutage).
-func countOutage(ctx context.Context, _ *Engine, p *pass) (Decision, bool, error) {
-	if countsOutage(p.r, p.job) {
-		return Decision{}, false, p.v.RecordOutage(ctx, p.target)
-	}
-	return Decision{}, false, nil
-}
-
-// loadState reads the state the decision meets.
+// loadState counts the alert's occurrence as a failure of its target,
+// where it is one (countsOutage), and reads the state the decision meets:
+// one round trip to the database.
 func loadState(ctx context.Context, _ *Engine, p *pass) (Decision, bool, error) {
-	st, err := p.v.LoadState(ctx, StateQueryOf(p.cfg, p.r, p.target))
+	q := StateQueryOf(p.cfg, p.r, p.target)
+	q.CountOutage = countsOutage(p.r, p.job)
+	st, err := p.v.LoadState(ctx, q)
 	if err != nil {
 		return Decision{}, false, err
 	}

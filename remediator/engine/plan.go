@@ -65,6 +65,7 @@ func (p Plan) Acts() bool { return p.Verdict == Run || p.Verdict == DryRun || p.
 // Plan says what the engine would do with an alert with labels that started
 // firing now.
 func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string]string) (Plan, error) {
+	ctx = action.WithLook(ctx) // the target as one decision would see it
 	cfg := e.config()
 	p := Plan{Labels: labels, Node: policy.AlertNode(labels)}
 	r := cfg.Match(labels)
@@ -91,10 +92,9 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 	// the state or the target check: the state as the alert would find it,
 	// and whether the target may be touched.
 	if !ps.stateLoaded {
-		if countsOutage(r, ps.job) {
-			v.counted = true
-		}
-		st, err := v.LoadState(ctx, StateQueryOf(cfg, r, ps.target))
+		q := StateQueryOf(cfg, r, ps.target)
+		q.CountOutage = countsOutage(r, ps.job)
+		st, err := v.LoadState(ctx, q)
 		if err != nil {
 			return p, err
 		}
@@ -146,8 +146,7 @@ func (e *Engine) Plan(ctx context.Context, states StateReader, labels map[string
 // writes nothing. The outage the alert would count is added to the state
 // it reads.
 type planView struct {
-	states  StateReader
-	counted bool
+	states StateReader
 }
 
 func (*planView) LockTarget(context.Context, string) (bool, error) { return true, nil }
@@ -160,14 +159,9 @@ func (v *planView) LastTouch(ctx context.Context, target string, since time.Time
 	return v.states.ReadLastTouch(ctx, target, since, takingDown)
 }
 
-func (v *planView) RecordOutage(context.Context, string) error {
-	v.counted = true
-	return nil
-}
-
 func (v *planView) LoadState(ctx context.Context, q model.StateQuery) (model.State, error) {
 	st, err := v.states.ReadState(ctx, q)
-	if err == nil && v.counted {
+	if err == nil && q.CountOutage {
 		// The alert starting now would be one more outage.
 		st.FailuresInWindow++
 		st.OutageCounted = true

@@ -26,7 +26,6 @@ type Round interface {
 	Jobs() []model.Job
 	LockTargets(ctx context.Context, targets []string) (map[string]bool, error)
 	TouchedTargets(ctx context.Context, targets []string, since time.Time, takingDown []string) (map[string]bool, error)
-	RecordOutages(ctx context.Context, outages []model.Outage) error
 	LoadStates(ctx context.Context, qs []model.RoundQuery) ([]model.State, error)
 	Finish(ctx context.Context, settled []model.Settled) error
 	Release()
@@ -171,7 +170,6 @@ type roundView struct {
 	round   Round
 	locked  map[string]bool
 	touched map[string]bool
-	outages []model.Outage
 	states  map[int64]model.State
 }
 
@@ -201,12 +199,10 @@ func (rv *roundView) prepare(ctx context.Context, stage string, passes []*pass) 
 		rv.touched, err = rv.round.TouchedTargets(ctx, targets, since, action.TakingDown())
 		return err
 	case "state":
-		if err := rv.round.RecordOutages(ctx, rv.outages); err != nil {
-			return err
-		}
 		qs := make([]model.RoundQuery, len(passes))
 		for i, p := range passes {
 			qs[i] = model.RoundQuery{Job: p.job, StateQuery: StateQueryOf(p.cfg, p.r, p.target)}
+			qs[i].CountOutage = countsOutage(p.r, p.job)
 		}
 		states, err := rv.round.LoadStates(ctx, qs)
 		if err != nil {
@@ -251,11 +247,6 @@ func (j roundJob) LastTouch(_ context.Context, target string, _ time.Time, _ []s
 		return model.Touch{}, false, errLeave
 	}
 	return model.Touch{}, false, nil
-}
-
-func (j roundJob) RecordOutage(_ context.Context, target string) error {
-	j.rv.outages = append(j.rv.outages, model.Outage{Job: j.p.job, Target: target})
-	return nil
 }
 
 func (j roundJob) LoadState(context.Context, model.StateQuery) (model.State, error) {

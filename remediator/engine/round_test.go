@@ -40,13 +40,12 @@ func (r *fakeRound) LockTargets(_ context.Context, targets []string) (map[string
 func (r *fakeRound) TouchedTargets(context.Context, []string, time.Time, []string) (map[string]bool, error) {
 	return r.touched, nil
 }
-func (r *fakeRound) RecordOutages(_ context.Context, o []model.Outage) error {
-	r.outages = append(r.outages, o...)
-	return nil
-}
 func (r *fakeRound) LoadStates(_ context.Context, qs []model.RoundQuery) ([]model.State, error) {
 	var out []model.State
 	for _, q := range qs {
+		if q.CountOutage {
+			r.outages = append(r.outages, model.Outage{Job: q.Job, Target: q.Target})
+		}
 		st := r.states[q.Target]
 		st.Now = t0
 		out = append(out, st)
@@ -154,7 +153,7 @@ func TestDecideRound(t *testing.T) {
 	for i, s := range r.settled {
 		c := &fakeClaim{job: s.Job, state: r.states[s.Target]}
 		if s.Target != "" {
-			c.state.FailuresInWindow-- // handle's RecordOutage counts it again
+			c.state.FailuresInWindow-- // handle counts its outage again
 		}
 		if err := newRoundEngine(t).handle(context.Background(), c); err != nil {
 			t.Fatal(err)

@@ -46,6 +46,10 @@ type StateQuery struct {
 	// ChronicMax how many at most; zero counts none.
 	ChronicWindow time.Duration
 	ChronicMax    int
+	// CountOutage counts the job's alert occurrence as one failure of
+	// Target, once, before the state is read and in the same round trip:
+	// the alert is an outage of its target (engine's countsOutage).
+	CountOutage bool
 }
 
 // Touch is an action of selfheal's on a target.

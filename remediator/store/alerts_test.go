@@ -287,11 +287,8 @@ func TestOutageCountsOnce(t *testing.T) {
 		if err != nil || c == nil {
 			t.Fatalf("claim: %v %v", c, err)
 		}
-		if err := c.RecordOutage(context.Background(), "llm"); err != nil {
-			t.Fatal(err)
-		}
 		st, err := c.LoadState(context.Background(), model.StateQuery{Target: "llm", Remediation: "service-down",
-			FailureWindow: 10 * time.Minute, StormWindow: time.Minute})
+			FailureWindow: 10 * time.Minute, StormWindow: time.Minute, CountOutage: true})
 		if err != nil {
 			t.Fatal(err)
 		}

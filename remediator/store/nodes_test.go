@@ -115,10 +115,8 @@ func TestNodeCredentialsReachOnlyTheirNode(t *testing.T) {
 		t.Fatalf("A's claim: %+v, %v", c, err)
 	} else {
 		// Everything a decision writes, under A's role.
-		if err := c.RecordOutage(ctx, "llm"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.LoadState(ctx, model.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: time.Hour, StormWindow: time.Minute}); err != nil {
+		if _, err := c.LoadState(ctx, model.StateQuery{Target: "llm", Remediation: "service-down", FailureWindow: time.Hour, StormWindow: time.Minute,
+			CountOutage: true}); err != nil {
 			t.Fatal(err)
 		}
 		adm, err := c.RecordIntent(ctx, model.Intent{Target: "llm", Action: "restart", Category: "A", Attempt: 1, Reason: "test"})

@@ -135,9 +135,10 @@ WHERE (SELECT bool_or(f.failure_type = 'outage') FROM service_failures f
 ORDER BY u.target, u.remediation, u.i
 ON CONFLICT (occurrence_id, remediation) WHERE failure_type = 'outage' DO NOTHING`
 
-func recordOutages(ctx context.Context, tx pgx.Tx, outages []model.Outage) error {
+// queueOutages queues recordOutagesSQL for outages, if any, in b.
+func queueOutages(b *pgx.Batch, outages []model.Outage) {
 	if len(outages) == 0 {
-		return nil
+		return
 	}
 	n := len(outages)
 	targets, remediations, alertnames := make([]string, n), make([]string, n), make([]string, n)
@@ -146,16 +147,7 @@ func recordOutages(ctx context.Context, tx pgx.Tx, outages []model.Outage) error
 		targets[i], remediations[i], alertnames[i] = o.Target, o.Job.Remediation, o.Job.Alertname
 		jobs[i], occurrences[i], startsAt[i] = o.Job.ID, o.Job.OccurrenceID, o.Job.StartsAt
 	}
-	if _, err := tx.Exec(ctx, recordOutagesSQL, targets, remediations, jobs, occurrences, alertnames, startsAt); err != nil {
-		return fmt.Errorf("record outage of %q: %w", outages[0].Target, err)
-	}
-	return nil
-}
-
-// RecordOutages counts each job's alert as one failure of its target, as
-// RecordOutage does for one.
-func (r *Round) RecordOutages(ctx context.Context, outages []model.Outage) error {
-	return recordOutages(ctx, r.tx, outages)
+	b.Queue(recordOutagesSQL, targets, remediations, jobs, occurrences, alertnames, startsAt)
 }
 
 // roundStateSQL reads stateQuery for each of a round's decisions, in the
@@ -169,8 +161,9 @@ CROSS JOIN LATERAL (` + strings.NewReplacer("{target}", "q.target", "{remediatio
 ORDER BY q.i`
 
 // LoadStates reads the decision state for each query, in order, in one
-// statement with one clock; every query must have the same StormWindow,
-// ChronicWindow and ChronicMax.
+// statement with one clock, having first counted the outages the queries
+// ask for (StateQuery.CountOutage), in one round trip; every query must
+// have the same StormWindow, ChronicWindow and ChronicMax.
 func (r *Round) LoadStates(ctx context.Context, qs []model.RoundQuery) ([]model.State, error) {
 	if len(qs) == 0 {
 		return nil, nil
@@ -178,25 +171,29 @@ func (r *Round) LoadStates(ctx context.Context, qs []model.RoundQuery) ([]model.
 	n := len(qs)
 	targets, remediations := make([]string, n), make([]string, n)
 	windows, occurrences, startsAt := make([]float64, n), make([]int64, n), make([]time.Time, n)
+	var outages []model.Outage
 	for i, q := range qs {
 		targets[i], remediations[i], windows[i] = q.Target, q.Remediation, q.FailureWindow.Seconds()
 		occurrences[i], startsAt[i] = q.Job.OccurrenceID, q.Job.StartsAt
-	}
-	rows, err := r.tx.Query(ctx, roundStateSQL, targets, remediations, windows, occurrences, startsAt,
-		qs[0].StormWindow.Seconds(), rebootPendingFor.Seconds(), qs[0].ChronicWindow.Seconds(), qs[0].ChronicMax)
-	if err != nil {
-		return nil, fmt.Errorf("load a round's decision state: %w", err)
-	}
-	defer rows.Close()
-	states := make([]model.State, 0, n)
-	for rows.Next() {
-		st, err := scanState(rows, qs[len(states)].StateQuery)
-		if err != nil {
-			return nil, err
+		if q.CountOutage {
+			outages = append(outages, model.Outage{Job: q.Job, Target: q.Target})
 		}
-		states = append(states, st)
 	}
-	if err := rows.Err(); err != nil {
+	b := &pgx.Batch{}
+	queueOutages(b, outages)
+	states := make([]model.State, 0, n)
+	b.Queue(roundStateSQL, targets, remediations, windows, occurrences, startsAt,
+		qs[0].StormWindow.Seconds(), rebootPendingFor.Seconds(), qs[0].ChronicWindow.Seconds(), qs[0].ChronicMax).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			st, err := scanState(rows, qs[len(states)].StateQuery)
+			if err != nil {
+				return err
+			}
+			states = append(states, st)
+		}
+		return rows.Err()
+	})
+	if err := r.tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("load a round's decision state: %w", err)
 	}
 	if len(states) != n {

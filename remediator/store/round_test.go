@@ -78,22 +78,16 @@ func TestRound(t *testing.T) {
 	if err != nil || !touched["svc-0"] || touched["svc-1"] {
 		t.Fatalf("touched %v, %v: want svc-0 only (its restart runs)", touched, err)
 	}
-	var outages []model.Outage
 	var queries []model.RoundQuery
 	for _, j := range jobs {
-		target := j.Labels["service"]
-		outages = append(outages, model.Outage{Job: j, Target: target})
-		queries = append(queries, model.RoundQuery{Job: j, StateQuery: model.StateQuery{Target: target, Remediation: j.Remediation,
-			FailureWindow: time.Hour, StormWindow: time.Hour}})
+		queries = append(queries, model.RoundQuery{Job: j, StateQuery: model.StateQuery{Target: j.Labels["service"], Remediation: j.Remediation,
+			FailureWindow: time.Hour, StormWindow: time.Hour, CountOutage: true}})
 	}
+	var states []model.State
 	for range 2 { // counting again changes nothing
-		if err := r.RecordOutages(ctx, outages); err != nil {
+		if states, err = r.LoadStates(ctx, queries); err != nil {
 			t.Fatal(err)
 		}
-	}
-	states, err := r.LoadStates(ctx, queries)
-	if err != nil {
-		t.Fatal(err)
 	}
 	for i, st := range states {
 		if st.FailuresInWindow != 1 || !st.OutageCounted || st.ActionsInStormWindow != 1 || st.RunningActions != 1 {

@@ -75,13 +75,29 @@ LEFT JOIN LATERAL (
 var stateSQL = strings.NewReplacer("{target}", "$1", "{remediation}", "$2", "{failure_window}", "$3", "{storm_window}", "$4",
 	"{occurrence}", "$5", "{reboot_pending}", "$6", "{starts_at}", "$7", "{chronic_window}", "$8", "{chronic_max}", "$9").Replace(stateQuery)
 
-// LoadState reads the decision state for q, with the database's clock. The
-// clock is statement_timestamp(): stable within the statement, so every
-// time bound above is an index range (clock_timestamp() is volatile, and a
-// bound on it is evaluated row by row — a scan of the whole table).
+// LoadState reads the decision state for q, with the database's clock,
+// having first counted the job's outage when q says so (recordOutagesSQL:
+// once, however often it is counted), in one round trip. It commits with
+// the claim's outcome. The clock is statement_timestamp(): stable within
+// the statement, so every time bound above is an index range
+// (clock_timestamp() is volatile, and a bound on it is evaluated row by
+// row — a scan of the whole table).
 func (c *Claim) LoadState(ctx context.Context, q model.StateQuery) (model.State, error) {
-	return scanState(c.tx.QueryRow(ctx, stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
-		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt, q.ChronicWindow.Seconds(), q.ChronicMax), q)
+	b := &pgx.Batch{}
+	if q.CountOutage {
+		queueOutages(b, []model.Outage{{Job: c.job, Target: q.Target}})
+	}
+	var st model.State
+	b.Queue(stateSQL, q.Target, q.Remediation, q.FailureWindow.Seconds(), q.StormWindow.Seconds(),
+		c.job.OccurrenceID, rebootPendingFor.Seconds(), c.job.StartsAt, q.ChronicWindow.Seconds(), q.ChronicMax).QueryRow(func(row pgx.Row) error {
+		var err error
+		st, err = scanState(row, q)
+		return err
+	})
+	if err := c.tx.SendBatch(ctx, b).Close(); err != nil {
+		return model.State{}, fmt.Errorf("load decision state for %q: %w", q.Target, err)
+	}
+	return st, nil
 }
 
 // ReadState reads the state a decision on q would meet now, for an alert
@@ -116,14 +132,6 @@ func scanState(row pgx.Row, q model.StateQuery) (model.State, error) {
 		}
 	}
 	return st, nil
-}
-
-// RecordOutage counts the job's alert occurrence as one failure of
-// target, once (recordOutagesSQL): recording it again (a deferred job
-// looked at anew, another replica) changes nothing. It commits with the
-// claim's outcome.
-func (c *Claim) RecordOutage(ctx context.Context, target string) error {
-	return recordOutages(ctx, c.tx, []model.Outage{{Job: c.job, Target: target}})
 }
 
 // LastTouch returns an action, for another alert occurrence, that acted on
