@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,9 +103,6 @@ func (c *fakeClaim) Finish(_ context.Context, o model.Outcome) error {
 }
 func (c *fakeClaim) Release() { c.released = true }
 
-// permitsMu guards every fakeExec's permits.
-var permitsMu sync.Mutex
-
 // fakeExec is every kind of executor the engine knows.
 type fakeExec struct {
 	permit    error
@@ -119,9 +115,7 @@ type fakeExec struct {
 	touched   []action.Touched
 	ran       []action.Request
 	permitFor map[string]error // by target; else permit
-	// permits counts Permit calls, under permitsMu: a decision's look
-	// ahead (lookAhead) calls Permit from a goroutine of its own.
-	permits int
+	permits   int              // Permit calls
 	// reads, when set, counts the looks at the target: Permit and
 	// Recovered read it through the decision's look (action.Looked), as
 	// the containers client does.
@@ -139,8 +133,6 @@ func (x *fakeExec) read(ctx context.Context, target string) {
 
 func (x *fakeExec) Permit(ctx context.Context, r action.Request) error {
 	x.read(ctx, r.Target)
-	permitsMu.Lock()
-	defer permitsMu.Unlock()
 	x.permits++
 	if err, ok := x.permitFor[r.Target]; ok {
 		return err
@@ -591,8 +583,7 @@ func TestHandle(t *testing.T) {
 
 // A decision looks at its target once: whether selfheal's own action
 // explains the outage, whether the target may be touched and whether it
-// came back by itself are read from one look (action.WithLook), begun as
-// soon as the target is known.
+// came back by itself are read from one look (action.WithLook).
 func TestADecisionLooksAtItsTargetOnce(t *testing.T) {
 	var reads atomic.Int32
 	x := map[string]*fakeExec{"restart": {reads: &reads}}

@@ -31,7 +31,7 @@ func (e *Engine) handle(ctx context.Context, c Claim) error {
 	if handled, err := e.recoverOrphan(ctx, c, cfg, log); handled || err != nil {
 		return err
 	}
-	p := &pass{cfg: cfg, job: j, v: c, log: log, lookAhead: true}
+	p := &pass{cfg: cfg, job: j, v: c, log: log}
 	// The decision's checks share one look at the target (the action that
 	// follows has a look of its own: run).
 	if err := e.decideAll(action.WithLook(ctx), nil, []*pass{p}); err != nil {

@@ -88,9 +88,6 @@ type pass struct {
 	// unreachable: d waits for a target that cannot be reached now, which
 	// the job records once (unreachableEvent).
 	unreachable bool
-	// lookAhead: the look at the target begins as soon as the target is
-	// known (handle's).
-	lookAhead bool
 	// seen, in a round, remembers each name's resolution and target check
 	// across its jobs; nil on the other paths.
 	seen *roundMemo
@@ -175,33 +172,7 @@ func resolveTarget(ctx context.Context, e *Engine, p *pass) (Decision, bool, err
 		p.log.Debug("target resolved", "rendered", target, "canonical", canonical)
 		p.target = canonical
 	}
-	if p.lookAhead {
-		e.lookAhead(ctx, p)
-	}
 	return Decision{}, false, nil
-}
-
-// lookAhead begins the decision's look at its target (action.WithLook) in
-// the background, through the target check of the remediation's first
-// step where that is a look at the target alone (a container's steps
-// all look alike): the checks that follow share it, and the Docker
-// Engine's answer — which waits for it to finish cleaning up a container
-// that just died — comes while the database is read, not after.
-func (e *Engine) lookAhead(ctx context.Context, p *pass) {
-	if len(p.r.Steps) == 0 {
-		return
-	}
-	step := p.r.Steps[0]
-	exec := e.executors[step.Type]
-	if _, ok := exec.(action.TargetPermit); !ok {
-		return
-	}
-	req := stepRequest(p.r, step, p.job, p.target)
-	go func() {
-		pctx, cancel := context.WithTimeout(ctx, permitTimeout)
-		defer cancel()
-		_ = exec.Permit(pctx, req) // what it reads is kept in the look
-	}()
 }
 
 // lockTarget serialises the decisions on one target, across replicas.
