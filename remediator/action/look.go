@@ -25,12 +25,14 @@ type look struct {
 // LookFor is how long a look shares what it read.
 const LookFor = time.Second
 
-// lookRead is one thing read in a look; done is closed once it is, at.
+// lookRead is one thing read in a look; done is closed once it is, at,
+// or once the read was cut short by its context (dropped: not shared).
 type lookRead struct {
-	done chan struct{}
-	at   time.Time
-	v    any
-	err  error
+	done    chan struct{}
+	at      time.Time
+	v       any
+	err     error
+	dropped bool
 }
 
 type lookKey struct{}
@@ -43,8 +45,8 @@ func WithLook(ctx context.Context) context.Context {
 // Looked returns what read returns for key, read once in ctx's look: the
 // first call reads, and the others (at the same time, or later within
 // LookFor) share what it read, its error included. Without a look in ctx
-// it just reads. A read whose context ended is not kept, so that a later
-// check may read again.
+// it just reads. A read whose context ended is not kept: a later check,
+// or one that waited for it, reads again.
 func Looked[T any](ctx context.Context, key string, read func() (T, error)) (T, error) {
 	l, ok := ctx.Value(lookKey{}).(*look)
 	if !ok {
@@ -67,6 +69,9 @@ func Looked[T any](ctx context.Context, key string, read func() (T, error)) (T, 
 			var zero T
 			return zero, ctx.Err()
 		}
+		if r.dropped {
+			return Looked(ctx, key, read)
+		}
 		if v, ok := r.v.(T); ok || r.err != nil {
 			return v, r.err
 		}
@@ -75,6 +80,7 @@ func Looked[T any](ctx context.Context, key string, read func() (T, error)) (T, 
 	v, err := read()
 	r.v, r.err, r.at = v, err, time.Now()
 	if ctx.Err() != nil {
+		r.dropped = true
 		l.mu.Lock()
 		delete(l.reads, key)
 		l.mu.Unlock()

@@ -102,4 +102,27 @@ func TestLookedSharesErrorsNotCancellations(t *testing.T) {
 	if reads != 3 {
 		t.Errorf("%d reads, want 3", reads)
 	}
+
+	// A check waiting on a read that is then cut short reads for itself.
+	started, release := make(chan struct{}), make(chan struct{})
+	cut, cancel = context.WithCancel(ctx)
+	go func() {
+		_, _ = action.Looked(cut, "c", func() (string, error) {
+			close(started)
+			<-release
+			return "", cut.Err()
+		})
+	}()
+	<-started
+	waited := make(chan string)
+	go func() {
+		v, _ := action.Looked(ctx, "c", func() (string, error) { return "read again", nil })
+		waited <- v
+	}()
+	time.Sleep(20 * time.Millisecond) // the second check waits on the first read
+	cancel()
+	close(release)
+	if v := <-waited; v != "read again" {
+		t.Errorf("a check that waited on a cancelled read got %q, want its own read", v)
+	}
 }
