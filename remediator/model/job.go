@@ -29,6 +29,11 @@ type Job struct {
 	Node string
 	// Waited is how long ago it was queued, by the database's clock.
 	Waited time.Duration
+	// Acting: an action of the job's has not recorded its outcome (its
+	// worker runs it, or stopped), as the claim found it. It cannot change
+	// while the job is held: only its holder starts an action for it, and
+	// recording an outcome takes the job's row.
+	Acting bool
 }
 
 // ClaimFilter says which jobs a replica takes.

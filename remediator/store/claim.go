@@ -110,7 +110,8 @@ const claimSQL = `
 SELECT j.id, j.occurrence_id, j.remediation, j.step, j.created_at,
        o.fingerprint, o.starts_at, o.status, o.alertname, o.labels, o.annotations,
        o.remediation IS DISTINCT FROM j.remediation, COALESCE(j.reason, ''), COALESCE(j.position, 1),
-       COALESCE(j.node, ''), EXTRACT(EPOCH FROM now() - j.created_at)::float8
+       COALESCE(j.node, ''), EXTRACT(EPOCH FROM now() - j.created_at)::float8,
+       EXISTS (SELECT 1 FROM recovery_actions a WHERE a.job_id = j.id AND a.status = 'running' AND a.parent_action_id IS NULL)
 FROM (
     SELECT j.id, j.occurrence_id, j.remediation, j.step, j.created_at, j.reason, j.position, j.node, j.not_before
     FROM remediation_jobs j
@@ -137,7 +138,7 @@ func scanJob(row pgx.Row, j *model.Job) error {
 	var waited float64
 	err := row.Scan(&j.ID, &j.OccurrenceID, &j.Remediation, &j.Step, &j.CreatedAt,
 		&j.Fingerprint, &j.StartsAt, &j.AlertStatus, &j.Alertname, &j.Labels, &j.Annotations, &j.Escalated,
-		&j.Reason, &j.Position, &j.Node, &waited)
+		&j.Reason, &j.Position, &j.Node, &waited, &j.Acting)
 	j.Waited = seconds(waited)
 	return err
 }
@@ -227,7 +228,12 @@ func (c *Claim) Release() { c.release() }
 // recorded before leases existed has none, and is not held). lease is how
 // long a lease lasts: an owner whose lease was last written before the
 // database itself started is given that long after the start to renew it.
+// It reads the action only when the claim found one (model.Job.Acting):
+// most jobs have none, and cost no round trip here.
 func (c *Claim) OrphanedAction(ctx context.Context, lease time.Duration) (model.Orphan, bool, error) {
+	if !c.job.Acting {
+		return model.Orphan{}, false, nil
+	}
 	var o model.Orphan
 	var heldFor, runsFor float64
 	err := c.tx.QueryRow(ctx, `
