@@ -94,6 +94,23 @@ func TestStartAndKill(t *testing.T) {
 	waitFor(t, c, time.Second, `selfheal_container_last_exit_code{name="`+name+`"} 137`)
 }
 
+// TestNeverStartedHasNoStartTime: a container created and not yet started
+// reports running 0 and no start time; ServiceDown, which calls a container
+// down only once it has a start time, leaves it alone.
+func TestNeverStartedHasNoStartTime(t *testing.T) {
+	c, _, label := start(t, false)
+	name := dockertest.Run(t, dockertest.Spec{Labels: label, Stopped: true})
+	waitFor(t, c, 5*time.Second, `selfheal_container_running{name="`+name+`"} 0`)
+	if out := scrape(t, c); strings.Contains(out, `selfheal_container_start_time_seconds{name="`+name+`"}`) {
+		t.Errorf("a start time for a container never started:\n%s", out)
+	}
+	api, _ := dockertest.Client(t)
+	if _, err := api.ContainerStart(context.Background(), name, client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, 5*time.Second, `selfheal_container_start_time_seconds{name="`+name+`"}`)
+}
+
 func TestUnhealthy(t *testing.T) {
 	c, _, label := start(t, false)
 	name := dockertest.Run(t, dockertest.Spec{Labels: label, Args: []string{"-healthy-after=-1s"}, Health: 200 * time.Millisecond})
