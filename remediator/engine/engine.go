@@ -47,6 +47,11 @@ type Engine struct {
 	host  string // this machine, as the replicas table shows it
 	store Store
 	claim func(ctx context.Context, f model.ClaimFilter) (Claim, error) // the Store's; tests give their own
+	// ingestAndClaim stores alerts and claims a job in one transaction
+	// (OpenFast; the Store's, tests give their own).
+	ingestAndClaim func(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter) (Claim, error)
+	// handed carries a job OpenFast claimed to an idle worker.
+	handed chan Claim
 	// claimRound claims a round (the Store's; tests give their own), which
 	// workers do while storming: a decision met the storm brake, or waited
 	// long for a worker (stormOf).
@@ -102,9 +107,10 @@ func New(st Store, cfg *policy.Config, executors map[string]action.Executor, log
 		executors: executors,
 		logger:    logger,
 		wake:      make(chan struct{}, 1),
+		handed:    make(chan Claim),
 		m:         newMetrics(st),
 	}
-	e.claim, e.claimRound = e.claimFromStore, e.claimRoundFromStore
+	e.claim, e.claimRound, e.ingestAndClaim = e.claimFromStore, e.claimRoundFromStore, e.ingestAndClaimFromStore
 	e.cfg.Store(cfg)
 	e.m.configInfo.WithLabelValues(cfg.Fingerprint()).Set(1)
 	e.m.replicas.WithLabelValues("same")
@@ -181,10 +187,18 @@ func (e *Engine) startWorkers(ctx context.Context, wg *sync.WaitGroup) {
 func (e *Engine) worker(ctx context.Context, id int) {
 	var quiet errorLog
 	var err error
-	for e.waitIdle(ctx, err) {
+	for {
+		c, ok := e.waitIdle(ctx, err)
+		if !ok {
+			return
+		}
+		err = nil
+		if c != nil { // handed by OpenFast
+			err = e.handleClaimed(ctx, c)
+		}
 		// Look until nothing is due, or an error (the database is down,
 		// say): then wait rather than spin on it.
-		for worked := true; worked; {
+		for worked := err == nil; worked; {
 			if worked, err = e.ProcessOne(ctx); err != nil {
 				break
 			}
@@ -195,19 +209,22 @@ func (e *Engine) worker(ctx context.Context, id int) {
 	}
 }
 
-// waitIdle waits until an idle worker should look for jobs again, and
-// reports false when ctx ended first. One idle worker at a time polls,
-// every poll interval; the others wait to be woken: by a delivery, or by
-// a worker that claimed a job (ProcessOne), so that a burst draws in as
-// many workers as it has jobs. An idle engine asks the database once per
-// interval, not once per worker, and keeps one connection busy doing so.
-func (e *Engine) waitIdle(ctx context.Context, lastErr error) bool {
+// waitIdle waits until an idle worker should look for jobs again, or is
+// handed a claimed job (OpenFast), and reports false when ctx ended first.
+// One idle worker at a time polls, every poll interval; the others wait to
+// be woken: by a delivery, or by a worker that claimed a job (ProcessOne),
+// so that a burst draws in as many workers as it has jobs. An idle engine
+// asks the database once per interval, not once per worker, and keeps one
+// connection busy doing so.
+func (e *Engine) waitIdle(ctx context.Context, lastErr error) (Claim, bool) {
 	if !e.poller.TryLock() {
 		select {
 		case <-ctx.Done():
-			return false
+			return nil, false
 		case <-e.wake:
-			return true
+			return nil, true
+		case c := <-e.handed:
+			return c, true
 		}
 	}
 	defer e.poller.Unlock()
@@ -215,11 +232,13 @@ func (e *Engine) waitIdle(ctx context.Context, lastErr error) bool {
 	defer poll.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return nil, false
 	case <-e.wake:
 	case <-poll.C:
+	case c := <-e.handed:
+		return c, true
 	}
-	return true
+	return nil, true
 }
 
 // idleWait is how long an idle worker waits for a wake-up before it looks
@@ -249,11 +268,7 @@ func (e *Engine) nodeNames(cfg *policy.Config) []string {
 // ProcessOne claims one due job and handles it. It reports whether there
 // was a job.
 func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
-	cfg := e.config()
-	f := model.ClaimFilter{Known: cfg.Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)}
-	if cfg.Node.Fleet {
-		f.Nodes = e.nodeNames(cfg)
-	}
+	f := e.claimFilter(ctx)
 	if e.storming.Load() {
 		// One worker decides the rounds; the others wait for the storm to
 		// pass.
@@ -270,11 +285,60 @@ func (e *Engine) ProcessOne(ctx context.Context) (bool, error) {
 	if err != nil || c == nil {
 		return false, err
 	}
+	return true, e.handleClaimed(ctx, c)
+}
+
+// claimFilter is which jobs this replica may claim now.
+func (e *Engine) claimFilter(ctx context.Context) model.ClaimFilter {
+	cfg := e.config()
+	f := model.ClaimFilter{Known: cfg.Names(), UnknownAfter: unknownRemediationAfter, Skip: e.unavailable(ctx)}
+	if cfg.Node.Fleet {
+		f.Nodes = e.nodeNames(cfg)
+	}
+	return f
+}
+
+// handleClaimed handles a job the worker holds.
+func (e *Engine) handleClaimed(ctx context.Context, c Claim) error {
 	defer c.Release()
 	// Another job may be waiting: let an idle worker look while this one
 	// handles its own.
 	e.Wake()
-	return true, e.handleOrRetry(ctx, c)
+	return e.handleOrRetry(ctx, c)
+}
+
+// OpenFast opens the occurrence of an alert the fast path raised. When a
+// worker is idle it decides the job at once: the alert is stored and its
+// job claimed in one transaction, which the decision commits
+// (store.Store.IngestAndClaim) — one commit on the way from Docker's event
+// to the action, where storing, waking a worker and claiming cost two and
+// a hand-over. While storming (the rounds decide), or when no worker is
+// idle, the alert is stored and its job queued as a delivery's is.
+func (e *Engine) OpenFast(ctx context.Context, a model.Alert) error {
+	reopen := e.config().Engine.ReopenAfter.D()
+	if e.storming.Load() {
+		_, err := e.store.IngestAlerts(ctx, []model.Alert{a}, reopen)
+		e.Wake()
+		return err
+	}
+	c, err := e.ingestAndClaim(ctx, []model.Alert{a}, reopen, e.claimFilter(ctx))
+	if err != nil || c == nil {
+		e.Wake()
+		return err
+	}
+	if j := c.Job(); j.Fingerprint == a.Fingerprint && j.StartsAt.Equal(a.StartsAt) {
+		select {
+		case e.handed <- c:
+			return nil
+		default:
+		}
+	}
+	// No worker is idle, or an older job came first (whose decision
+	// would be the first to make this one visible, perhaps only after its
+	// action): commit the alert, its job in the queue, and wake a worker.
+	c.Release()
+	e.Wake()
+	return nil
 }
 
 // maxJobAttempts bounds how often a job whose handling fails (an error,

@@ -25,6 +25,7 @@ type Store interface {
 	CriticalEvents(ctx context.Context, window time.Duration) (int, error)
 	RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.Duration, next func(since time.Time, firing bool) *model.Alert) (model.IngestResult, error)
 	IngestAlerts(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error)
+	IngestAndClaim(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter) (*store.Claim, model.IngestResult, error)
 	NodeHeartbeat(ctx context.Context, b model.NodeBeat) (refused []string, err error)
 	NodeStopped(ctx context.Context, name, engine string) error
 	ListenForJobs(ctx context.Context, node string, wake func()) error
@@ -42,6 +43,15 @@ var (
 // claimFromStore claims through the Store, as a Claim.
 func (e *Engine) claimFromStore(ctx context.Context, f model.ClaimFilter) (Claim, error) {
 	c, err := e.store.ClaimJob(ctx, f)
+	if c == nil { // no job: a nil *store.Claim must not become a non-nil Claim
+		return nil, err
+	}
+	return c, err
+}
+
+// ingestAndClaimFromStore stores and claims through the Store, as a Claim.
+func (e *Engine) ingestAndClaimFromStore(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter) (Claim, error) {
+	c, _, err := e.store.IngestAndClaim(ctx, alerts, reopenAfter, f)
 	if c == nil { // no job: a nil *store.Claim must not become a non-nil Claim
 		return nil, err
 	}

@@ -141,3 +141,80 @@ func TestWorkersGoOnAfterErrors(t *testing.T) {
 	runWorkers(t, e)
 	waitUntil(t, "a dozen looks, each failing", func() bool { return looks.Load() >= 12 })
 }
+
+// TestFastPathHandsItsJobToAnIdleWorker: the fast path's job, claimed in
+// the transaction that stores its alert, goes straight to an idle worker,
+// with no wake-up and no second claim. With no worker idle it is given
+// back (its alert committed, the job queued) and a worker woken.
+func TestFastPathHandsItsJobToAnIdleWorker(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	withPoll(t, e, 1, time.Hour)
+	looks := countClaims(e, nil)
+	var holding atomic.Int64
+	gate := make(chan struct{})
+	defer close(gate)
+	var claimed []*fakeClaim
+	e.ingestAndClaim = func(_ context.Context, alerts []model.Alert, _ time.Duration, _ model.ClaimFilter) (Claim, error) {
+		if len(alerts) != 1 || alerts[0].Alertname != "ServiceDown" {
+			t.Errorf("ingestAndClaim(%v)", alerts)
+		}
+		c := &fakeClaim{job: job("service-down", "llm", 1)}
+		c.job.Fingerprint, c.job.StartsAt = alerts[0].Fingerprint, alerts[0].StartsAt
+		claimed = append(claimed, c)
+		return blockedClaim{fakeClaim: c, holding: &holding, gate: gate}, nil
+	}
+	runWorkers(t, e)
+	waitUntil(t, "the first look", func() bool { return looks.Load() >= 1 })
+	time.Sleep(50 * time.Millisecond) // the worker is idle now, polling every hour
+	before := looks.Load()
+	fast := model.Alert{Fingerprint: "f457", StartsAt: time.Now(), Alertname: "ServiceDown", Status: "firing", Remediation: "service-down"}
+	if err := e.OpenFast(context.Background(), fast); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the idle worker handling the fast path's job", func() bool { return holding.Load() == 1 })
+	if claimed[0].released {
+		t.Fatal("the job handed over was given back")
+	}
+	if n := looks.Load() - before; n > 1 { // the one look handleClaimed's wake-up may make
+		t.Errorf("%d more claims for a job handed over", n)
+	}
+
+	// The only worker is busy: the second job is given back to the queue.
+	if err := e.OpenFast(context.Background(), fast); err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != 2 || !claimed[1].released {
+		t.Fatal("with no worker idle, the fast path's job was not given back to the queue")
+	}
+	if holding.Load() != 1 {
+		t.Fatal("a busy worker took a second job")
+	}
+}
+
+// TestFastPathLeavesAnOlderJobToTheQueue: the claim in the fast path's
+// transaction found an older due job rather than the alert's own. It is
+// not handed over — its decision, perhaps its action, would come before
+// the alert's job were visible to anyone — but committed back to the
+// queue, and a worker woken, as for a delivery.
+func TestFastPathLeavesAnOlderJobToTheQueue(t *testing.T) {
+	e := newTestEngine(t, map[string]*fakeExec{})
+	withPoll(t, e, 1, time.Hour)
+	looks := countClaims(e, nil)
+	older := &fakeClaim{job: job("service-down", "gateway", 1)}
+	older.job.Fingerprint = "01d"
+	e.ingestAndClaim = func(context.Context, []model.Alert, time.Duration, model.ClaimFilter) (Claim, error) {
+		return older, nil
+	}
+	runWorkers(t, e)
+	waitUntil(t, "the first look", func() bool { return looks.Load() >= 1 })
+	time.Sleep(50 * time.Millisecond) // the worker is idle now, polling every hour
+	before := looks.Load()
+	fast := model.Alert{Fingerprint: "f457", StartsAt: time.Now(), Alertname: "ServiceDown", Status: "firing", Remediation: "service-down"}
+	if err := e.OpenFast(context.Background(), fast); err != nil {
+		t.Fatal(err)
+	}
+	if !older.released {
+		t.Fatal("an older job was handed over in the fast path's transaction")
+	}
+	waitUntil(t, "a worker woken to look at the queue", func() bool { return looks.Load() > before })
+}

@@ -56,26 +56,29 @@ func (ev Event) dockerRestarts() bool {
 	return false
 }
 
-// Store is where the fast path opens occurrences and records why it did not.
+// Store is where the fast path records why it did not open an occurrence.
 type Store interface {
-	IngestAlerts(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error)
 	RecordEvent(ctx context.Context, e model.Event) error
 }
+
+// Opener opens the occurrence of the fast path's alert and has its job
+// decided (engine.Engine.OpenFast).
+type Opener func(ctx context.Context, a model.Alert) error
 
 // FastPath turns Docker events into occurrences.
 type FastPath struct {
 	config func() *policy.Config
 	store  Store
-	wake   func()
+	open   Opener
 	client *http.Client
 	log    *slog.Logger
 	events *prometheus.CounterVec
 }
 
-// New returns a fast path; wake tells the engine a job is queued, and
-// client reaches Alertmanager (policy.Alertmanager.Client).
-func New(config func() *policy.Config, st Store, wake func(), client *http.Client, log *slog.Logger, reg prometheus.Registerer) *FastPath {
-	f := &FastPath{config: config, store: st, wake: wake, log: log, client: client,
+// New returns a fast path; open opens its occurrences, and client reaches
+// Alertmanager (policy.Alertmanager.Client).
+func New(config func() *policy.Config, st Store, open Opener, client *http.Client, log *slog.Logger, reg prometheus.Registerer) *FastPath {
+	f := &FastPath{config: config, store: st, open: open, log: log, client: client,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "selfheal_fastpath_events_total",
 			Help: "Docker events the fast path handled, by result: opened (an occurrence), silenced, unavailable (Alertmanager could not be asked: left to the slow path), failed (the database).",
@@ -115,14 +118,13 @@ func (f *FastPath) Handle(ctx context.Context, ev Event) {
 	a := model.Alert{Fingerprint: labelset.Fingerprint(lset), StartsAt: ev.Time.Truncate(time.Millisecond), Status: "firing",
 		Alertname: lset["alertname"], Labels: lset, Remediation: r.Name, Node: cfg.Node.Name,
 		Annotations: map[string]string{"summary": fmt.Sprintf("Docker reports %s: %s (selfheal's fast path)", ev.Container, ev.Kind)}}
-	if _, err := f.store.IngestAlerts(ctx, []model.Alert{a}, cfg.Engine.ReopenAfter.D()); err != nil {
+	if err := f.open(ctx, a); err != nil {
 		f.events.WithLabelValues("failed").Inc()
 		log.Warn("fast path could not open the occurrence; the slow path decides", "err", err)
 		return
 	}
 	f.events.WithLabelValues("opened").Inc()
 	log.Debug("fast path opened an occurrence")
-	f.wake()
 }
 
 type silence struct {

@@ -83,7 +83,7 @@ func startEngineSide(o Options, st, ingest *store.Store, reg prometheus.Register
 		return nil, fmt.Errorf("alertmanager.http_config: %w", err)
 	}
 	s.amClient = amClient
-	s.fast = fastpath.New(s.eng.Config, ingest, s.eng.Wake, amClient, log.With("component", "fastpath"), reg)
+	s.fast = fastpath.New(s.eng.Config, ingest, s.eng.OpenFast, amClient, log.With("component", "fastpath"), reg)
 	if s.exp == nil && fastPathConfigured(cfg) {
 		log.Warn("a remediation has a fast path, but the exporter is off: the fast path follows the docker collector's events; only the slow path runs")
 	}

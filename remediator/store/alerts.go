@@ -218,6 +218,21 @@ type delivered struct {
 }
 
 func (s *Store) ingest(ctx context.Context, q batcher, deliveries [][]model.Alert, reopenAfter time.Duration) ([]model.IngestResult, error) {
+	b := &pgx.Batch{}
+	results := s.queueIngest(b, deliveries, reopenAfter)
+	if b.Len() == 0 {
+		return results, nil
+	}
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("persist alerts: %w", err)
+	}
+	return results, nil
+}
+
+// queueIngest queues in b the statements that store the deliveries (none
+// when they carry no alert), and returns what each changed, filled in as
+// b's results are read.
+func (s *Store) queueIngest(b *pgx.Batch, deliveries [][]model.Alert, reopenAfter time.Duration) []model.IngestResult {
 	results := make([]model.IngestResult, len(deliveries))
 	var all []delivered
 	for d, alerts := range deliveries {
@@ -226,7 +241,7 @@ func (s *Store) ingest(ctx context.Context, q batcher, deliveries [][]model.Aler
 		}
 	}
 	if len(all) == 0 {
-		return results, nil
+		return results
 	}
 	all = distinctAlerts(all)
 	n := len(all)
@@ -255,7 +270,6 @@ func (s *Store) ingest(ctx context.Context, q batcher, deliveries [][]model.Aler
 	// custom plan looks cheaper) cost several times its execution; its plan
 	// does not depend on the values, so the generic one is used — for this
 	// transaction only.
-	b := &pgx.Batch{}
 	b.Queue("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
 	b.Queue(ingestSQL, fingerprints, startsAt, alertnames, statuses, labels, annotations, urls,
 		remediations, endsAt, critical, notHere, nodes, reopenAfter, s.silentAfter.Seconds(), index).Query(func(rows pgx.Rows) error {
@@ -268,10 +282,7 @@ func (s *Store) ingest(ctx context.Context, q batcher, deliveries [][]model.Aler
 		})
 		return err
 	})
-	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("persist alerts: %w", err)
-	}
-	return results, nil
+	return results
 }
 
 // RaiseOwnAlert persists an alert selfheal raises itself (the

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -573,5 +574,70 @@ func TestFastOccurrence(t *testing.T) {
 	}
 	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE id = $1 AND status = 'resolved'`, id); n != 1 {
 		t.Fatal("resolving the joined alert left the fast path's occurrence firing")
+	}
+}
+
+// TestIngestAndClaim: the alert and its job are stored and claimed in one
+// transaction that the decision commits; until then no one else sees
+// them. A decision that records nothing (Release), or a failed attempt
+// (Retry, after a statement the database refused), still keeps the alert,
+// its job back in the queue. With no job to claim the alert is committed
+// at once.
+func TestIngestAndClaim(t *testing.T) {
+	t.Parallel()
+	s, conn := open(t)
+	ctx := context.Background()
+	known := model.ClaimFilter{Known: []string{"service-down"}}
+	c, res, err := s.IngestAndClaim(ctx, []model.Alert{alert("firing")}, time.Hour, known)
+	if err != nil || c == nil || res.JobsQueued != 1 {
+		t.Fatalf("IngestAndClaim = %v, %+v, %v", c, res, err)
+	}
+	if j := c.Job(); j.Remediation != "service-down" || j.Fingerprint != "d03bb581f83ed40e" || j.Step != 1 {
+		t.Fatalf("claimed %+v, want the job the alert queued", j)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences`); n != 0 {
+		t.Fatalf("%d occurrences seen before the decision committed", n)
+	}
+	if other, err := s.ClaimJob(ctx, known); err != nil || other != nil {
+		t.Fatalf("another claim took %v (%v)", other, err)
+	}
+	c.Release()
+	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id WHERE j.state = 'queued'`); n != 1 {
+		t.Fatalf("after Release: %d queued jobs with their occurrence, want 1", n)
+	}
+
+	c, err = s.ClaimJob(ctx, known)
+	if err != nil || c == nil {
+		t.Fatal(c, err)
+	}
+	if err := c.Finish(ctx, model.Outcome{State: model.JobDone, Result: model.OutcomeSkipped, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+
+	second := alert("firing")
+	second.Fingerprint, second.StartsAt = "00000000000000bb", startsAt.Add(time.Minute)
+	c, _, err = s.IngestAndClaim(ctx, []model.Alert{second}, time.Hour, known)
+	if err != nil || c == nil {
+		t.Fatal(c, err)
+	}
+	if _, err := c.LockTarget(ctx, "llm\x00"); err == nil { // aborts the transaction
+		t.Fatal("PostgreSQL took a NUL byte in a text value")
+	}
+	if _, err := c.Retry(ctx, errors.New("test failure"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs j JOIN alert_occurrences o ON o.id = j.occurrence_id
+		WHERE o.fingerprint = '00000000000000bb' AND j.state = 'queued' AND j.attempts = 1`); n != 1 {
+		t.Fatalf("after a failed attempt: %d queued jobs of the alert with one attempt counted, want 1", n)
+	}
+
+	resolved := second
+	resolved.Status = "resolved"
+	c, res, err = s.IngestAndClaim(ctx, []model.Alert{resolved}, time.Hour, model.ClaimFilter{Skip: []string{"service-down"}})
+	if err != nil || c != nil || res.JobsCancelled != 1 {
+		t.Fatalf("IngestAndClaim with no job to claim = %v, %+v, %v", c, res, err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE status = 'resolved'`); n != 1 {
+		t.Fatalf("%d resolved occurrences, want the one just stored", n)
 	}
 }

@@ -62,7 +62,12 @@ type acting struct {
 type held struct {
 	conn *pgxpool.Conn
 	tx   pgx.Tx
+	// kept: what the transaction wrote before savepoint keptSavepoint
+	// (IngestAndClaim's alerts) is committed even when the rest is not.
+	kept bool
 }
+
+const keptSavepoint = "kept"
 
 // hold acquires a connection and begins a transaction on it.
 func (s *Store) hold(ctx context.Context) (held, error) {
@@ -78,11 +83,18 @@ func (s *Store) hold(ctx context.Context) (held, error) {
 	return held{conn: conn, tx: tx}, nil
 }
 
-// release rolls back what was not committed and gives the connection
-// back. Safe to call more than once.
+// release rolls back what was not committed — back to keptSavepoint, and
+// commits what came before it, where the transaction has one — and gives
+// the connection back. Safe to call more than once.
 func (h *held) release() {
 	if h.tx != nil {
-		_ = h.tx.Rollback(context.Background())
+		ctx := context.Background()
+		if h.kept {
+			if _, err := h.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+keptSavepoint); err == nil {
+				_ = h.tx.Commit(ctx)
+			}
+		}
+		_ = h.tx.Rollback(ctx) // a no-op once committed
 		h.tx = nil
 	}
 	if h.conn != nil {
@@ -170,14 +182,7 @@ func (s *Store) ClaimJob(ctx context.Context, f model.ClaimFilter) (*Claim, erro
 		return nil, fmt.Errorf("claim job: %w", err)
 	}
 	c := &Claim{held: h, store: s}
-	sql := claimAnySQL
-	switch {
-	case f.ID != 0:
-		sql = claimIDSQL
-	case f.Nodes != nil:
-		sql = claimNodeSQL
-	}
-	jobs, err := claimJobs(ctx, c.tx, sql, claimArgs(f))
+	jobs, err := claimJobs(ctx, c.tx, claimSQLFor(f), claimArgs(f))
 	if err != nil || len(jobs) == 0 {
 		c.Release()
 		if err != nil {
@@ -189,6 +194,51 @@ func (s *Store) ClaimJob(ctx context.Context, f model.ClaimFilter) (*Claim, erro
 	return c, nil
 }
 
+// IngestAndClaim stores alerts as IngestAlerts does and, in the same
+// transaction, claims the oldest due job f lets this replica take: most
+// often one they just queued. Nothing is committed yet. The decision on
+// the job commits the alerts with it (Defer, Finish, RecordIntent): one
+// commit, one flush of the WAL, where storing and then claiming cost two.
+// A decision that ends without recording anything (Release, or Retry
+// after a failure) still commits the alerts, their job back in the queue.
+// With no job to claim, the alerts are committed at once and the claim is
+// nil. The fast path opens its occurrences this way.
+func (s *Store) IngestAndClaim(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter) (*Claim, model.IngestResult, error) {
+	h, err := s.hold(ctx)
+	if err != nil {
+		return nil, model.IngestResult{}, fmt.Errorf("persist alerts: %w", err)
+	}
+	b := &pgx.Batch{}
+	res := s.queueIngest(b, [][]model.Alert{alerts}, reopenAfter)
+	b.Queue("RESET plan_cache_mode") // the ingest's setting, not the decision's
+	b.Queue("SAVEPOINT " + keptSavepoint)
+	var jobs []model.Job
+	queueClaim(b, claimSQLFor(f), claimArgs(f), &jobs)
+	if err := h.tx.SendBatch(ctx, b).Close(); err != nil {
+		h.release()
+		return nil, model.IngestResult{}, fmt.Errorf("persist alerts: %w", err)
+	}
+	if len(jobs) == 0 {
+		if err := h.commit(ctx); err != nil {
+			return nil, model.IngestResult{}, fmt.Errorf("persist alerts: %w", err)
+		}
+		return nil, res[0], nil
+	}
+	h.kept = true
+	return &Claim{held: h, store: s, job: jobs[0]}, res[0], nil
+}
+
+// claimSQLFor is the claim statement for f.
+func claimSQLFor(f model.ClaimFilter) string {
+	switch {
+	case f.ID != 0:
+		return claimIDSQL
+	case f.Nodes != nil:
+		return claimNodeSQL
+	}
+	return claimAnySQL
+}
+
 // claimJobs runs a claimSQL statement in tx, planned with sorting off. The
 // queue's index gives the jobs in order; a plan that sorts instead reads
 // every due job, and the planner picks it whenever it believes the queue
@@ -197,6 +247,16 @@ func (s *Store) ClaimJob(ctx context.Context, f model.ClaimFilter) (*Claim, erro
 func claimJobs(ctx context.Context, tx pgx.Tx, sql string, args []any) ([]model.Job, error) {
 	var jobs []model.Job
 	b := &pgx.Batch{}
+	queueClaim(b, sql, args, &jobs)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	return jobs, nil
+}
+
+// queueClaim queues in b the claim statement sql, planned with sorting off
+// (claimJobs), whose jobs are appended to *jobs as b's results are read.
+func queueClaim(b *pgx.Batch, sql string, args []any, jobs *[]model.Job) {
 	b.Queue("SET LOCAL enable_sort = off")
 	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
@@ -204,15 +264,11 @@ func claimJobs(ctx context.Context, tx pgx.Tx, sql string, args []any) ([]model.
 			if err := scanJob(rows, &j); err != nil {
 				return err
 			}
-			jobs = append(jobs, j)
+			*jobs = append(*jobs, j)
 		}
 		return rows.Err()
 	})
 	b.Queue("RESET enable_sort")
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, err
-	}
-	return jobs, nil
 }
 
 // Job is the claimed job.
