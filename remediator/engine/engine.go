@@ -49,7 +49,7 @@ type Engine struct {
 	claim func(ctx context.Context, f model.ClaimFilter) (Claim, error) // the Store's; tests give their own
 	// ingestAndClaim stores alerts and claims a job in one transaction
 	// (OpenFast; the Store's, tests give their own).
-	ingestAndClaim func(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter) (Claim, error)
+	ingestAndClaim func(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter, gate func() error) (Claim, error)
 	// handed carries a job OpenFast claimed to an idle worker.
 	handed chan Claim
 	// claimRound claims a round (the Store's; tests give their own), which
@@ -307,24 +307,35 @@ func (e *Engine) handleClaimed(ctx context.Context, c Claim) error {
 	return e.handleOrRetry(ctx, c)
 }
 
-// OpenFast opens the occurrence of an alert the fast path raised. When a
-// worker is idle it decides the job at once: the alert is stored and its
-// job claimed in one transaction, which the decision commits
-// (store.Store.IngestAndClaim) — one commit on the way from Docker's event
-// to the action, where storing, waking a worker and claiming cost two and
-// a hand-over. While storming (the rounds decide), or when no worker is
-// idle, the alert is stored and its job queued as a delivery's is.
-func (e *Engine) OpenFast(ctx context.Context, a model.Alert) error {
+// OpenFast opens the occurrence of an alert the fast path raised, once
+// check (its silence check) says it may. When a worker is idle it decides
+// the job at once: the alert is stored and its job claimed in one
+// transaction, which the decision commits (store.Store.IngestAndClaim) —
+// one commit on the way from Docker's event to the action, where storing,
+// waking a worker and claiming cost two and a hand-over. check runs
+// meanwhile, and nothing commits or is decided before it returns nil; its
+// error is returned as it is, with nothing stored. While storming (the
+// rounds decide), or when no worker is idle, the alert is stored and its
+// job queued as a delivery's is.
+func (e *Engine) OpenFast(ctx context.Context, a model.Alert, check func(context.Context) error) error {
 	reopen := e.config().Engine.ReopenAfter.D()
 	if e.storming.Load() {
+		if err := check(ctx); err != nil {
+			return err
+		}
 		_, err := e.store.IngestAlerts(ctx, []model.Alert{a}, reopen)
 		e.Wake()
 		return err
 	}
-	c, err := e.ingestAndClaim(ctx, []model.Alert{a}, reopen, e.claimFilter(ctx))
-	if err != nil || c == nil {
-		e.Wake()
+	checked := make(chan error, 1)
+	go func() { checked <- check(ctx) }()
+	c, err := e.ingestAndClaim(ctx, []model.Alert{a}, reopen, e.claimFilter(ctx), func() error { return <-checked })
+	switch {
+	case err != nil:
 		return err
+	case c == nil: // stored and committed, no job to hand over
+		e.Wake()
+		return nil
 	}
 	if j := c.Job(); j.Fingerprint == a.Fingerprint && j.StartsAt.Equal(a.StartsAt) {
 		select {

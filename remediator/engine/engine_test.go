@@ -208,7 +208,7 @@ func (f *fakeStore) IngestAlerts(_ context.Context, a []model.Alert, _ time.Dura
 	f.ingested = append(f.ingested, a...)
 	return model.IngestResult{JobsQueued: len(a)}, nil
 }
-func (*fakeStore) IngestAndClaim(context.Context, []model.Alert, time.Duration, model.ClaimFilter) (*store.Claim, model.IngestResult, error) {
+func (*fakeStore) IngestAndClaim(context.Context, []model.Alert, time.Duration, model.ClaimFilter, func() error) (*store.Claim, model.IngestResult, error) {
 	return nil, model.IngestResult{}, nil
 }
 func (f *fakeStore) NodeHeartbeat(context.Context, model.NodeBeat) ([]string, error) { return nil, nil }

@@ -25,7 +25,7 @@ type Store interface {
 	CriticalEvents(ctx context.Context, window time.Duration) (int, error)
 	RaiseOwnAlert(ctx context.Context, fp string, reopenAfter time.Duration, next func(since time.Time, firing bool) *model.Alert) (model.IngestResult, error)
 	IngestAlerts(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration) (model.IngestResult, error)
-	IngestAndClaim(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter) (*store.Claim, model.IngestResult, error)
+	IngestAndClaim(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter, gate func() error) (*store.Claim, model.IngestResult, error)
 	NodeHeartbeat(ctx context.Context, b model.NodeBeat) (refused []string, err error)
 	NodeStopped(ctx context.Context, name, engine string) error
 	ListenForJobs(ctx context.Context, node string, wake func()) error
@@ -50,8 +50,8 @@ func (e *Engine) claimFromStore(ctx context.Context, f model.ClaimFilter) (Claim
 }
 
 // ingestAndClaimFromStore stores and claims through the Store, as a Claim.
-func (e *Engine) ingestAndClaimFromStore(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter) (Claim, error) {
-	c, _, err := e.store.IngestAndClaim(ctx, alerts, reopenAfter, f)
+func (e *Engine) ingestAndClaimFromStore(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter, gate func() error) (Claim, error) {
+	c, _, err := e.store.IngestAndClaim(ctx, alerts, reopenAfter, f, gate)
 	if c == nil { // no job: a nil *store.Claim must not become a non-nil Claim
 		return nil, err
 	}

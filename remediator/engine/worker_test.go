@@ -154,9 +154,12 @@ func TestFastPathHandsItsJobToAnIdleWorker(t *testing.T) {
 	gate := make(chan struct{})
 	defer close(gate)
 	var claimed []*fakeClaim
-	e.ingestAndClaim = func(_ context.Context, alerts []model.Alert, _ time.Duration, _ model.ClaimFilter) (Claim, error) {
+	e.ingestAndClaim = func(_ context.Context, alerts []model.Alert, _ time.Duration, _ model.ClaimFilter, checked func() error) (Claim, error) {
 		if len(alerts) != 1 || alerts[0].Alertname != "ServiceDown" {
 			t.Errorf("ingestAndClaim(%v)", alerts)
+		}
+		if err := checked(); err != nil {
+			return nil, err
 		}
 		c := &fakeClaim{job: job("service-down", "llm", 1)}
 		c.job.Fingerprint, c.job.StartsAt = alerts[0].Fingerprint, alerts[0].StartsAt
@@ -168,7 +171,7 @@ func TestFastPathHandsItsJobToAnIdleWorker(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the worker is idle now, polling every hour
 	before := looks.Load()
 	fast := model.Alert{Fingerprint: "f457", StartsAt: time.Now(), Alertname: "ServiceDown", Status: "firing", Remediation: "service-down"}
-	if err := e.OpenFast(context.Background(), fast); err != nil {
+	if err := e.OpenFast(context.Background(), fast, allowed); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the idle worker handling the fast path's job", func() bool { return holding.Load() == 1 })
@@ -179,8 +182,17 @@ func TestFastPathHandsItsJobToAnIdleWorker(t *testing.T) {
 		t.Errorf("%d more claims for a job handed over", n)
 	}
 
+	// A silence applies: nothing is stored, nothing handed over.
+	silenced := errors.New("a silence may apply")
+	if err := e.OpenFast(context.Background(), fast, func(context.Context) error { return silenced }); err != silenced {
+		t.Fatalf("OpenFast with a check that refuses: %v, want the check's error", err)
+	}
+	if len(claimed) != 1 {
+		t.Fatal("a claim came back from a transaction whose check refused")
+	}
+
 	// The only worker is busy: the second job is given back to the queue.
-	if err := e.OpenFast(context.Background(), fast); err != nil {
+	if err := e.OpenFast(context.Background(), fast, allowed); err != nil {
 		t.Fatal(err)
 	}
 	if len(claimed) != 2 || !claimed[1].released {
@@ -202,7 +214,7 @@ func TestFastPathLeavesAnOlderJobToTheQueue(t *testing.T) {
 	looks := countClaims(e, nil)
 	older := &fakeClaim{job: job("service-down", "gateway", 1)}
 	older.job.Fingerprint = "01d"
-	e.ingestAndClaim = func(context.Context, []model.Alert, time.Duration, model.ClaimFilter) (Claim, error) {
+	e.ingestAndClaim = func(context.Context, []model.Alert, time.Duration, model.ClaimFilter, func() error) (Claim, error) {
 		return older, nil
 	}
 	runWorkers(t, e)
@@ -210,7 +222,7 @@ func TestFastPathLeavesAnOlderJobToTheQueue(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the worker is idle now, polling every hour
 	before := looks.Load()
 	fast := model.Alert{Fingerprint: "f457", StartsAt: time.Now(), Alertname: "ServiceDown", Status: "firing", Remediation: "service-down"}
-	if err := e.OpenFast(context.Background(), fast); err != nil {
+	if err := e.OpenFast(context.Background(), fast, allowed); err != nil {
 		t.Fatal(err)
 	}
 	if !older.released {
@@ -218,3 +230,6 @@ func TestFastPathLeavesAnOlderJobToTheQueue(t *testing.T) {
 	}
 	waitUntil(t, "a worker woken to look at the queue", func() bool { return looks.Load() > before })
 }
+
+// allowed is a fast path's check that lets the alert through.
+func allowed(context.Context) error { return nil }

@@ -14,6 +14,7 @@ package fastpath
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -62,8 +63,10 @@ type Store interface {
 }
 
 // Opener opens the occurrence of the fast path's alert and has its job
-// decided (engine.Engine.OpenFast).
-type Opener func(ctx context.Context, a model.Alert) error
+// decided (engine.Engine.OpenFast), once check returns nil: it may store
+// the alert meanwhile, but commits and decides nothing before; check's
+// error is returned as it is, with nothing stored.
+type Opener func(ctx context.Context, a model.Alert, check func(context.Context) error) error
 
 // FastPath turns Docker events into occurrences.
 type FastPath struct {
@@ -102,23 +105,31 @@ func (f *FastPath) Handle(ctx context.Context, ev Event) {
 	}
 	lset := r.FastAlert(ev.Container, cfg.Node.Name)
 	log := f.log.With("container", ev.Container, "event", ev.Kind, "remediation", r.Name)
-	silence, err := f.silenced(ctx, cfg.Alertmanager.URL, lset)
-	if err != nil || silence != "" {
-		result, msg := "silenced", fmt.Sprintf("fast path stood down for %s %s: Alertmanager silence %s may apply; the alert is Alertmanager's to deliver", ev.Container, ev.Kind, silence)
-		if err != nil {
-			result, msg = "unavailable", fmt.Sprintf("fast path stood down for %s %s: cannot ask Alertmanager for silences (%v); the slow path decides", ev.Container, ev.Kind, err)
+	a := model.Alert{Fingerprint: labelset.Fingerprint(lset), StartsAt: ev.Time.Truncate(time.Millisecond), Status: "firing",
+		Alertname: lset["alertname"], Labels: lset, Remediation: r.Name, Node: cfg.Node.Name,
+		Annotations: map[string]string{"summary": fmt.Sprintf("Docker reports %s: %s (selfheal's fast path)", ev.Container, ev.Kind)}}
+	// The silence check runs while the alert is written; nothing commits
+	// before it answers (Opener).
+	check := func(ctx context.Context) error {
+		silence, err := f.silenced(ctx, cfg.Alertmanager.URL, lset)
+		switch {
+		case err != nil:
+			return standDown{"unavailable", fmt.Sprintf("fast path stood down for %s %s: cannot ask Alertmanager for silences (%v); the slow path decides", ev.Container, ev.Kind, err)}
+		case silence != "":
+			return standDown{"silenced", fmt.Sprintf("fast path stood down for %s %s: Alertmanager silence %s may apply; the alert is Alertmanager's to deliver", ev.Container, ev.Kind, silence)}
 		}
-		f.events.WithLabelValues(result).Inc()
-		log.Info(msg)
-		if err := f.store.RecordEvent(ctx, model.Event{Severity: model.SeverityInfo, Type: "fast_path_stood_down", Target: ev.Container, Message: msg}); err != nil {
+		return nil
+	}
+	err := f.open(ctx, a, check)
+	if sd, ok := errors.AsType[standDown](err); ok {
+		f.events.WithLabelValues(sd.result).Inc()
+		log.Info(sd.msg)
+		if err := f.store.RecordEvent(ctx, model.Event{Severity: model.SeverityInfo, Type: "fast_path_stood_down", Target: ev.Container, Message: sd.msg}); err != nil {
 			log.Warn("record event", "err", err)
 		}
 		return
 	}
-	a := model.Alert{Fingerprint: labelset.Fingerprint(lset), StartsAt: ev.Time.Truncate(time.Millisecond), Status: "firing",
-		Alertname: lset["alertname"], Labels: lset, Remediation: r.Name, Node: cfg.Node.Name,
-		Annotations: map[string]string{"summary": fmt.Sprintf("Docker reports %s: %s (selfheal's fast path)", ev.Container, ev.Kind)}}
-	if err := f.open(ctx, a); err != nil {
+	if err != nil {
 		f.events.WithLabelValues("failed").Inc()
 		log.Warn("fast path could not open the occurrence; the slow path decides", "err", err)
 		return
@@ -126,6 +137,12 @@ func (f *FastPath) Handle(ctx context.Context, ev Event) {
 	f.events.WithLabelValues("opened").Inc()
 	log.Debug("fast path opened an occurrence")
 }
+
+// standDown is why the fast path leaves an event to the slow path: its
+// result (selfheal_fastpath_events_total) and the event's message.
+type standDown struct{ result, msg string }
+
+func (s standDown) Error() string { return s.msg }
 
 type silence struct {
 	ID     string `json:"id"`

@@ -588,7 +588,7 @@ func TestIngestAndClaim(t *testing.T) {
 	s, conn := open(t)
 	ctx := context.Background()
 	known := model.ClaimFilter{Known: []string{"service-down"}}
-	c, res, err := s.IngestAndClaim(ctx, []model.Alert{alert("firing")}, time.Hour, known)
+	c, res, err := s.IngestAndClaim(ctx, []model.Alert{alert("firing")}, time.Hour, known, nil)
 	if err != nil || c == nil || res.JobsQueued != 1 {
 		t.Fatalf("IngestAndClaim = %v, %+v, %v", c, res, err)
 	}
@@ -616,7 +616,7 @@ func TestIngestAndClaim(t *testing.T) {
 
 	second := alert("firing")
 	second.Fingerprint, second.StartsAt = "00000000000000bb", startsAt.Add(time.Minute)
-	c, _, err = s.IngestAndClaim(ctx, []model.Alert{second}, time.Hour, known)
+	c, _, err = s.IngestAndClaim(ctx, []model.Alert{second}, time.Hour, known, nil)
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
@@ -633,11 +633,27 @@ func TestIngestAndClaim(t *testing.T) {
 
 	resolved := second
 	resolved.Status = "resolved"
-	c, res, err = s.IngestAndClaim(ctx, []model.Alert{resolved}, time.Hour, model.ClaimFilter{Skip: []string{"service-down"}})
+	c, res, err = s.IngestAndClaim(ctx, []model.Alert{resolved}, time.Hour, model.ClaimFilter{Skip: []string{"service-down"}}, nil)
 	if err != nil || c != nil || res.JobsCancelled != 1 {
 		t.Fatalf("IngestAndClaim with no job to claim = %v, %+v, %v", c, res, err)
 	}
 	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE status = 'resolved'`); n != 1 {
 		t.Fatalf("%d resolved occurrences, want the one just stored", n)
+	}
+
+	// The gate refuses (a silence applies): nothing is stored.
+	third := alert("firing")
+	third.Fingerprint, third.StartsAt = "00000000000000cc", startsAt.Add(2*time.Minute)
+	silenced := errors.New("silenced")
+	jobs := one(t, conn, `SELECT count(*) FROM remediation_jobs`)
+	c, _, err = s.IngestAndClaim(ctx, []model.Alert{third}, time.Hour, known, func() error { return silenced })
+	if err != silenced || c != nil {
+		t.Fatalf("IngestAndClaim through a gate that refuses = %v, %v", c, err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM alert_occurrences WHERE fingerprint = '00000000000000cc'`); n != 0 {
+		t.Fatalf("%d occurrences stored through a gate that refused", n)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs`); n != jobs {
+		t.Fatalf("%d jobs after a gate refused, %d before", n, jobs)
 	}
 }

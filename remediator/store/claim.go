@@ -203,7 +203,12 @@ func (s *Store) ClaimJob(ctx context.Context, f model.ClaimFilter) (*Claim, erro
 // after a failure) still commits the alerts, their job back in the queue.
 // With no job to claim, the alerts are committed at once and the claim is
 // nil. The fast path opens its occurrences this way.
-func (s *Store) IngestAndClaim(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter) (*Claim, model.IngestResult, error) {
+//
+// gate, when not nil, is waited for once the alerts are written and the
+// job claimed, before anything commits or the claim is returned: an error
+// from it rolls everything back, and is returned as it is. (The fast path
+// asks Alertmanager for silences meanwhile.)
+func (s *Store) IngestAndClaim(ctx context.Context, alerts []model.Alert, reopenAfter time.Duration, f model.ClaimFilter, gate func() error) (*Claim, model.IngestResult, error) {
 	h, err := s.hold(ctx)
 	if err != nil {
 		return nil, model.IngestResult{}, fmt.Errorf("persist alerts: %w", err)
@@ -217,6 +222,12 @@ func (s *Store) IngestAndClaim(ctx context.Context, alerts []model.Alert, reopen
 	if err := h.tx.SendBatch(ctx, b).Close(); err != nil {
 		h.release()
 		return nil, model.IngestResult{}, fmt.Errorf("persist alerts: %w", err)
+	}
+	if gate != nil {
+		if err := gate(); err != nil {
+			h.release()
+			return nil, model.IngestResult{}, err
+		}
 	}
 	if len(jobs) == 0 {
 		if err := h.commit(ctx); err != nil {
