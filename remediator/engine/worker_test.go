@@ -148,8 +148,6 @@ func TestWorkersGoOnAfterErrors(t *testing.T) {
 // back (its alert committed, the job queued) and a worker woken.
 func TestFastPathHandsItsJobToAnIdleWorker(t *testing.T) {
 	e := newTestEngine(t, map[string]*fakeExec{})
-	withPoll(t, e, 1, time.Hour)
-	looks := countClaims(e, nil)
 	var holding atomic.Int64
 	gate := make(chan struct{})
 	defer close(gate)
@@ -166,11 +164,9 @@ func TestFastPathHandsItsJobToAnIdleWorker(t *testing.T) {
 		claimed = append(claimed, c)
 		return blockedClaim{fakeClaim: c, holding: &holding, gate: gate}, nil
 	}
-	runWorkers(t, e)
-	waitUntil(t, "the first look", func() bool { return looks.Load() >= 1 })
-	time.Sleep(50 * time.Millisecond) // the worker is idle now, polling every hour
+	looks := idleWorker(t, e)
 	before := looks.Load()
-	fast := model.Alert{Fingerprint: "f457", StartsAt: time.Now(), Alertname: "ServiceDown", Status: "firing", Remediation: "service-down"}
+	fast := fastAlert()
 	if err := e.OpenFast(context.Background(), fast, allowed); err != nil {
 		t.Fatal(err)
 	}
@@ -210,25 +206,37 @@ func TestFastPathHandsItsJobToAnIdleWorker(t *testing.T) {
 // queue, and a worker woken, as for a delivery.
 func TestFastPathLeavesAnOlderJobToTheQueue(t *testing.T) {
 	e := newTestEngine(t, map[string]*fakeExec{})
-	withPoll(t, e, 1, time.Hour)
-	looks := countClaims(e, nil)
 	older := &fakeClaim{job: job("service-down", "gateway", 1)}
 	older.job.Fingerprint = "01d"
 	e.ingestAndClaim = func(context.Context, []model.Alert, time.Duration, model.ClaimFilter, func() error) (Claim, error) {
 		return older, nil
 	}
-	runWorkers(t, e)
-	waitUntil(t, "the first look", func() bool { return looks.Load() >= 1 })
-	time.Sleep(50 * time.Millisecond) // the worker is idle now, polling every hour
+	looks := idleWorker(t, e)
 	before := looks.Load()
-	fast := model.Alert{Fingerprint: "f457", StartsAt: time.Now(), Alertname: "ServiceDown", Status: "firing", Remediation: "service-down"}
-	if err := e.OpenFast(context.Background(), fast, allowed); err != nil {
+	if err := e.OpenFast(context.Background(), fastAlert(), allowed); err != nil {
 		t.Fatal(err)
 	}
 	if !older.released {
 		t.Fatal("an older job was handed over in the fast path's transaction")
 	}
 	waitUntil(t, "a worker woken to look at the queue", func() bool { return looks.Load() > before })
+}
+
+// idleWorker starts e's one worker, polling every hour, and returns once
+// it is idle, with the count of its claims (none finds a job).
+func idleWorker(t *testing.T, e *Engine) *atomic.Int64 {
+	t.Helper()
+	withPoll(t, e, 1, time.Hour)
+	looks := countClaims(e, nil)
+	runWorkers(t, e)
+	waitUntil(t, "the first look", func() bool { return looks.Load() >= 1 })
+	time.Sleep(50 * time.Millisecond) // the worker is idle now
+	return looks
+}
+
+// fastAlert is an alert the fast path raises.
+func fastAlert() model.Alert {
+	return model.Alert{Fingerprint: "f457", StartsAt: time.Now(), Alertname: "ServiceDown", Status: "firing", Remediation: "service-down"}
 }
 
 // allowed is a fast path's check that lets the alert through.
