@@ -5,10 +5,10 @@
 // ordinary one — the same ladder, counting and audit, claimed by the same
 // engine — and Alertmanager's later delivery for the same outage joins it
 // (the engine checks). A person's silence in Alertmanager still stops it:
-// before opening anything the fast path asks Alertmanager's API v2 for its
-// silences, and stands down — leaving the alert to the slow path, which
-// Alertmanager silences or delivers — when one may apply or when
-// Alertmanager cannot be asked.
+// the fast path asks Alertmanager's API v2 for its silences, and nothing it
+// opens is committed or decided before the answer; it stands down —
+// leaving the alert to the slow path, which Alertmanager silences or
+// delivers — when one may apply or when Alertmanager cannot be asked.
 package fastpath
 
 import (
