@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -655,5 +656,69 @@ func TestIngestAndClaim(t *testing.T) {
 	}
 	if n := one(t, conn, `SELECT count(*) FROM remediation_jobs`); n != jobs {
 		t.Fatalf("%d jobs after a gate refused, %d before", n, jobs)
+	}
+}
+
+// TestIngestAndClaimAtOnce: the fast path opening many outages at once,
+// each in a transaction of its own, as OpenFast does: a claim that found
+// another job than its alert's gives it back. No job is held by two claims
+// at once, and every alert and its job are there once the claims end,
+// whether the decision recorded something (Finish) or nothing (Release).
+func TestIngestAndClaimAtOnce(t *testing.T) {
+	t.Parallel()
+	s, conn := open(t)
+	ctx := context.Background()
+	const n = 12
+	known := model.ClaimFilter{Known: []string{"service-down"}}
+	var mu sync.Mutex
+	held := map[int64]bool{}
+	finished := 0
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			a := alert("firing")
+			a.Fingerprint = fmt.Sprintf("%016x", i)
+			c, _, err := s.IngestAndClaim(ctx, []model.Alert{a}, time.Hour, known, nil)
+			if err != nil || c == nil {
+				errs <- fmt.Errorf("alert %d: claim %v, %v", i, c, err)
+				return
+			}
+			id := c.Job().ID
+			mu.Lock()
+			if held[id] {
+				errs <- fmt.Errorf("job %d held by two claims at once", id)
+			}
+			held[id] = true
+			mu.Unlock()
+			let := func() { mu.Lock(); delete(held, id); mu.Unlock() } // before the commit that lets another take it
+			if c.Job().Fingerprint != a.Fingerprint || i%2 == 0 {
+				let()
+				c.Release()
+				return
+			}
+			let()
+			if err := c.Finish(ctx, model.Outcome{State: model.JobDone, Result: model.OutcomeSkipped, Reason: "test"}); err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			finished++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := one(t, conn, `SELECT count(*) FROM alert_occurrences`); got != n {
+		t.Errorf("%d occurrences, want %d", got, n)
+	}
+	if got := one(t, conn, `SELECT count(*) FROM remediation_jobs`); got != n {
+		t.Errorf("%d jobs, want %d", got, n)
+	}
+	if got := one(t, conn, `SELECT count(*) FROM remediation_jobs WHERE state = 'queued'`); got != n-finished {
+		t.Errorf("%d jobs in the queue, want %d (all but the %d finished)", got, n-finished, finished)
 	}
 }
