@@ -331,21 +331,22 @@ func printStatements(b *testing.B, db *pgx.Conn) {
 	rows, err := db.Query(context.Background(), `
 		SELECT round(sum(total_exec_time + total_plan_time)::numeric, 0), sum(calls)::bigint,
 		       round((sum(total_exec_time + total_plan_time) / greatest(sum(calls), 1))::numeric, 3),
+		       round(sum(wal_bytes) / 1024)::bigint, sum(wal_fpi)::bigint,
 		       left(regexp_replace(query, '\s+', ' ', 'g'), 110)
 		FROM pg_stat_statements GROUP BY query ORDER BY 1 DESC LIMIT 15`)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer rows.Close()
-	fmt.Println("total ms   calls    ms/call  statement")
+	fmt.Println("total ms   calls    ms/call  WAL kB   WAL FPIs statement")
 	for rows.Next() {
 		var total, per float64
-		var calls int64
+		var calls, walKB, fpi int64
 		var q string
-		if err := rows.Scan(&total, &calls, &per, &q); err != nil {
+		if err := rows.Scan(&total, &calls, &per, &walKB, &fpi, &q); err != nil {
 			b.Fatal(err)
 		}
-		fmt.Printf("%-10.0f %-8d %-8.3f %s\n", total, calls, per, q)
+		fmt.Printf("%-10.0f %-8d %-8.3f %-8d %-8d %s\n", total, calls, per, walKB, fpi, q)
 	}
 	if err := rows.Err(); err != nil {
 		b.Fatal(err)
