@@ -92,6 +92,7 @@ remediations:
 		requests              []string
 	}
 	var crashes []crash
+	host := readHostCPU(b)
 	for i := range kills {
 		info, err := inspect(c, name)
 		if err != nil || info.State == nil || !info.State.Running {
@@ -161,6 +162,7 @@ remediations:
 	stored := func(cr crash) time.Duration { return cr.stored }
 	decided := func(cr crash) time.Duration { return cr.total - cr.stored }
 	own := func(cr crash) time.Duration { return cr.total - cr.waited }
+	host.reportSince(b)
 	b.ReportMetric(q(0.5, total), "die-to-restart-p50-ms")
 	b.ReportMetric(q(0.95, total), "die-to-restart-p95-ms")
 	b.ReportMetric(q(0.5, own), "own-p50-ms")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -358,4 +359,43 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// hostCPU is a reading of the machine's CPU time (/proc/stat's first
+// line), to say how busy the host was over a measurement and how much time
+// the hypervisor gave to other guests (steal): a run whose figures moved
+// with the host's own load can then be told from one that moved with the
+// code.
+type hostCPU struct{ busy, idle, steal uint64 }
+
+func readHostCPU(b *testing.B) hostCPU {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		b.Fatalf("unexpected /proc/stat: %q", line)
+	}
+	var v [8]uint64
+	for i := range v {
+		if v[i], err = strconv.ParseUint(f[i+1], 10, 64); err != nil {
+			b.Fatalf("/proc/stat: %v", err)
+		}
+	}
+	return hostCPU{busy: v[0] + v[1] + v[2] + v[5] + v[6], idle: v[3] + v[4], steal: v[7]}
+}
+
+// reportSince reports the host's busy and steal shares of its CPU time
+// since c was read.
+func (c hostCPU) reportSince(b *testing.B) {
+	now := readHostCPU(b)
+	busy, idle, steal := now.busy-c.busy, now.idle-c.idle, now.steal-c.steal
+	total := float64(busy + idle + steal)
+	if total == 0 {
+		return
+	}
+	b.ReportMetric(100*float64(busy)/total, "host-busy-%")
+	b.ReportMetric(100*float64(steal)/total, "host-steal-%")
 }

@@ -234,9 +234,11 @@ func BenchmarkWebhookAccept(b *testing.B) {
 			total := rate * seconds
 			before := handlerOver5ms(b, url)
 			profileDaemon(b, url)
+			host := readHostCPU(b)
 			start := time.Now()
 			lat, failed := load("m", total)
 			elapsed := time.Since(start)
+			host.reportSince(b)
 			// Where the tail is: requests over 5 ms as the client saw them, and
 			// as selfheal's handler timed itself (from its histogram).
 			over := 0
@@ -921,6 +923,7 @@ func BenchmarkCrashToRunning(b *testing.B) {
 	time.Sleep(time.Second) // docker events is listening
 	var always, fastLat, slowLat, floorLat, scriptLat []time.Duration
 	var ratios, scriptRatios []float64 // fast path ÷ floor, ÷ script, crash by crash
+	host := readHostCPU(b)
 	for range kills {
 		name := dockertest.Run(b, dockertest.Spec{Name: dockertest.UniqueName("crash-policy"), Restart: container.RestartPolicyAlways})
 		dockertest.WaitFor(b, 10*time.Second, name+" running", func() bool { return dockertest.State(b, name).Running })
@@ -942,6 +945,7 @@ func BenchmarkCrashToRunning(b *testing.B) {
 		return ms(l[len(l)/2])
 	}
 	p95 := func(l []time.Duration) float64 { return ms(l[int(float64(len(l)-1)*0.95)]) }
+	host.reportSince(b)
 	b.ReportMetric(p50(always), "restart-always-p50-ms")
 	b.ReportMetric(p95(always), "restart-always-p95-ms")
 	b.ReportMetric(p50(floorLat), "start-floor-p50-ms")
