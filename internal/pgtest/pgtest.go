@@ -259,7 +259,7 @@ func NewCluster(t testing.TB) *Cluster { return newCluster(t, false) }
 // durability (fsync and synchronous commit on), for benchmarks whose
 // figures must hold on a real installation. settings are more
 // "-c", "name=value" arguments. Its WAL is that of a server that has run a
-// while (warmWAL).
+// while (warmWALSQL).
 func NewDurableCluster(t testing.TB, settings ...string) *Cluster {
 	c := newCluster(t, true, settings...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
