@@ -568,20 +568,50 @@ func TestHandle(t *testing.T) {
 				}
 			}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			execs := tc.execs
-			if execs == nil {
-				execs = map[string]*fakeExec{}
-			}
-			e := newTestEngine(t, execs)
-			e.claim = func(context.Context, model.ClaimFilter) (Claim, error) { return tc.claim, nil }
-			worked, err := e.ProcessOne(context.Background())
-			if (err != nil) != tc.wantErr || !worked || !tc.claim.released {
-				t.Fatalf("ProcessOne = %v, %v; released %v", worked, err, tc.claim.released)
-			}
-			tc.check(t, tc.claim, execs)
-		})
+		// Each case twice: with a claim that reads selfheal's own actions
+		// on the target on its own, and with one that reads them with the
+		// lock, as the store's does (touchLocker).
+		for _, withLock := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/looked with the lock %v", tc.name, withLock), func(t *testing.T) {
+				execs := map[string]*fakeExec{}
+				for k, x := range tc.execs {
+					copied := *x
+					execs[k] = &copied
+				}
+				fake := *tc.claim
+				var c Claim = &fake
+				if withLock {
+					c = &lockLookingClaim{fakeClaim: &fake, t: t}
+				}
+				e := newTestEngine(t, execs)
+				e.claim = func(context.Context, model.ClaimFilter) (Claim, error) { return c, nil }
+				worked, err := e.ProcessOne(context.Background())
+				if (err != nil) != tc.wantErr || !worked || !fake.released {
+					t.Fatalf("ProcessOne = %v, %v; released %v", worked, err, fake.released)
+				}
+				tc.check(t, &fake, execs)
+			})
+		}
 	}
+}
+
+// lockLookingClaim reads selfheal's last action on the target in the
+// lock's round trip, as the store's claim does (touchLocker): a decision
+// then never reads it again.
+type lockLookingClaim struct {
+	*fakeClaim
+	t *testing.T
+}
+
+func (c *lockLookingClaim) LockTargetAndLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (bool, model.Touch, bool, error) {
+	locked, err := c.fakeClaim.LockTarget(ctx, target)
+	touch, found, _ := c.fakeClaim.LastTouch(ctx, target, since, takingDown)
+	return locked, touch, found, err
+}
+
+func (c *lockLookingClaim) LastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (model.Touch, bool, error) {
+	c.t.Error("selfheal's own actions read again after the lock's look")
+	return c.fakeClaim.LastTouch(ctx, target, since, takingDown)
 }
 
 // A decision looks at its target once: whether selfheal's own action

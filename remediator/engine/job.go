@@ -155,16 +155,28 @@ func countsOutage(r *policy.Remediation, j model.Job) bool {
 // evaluation late.
 const ownOutageSlack = 10 * time.Minute
 
+// lookedTouch is what a look at selfheal's own actions on a target found
+// (model.Touch, found).
+type lookedTouch struct {
+	touch model.Touch
+	found bool
+}
+
+// ownOutageSince is from when selfheal's actions may explain job j's
+// outage.
+func ownOutageSince(j model.Job) time.Time { return j.StartsAt.Add(-ownOutageSlack) }
+
 // ownOutage reports whether the alert is selfheal's own doing: another
 // job's action touched the target (a hard restart of every service, or a
-// restart by another remediation), and the target runs now in a run that
-// action started. Such an alert is no failure of the service: it is
-// skipped, uncounted. While the action still runs, the job waits for it.
-func (e *Engine) ownOutage(ctx context.Context, v view, r *policy.Remediation, j model.Job, target string) (Decision, bool, error) {
-	touch, found, err := v.LastTouch(ctx, target, j.StartsAt.Add(-ownOutageSlack), action.TakingDown())
-	if err != nil || !found {
-		return Decision{}, false, err
+// restart by another remediation; looked, the last such action since
+// ownOutageSince), and the target runs now in a run that action started.
+// Such an alert is no failure of the service: it is skipped, uncounted.
+// While the action still runs, the job waits for it.
+func (e *Engine) ownOutage(ctx context.Context, r *policy.Remediation, target string, looked lookedTouch) (Decision, bool, error) {
+	if !looked.found {
+		return Decision{}, false, nil
 	}
+	touch := looked.touch
 	if touch.Running {
 		return Decision{Verdict: Defer, RetryAfter: time.Second, Reason: fmt.Sprintf(
 			"selfheal's %s (%s, action %d) is acting on %s: waiting for it to finish", touch.Action, touch.Remediation, touch.ActionID, target)}, true, nil

@@ -88,6 +88,9 @@ type pass struct {
 	// unreachable: d waits for a target that cannot be reached now, which
 	// the job records once (unreachableEvent).
 	unreachable bool
+	// touch is selfheal's last action on the target, when it was read with
+	// the lock (touchLocker); nil when the own outage stage reads it.
+	touch *lookedTouch
 	// seen, in a round, remembers each name's resolution and target check
 	// across its jobs; nil on the other paths.
 	seen *roundMemo
@@ -175,9 +178,26 @@ func resolveTarget(ctx context.Context, e *Engine, p *pass) (Decision, bool, err
 	return Decision{}, false, nil
 }
 
+// touchLocker is a view that can look at selfheal's own actions on the
+// target in the lock's round trip (store.Claim.LockTargetAndLastTouch): a
+// job handled alone, where each round trip is the decision's time.
+type touchLocker interface {
+	LockTargetAndLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (bool, model.Touch, bool, error)
+}
+
 // lockTarget serialises the decisions on one target, across replicas.
+// Where the own outage stage will look at selfheal's own actions on the
+// target and the view can, that look comes back with the lock (p.touch).
 func lockTarget(ctx context.Context, _ *Engine, p *pass) (Decision, bool, error) {
-	locked, err := p.v.LockTarget(ctx, p.target)
+	var locked bool
+	var err error
+	if tl, ok := p.v.(touchLocker); ok && looksAtOwnOutage(p.r, p.job) {
+		var t lookedTouch
+		locked, t.touch, t.found, err = tl.LockTargetAndLastTouch(ctx, p.target, ownOutageSince(p.job), action.TakingDown())
+		p.touch = &t
+	} else {
+		locked, err = p.v.LockTarget(ctx, p.target)
+	}
 	if err != nil || locked {
 		return Decision{}, false, err
 	}
@@ -201,10 +221,25 @@ func joinFastPath(ctx context.Context, e *Engine, p *pass) (Decision, bool, erro
 // ownOutageStage: an outage selfheal's own action caused is no failure of
 // the target (Engine.ownOutage).
 func ownOutageStage(ctx context.Context, e *Engine, p *pass) (Decision, bool, error) {
-	if !countsOutage(p.r, p.job) || p.job.Step != 1 {
+	if !looksAtOwnOutage(p.r, p.job) {
 		return Decision{}, false, nil
 	}
-	return e.ownOutage(ctx, p.v, p.r, p.job, p.target)
+	touch := p.touch
+	if touch == nil {
+		var t lookedTouch
+		var err error
+		if t.touch, t.found, err = p.v.LastTouch(ctx, p.target, ownOutageSince(p.job), action.TakingDown()); err != nil {
+			return Decision{}, false, err
+		}
+		touch = &t
+	}
+	return e.ownOutage(ctx, p.r, p.target, *touch)
+}
+
+// looksAtOwnOutage: whether the own outage stage looks at selfheal's own
+// actions for job j — an outage's first step, where outages count.
+func looksAtOwnOutage(r *policy.Remediation, j model.Job) bool {
+	return countsOutage(r, j) && j.Step == 1
 }
 
 // loadState counts the alert's occurrence as a failure of its target,

@@ -345,6 +345,18 @@ func TestLastTouch(t *testing.T) {
 	if n := one(t, conn, `SELECT count(*) FROM recovery_actions WHERE details->'touches' ? 'llm'`); n != 1 {
 		t.Fatalf("%d actions record that they touch llm", n)
 	}
+
+	// In the lock's round trip, the same look; a lock refused is refused.
+	locked, both, found, err := c.LockTargetAndLastTouch(ctx, "llm", startsAt.Add(-10*time.Minute), takingDown)
+	if err != nil || !locked || !found || both != touch {
+		t.Fatalf("LockTargetAndLastTouch(llm) = %v, %+v, %v, %v; want locked and %+v", locked, both, found, err, touch)
+	}
+	if locked, _, found, err := c.LockTargetAndLastTouch(ctx, "other", startsAt.Add(-10*time.Minute), takingDown); err != nil || !locked || found {
+		t.Fatalf("LockTargetAndLastTouch(other) = %v, %v, %v; want locked, no touch", locked, found, err)
+	}
+	if locked, _, _, err := c.LockTargetAndLastTouch(ctx, "application", startsAt.Add(-10*time.Minute), takingDown); err != nil || locked {
+		t.Fatalf("LockTargetAndLastTouch(application) = %v, %v; want refused: the hard restart runs on it", locked, err)
+	}
 }
 
 // TestClaimLeavesUnknownRemediationsToOthers: a replica whose configuration

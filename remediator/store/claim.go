@@ -329,17 +329,19 @@ func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Se
 // same name are two targets.
 const targetLockKey = `hashtextextended('selfheal/target/' || COALESCE(selfheal_node(), '') || '/' || %s, 0)`
 
+// lockTargetSQL takes target $1's lock for job $2 (LockTarget).
+var lockTargetSQL = fmt.Sprintf(`SELECT pg_try_advisory_xact_lock(%s)
+	AND NOT EXISTS (SELECT 1 FROM recovery_actions
+	                WHERE status = 'running' AND service_name = $1 AND parent_action_id IS NULL AND job_id IS DISTINCT FROM $2)`,
+	fmt.Sprintf(targetLockKey, "$1"))
+
 // LockTarget takes the per-target advisory lock for the rest of the
 // decision. It does not wait: false means another worker is deciding on
 // the target, or an action on it is running (its own lease, not a lock,
 // holds it while it runs).
 func (c *Claim) LockTarget(ctx context.Context, target string) (bool, error) {
 	var ok bool
-	err := c.tx.QueryRow(ctx, fmt.Sprintf(`SELECT pg_try_advisory_xact_lock(%s)
-		AND NOT EXISTS (SELECT 1 FROM recovery_actions
-		                WHERE status = 'running' AND service_name = $1 AND parent_action_id IS NULL AND job_id IS DISTINCT FROM $2)`,
-		fmt.Sprintf(targetLockKey, "$1")), target, c.job.ID).Scan(&ok)
-	if err != nil {
+	if err := c.tx.QueryRow(ctx, lockTargetSQL, target, c.job.ID).Scan(&ok); err != nil {
 		return false, fmt.Errorf("lock target %q: %w", target, err)
 	}
 	return ok, nil

@@ -148,24 +148,55 @@ func (s *Store) ReadLastTouch(ctx context.Context, target string, since time.Tim
 	return lastTouch(ctx, s.pool, target, since, 0, takingDown)
 }
 
+// LockTargetAndLastTouch is LockTarget and then LastTouch, in one round
+// trip: the look at selfheal's own actions runs right after the lock
+// statement, in the same batch, and sees what LastTouch after the lock
+// would. When the lock is refused the look is returned all the same, and
+// means nothing.
+func (c *Claim) LockTargetAndLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (locked bool, t model.Touch, found bool, err error) {
+	b := &pgx.Batch{}
+	b.Queue(lockTargetSQL, target, c.job.ID).QueryRow(func(row pgx.Row) error { return row.Scan(&locked) })
+	b.Queue(lastTouchSQL, target, since, c.job.OccurrenceID, takingDown).QueryRow(func(row pgx.Row) error {
+		t, found, err = scanTouch(row)
+		return err
+	})
+	if err := c.tx.SendBatch(ctx, b).Close(); err != nil {
+		return false, model.Touch{}, false, fmt.Errorf("lock target %q and look up selfheal's actions on it: %w", target, err)
+	}
+	return locked, t, found, nil
+}
+
+// lastTouchSQL is LastTouch's: $1 the target, $2 since, $3 the occurrence
+// whose own actions do not count, $4 the actions that take a target down.
+const lastTouchSQL = `
+SELECT id, action_type, COALESCE(remediation, ''), started_at, completed_at, status = 'running'
+FROM recovery_actions
+WHERE started_at >= $2::timestamptz - interval '1 hour'
+  AND ((service_name = $1 AND action_type = ANY($4::text[])) OR details->'touches' ? $1)
+  AND status <> 'dry_run'
+  AND (completed_at IS NULL OR completed_at >= $2)
+  AND NOT EXISTS (SELECT 1 FROM remediation_jobs j WHERE j.id = recovery_actions.job_id AND j.occurrence_id = $3)
+ORDER BY status = 'running' DESC, started_at DESC
+LIMIT 1`
+
 func lastTouch(ctx context.Context, q querier, target string, since time.Time, occurrence int64, takingDown []string) (model.Touch, bool, error) {
+	t, found, err := scanTouch(q.QueryRow(ctx, lastTouchSQL, target, since, occurrence, takingDown))
+	if err != nil {
+		return model.Touch{}, false, fmt.Errorf("look up selfheal's actions on %q: %w", target, err)
+	}
+	return t, found, nil
+}
+
+// scanTouch reads lastTouchSQL's row; no row is no touch.
+func scanTouch(row pgx.Row) (model.Touch, bool, error) {
 	var t model.Touch
 	var completed *time.Time
-	err := q.QueryRow(ctx, `
-		SELECT id, action_type, COALESCE(remediation, ''), started_at, completed_at, status = 'running'
-		FROM recovery_actions
-		WHERE started_at >= $2::timestamptz - interval '1 hour'
-		  AND ((service_name = $1 AND action_type = ANY($4::text[])) OR details->'touches' ? $1)
-		  AND status <> 'dry_run'
-		  AND (completed_at IS NULL OR completed_at >= $2)
-		  AND NOT EXISTS (SELECT 1 FROM remediation_jobs j WHERE j.id = recovery_actions.job_id AND j.occurrence_id = $3)
-		ORDER BY status = 'running' DESC, started_at DESC
-		LIMIT 1`, target, since, occurrence, takingDown).Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
+	err := row.Scan(&t.ActionID, &t.Action, &t.Remediation, &t.Started, &completed, &t.Running)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return model.Touch{}, false, nil
 	}
 	if err != nil {
-		return model.Touch{}, false, fmt.Errorf("look up selfheal's actions on %q: %w", target, err)
+		return model.Touch{}, false, err
 	}
 	if completed != nil {
 		t.Completed = *completed
