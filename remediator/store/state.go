@@ -153,10 +153,15 @@ func (s *Store) ReadLastTouch(ctx context.Context, target string, since time.Tim
 // statement, in the same batch, and sees what LastTouch after the lock
 // would. When the lock is refused the look is returned all the same, and
 // means nothing.
-func (c *Claim) LockTargetAndLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (locked bool, t model.Touch, found bool, err error) {
+func (c *Claim) LockTargetAndLastTouch(ctx context.Context, target string, since time.Time, takingDown []string) (bool, model.Touch, bool, error) {
+	var (
+		locked, found bool
+		t             model.Touch
+	)
 	b := &pgx.Batch{}
 	b.Queue(lockTargetSQL, target, c.job.ID).QueryRow(func(row pgx.Row) error { return row.Scan(&locked) })
 	b.Queue(lastTouchSQL, target, since, c.job.OccurrenceID, takingDown).QueryRow(func(row pgx.Row) error {
+		var err error
 		t, found, err = scanTouch(row)
 		return err
 	})
